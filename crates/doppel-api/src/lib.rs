@@ -1,0 +1,1 @@
+//! Doppel's HTTP JSON API (axum).

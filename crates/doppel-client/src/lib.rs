@@ -1,0 +1,1 @@
+//! Client of Doppel's HTTP API, used by the CLI.

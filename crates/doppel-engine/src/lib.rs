@@ -1,0 +1,1 @@
+//! Doppel's integrator: ties store, storage and plugin host into operations.

@@ -1,0 +1,1 @@
+//! Vocabulary types of the Doppel engine: ids, objects, errors. No I/O.

@@ -1,0 +1,1 @@
+//! Runs Delphix Virtualization SDK plugins in CPython workers and validates their schemas.

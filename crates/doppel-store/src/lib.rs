@@ -1,0 +1,1 @@
+//! Doppel's metadata store (SQLite): the only crate that speaks SQL.
