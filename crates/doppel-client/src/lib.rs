@@ -1,1 +1,133 @@
-//! Client of Doppel's HTTP API, used by the CLI.
+//! Client of Doppel's HTTP API. The CLI talks to the engine only through
+//! this crate, so anything the CLI can do a script can do over HTTP.
+
+use std::time::Duration;
+
+use doppel_model::{ApiError, ErrorCode, PluginSummary};
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+/// The engine's default listen address, also the client's default URL.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The engine answered with an error.
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("cannot reach the Doppel engine at {url}: {reason}. Is `doppel serve` running? (set --url or DOPPEL_URL)")]
+    Unreachable { url: String, reason: String },
+    #[error("the engine at {url} answered HTTP {status} with something that is not a Doppel answer: {body:.300}")]
+    Unexpected { url: String, status: u16, body: String },
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    base: String,
+    http: Http,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        let http = Http::builder()
+            // Plugin operations can legitimately run for a long time.
+            .timeout(None::<Duration>)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("a plain HTTP client builds");
+        Client { base: url.trim_end_matches('/').to_owned(), http }
+    }
+
+    /// `<base>/api/v1/<segments...>`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(&self.base).unwrap_or_else(|_| reqwest::Url::parse(DEFAULT_URL).expect("valid"));
+        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend(["api", "v1"]).extend(segments);
+        url
+    }
+
+    fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let resp = req.send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        self.decode(resp)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, resp: Response) -> Result<T, ClientError> {
+        let status = resp.status().as_u16();
+        let body = resp.text().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&body).map_err(|_| ClientError::Unexpected { url: self.base.clone(), status, body });
+        }
+        #[derive(serde::Deserialize)]
+        struct Wrapper {
+            error: ApiError,
+        }
+        match serde_json::from_str::<Wrapper>(&body) {
+            Ok(w) => Err(ClientError::Api(w.error)),
+            Err(_) => Err(ClientError::Unexpected { url: self.base.clone(), status, body }),
+        }
+    }
+
+    pub fn health(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(&["health"])))
+    }
+
+    pub fn install_plugin(&self, artifact: Vec<u8>) -> Result<PluginSummary, ClientError> {
+        self.send(self.http.post(self.url(&["plugins"])).header("content-type", "application/json").body(artifact))
+    }
+
+    pub fn list_plugins(&self) -> Result<Vec<PluginSummary>, ClientError> {
+        self.send(self.http.get(self.url(&["plugins"])))
+    }
+
+    pub fn get_plugin(&self, plugin: &str) -> Result<PluginSummary, ClientError> {
+        self.send(self.http.get(self.url(&["plugins", plugin])))
+    }
+
+    pub fn delete_plugin(&self, plugin: &str) -> Result<PluginSummary, ClientError> {
+        self.send(self.http.delete(self.url(&["plugins", plugin])))
+    }
+
+    pub fn plugin_logs(&self, plugin: &str, level: &str, tail: Option<usize>) -> Result<Value, ClientError> {
+        let mut q = vec![("level", level.to_owned())];
+        if let Some(t) = tail {
+            q.push(("tail", t.to_string()));
+        }
+        self.send(self.http.get(self.url(&["plugins", plugin, "logs"])).query(&q))
+    }
+
+    pub fn plugin_worker(&self, plugin: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(&["plugins", plugin, "worker"])))
+    }
+
+    /// Calls one plugin operation; returns its result as proto JSON.
+    pub fn invoke(&self, plugin: &str, operation: &str, request: Value, deadline_seconds: Option<f64>) -> Result<Value, ClientError> {
+        let mut body = json!({ "request": request });
+        if let Some(d) = deadline_seconds {
+            body["deadline_seconds"] = json!(d);
+        }
+        let url = self.url(&["plugins", plugin, "operations", operation]);
+        let v: Value = self.send(self.http.post(url).json(&body))?;
+        Ok(v.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    pub fn validate(&self, plugin: &str, definition: &str, params: Value) -> Result<Value, ClientError> {
+        let url = self.url(&["plugins", plugin, "validate", definition]);
+        self.send(self.http.post(url).json(&params))
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

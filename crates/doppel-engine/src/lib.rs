@@ -1,1 +1,113 @@
-//! Doppel's integrator: ties store, storage and plugin host into operations.
+//! The engine: the one place that ties the metadata store, the storage pool
+//! and the plugin host together into user-facing operations.
+//!
+//! Architecture invariant: the API and CLI reach the store, the pool and
+//! plugins only through [`Engine`]; the engine knows nothing of HTTP.
+
+mod error;
+pub mod layout;
+mod plugins;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::EngineError;
+pub use plugins::{ParameterDefinition, PluginInvocation};
+
+use doppel_plugin_host::{HostConfig, NoHostAccess, PluginHost, WORKER_SCRIPT};
+use doppel_store::Store;
+use layout::Layout;
+
+/// How the engine is set up; `doppel serve` fills it from flags and env vars.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// CPython 3.11 for plugin workers.
+    pub python: PathBuf,
+    pub deadlines: Deadlines,
+}
+
+/// Plugin operation deadlines per class.
+#[derive(Debug, Clone)]
+pub struct Deadlines {
+    pub start: Duration,
+    pub short: Duration,
+    pub normal: Duration,
+    pub long: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            start: Duration::from_secs(60),
+            short: Duration::from_secs(120),
+            normal: Duration::from_secs(30 * 60),
+            long: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub struct Engine {
+    layout: Layout,
+    store: Store,
+    host: PluginHost,
+    /// Serialises plugin installs, upgrades and deletes.
+    plugin_lock: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    /// Opens the data directory, creating what is missing, and checks that
+    /// plugin workers can run.
+    pub async fn open(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        let layout = Layout::new(&config.data_dir);
+        layout.create()?;
+        std::fs::write(layout.worker_script(), WORKER_SCRIPT)
+            .map_err(EngineError::io(format!("writing {}", layout.worker_script().display())))?;
+        check_python(&config.python).await?;
+        let store = Store::open(&layout.metadata_db())?;
+        let host = PluginHost::new(
+            HostConfig {
+                python: config.python.clone(),
+                worker_script: layout.worker_script(),
+                start_deadline: config.deadlines.start,
+                short: config.deadlines.short,
+                normal: config.deadlines.normal,
+                long: config.deadlines.long,
+            },
+            Arc::new(NoHostAccess),
+        );
+        let engine = Engine { layout, store, host, plugin_lock: tokio::sync::Mutex::new(()) };
+        engine.sweep_plugin_leftovers()?;
+        Ok(Arc::new(engine))
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Stops every plugin worker.
+    pub async fn shutdown(&self) {
+        self.host.stop_all().await;
+    }
+}
+
+/// Checks the worker Python once at start, so a missing package is reported
+/// when the engine starts rather than at the first plugin call.
+async fn check_python(python: &std::path::Path) -> Result<(), EngineError> {
+    let script = "import sys, google.protobuf, six\n\
+                  assert sys.version_info[:2] == (3, 11), 'CPython 3.11 is required, this is ' + sys.version.split()[0]\n\
+                  v = tuple(int(x) for x in google.protobuf.__version__.split('.')[:2])\n\
+                  assert (6, 31) <= v < (7, 0), 'protobuf>=6.31.1,<7 is required, found ' + google.protobuf.__version__\n";
+    let out = tokio::process::Command::new(python).arg("-c").arg(script).output().await;
+    let fix = "run scripts/setup.sh, or point DOPPEL_PYTHON at a CPython 3.11 with protobuf>=6.31.1,<7 and six==1.17.0";
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or_default();
+            Err(EngineError::Internal(format!("plugin worker Python {} is not usable ({last}); {fix}", python.display())))
+        }
+        Err(e) => Err(EngineError::Internal(format!("plugin worker Python {} cannot run ({e}); {fix}", python.display()))),
+    }
+}

@@ -1,1 +1,11 @@
-//! Vocabulary types of the Doppel engine: ids, objects, errors. No I/O.
+//! Vocabulary types of the Doppel engine, in the words of the design: plugins,
+//! environments, dSources, VDBs, snapshots, jobs.
+//!
+//! Architecture invariant: this crate does no I/O and depends on no other
+//! Doppel crate; every other crate may depend on it.
+
+pub mod error;
+pub mod plugin;
+
+pub use error::{ApiError, ErrorCode};
+pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};

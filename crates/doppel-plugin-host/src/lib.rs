@@ -1,1 +1,31 @@
-//! Runs Delphix Virtualization SDK plugins in CPython workers and validates their schemas.
+//! Runs Delphix Virtualization SDK plugins, as built by the real `dvp build`,
+//! in CPython 3.11 worker processes, and checks everything a plugin brings
+//! (artifact fields, schemas) or is given (user parameters).
+//!
+//! - [`artifact`]: parse and check artifact.json, extract its code.
+//! - [`schema`]: the plugin's JSON schemas: install-time rules and
+//!   validation of user parameters with the SDK's formats.
+//! - [`operations`]: every operation of the contract as data.
+//! - [`host`] and [`worker`]: worker processes, deadlines, restarts.
+//! - [`libs`]: library callbacks the plugin makes while it runs.
+//! - [`logs`]: the plugin's debug/info/error streams.
+//!
+//! Architecture invariant: plugin code never runs in the engine's process;
+//! this crate knows nothing of SQL, HTTP or the storage pool.
+
+pub mod artifact;
+pub mod error;
+pub mod host;
+pub mod libs;
+pub mod logs;
+pub mod operations;
+pub mod schema;
+pub mod worker;
+
+pub use artifact::{Artifact, ArtifactError, BuildNumber};
+pub use error::InvokeError;
+pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
+pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
+pub use logs::{LogContext, PluginLog};
+pub use operations::Operation;
+pub use worker::CallContext;

@@ -1,1 +1,190 @@
-//! Doppel's metadata store (SQLite): the only crate that speaks SQL.
+//! Doppel's metadata store: one SQLite file in WAL mode with versioned
+//! migrations. The only crate that speaks SQL.
+//!
+//! Architecture invariant: every state change is one transaction; no other
+//! crate opens the database. SQL stays portable (no SQLite-only syntax beyond
+//! the pragmas in [`Store::open`]) so PostgreSQL can follow.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Schema versions, applied in order; a released entry is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: plugins
+    "CREATE TABLE plugin (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        build_number TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        code_dir TEXT NOT NULL,
+        installed_at TEXT NOT NULL
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("metadata store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("metadata store is at schema version {found}, newer than this engine knows ({known}); upgrade the engine")]
+    TooNew { found: i64, known: i64 },
+    #[error("metadata store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("metadata store holds a corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// A stored plugin version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRecord {
+    pub id: String,
+    pub name: String,
+    pub build_number: String,
+    /// artifact.json without `sourceCode`.
+    pub definition: serde_json::Value,
+    pub code_dir: String,
+    pub installed_at: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        let store = Store { conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let store = Store { conn: Mutex::new(Connection::open_in_memory()?) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "metadata store migrated");
+        }
+        Ok(())
+    }
+
+    /// Inserts a plugin, or replaces the stored version of the same id.
+    pub fn put_plugin(&self, p: &PluginRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO plugin (id, name, build_number, definition, code_dir, installed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, build_number = excluded.build_number,
+               definition = excluded.definition, code_dir = excluded.code_dir, installed_at = excluded.installed_at",
+            params![p.id, p.name, p.build_number, p.definition.to_string(), p.code_dir, p.installed_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_plugin(&self, id: &str) -> Result<Option<PluginRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, name, build_number, definition, code_dir, installed_at FROM plugin WHERE id = ?1",
+                [id],
+                row_to_plugin,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    pub fn list_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, name, build_number, definition, code_dir, installed_at FROM plugin ORDER BY name, id")?;
+        let rows = stmt.query_map([], row_to_plugin)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a plugin; returns whether it existed.
+    pub fn delete_plugin(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM plugin WHERE id = ?1", [id])? > 0)
+    }
+}
+
+fn row_to_plugin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PluginRecord, StoreError>> {
+    let definition: String = r.get(3)?;
+    let id: String = r.get(0)?;
+    Ok(match serde_json::from_str(&definition) {
+        Ok(definition) => Ok(PluginRecord {
+            id,
+            name: r.get(1)?,
+            build_number: r.get(2)?,
+            definition,
+            code_dir: r.get(4)?,
+            installed_at: r.get(5)?,
+        }),
+        Err(e) => Err(StoreError::Corrupt { what: format!("plugin {id}"), detail: e.to_string() }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(build: &str) -> PluginRecord {
+        PluginRecord {
+            id: "e477c622-434b-4224-aa27-54aee3bee187".into(),
+            name: "p".into(),
+            build_number: build.into(),
+            definition: serde_json::json!({"name": "p"}),
+            code_dir: "plugins/x".into(),
+            installed_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn plugins_round_trip_and_replace() {
+        let s = Store::open_in_memory().unwrap();
+        s.put_plugin(&record("1.0")).unwrap();
+        s.put_plugin(&record("1.1")).unwrap();
+        let all = s.list_plugins().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].build_number, "1.1");
+        assert_eq!(s.get_plugin(&all[0].id).unwrap().unwrap().definition["name"], "p");
+        assert!(s.delete_plugin(&all[0].id).unwrap());
+        assert!(!s.delete_plugin(&all[0].id).unwrap());
+        assert!(s.get_plugin(&all[0].id).unwrap().is_none());
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        Store::open(&path).unwrap().put_plugin(&record("2")).unwrap();
+        assert_eq!(Store::open(&path).unwrap().list_plugins().unwrap().len(), 1);
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+    }
+}

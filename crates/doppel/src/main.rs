@@ -1,1 +1,31 @@
-fn main() {}
+//! The `doppel` command: `doppel serve` runs the engine; every other
+//! subcommand is a client of the engine's HTTP API.
+
+mod cli;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "doppel", version, about = "Doppel: thin, instant copies of any dataset, provisioned anywhere.")]
+#[command(after_help = "Examples:\n  doppel serve --data-dir /var/lib/doppel\n  doppel plugin install artifact.json\n  doppel plugin list -o json")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine: metadata store, storage pool, plugin workers and the HTTP API.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Client(c) => cli::run(c),
+    }
+}

@@ -1,0 +1,71 @@
+//! The engine's error type: every failure carries what a user needs to act,
+//! and maps to exactly one API error code.
+
+use doppel_model::{ApiError, ErrorCode};
+use doppel_plugin_host::{ArtifactError, InvokeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    InvalidArtifact(#[from] ArtifactError),
+    #[error("{field}: {reason}")]
+    InvalidInput { field: String, reason: String },
+    #[error("{what} do not match the plugin's schema")]
+    InvalidParameters { what: String, violations: Vec<String> },
+    #[error("no {kind} named {id:?}")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Plugin(#[from] InvokeError),
+    #[error(transparent)]
+    Store(#[from] doppel_store::StoreError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+        let context = context.into();
+        move |source| EngineError::Io { context, source }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::InvalidArtifact(ArtifactError::Extract { .. }) => ErrorCode::Internal,
+            EngineError::InvalidArtifact(_) => ErrorCode::InvalidArtifact,
+            EngineError::InvalidInput { .. } => ErrorCode::InvalidInput,
+            EngineError::InvalidParameters { .. } => ErrorCode::InvalidParameters,
+            EngineError::NotFound { .. } => ErrorCode::NotFound,
+            EngineError::Conflict(_) => ErrorCode::Conflict,
+            EngineError::Plugin(e) => match e {
+                InvokeError::User { .. } => ErrorCode::PluginUserError,
+                InvokeError::Deadline { .. } => ErrorCode::PluginTimeout,
+                InvokeError::NotImplemented { .. } | InvokeError::UnknownOperation { .. } => ErrorCode::InvalidInput,
+                // A plugin that cannot load is refused at install: the artifact is at fault.
+                InvokeError::Load { .. } => ErrorCode::InvalidArtifact,
+                InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
+                _ => ErrorCode::PluginFailed,
+            },
+            EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The API's view of this error.
+    pub fn to_api(&self) -> ApiError {
+        let mut err = ApiError { code: self.code(), message: self.to_string(), action: None, details: Vec::new(), output: None };
+        match self {
+            EngineError::InvalidArtifact(a) => err.details = a.details(),
+            EngineError::InvalidParameters { violations, .. } => err.details = violations.clone(),
+            EngineError::Plugin(InvokeError::User { action, output, .. }) => {
+                err.action = Some(action.clone()).filter(|a| !a.is_empty());
+                err.output = Some(output.clone()).filter(|o| !o.is_empty());
+            }
+            EngineError::Plugin(e) => err.output = e.detail().map(str::to_owned).filter(|d| !d.is_empty()),
+            _ => {}
+        }
+        err
+    }
+}

@@ -1,0 +1,63 @@
+//! The one authority on where things live in the data directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::EngineError;
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn create(&self) -> Result<(), EngineError> {
+        for dir in [self.root.clone(), self.plugins_dir(), self.runtime_dir()] {
+            std::fs::create_dir_all(&dir).map_err(EngineError::io(format!("creating {}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    pub fn metadata_db(&self) -> PathBuf {
+        self.root.join("metadata.db")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
+    pub fn worker_script(&self) -> PathBuf {
+        self.runtime_dir().join("doppel_worker.py")
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
+
+    /// Everything of one plugin: its versions' code and its logs.
+    pub fn plugin_dir(&self, plugin_id: &str) -> PathBuf {
+        self.plugins_dir().join(plugin_id)
+    }
+
+    /// The extracted code of one plugin version.
+    pub fn plugin_code_dir(&self, plugin_id: &str, build_number: &str) -> PathBuf {
+        self.plugin_dir(plugin_id).join(format!("build-{build_number}"))
+    }
+
+    pub fn plugin_log_dir(&self, plugin_id: &str) -> PathBuf {
+        self.plugin_dir(plugin_id).join("logs")
+    }
+
+    /// A scratch directory for an install in progress; `.tmp` names are
+    /// swept at start-up.
+    pub fn plugin_staging_dir(&self, plugin_id: &str) -> PathBuf {
+        self.plugin_dir(plugin_id).join(format!("install-{}.tmp", uuid::Uuid::new_v4()))
+    }
+}

@@ -1,0 +1,322 @@
+//! Plugin operations of the engine: install (and upgrade), list, show,
+//! delete, invoke an operation, read logs, validate parameters.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_model::{PluginKind, PluginLogLevel, PluginSummary};
+use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
+use doppel_plugin_host::{Artifact, BuildNumber, CallContext, LoadedPlugin, LogContext, PluginLog};
+use doppel_store::PluginRecord;
+use serde_json::Value;
+
+use crate::{Engine, EngineError};
+
+/// Which of a plugin's schemas user parameters are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParameterDefinition {
+    LinkedSource,
+    VirtualSource,
+    SnapshotParameters,
+    SourceConfig,
+    Repository,
+    VirtualToPhysical,
+    Snapshot,
+}
+
+impl ParameterDefinition {
+    pub const ALL: [ParameterDefinition; 7] = [
+        Self::LinkedSource,
+        Self::VirtualSource,
+        Self::SnapshotParameters,
+        Self::SourceConfig,
+        Self::Repository,
+        Self::VirtualToPhysical,
+        Self::Snapshot,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LinkedSource => "linkedSource",
+            Self::VirtualSource => "virtualSource",
+            Self::SnapshotParameters => "snapshotParameters",
+            Self::SourceConfig => "sourceConfig",
+            Self::Repository => "repository",
+            Self::VirtualToPhysical => "virtualToPhysical",
+            Self::Snapshot => "snapshot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Where the schema sits in artifact.json.
+    fn pointer(self) -> &'static str {
+        match self {
+            Self::LinkedSource => "/linkedSourceDefinition/parameters",
+            Self::VirtualSource => "/virtualSourceDefinition/parameters",
+            Self::SnapshotParameters => "/snapshotParametersDefinition/schema",
+            Self::SourceConfig => "/discoveryDefinition/sourceConfigSchema",
+            Self::Repository => "/discoveryDefinition/repositorySchema",
+            Self::VirtualToPhysical => "/virtualToPhysicalDefinition/parameters",
+            Self::Snapshot => "/snapshotSchema",
+        }
+    }
+}
+
+/// One call of a plugin operation through the API (a plugin author's tool,
+/// and how the test suite drives every operation).
+#[derive(Debug, Clone)]
+pub struct PluginInvocation {
+    pub operation: String,
+    pub request: Value,
+    pub deadline: Option<Duration>,
+    pub job: Option<String>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Engine {
+    fn loaded(&self, rec: &PluginRecord) -> Result<LoadedPlugin, EngineError> {
+        let kind = match rec.definition.pointer("/linkedSourceDefinition/type").and_then(|v| v.as_str()) {
+            Some("PluginLinkedDirectSourceDefinition") => PluginKind::Direct,
+            _ => PluginKind::Staged,
+        };
+        Ok(LoadedPlugin {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            build_number: rec.build_number.clone(),
+            kind,
+            entry_point: rec.definition["entryPoint"].as_str().unwrap_or_default().to_owned(),
+            manifest: rec.definition.get("manifest").cloned().unwrap_or(Value::Null),
+            code_dir: self.layout.root().join(&rec.code_dir),
+            log: Arc::new(PluginLog::new(self.layout.plugin_log_dir(&rec.id))),
+        })
+    }
+
+    fn summary(&self, rec: &PluginRecord) -> PluginSummary {
+        let d = &rec.definition;
+        let kind = self.loaded(rec).map(|l| l.kind).unwrap_or(PluginKind::Staged);
+        let strs = |v: &Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        };
+        let manifest = d.get("manifest").cloned().unwrap_or(Value::Null);
+        let operations = doppel_plugin_host::operations::ALL
+            .iter()
+            .filter(|op| op.manifest_flag.is_some() && op.implemented_by(&manifest, kind))
+            .map(|op| op.name())
+            .collect();
+        let mut migration_ids = strs(&manifest["migrationIdList"]);
+        migration_ids.sort_by_key(|m| BuildNumber::parse(m).ok());
+        PluginSummary {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            build_number: rec.build_number.clone(),
+            external_version: d.get("externalVersion").and_then(|v| v.as_str()).map(str::to_owned),
+            kind,
+            language: d["language"].as_str().unwrap_or_default().to_owned(),
+            host_types: strs(&d["hostTypes"]),
+            entry_point: d["entryPoint"].as_str().unwrap_or_default().to_owned(),
+            operations,
+            migration_ids,
+            installed_at: rec.installed_at.clone(),
+        }
+    }
+
+    /// Finds a plugin by id, or by name when the name is unique.
+    fn find_plugin(&self, reference: &str) -> Result<PluginRecord, EngineError> {
+        if let Some(p) = self.store.get_plugin(&reference.to_ascii_lowercase())? {
+            return Ok(p);
+        }
+        let matches: Vec<PluginRecord> =
+            self.store.list_plugins()?.into_iter().filter(|p| p.name == reference).collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(EngineError::NotFound { kind: "plugin", id: reference.to_owned() }),
+            n => Err(EngineError::InvalidInput {
+                field: "plugin".into(),
+                reason: format!("{n} plugins are named {reference:?}; use the plugin id"),
+            }),
+        }
+    }
+
+    /// Installs a plugin from artifact.json bytes, or upgrades an installed
+    /// one to a higher buildNumber. Nothing is stored unless every check
+    /// passes and the plugin's code loads in a worker.
+    pub async fn install_plugin(&self, bytes: &[u8]) -> Result<PluginSummary, EngineError> {
+        let artifact = Artifact::parse(bytes)?;
+        let _guard = self.plugin_lock.lock().await;
+        let existing = self.store.get_plugin(&artifact.id)?;
+        if let Some(old) = &existing {
+            let old_build = BuildNumber::parse(&old.build_number)
+                .map_err(|e| EngineError::Internal(format!("stored plugin {}: {e}", old.id)))?;
+            if artifact.build_number <= old_build {
+                return Err(EngineError::Conflict(format!(
+                    "plugin {} build {} is installed; build {} is not newer. Raise buildNumber in plugin_config.yml to upgrade, or delete the plugin first",
+                    old.name, old.build_number, artifact.build_number
+                )));
+            }
+            let old_ids = self.summary(old).migration_ids;
+            let missing: Vec<&String> = old_ids.iter().filter(|m| !artifact.migration_ids.contains(m)).collect();
+            if !missing.is_empty() {
+                return Err(EngineError::InvalidInput {
+                    field: "manifest.migrationIdList".into(),
+                    reason: format!("the upgrade drops migrations the installed build has: {missing:?}"),
+                });
+            }
+            // Objects that would need migrating arrive with environments and
+            // dSources; until then there is nothing to migrate.
+        }
+
+        let staging = self.layout.plugin_staging_dir(&artifact.id);
+        let _cleanup = StagingDir(&staging);
+        artifact.extract_source(&staging)?;
+        let probe = LoadedPlugin {
+            id: artifact.id.clone(),
+            name: artifact.name.clone(),
+            build_number: format!("{}.probe-{}", artifact.build_number, uuid::Uuid::new_v4()),
+            kind: artifact.kind,
+            entry_point: artifact.entry_point.clone(),
+            manifest: artifact.manifest.clone(),
+            code_dir: staging.clone(),
+            log: Arc::new(PluginLog::new(self.layout.plugin_log_dir(&artifact.id))),
+        };
+        // Loading in a real worker catches an entry point that names nothing
+        // and module code that raises on import.
+        let loaded = self.host.ensure_loaded(&probe).await;
+        self.host.stop(&probe).await;
+        loaded?;
+
+        let build = artifact.build_number.to_string();
+        let code_dir = self.layout.plugin_code_dir(&artifact.id, &build);
+        if code_dir.exists() {
+            std::fs::remove_dir_all(&code_dir).map_err(EngineError::io(format!("removing {}", code_dir.display())))?;
+        }
+        std::fs::rename(&staging, &code_dir).map_err(EngineError::io(format!("moving plugin code to {}", code_dir.display())))?;
+        let rel = code_dir.strip_prefix(self.layout.root()).unwrap_or(&code_dir).to_string_lossy().into_owned();
+        let record = PluginRecord {
+            id: artifact.id.clone(),
+            name: artifact.name.clone(),
+            build_number: build,
+            definition: artifact.definition.clone(),
+            code_dir: rel,
+            installed_at: now_rfc3339(),
+        };
+        if let Err(e) = self.store.put_plugin(&record) {
+            let _ = std::fs::remove_dir_all(&code_dir);
+            return Err(e.into());
+        }
+        let log = PluginLog::new(self.layout.plugin_log_dir(&record.id));
+        let verb = if existing.is_some() { "upgraded" } else { "installed" };
+        log.write(PluginLogLevel::Info, &LogContext::default(), &format!("plugin {} build {} {verb}", record.name, record.build_number));
+        if let Some(old) = existing {
+            self.host.stop(&self.loaded(&old)?).await;
+            let old_dir = self.layout.root().join(&old.code_dir);
+            if old_dir != code_dir {
+                let _ = std::fs::remove_dir_all(old_dir);
+            }
+        }
+        tracing::info!(plugin = %record.id, name = %record.name, build = %record.build_number, "plugin {verb}");
+        Ok(self.summary(&record))
+    }
+
+    pub fn list_plugins(&self) -> Result<Vec<PluginSummary>, EngineError> {
+        Ok(self.store.list_plugins()?.iter().map(|p| self.summary(p)).collect())
+    }
+
+    pub fn get_plugin(&self, reference: &str) -> Result<PluginSummary, EngineError> {
+        Ok(self.summary(&self.find_plugin(reference)?))
+    }
+
+    /// The stored artifact definition (schemas, manifest), without code.
+    pub fn plugin_definition(&self, reference: &str) -> Result<Value, EngineError> {
+        Ok(self.find_plugin(reference)?.definition)
+    }
+
+    /// Removes a plugin: its worker, record, code and logs.
+    pub async fn delete_plugin(&self, reference: &str) -> Result<PluginSummary, EngineError> {
+        let _guard = self.plugin_lock.lock().await;
+        let rec = self.find_plugin(reference)?;
+        let summary = self.summary(&rec);
+        self.host.stop(&self.loaded(&rec)?).await;
+        self.store.delete_plugin(&rec.id)?;
+        let dir = self.layout.plugin_dir(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "plugin files not removed");
+        }
+        tracing::info!(plugin = %rec.id, "plugin deleted");
+        Ok(summary)
+    }
+
+    /// Calls one operation of a plugin with a request the caller built.
+    pub async fn invoke_plugin(&self, reference: &str, call: PluginInvocation) -> Result<Value, EngineError> {
+        let rec = self.find_plugin(reference)?;
+        let plugin = self.loaded(&rec)?;
+        let op = self.host.operation(&plugin, &call.operation)?;
+        if !call.request.is_object() {
+            return Err(EngineError::InvalidInput { field: "request".into(), reason: "must be a JSON object".into() });
+        }
+        let ctx = CallContext { job: call.job };
+        Ok(self.host.invoke(&plugin, op, call.request, &ctx, call.deadline).await?)
+    }
+
+    pub async fn plugin_worker_pid(&self, reference: &str) -> Result<Option<u32>, EngineError> {
+        let rec = self.find_plugin(reference)?;
+        Ok(self.host.worker_pid(&self.loaded(&rec)?).await)
+    }
+
+    pub fn plugin_logs(&self, reference: &str, level: PluginLogLevel, tail: Option<usize>) -> Result<Vec<String>, EngineError> {
+        let rec = self.find_plugin(reference)?;
+        PluginLog::new(self.layout.plugin_log_dir(&rec.id))
+            .read(level, tail)
+            .map_err(EngineError::io(format!("reading logs of plugin {}", rec.name)))
+    }
+
+    /// Checks user parameters against one of the plugin's schemas, reporting
+    /// every violation. Returns the parameters with secrets redacted, fit
+    /// for logs and answers.
+    pub fn validate_parameters(&self, reference: &str, which: ParameterDefinition, params: &Value) -> Result<Value, EngineError> {
+        let rec = self.find_plugin(reference)?;
+        let schema = rec.definition.pointer(which.pointer()).cloned().ok_or_else(|| EngineError::InvalidInput {
+            field: "definition".into(),
+            reason: format!("plugin {} has no {} schema", rec.name, which.name()),
+        })?;
+        let compiled = ParameterSchema::new(&schema)
+            .map_err(|e| EngineError::Internal(format!("plugin {} has an unusable {} schema: {e}", rec.name, which.name())))?;
+        compiled.validate(params).map_err(|errs| EngineError::InvalidParameters {
+            what: format!("{} parameters", which.name()),
+            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+        })?;
+        Ok(redact_secrets(&schema, params))
+    }
+
+    /// Removes install scratch directories left by a crash.
+    pub(crate) fn sweep_plugin_leftovers(&self) -> Result<(), EngineError> {
+        let Ok(plugins) = std::fs::read_dir(self.layout.plugins_dir()) else { return Ok(()) };
+        for p in plugins.flatten() {
+            let Ok(entries) = std::fs::read_dir(p.path()) else { continue };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    tracing::info!(path = %e.path().display(), "removing an interrupted plugin install");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes an install's scratch directory unless the install succeeded.
+struct StagingDir<'a>(&'a Path);
+
+impl Drop for StagingDir<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}

@@ -1,0 +1,90 @@
+//! The one error shape every API answer uses, shared by server and client.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable, machine-readable error codes. Scripts match on these, so a code
+/// is never renamed once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request itself is malformed or breaks a rule (HTTP 400).
+    InvalidInput,
+    /// An uploaded plugin artifact was refused (HTTP 400).
+    InvalidArtifact,
+    /// Parameters break the plugin's schema (HTTP 400).
+    InvalidParameters,
+    /// No such object (HTTP 404).
+    NotFound,
+    /// The object is busy or the request conflicts with its state (HTTP 409).
+    Conflict,
+    /// The plugin refused the operation with a UserError (HTTP 422).
+    PluginUserError,
+    /// The plugin failed: an uncaught exception, a runtime or library error (HTTP 502).
+    PluginFailed,
+    /// The plugin did not answer within the operation's deadline (HTTP 504).
+    PluginTimeout,
+    /// The storage pool refused the change, e.g. not enough free space (HTTP 507).
+    PoolFull,
+    /// A bug or an environment problem on the engine's side (HTTP 500).
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::InvalidArtifact => "invalid_artifact",
+            ErrorCode::InvalidParameters => "invalid_parameters",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PluginUserError => "plugin_user_error",
+            ErrorCode::PluginFailed => "plugin_failed",
+            ErrorCode::PluginTimeout => "plugin_timeout",
+            ErrorCode::PoolFull => "pool_full",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PluginUserError => 422,
+            ErrorCode::PluginFailed => 502,
+            ErrorCode::PluginTimeout => 504,
+            ErrorCode::PoolFull => 507,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Body of every error answer: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// One human sentence saying what went wrong.
+    pub message: String,
+    /// What the user can do about it, when known (a plugin's UserError action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Each separate problem, e.g. every schema violation with its field path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// Longer output for logs: a plugin's call stack or UserError output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)?;
+        for d in &self.details {
+            write!(f, "\n  - {d}")?;
+        }
+        if let Some(a) = &self.action {
+            write!(f, "\naction: {a}")?;
+        }
+        Ok(())
+    }
+}

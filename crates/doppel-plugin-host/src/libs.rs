@@ -1,0 +1,46 @@
+//! Library callbacks (contract §3): what a plugin asks of the engine while
+//! one of its operations runs.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Value};
+
+/// One callback from plugin code.
+#[derive(Debug)]
+pub struct LibraryCall<'a> {
+    /// `run_bash`, `run_expect`, `run_sync`, `run_powershell`,
+    /// `retrieve_credentials` or `upgrade_password`.
+    pub method: &'a str,
+    /// The `*Request` message as proto JSON.
+    pub request: Value,
+    pub job: Option<&'a str>,
+}
+
+/// Answers library callbacks with the method's `*Response` as proto JSON.
+pub trait LibraryHandler: Send + Sync {
+    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+}
+
+/// An actionable library error: the plugin sees a catchable `LibraryError`.
+pub fn actionable_error(id: i32, message: impl Into<String>) -> Value {
+    json!({"error": {"actionable_error": {"id": id, "message": message.into()}}})
+}
+
+/// The handler used until environments exist: every host callback fails
+/// with an actionable error that says what is missing.
+#[derive(Debug, Default)]
+pub struct NoHostAccess;
+
+impl LibraryHandler for NoHostAccess {
+    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
+        let message = match call.method {
+            "upgrade_password" => "upgrade_password is only allowed while a plugin upgrade runs".to_owned(),
+            "retrieve_credentials" => {
+                "retrieve_credentials: this engine holds no credentials yet (environments and their users are not set up)".to_owned()
+            }
+            m => format!("{m} needs a connection to an environment's host, and this engine cannot reach hosts yet"),
+        };
+        Box::pin(async move { actionable_error(1, message) })
+    }
+}

@@ -1,0 +1,311 @@
+//! One CPython worker process running one plugin version, spoken to with
+//! the line protocol of `PROTOCOL.md`.
+//!
+//! A worker serves one call at a time. A call that overruns its deadline, or
+//! a worker that exits mid-call, kills the whole process group: the next call
+//! starts a fresh worker (see `host.rs`).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use doppel_model::PluginLogLevel;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::time::{timeout_at, Instant};
+
+use crate::error::InvokeError;
+use crate::libs::{LibraryCall, LibraryHandler};
+use crate::logs::{LogContext, PluginLog};
+use crate::operations::Operation;
+
+/// How many lines of a worker's stderr are kept for error messages.
+const STDERR_TAIL: usize = 20;
+
+/// Everything needed to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub python: PathBuf,
+    pub script: PathBuf,
+    /// The extracted `sourceCode`.
+    pub root: PathBuf,
+    pub entry_point: String,
+    pub start_deadline: Duration,
+}
+
+/// Who is calling, for logs and for library callbacks.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub job: Option<String>,
+}
+
+pub struct Worker {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<PluginLog>,
+    next_id: u64,
+}
+
+impl Worker {
+    /// Starts a worker and waits for it to load the plugin.
+    pub async fn start(spec: &WorkerSpec, log: Arc<PluginLog>) -> Result<Worker, InvokeError> {
+        let mut cmd = Command::new(&spec.python);
+        cmd.arg("-u")
+            .arg(&spec.script)
+            .arg("--root")
+            .arg(&spec.root)
+            .arg("--entry-point")
+            .arg(&spec.entry_point)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(&spec.root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so a kill also reaches what the plugin spawned.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| InvokeError::Start(format!("{}: {e}", spec.python.display())))?;
+        let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let stderr = child.stderr.take().expect("piped");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        {
+            let tail = stderr_tail.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                let ctx = LogContext { worker_pid: Some(pid), job: None, operation: Some("stderr".into()) };
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.write(PluginLogLevel::Debug, &ctx, &line);
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    t.push_back(line);
+                    if t.len() > STDERR_TAIL {
+                        t.pop_front();
+                    }
+                }
+            });
+        }
+        let mut worker = Worker { child, pid, stdin, stdout, stderr_tail, log, next_id: 0 };
+        let deadline = Instant::now() + spec.start_deadline;
+        let ctx = LogContext { worker_pid: Some(pid), job: None, operation: Some("load".into()) };
+        loop {
+            let msg = match worker.read(deadline).await {
+                Ok(m) => m,
+                Err(ReadError::Timeout) => {
+                    worker.kill().await;
+                    return Err(InvokeError::Start(format!(
+                        "the worker did not load the plugin within {}s",
+                        spec.start_deadline.as_secs()
+                    )));
+                }
+                Err(ReadError::Closed) => {
+                    let status = worker.reap().await;
+                    return Err(InvokeError::Start(format!(
+                        "the worker exited while loading ({status}).{}",
+                        worker.stderr_text()
+                    )));
+                }
+                Err(ReadError::Garbled(e)) => {
+                    worker.kill().await;
+                    return Err(InvokeError::Protocol(e));
+                }
+            };
+            match msg.get("type").and_then(|t| t.as_str()) {
+                Some("ready") => {
+                    worker.log.write(PluginLogLevel::Debug, &ctx, &format!("worker ready: {msg}"));
+                    return Ok(worker);
+                }
+                Some("load_error") => {
+                    let e = msg.get("error").cloned().unwrap_or(Value::Null);
+                    let s = |k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                    let err = InvokeError::Load {
+                        exception_type: s("type"),
+                        message: s("message"),
+                        call_stack: s("call_stack"),
+                    };
+                    worker.log.write(PluginLogLevel::Error, &ctx, &format!("{err}\n{}", s("call_stack")));
+                    worker.reap().await;
+                    return Err(err);
+                }
+                Some("log") => worker.log_message(&msg, &ctx),
+                _ => {
+                    worker.kill().await;
+                    return Err(InvokeError::Protocol(format!("unexpected message while loading: {msg}")));
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Calls one operation. On `Deadline`, `WorkerDied` and `Protocol` errors
+    /// the worker is dead and must be dropped.
+    pub async fn invoke(
+        &mut self,
+        op: &Operation,
+        request: Value,
+        call: &CallContext,
+        deadline: Duration,
+        libs: &dyn LibraryHandler,
+    ) -> Result<Value, InvokeError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let name = op.name();
+        let ctx = LogContext { worker_pid: Some(self.pid), job: call.job.clone(), operation: Some(name.clone()) };
+        let msg = json!({
+            "type": "invoke", "id": id, "group": op.group, "method": op.method,
+            "request_type": op.request_type, "request": request,
+        });
+        let until = Instant::now() + deadline;
+        if let Err(e) = self.send(&msg).await {
+            let status = self.reap().await;
+            return Err(InvokeError::WorkerDied {
+                operation: name,
+                status: format!("{status}; writing the request failed: {e}"),
+                stderr_tail: self.stderr_text(),
+            });
+        }
+        loop {
+            let msg = match self.read(until).await {
+                Ok(m) => m,
+                Err(ReadError::Timeout) => {
+                    self.kill().await;
+                    let err = InvokeError::Deadline { operation: name, deadline };
+                    self.log.write(PluginLogLevel::Error, &ctx, &err.to_string());
+                    return Err(err);
+                }
+                Err(ReadError::Closed) => {
+                    let status = self.reap().await;
+                    let err = InvokeError::WorkerDied { operation: name, status, stderr_tail: self.stderr_text() };
+                    self.log.write(PluginLogLevel::Error, &ctx, &err.to_string());
+                    return Err(err);
+                }
+                Err(ReadError::Garbled(e)) => {
+                    self.kill().await;
+                    return Err(InvokeError::Protocol(e));
+                }
+            };
+            match msg.get("type").and_then(|t| t.as_str()) {
+                Some("log") => self.log_message(&msg, &ctx),
+                Some("lib_call") => {
+                    let call_id = msg.get("call").cloned().unwrap_or(Value::Null);
+                    let method = msg.get("method").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+                    let request = msg.get("request").cloned().unwrap_or(Value::Null);
+                    self.log.write(PluginLogLevel::Debug, &ctx, &format!("library call {method}"));
+                    let response = libs.call(LibraryCall { method: &method, request, job: call.job.as_deref() }).await;
+                    let reply = json!({"type": "lib_reply", "call": call_id, "response": response});
+                    if let Err(e) = self.send(&reply).await {
+                        let status = self.reap().await;
+                        return Err(InvokeError::WorkerDied {
+                            operation: name,
+                            status: format!("{status}; answering {method} failed: {e}"),
+                            stderr_tail: self.stderr_text(),
+                        });
+                    }
+                }
+                Some("result") if msg.get("id").and_then(|i| i.as_u64()) == Some(id) => {
+                    let response = msg.get("response").cloned().unwrap_or(Value::Null);
+                    if let Some(v) = response.get("return_value") {
+                        return Ok(v.clone());
+                    }
+                    if let Some(e) = response.get("error") {
+                        let err = InvokeError::from_plugin_error(e);
+                        let detail = err.detail().unwrap_or_default();
+                        self.log.write(PluginLogLevel::Error, &ctx, &format!("{err}\n{detail}"));
+                        return Err(err);
+                    }
+                    return Err(InvokeError::Protocol(format!("result without return_value or error: {msg}")));
+                }
+                _ => {
+                    self.kill().await;
+                    return Err(InvokeError::Protocol(format!("unexpected message during {name}: {msg}")));
+                }
+            }
+        }
+    }
+
+    /// Asks the worker to exit, killing it if it does not within a second.
+    pub async fn shutdown(mut self) {
+        let _ = self.send(&json!({"type": "shutdown"})).await;
+        if tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await.is_err() {
+            self.kill().await;
+        }
+    }
+
+    fn log_message(&self, msg: &Value, ctx: &LogContext) {
+        let level = match msg.get("level").and_then(|l| l.as_str()) {
+            Some("DEBUG") => PluginLogLevel::Debug,
+            Some("INFO") => PluginLogLevel::Info,
+            _ => PluginLogLevel::Error,
+        };
+        let text = msg.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+        self.log.write(level, ctx, text);
+    }
+
+    async fn send(&mut self, msg: &Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(msg).expect("json values serialise");
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        self.stdin.flush().await
+    }
+
+    async fn read(&mut self, until: Instant) -> Result<Value, ReadError> {
+        match timeout_at(until, self.stdout.next_line()).await {
+            Err(_) => Err(ReadError::Timeout),
+            Ok(Err(_)) | Ok(Ok(None)) => Err(ReadError::Closed),
+            Ok(Ok(Some(line))) => serde_json::from_str(&line)
+                .map_err(|e| ReadError::Garbled(format!("worker sent a line that is not JSON ({e}): {line:.200}"))),
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a negative pid signals the worker's own
+            // process group, created by `process_group(0)` at spawn.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits briefly for the exited worker and describes how it ended.
+    async fn reap(&mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(c), _) => format!("exit status {c}"),
+                    (None, Some(s)) => format!("killed by signal {s}"),
+                    _ => status.to_string(),
+                }
+            }
+            _ => {
+                self.kill().await;
+                "stopped answering; killed".into()
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        let t = self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+enum ReadError {
+    Timeout,
+    Closed,
+    Garbled(String),
+}

@@ -1,0 +1,133 @@
+//! Client subcommands. Each talks to the engine through `doppel-client`
+//! only, prints a table (or JSON with `-o json`) and exits non-zero with the
+//! error's code on stderr when something fails.
+
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use doppel_client::{Client, ClientError, DEFAULT_URL};
+use doppel_model::ErrorCode;
+
+#[derive(Args)]
+pub struct Global {
+    /// URL of the engine's API.
+    #[arg(long, global = true, env = "DOPPEL_URL", default_value = DEFAULT_URL)]
+    url: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Install, inspect and exercise plugins (artifacts built by `dvp build`).
+    Plugin {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
+}
+
+pub fn run(cmd: ClientCommand) -> ExitCode {
+    let result = match cmd {
+        ClientCommand::Plugin { global, command } => {
+            let ctx = Ctx { client: Client::new(&global.url), output: global.output };
+            plugin::run(&ctx, command)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
+    }
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub output: Output,
+}
+
+impl Ctx {
+    /// Prints JSON for scripts, or calls `table` for humans.
+    pub fn print<T: serde::Serialize>(&self, value: &T, table: impl FnOnce(&T)) {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("serialisable")),
+            Output::Table => table(value),
+        }
+    }
+}
+
+/// Errors from the CLI itself (bad files, bad JSON) or from the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Exit codes scripts can rely on.
+fn exit_code(code: Option<ErrorCode>) -> u8 {
+    match code {
+        None => 1,
+        Some(ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters) => 3,
+        Some(ErrorCode::NotFound) => 4,
+        Some(ErrorCode::Conflict) => 5,
+        Some(ErrorCode::PluginUserError | ErrorCode::PluginFailed) => 6,
+        Some(ErrorCode::PluginTimeout) => 7,
+        Some(ErrorCode::PoolFull) => 8,
+        Some(ErrorCode::Internal) => 9,
+    }
+}
+
+fn report(e: CliError) -> ExitCode {
+    match &e {
+        CliError::Client(ClientError::Api(api)) => {
+            eprintln!("error[{}]: {}", api.code.as_str(), api.message);
+            for d in &api.details {
+                eprintln!("  - {d}");
+            }
+            if let Some(a) = &api.action {
+                eprintln!("action: {a}");
+            }
+            if let Some(o) = &api.output {
+                eprintln!("output:\n{o}");
+            }
+            ExitCode::from(exit_code(Some(api.code)))
+        }
+        CliError::Client(other) => {
+            eprintln!("error: {other}");
+            ExitCode::from(exit_code(None))
+        }
+        CliError::Usage(msg) => {
+            eprintln!("error[invalid_input]: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads `JSON` inline or `@file`.
+pub fn json_arg(name: &str, raw: &str) -> Result<serde_json::Value, CliError> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{name}: cannot read {path}: {e}")))?,
+        None => raw.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{name}: not valid JSON ({e})")))
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    println!("{t}");
+}

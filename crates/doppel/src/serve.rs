@@ -1,0 +1,102 @@
+//! `doppel serve`: starts the engine with its embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use doppel_engine::{Deadlines, Engine, EngineConfig};
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  DOPPEL_PYTHON=.venv/worker/bin/python doppel serve --data-dir /var/lib/doppel --listen 127.0.0.1:7878")]
+pub struct ServeArgs {
+    /// Where metadata, plugins and the storage pool live.
+    #[arg(long, env = "DOPPEL_DATA_DIR", default_value = "/var/lib/doppel")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, env = "DOPPEL_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// CPython 3.11 with protobuf>=6.31.1,<7 and six==1.17.0, for plugin workers.
+    #[arg(long, env = "DOPPEL_PYTHON", default_value = "python3.11")]
+    python: PathBuf,
+    /// Seconds a quick plugin operation (mount specification, status, size) may take.
+    #[arg(long, env = "DOPPEL_DEADLINE_SHORT", default_value_t = 120.0)]
+    deadline_short: f64,
+    /// Seconds an ordinary plugin operation (discovery, configure, start...) may take.
+    #[arg(long, env = "DOPPEL_DEADLINE_NORMAL", default_value_t = 1800.0)]
+    deadline_normal: f64,
+    /// Seconds a data-moving plugin operation (pre/post snapshot, V2P) may take.
+    #[arg(long, env = "DOPPEL_DEADLINE_LONG", default_value_t = 86400.0)]
+    deadline_long: f64,
+    /// Log format: text or json.
+    #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("--{name} must be a positive number of seconds, not {v}"))
+    }
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOPPEL_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let deadlines = (|| {
+        Ok::<_, String>(Deadlines {
+            start: Duration::from_secs(60),
+            short: secs("deadline-short", args.deadline_short)?,
+            normal: secs("deadline-normal", args.deadline_normal)?,
+            long: secs("deadline-long", args.deadline_long)?,
+        })
+    })();
+    let deadlines = match deadlines {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let config = EngineConfig { data_dir: args.data_dir, python: args.python, deadlines };
+    match runtime.block_on(serve(config, args.listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: EngineConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let engine = Engine::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(listen = %listen, data_dir = %data_dir.display(), "doppel engine ready");
+    doppel_api::serve(listener, engine.clone(), shutdown_signal()).await?;
+    tracing::info!("stopping plugin workers");
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+}

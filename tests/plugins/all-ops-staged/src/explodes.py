@@ -1,0 +1,3 @@
+"""Imported only by tests that point a tampered artifact's entryPoint here."""
+
+raise RuntimeError("explodes on import")
