@@ -1,7 +1,7 @@
 //! Plugin operations of the engine: install (and upgrade), list, show,
 //! delete, invoke an operation, read logs, validate parameters.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,7 +175,8 @@ impl Engine {
         }
 
         let staging = self.layout.plugin_staging_dir(&artifact.id);
-        let _cleanup = StagingDir(&staging);
+        let probe_logs = staging.with_extension("logs.tmp");
+        let _cleanup = Cleanup { paths: vec![staging.clone(), probe_logs.clone()], plugin_dir: self.layout.plugin_dir(&artifact.id) };
         artifact.extract_source(&staging)?;
         let probe = LoadedPlugin {
             id: artifact.id.clone(),
@@ -185,7 +186,8 @@ impl Engine {
             entry_point: artifact.entry_point.clone(),
             manifest: artifact.manifest.clone(),
             code_dir: staging.clone(),
-            log: Arc::new(PluginLog::new(self.layout.plugin_log_dir(&artifact.id))),
+            // The load check logs apart: a refused plugin leaves nothing behind.
+            log: Arc::new(PluginLog::new(&probe_logs)),
         };
         // Loading in a real worker catches an entry point that names nothing
         // and module code that raises on import.
@@ -312,11 +314,19 @@ impl Engine {
     }
 }
 
-/// Removes an install's scratch directory unless the install succeeded.
-struct StagingDir<'a>(&'a Path);
+/// Removes an install's scratch directories, and the plugin's directory
+/// when nothing else is left in it (a first install that was refused).
+struct Cleanup {
+    paths: Vec<PathBuf>,
+    plugin_dir: PathBuf,
+}
 
-impl Drop for StagingDir<'_> {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0);
+        for p in &self.paths {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        // remove_dir only removes an empty directory, which is exactly the case wanted.
+        let _ = std::fs::remove_dir(&self.plugin_dir);
     }
 }

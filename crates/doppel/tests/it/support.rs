@@ -1,0 +1,261 @@
+//! Test support: plugins built by the real `dvp build`, and a real
+//! `doppel serve` process per test, driven through the CLI and the client.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use doppel_client::Client;
+use serde_json::{json, Value};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn tool(env: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| workspace_root().join(default));
+    assert!(p.exists(), "{} not found; run scripts/test.sh (or scripts/setup.sh --test), or set {env}", p.display());
+    p
+}
+
+pub fn python() -> PathBuf {
+    tool("DOPPEL_TEST_PYTHON", ".venv/worker/bin/python")
+}
+
+pub fn dvp() -> PathBuf {
+    tool("DOPPEL_TEST_DVP", ".venv/dvp/bin/dvp")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    run(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// A hash of every file under `dir`, to reuse a build while its source is unchanged.
+fn tree_hash(dir: &Path) -> String {
+    let out = run(Command::new("sh").arg("-c").arg("find . -type f ! -path './build/*' ! -path './src/generated/*' ! -name artifact.json ! -name '.dvp-gen-output' -print0 | sort -z | xargs -0 sha256sum | sha256sum").current_dir(dir));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+}
+
+type Cache = Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>;
+
+/// Builds a plugin from `tests/plugins/<name>` with the real `dvp build`,
+/// after `tweak` edits the copied source. Builds are cached by source hash.
+pub fn build_plugin_with(name: &str, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = format!("{name}-{variant}");
+    let cell = CACHE.get_or_init(Default::default).lock().unwrap().entry(key.clone()).or_default().clone();
+    cell.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-plugins");
+        std::fs::create_dir_all(&base).unwrap();
+        let scratch = tempfile::tempdir_in(&base).unwrap();
+        let src = scratch.path().join(name);
+        copy_tree(&workspace_root().join("tests/plugins").join(name), &src);
+        tweak(&src);
+        let hash = tree_hash(&src);
+        let cached = base.join(format!("{key}-{hash}.json"));
+        if !cached.exists() {
+            run(Command::new(dvp()).arg("build").current_dir(&src));
+            std::fs::copy(src.join("artifact.json"), &cached).unwrap();
+        }
+        cached
+    })
+    .clone()
+}
+
+pub fn build_plugin(name: &str) -> PathBuf {
+    build_plugin_with(name, "plain", |_| {})
+}
+
+/// The untouched `dvp init -s STAGED -t UNIX` template, built.
+pub fn template_artifact() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-plugins");
+            std::fs::create_dir_all(&base).unwrap();
+            let scratch = tempfile::tempdir_in(&base).unwrap();
+            let dir = scratch.path().join("tmpl");
+            std::fs::create_dir(&dir).unwrap();
+            run(Command::new(dvp()).args(["init", "-n", "template", "-s", "STAGED", "-t", "UNIX"]).current_dir(&dir));
+            run(Command::new(dvp()).arg("build").current_dir(&dir));
+            let out = base.join(format!("template-{}.json", std::process::id()));
+            std::fs::copy(dir.join("artifact.json"), &out).unwrap();
+            out
+        })
+        .clone()
+}
+
+/// A running `doppel serve` with its own data directory; stopped on drop.
+pub struct Engine {
+    child: Child,
+    pub data_dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Engine {
+    pub fn start() -> Engine {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Engine {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(data_dir.path().join("engine.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("DOPPEL_PYTHON", python())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut engine = Engine { child, data_dir, url };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if engine.client().health().is_ok() {
+                return engine;
+            }
+            if let Ok(Some(status)) = engine.child.try_wait() {
+                panic!("doppel serve exited ({status}):\n{}", engine.log());
+            }
+            assert!(Instant::now() < deadline, "doppel serve did not answer:\n{}", engine.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+
+    /// Runs `doppel <args>` against this engine.
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        let out = Command::new(env!("CARGO_BIN_EXE_doppel"))
+            .args(args)
+            .env("DOPPEL_URL", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Cli {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Installs an artifact through the CLI and returns the plugin's summary.
+    pub fn install(&self, artifact: &Path) -> Value {
+        self.cli(&["plugin", "install", artifact.to_str().unwrap(), "-o", "json"]).json()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Cli {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    args: Vec<String>,
+}
+
+impl Cli {
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "doppel {:?} failed:\n{}\n{}", self.args, self.stdout, self.stderr);
+        &self.stdout
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Asserts a failure with this exit code and returns stderr.
+    pub fn fails(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "doppel {:?}: expected exit {code}:\n{}\n{}", self.args, self.stdout, self.stderr);
+        &self.stderr
+    }
+}
+
+// ---- request builders (proto JSON, field names as in the contract) ----
+
+pub fn pdo(v: Value) -> Value {
+    json!({ "json": v.to_string() })
+}
+
+pub fn conn(env_ref: &str, env_name: &str) -> Value {
+    json!({
+        "environment": {"name": env_name, "reference": env_ref,
+            "host": {"name": "host1", "reference": "UNIX_HOST-1", "binary_path": "/opt/toolkit", "scratch_path": "/var/scratch"}},
+        "user": {"name": "delphix", "reference": "HOST_USER-1"}
+    })
+}
+
+pub fn mount(env_ref: &str, path: &str) -> Value {
+    json!({"remote_environment": {"name": "env", "reference": env_ref,
+        "host": {"name": "host1", "reference": "UNIX_HOST-1", "binary_path": "/opt/toolkit", "scratch_path": "/var/scratch"}},
+        "mount_path": path})
+}
+
+pub fn staged_source(params: Value) -> Value {
+    json!({
+        "linked_source": {"guid": "ls-guid-1", "parameters": pdo(params)},
+        "source_connection": conn("UNIX_HOST_ENVIRONMENT-1", "source"),
+        "staged_connection": conn("UNIX_HOST_ENVIRONMENT-2", "staging"),
+        "staged_mount": mount("UNIX_HOST_ENVIRONMENT-2", "/mnt/staging/ls1"),
+    })
+}
+
+pub fn virtual_source(params: Value) -> Value {
+    json!({
+        "guid": "vs-guid-1",
+        "connection": conn("UNIX_HOST_ENVIRONMENT-3", "target"),
+        "parameters": pdo(params),
+        "mounts": [mount("UNIX_HOST_ENVIRONMENT-3", "/mnt/vdb1")],
+    })
+}
+
+pub fn params_of(v: &Value) -> Value {
+    serde_json::from_str(v["parameters"]["json"].as_str().unwrap_or("null")).unwrap()
+}
