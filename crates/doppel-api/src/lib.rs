@@ -72,6 +72,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/plugins/{plugin}/worker", get(plugin_worker))
         .route("/api/v1/plugins/{plugin}/operations/{operation}", post(invoke_operation))
         .route("/api/v1/plugins/{plugin}/validate/{definition}", post(validate_parameters))
+        .route("/api/v1/pool", get(pool_status))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{job}", get(get_job))
+        .route("/api/v1/jobs/{job}/events", get(job_events))
+        .route("/api/v1/jobs/{job}/cancel", post(cancel_job))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -184,4 +189,49 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    state: Option<String>,
+    target: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_jobs(State(engine): State<Arc<Engine>>, Query(q): Query<JobQuery>) -> Result<impl IntoResponse> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(doppel_model::JobState::parse(s).ok_or_else(|| {
+            Failure::invalid("state", "must be queued, running, succeeded, failed or canceled")
+        })?),
+    };
+    let filter = doppel_store::JobFilter { state, target: q.target, limit: Some(q.limit.unwrap_or(100)) };
+    Ok(Json(engine.jobs().list(&filter)?))
+}
+
+async fn get_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.jobs().get(&job)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    after: Option<i64>,
+}
+
+async fn job_events(
+    State(engine): State<Arc<Engine>>,
+    Path(job): Path<String>,
+    Query(q): Query<EventQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(engine.jobs().events(&job, q.after.unwrap_or(0))?))
+}
+
+async fn cancel_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.jobs().cancel(&job)?))
+}
+
+async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.pool_status().await?))
 }

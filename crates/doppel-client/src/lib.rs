@@ -131,3 +131,37 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     }
     cur.to_string()
 }
+
+/// Jobs.
+impl Client {
+    pub fn list_jobs(&self, state: Option<&str>, limit: Option<usize>) -> Result<Vec<doppel_model::Job>, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = state {
+            q.push(("state", s.to_owned()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        self.send(self.http.get(self.url(&["jobs"])).query(&q))
+    }
+
+    pub fn get_job(&self, id: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.get(self.url(&["jobs", id])))
+    }
+
+    pub fn job_events(&self, id: &str, after: i64) -> Result<Vec<doppel_model::JobEvent>, ClientError> {
+        self.send(self.http.get(self.url(&["jobs", id, "events"])).query(&[("after", after)]))
+    }
+
+    pub fn cancel_job(&self, id: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["jobs", id, "cancel"])))
+    }
+}
+
+/// The storage pool.
+impl Client {
+    /// Driver, capabilities, space and notices, as the engine reports them.
+    pub fn pool_status(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(&["pool"])))
+    }
+}

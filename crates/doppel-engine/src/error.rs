@@ -20,10 +20,15 @@ pub enum EngineError {
     Plugin(#[from] InvokeError),
     #[error(transparent)]
     Store(#[from] doppel_store::StoreError),
+    #[error("storage pool: {0}")]
+    Storage(#[from] doppel_storage::StorageError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Internal(String),
+    /// The job was canceled at a step boundary.
+    #[error("canceled")]
+    Canceled,
 }
 
 impl EngineError {
@@ -39,7 +44,7 @@ impl EngineError {
             EngineError::InvalidInput { .. } => ErrorCode::InvalidInput,
             EngineError::InvalidParameters { .. } => ErrorCode::InvalidParameters,
             EngineError::NotFound { .. } => ErrorCode::NotFound,
-            EngineError::Conflict(_) => ErrorCode::Conflict,
+            EngineError::Conflict(_) | EngineError::Canceled => ErrorCode::Conflict,
             EngineError::Plugin(e) => match e {
                 InvokeError::User { .. } => ErrorCode::PluginUserError,
                 InvokeError::Deadline { .. } => ErrorCode::PluginTimeout,
@@ -48,6 +53,17 @@ impl EngineError {
                 InvokeError::Load { .. } => ErrorCode::InvalidArtifact,
                 InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
                 _ => ErrorCode::PluginFailed,
+            },
+            EngineError::Storage(e) => match e {
+                doppel_storage::StorageError::InsufficientSpace { .. } => ErrorCode::PoolFull,
+                doppel_storage::StorageError::InvalidId { .. } => ErrorCode::InvalidInput,
+                doppel_storage::StorageError::VolumeNotFound(_) | doppel_storage::StorageError::SnapshotNotFound { .. } => {
+                    ErrorCode::NotFound
+                }
+                doppel_storage::StorageError::VolumeExists(_)
+                | doppel_storage::StorageError::SnapshotExists { .. }
+                | doppel_storage::StorageError::HasSnapshots { .. } => ErrorCode::Conflict,
+                _ => ErrorCode::Internal,
             },
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => ErrorCode::Internal,
         }

@@ -5,6 +5,7 @@
 //! plugins only through [`Engine`]; the engine knows nothing of HTTP.
 
 mod error;
+pub mod jobs;
 pub mod layout;
 mod plugins;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::EngineError;
+pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
 pub use plugins::{ParameterDefinition, PluginInvocation};
 
 use doppel_plugin_host::{HostConfig, NoHostAccess, PluginHost, WORKER_SCRIPT};
@@ -23,6 +25,8 @@ use layout::Layout;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
+    /// The storage pool: size and reserve of the embedded default, or a forced driver.
+    pub pool: doppel_storage::PoolOptions,
     /// CPython 3.11 for plugin workers.
     pub python: PathBuf,
     pub deadlines: Deadlines,
@@ -50,7 +54,9 @@ impl Default for Deadlines {
 
 pub struct Engine {
     layout: Layout,
-    store: Store,
+    store: Arc<Store>,
+    jobs: jobs::JobRunner,
+    pool: Arc<doppel_storage::Pool>,
     host: PluginHost,
     /// Serialises plugin installs, upgrades and deletes.
     plugin_lock: tokio::sync::Mutex<()>,
@@ -65,7 +71,9 @@ impl Engine {
         std::fs::write(layout.worker_script(), WORKER_SCRIPT)
             .map_err(EngineError::io(format!("writing {}", layout.worker_script().display())))?;
         check_python(&config.python).await?;
-        let store = Store::open(&layout.metadata_db())?;
+        let store = Arc::new(Store::open(&layout.metadata_db())?);
+        let jobs = jobs::JobRunner::new(store.clone())?;
+        let pool = Arc::new(open_pool(&config).await?);
         let host = PluginHost::new(
             HostConfig {
                 python: config.python.clone(),
@@ -77,7 +85,7 @@ impl Engine {
             },
             Arc::new(NoHostAccess),
         );
-        let engine = Engine { layout, store, host, plugin_lock: tokio::sync::Mutex::new(()) };
+        let engine = Engine { layout, store, jobs, pool, host, plugin_lock: tokio::sync::Mutex::new(()) };
         engine.sweep_plugin_leftovers()?;
         Ok(Arc::new(engine))
     }
@@ -86,10 +94,51 @@ impl Engine {
         &self.layout
     }
 
+    /// Jobs: every long operation runs as one.
+    pub fn jobs(&self) -> &jobs::JobRunner {
+        &self.jobs
+    }
+
+    /// The storage pool's driver, capabilities, space and notices.
+    pub async fn pool_status(&self) -> Result<doppel_storage::PoolStatus, EngineError> {
+        let pool = self.pool.clone();
+        Ok(tokio::task::spawn_blocking(move || pool.status())
+            .await
+            .map_err(|e| EngineError::Internal(format!("pool status task: {e}")))??)
+    }
+
     /// Stops every plugin worker.
     pub async fn shutdown(&self) {
         self.host.stop_all().await;
     }
+}
+
+/// Opens (creating it on first start) the pool, says loudly when it is not
+/// the fast thin default, and reconciles it with the records.
+async fn open_pool(config: &EngineConfig) -> Result<doppel_storage::Pool, EngineError> {
+    let data_dir = config.data_dir.clone();
+    let options = config.pool.clone();
+    let (pool, report) = tokio::task::spawn_blocking(move || {
+        let (pool, notices) = doppel_storage::open_default_pool(&data_dir, &options)?;
+        for n in &notices {
+            match n.level {
+                doppel_storage::NoticeLevel::Warning => tracing::warn!("storage pool: {}", n.message),
+                _ => tracing::info!("storage pool: {}", n.message),
+            }
+        }
+        // No dataset records exist yet (dSources and VDBs come later), so
+        // every dataset on disk is an orphan: it is quarantined, never deleted.
+        let report = pool.reconcile(&doppel_storage::KnownSet::default());
+        Ok::<_, doppel_storage::StorageError>((pool, report))
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("pool task: {e}")))??;
+    if !report.is_clean() {
+        tracing::warn!(report = ?report, "storage pool reconciled with the metadata store");
+    }
+    let info = pool.info();
+    tracing::info!(root = %pool.root().display(), driver = ?info.kind, thin_clone = info.thin_clone, "storage pool ready");
+    Ok(pool)
 }
 
 /// Checks the worker Python once at start, so a missing package is reported

@@ -5,7 +5,9 @@
 //! Doppel crate; every other crate may depend on it.
 
 pub mod error;
+pub mod job;
 pub mod plugin;
 
 pub use error::{ApiError, ErrorCode};
+pub use job::{EventLevel, Job, JobEvent, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};

@@ -10,6 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod jobs;
+pub use jobs::JobFilter;
+
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[
     // 1: plugins
@@ -20,6 +23,29 @@ const MIGRATIONS: &[&str] = &[
         definition TEXT NOT NULL,
         code_dir TEXT NOT NULL,
         installed_at TEXT NOT NULL
+    );",
+    // 2: jobs and their events
+    "CREATE TABLE job (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        target TEXT,
+        state TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0,
+        step TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        result TEXT
+    );
+    CREATE INDEX job_state ON job (state);
+    CREATE TABLE job_event (
+        job_id INTEGER NOT NULL REFERENCES job (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
     );",
 ];
 
@@ -71,7 +97,7 @@ impl Store {
         Ok(store)
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

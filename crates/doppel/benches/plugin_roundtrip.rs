@@ -73,6 +73,7 @@ fn main() {
     let engine = rt
         .block_on(doppel_engine::Engine::open(doppel_engine::EngineConfig {
             data_dir: data.path().to_owned(),
+            pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
             python: python(),
             deadlines: Default::default(),
         }))

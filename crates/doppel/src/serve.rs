@@ -28,9 +28,33 @@ pub struct ServeArgs {
     /// Seconds a data-moving plugin operation (pre/post snapshot, V2P) may take.
     #[arg(long, env = "DOPPEL_DEADLINE_LONG", default_value_t = 86400.0)]
     deadline_long: f64,
+    /// Size of the embedded pool file (sparse), created on first start when the
+    /// data directory is not on btrfs.
+    #[arg(long, env = "DOPPEL_POOL_SIZE", default_value = "20GiB", value_parser = parse_bytes)]
+    pool_size: u64,
+    /// Free space the pool keeps: writes that would eat into it are refused.
+    #[arg(long, env = "DOPPEL_POOL_RESERVE", default_value = "1GiB", value_parser = parse_bytes)]
+    pool_reserve: u64,
+    /// Force a storage driver (btrfs, reflink or copy) instead of the best available.
+    #[arg(long, env = "DOPPEL_POOL_DRIVER", value_parser = parse_driver)]
+    pool_driver: Option<doppel_engine::DriverKind>,
     /// Log format: text or json.
     #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{s:?} is not a size like 20GiB ({e})"))
+}
+
+fn parse_driver(s: &str) -> Result<doppel_engine::DriverKind, String> {
+    use doppel_engine::DriverKind;
+    match s {
+        "btrfs" => Ok(DriverKind::Btrfs),
+        "reflink" => Ok(DriverKind::Reflink),
+        "copy" => Ok(DriverKind::Copy),
+        _ => Err(format!("{s:?} is not a storage driver: use btrfs, reflink or copy")),
+    }
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration, String> {
@@ -67,7 +91,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let config = EngineConfig { data_dir: args.data_dir, python: args.python, deadlines };
+    let pool = doppel_engine::PoolOptions {
+        size: args.pool_size,
+        reserve: args.pool_reserve,
+        driver: args.pool_driver,
+        ..Default::default()
+    };
+    let config = EngineConfig { data_dir: args.data_dir, pool, python: args.python, deadlines };
     match runtime.block_on(serve(config, args.listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,7 +2,9 @@
 //! only, prints a table (or JSON with `-o json`) and exits non-zero with the
 //! error's code on stderr when something fails.
 
+mod job;
 mod plugin;
+mod pool;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,20 @@ pub enum Output {
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
+    /// The storage pool where datasets, snapshots and clones live.
+    Pool {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: pool::PoolCommand,
+    },
+    /// Follow and manage jobs: every long operation runs as one.
+    Job {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
     /// Install, inspect and exercise plugins (artifacts built by `dvp build`).
     Plugin {
         #[command(flatten)]
@@ -39,8 +55,16 @@ pub enum ClientCommand {
 
 pub fn run(cmd: ClientCommand) -> ExitCode {
     let result = match cmd {
+        ClientCommand::Pool { global, command } => {
+            let ctx = Ctx::new(&global);
+            pool::run(&ctx, command)
+        }
+        ClientCommand::Job { global, command } => {
+            let ctx = Ctx::new(&global);
+            job::run(&ctx, command)
+        }
         ClientCommand::Plugin { global, command } => {
-            let ctx = Ctx { client: Client::new(&global.url), output: global.output };
+            let ctx = Ctx::new(&global);
             plugin::run(&ctx, command)
         }
     };
@@ -56,6 +80,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    fn new(global: &Global) -> Ctx {
+        Ctx { client: Client::new(&global.url), output: global.output }
+    }
+
     /// Prints JSON for scripts, or calls `table` for humans.
     pub fn print<T: serde::Serialize>(&self, value: &T, table: impl FnOnce(&T)) {
         match self.output {

@@ -4,3 +4,4 @@
 mod plugin_errors;
 mod plugins;
 mod support;
+mod pool;

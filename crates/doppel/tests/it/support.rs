@@ -101,11 +101,13 @@ pub fn template_artifact() -> PathBuf {
         .clone()
 }
 
-/// A running `doppel serve` with its own data directory; stopped on drop.
+/// A running `doppel serve` with its own data directory; stopped on drop,
+/// and its pool unmounted.
 pub struct Engine {
-    child: Child,
+    child: Option<Child>,
     pub data_dir: tempfile::TempDir,
     pub url: String,
+    extra: Vec<String>,
 }
 
 impl Engine {
@@ -114,35 +116,70 @@ impl Engine {
     }
 
     pub fn start_with(extra: &[&str]) -> Engine {
-        let data_dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine {
+            child: None,
+            data_dir: tempfile::tempdir().unwrap(),
+            url: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        engine.launch();
+        engine
+    }
+
+    fn launch(&mut self) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(data_dir.path().join("engine.log")).unwrap();
+        self.url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("engine.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
             .arg("serve")
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(self.data_dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+            // Small pools: tests make many engines at once.
+            .args(["--pool-size", "2GiB", "--pool-reserve", "64MiB"])
+            .args(&self.extra)
             .env("DOPPEL_PYTHON", python())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut engine = Engine { child, data_dir, url };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if engine.client().health().is_ok() {
-                return engine;
+            if self.client().health().is_ok() {
+                return;
             }
-            if let Ok(Some(status)) = engine.child.try_wait() {
-                panic!("doppel serve exited ({status}):\n{}", engine.log());
+            if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
+                panic!("doppel serve exited ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "doppel serve did not answer:\n{}", engine.log());
+            assert!(Instant::now() < deadline, "doppel serve did not answer:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the engine (SIGTERM, then SIGKILL) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: plain kill(2) of our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     pub fn log(&self) -> String {
@@ -177,19 +214,18 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        self.stop();
+        // The engine leaves its pool mounted for the next start; tests do not.
+        let pool = self.data_dir.path().join("pool");
+        let mounted = std::fs::read_to_string("/proc/self/mounts")
+            .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(pool.to_str().unwrap())))
+            .unwrap_or(false);
+        if mounted {
+            let ok = Command::new("umount").arg(&pool).status().map(|s| s.success()).unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&pool).status();
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

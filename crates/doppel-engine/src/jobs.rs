@@ -1,0 +1,284 @@
+//! Running operations as persisted jobs.
+//!
+//! A job is recorded as queued, waits for its target object (jobs on one
+//! object run one at a time, in order; jobs on different objects run
+//! together), runs, and ends succeeded, failed (with the error a user sees)
+//! or canceled. Cancellation is cooperative: job code checks its handle
+//! between steps, so a step is never cut in half.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use doppel_model::{ApiError, ErrorCode, EventLevel, Job, JobEvent, JobState};
+use doppel_store::{JobFilter, Store};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::EngineError;
+
+/// What a running job uses to report and to notice cancellation.
+#[derive(Clone)]
+pub struct JobHandle {
+    id: String,
+    store: Arc<Store>,
+    cancel: CancellationToken,
+}
+
+impl JobHandle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Records progress (0-100) and the step under way, as an event too.
+    pub fn progress(&self, percent: u8, step: &str) {
+        if let Err(e) = self.store.set_job_progress(&self.id, percent, step) {
+            tracing::warn!(job = %self.id, error = %e, "cannot record job progress");
+        }
+        self.event(EventLevel::Info, step);
+    }
+
+    pub fn event(&self, level: EventLevel, message: &str) {
+        if let Err(e) = self.store.add_job_event(&self.id, level, message) {
+            tracing::warn!(job = %self.id, error = %e, "cannot record job event");
+        }
+    }
+
+    /// Fails with `Canceled` if someone asked to cancel this job.
+    pub fn check_canceled(&self) -> Result<(), EngineError> {
+        if self.cancel.is_cancelled() {
+            Err(EngineError::Canceled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Default)]
+struct Running {
+    /// Per target: the lock jobs queue on, and which job holds it.
+    targets: HashMap<String, (Arc<tokio::sync::Mutex<()>>, Option<String>)>,
+    tokens: HashMap<String, CancellationToken>,
+}
+
+pub struct JobRunner {
+    store: Arc<Store>,
+    running: Arc<Mutex<Running>>,
+}
+
+impl JobRunner {
+    /// Fails every job a previous run of the engine left unfinished.
+    pub fn new(store: Arc<Store>) -> Result<JobRunner, EngineError> {
+        let reason = ApiError {
+            code: ErrorCode::Internal,
+            message: "interrupted: the engine stopped while this job was queued or running; run the operation again".into(),
+            action: None,
+            details: Vec::new(),
+            output: None,
+        };
+        let failed = store.fail_interrupted_jobs(&reason)?;
+        if !failed.is_empty() {
+            tracing::warn!(jobs = ?failed, "marked interrupted jobs failed");
+        }
+        Ok(JobRunner { store, running: Default::default() })
+    }
+
+    /// Records a job and runs `work` in the background once `target` is free.
+    pub fn spawn<F, Fut>(&self, kind: &str, target: Option<String>, work: F) -> Result<Job, EngineError>
+    where
+        F: FnOnce(JobHandle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, EngineError>> + Send + 'static,
+    {
+        let job = self.store.create_job(kind, target.as_deref())?;
+        let cancel = CancellationToken::new();
+        // Either the target is free and this job takes it now, in call
+        // order, or it queues (tokio's mutex is fair) behind the holder.
+        enum Claim {
+            Free,
+            Taken(tokio::sync::OwnedMutexGuard<()>),
+            Queued(Arc<tokio::sync::Mutex<()>>),
+        }
+        let claim = {
+            let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            r.tokens.insert(job.id.clone(), cancel.clone());
+            match &target {
+                None => Claim::Free,
+                Some(t) => {
+                    let (lock, holder) = r.targets.entry(t.clone()).or_insert_with(|| (Default::default(), None));
+                    match lock.clone().try_lock_owned() {
+                        Ok(guard) => {
+                            *holder = Some(job.id.clone());
+                            Claim::Taken(guard)
+                        }
+                        Err(_) => {
+                            let who = holder.clone().unwrap_or_else(|| "another job".into());
+                            let msg = format!("queued behind {who}, which is working on {t}");
+                            let _ = self.store.add_job_event(&job.id, EventLevel::Info, &msg);
+                            Claim::Queued(lock.clone())
+                        }
+                    }
+                }
+            }
+        };
+        let handle = JobHandle { id: job.id.clone(), store: self.store.clone(), cancel };
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            let _guard = match claim {
+                Claim::Free => None,
+                Claim::Taken(g) => Some(g),
+                Claim::Queued(lock) => {
+                    let g = lock.lock_owned().await;
+                    if let Some(t) = &target {
+                        let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(entry) = r.targets.get_mut(t) {
+                            entry.1 = Some(handle.id.clone());
+                        }
+                    }
+                    Some(g)
+                }
+            };
+            let outcome = if handle.cancel.is_cancelled() {
+                Err(EngineError::Canceled)
+            } else {
+                if let Err(e) = handle.store.start_job(&handle.id) {
+                    tracing::error!(job = %handle.id, error = %e, "cannot mark job running");
+                }
+                work(handle.clone()).await
+            };
+            let stored = match &outcome {
+                Ok(v) => handle.store.finish_job(&handle.id, JobState::Succeeded, None, Some(v)),
+                Err(EngineError::Canceled) => handle.store.finish_job(&handle.id, JobState::Canceled, None, None),
+                Err(e) => {
+                    tracing::warn!(job = %handle.id, error = %e, "job failed");
+                    handle.store.finish_job(&handle.id, JobState::Failed, Some(&e.to_api()), None)
+                }
+            };
+            if let Err(e) = stored {
+                tracing::error!(job = %handle.id, error = %e, "cannot record the end of a job");
+            }
+            drop(_guard);
+            let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+            r.tokens.remove(&handle.id);
+            if let Some(t) = &target {
+                if let Some(entry) = r.targets.get_mut(t) {
+                    entry.1 = None;
+                    // Nobody else waits when only the map holds the lock.
+                    if Arc::strong_count(&entry.0) == 1 {
+                        r.targets.remove(t);
+                    }
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Job, EngineError> {
+        self.store.get_job(id)?.ok_or_else(|| EngineError::NotFound { kind: "job", id: id.to_owned() })
+    }
+
+    pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, EngineError> {
+        Ok(self.store.list_jobs(filter)?)
+    }
+
+    pub fn events(&self, id: &str, after: i64) -> Result<Vec<JobEvent>, EngineError> {
+        self.get(id)?;
+        Ok(self.store.job_events(id, after)?)
+    }
+
+    /// Asks a queued or running job to stop at its next step boundary.
+    pub fn cancel(&self, id: &str) -> Result<Job, EngineError> {
+        let job = self.get(id)?;
+        if job.state.is_finished() {
+            return Err(EngineError::Conflict(format!("{id} already {}", job.state.as_str())));
+        }
+        let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = r.tokens.get(id) {
+            t.cancel();
+            let _ = self.store.add_job_event(id, EventLevel::Warning, "cancel requested");
+        }
+        drop(r);
+        self.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn wait_finished(r: &JobRunner, id: &str) -> Job {
+        for _ in 0..500 {
+            let j = r.get(id).unwrap();
+            if j.state.is_finished() {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn jobs_on_one_target_run_in_order_and_others_run_alongside() {
+        let r = JobRunner::new(Arc::new(Store::open_in_memory().unwrap())).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let (o1, g1) = (order.clone(), gate.clone());
+        let a = r
+            .spawn("A", Some("X".into()), move |h| async move {
+                h.progress(50, "first half");
+                g1.notified().await;
+                o1.lock().unwrap().push("a");
+                Ok(Value::Null)
+            })
+            .unwrap();
+        let o2 = order.clone();
+        let b = r.spawn("B", Some("X".into()), move |_| async move {
+            o2.lock().unwrap().push("b");
+            Ok(serde_json::json!({"made": "b"}))
+        })
+        .unwrap();
+        let o3 = order.clone();
+        let c = r.spawn("C", Some("Y".into()), move |_| async move {
+            o3.lock().unwrap().push("c");
+            Ok(Value::Null)
+        })
+        .unwrap();
+        // C, on another object, finishes while A still holds X and B waits.
+        assert_eq!(wait_finished(&r, &c.id).await.state, JobState::Succeeded);
+        assert_eq!(r.get(&b.id).unwrap().state, JobState::Queued);
+        assert_eq!(r.get(&a.id).unwrap().progress, 50);
+        let waiting = r.events(&b.id, 0).unwrap();
+        assert!(waiting[0].message.contains(&format!("queued behind {}", a.id)), "{waiting:?}");
+        gate.notify_one();
+        assert_eq!(wait_finished(&r, &b.id).await.result.unwrap()["made"], "b");
+        assert_eq!(*order.lock().unwrap(), vec!["c", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn failure_and_cancellation_are_recorded() {
+        let r = JobRunner::new(Arc::new(Store::open_in_memory().unwrap())).unwrap();
+        let f = r
+            .spawn("F", None, |_| async { Err(EngineError::NotFound { kind: "thing", id: "t1".into() }) })
+            .unwrap();
+        let failed = wait_finished(&r, &f.id).await;
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.error.unwrap().code, ErrorCode::NotFound);
+
+        let started = Arc::new(tokio::sync::Notify::new());
+        let s2 = started.clone();
+        let c = r
+            .spawn("C", None, move |h| async move {
+                s2.notify_one();
+                loop {
+                    h.check_canceled()?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .unwrap();
+        started.notified().await;
+        r.cancel(&c.id).unwrap();
+        assert_eq!(wait_finished(&r, &c.id).await.state, JobState::Canceled);
+        assert!(matches!(r.cancel(&c.id), Err(EngineError::Conflict(_))));
+        assert!(matches!(r.get("JOB-999"), Err(EngineError::NotFound { .. })));
+    }
+}
