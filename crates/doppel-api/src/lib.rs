@@ -73,6 +73,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/plugins/{plugin}/operations/{operation}", post(invoke_operation))
         .route("/api/v1/plugins/{plugin}/validate/{definition}", post(validate_parameters))
         .route("/api/v1/pool", get(pool_status))
+        .route("/api/v1/environments", get(list_environments).post(add_environment))
+        .route("/api/v1/environments/{env}", get(get_environment).delete(delete_environment))
+        .route("/api/v1/environments/{env}/refresh", post(refresh_environment))
+        .route("/api/v1/environments/{env}/users", get(list_environment_users).post(add_environment_user))
+        .route("/api/v1/environments/{env}/users/{user}", axum::routing::delete(delete_environment_user))
+        .route("/api/v1/repositories", get(list_repositories))
+        .route("/api/v1/sourceconfigs", get(list_source_configs).post(add_source_config))
+        .route("/api/v1/sourceconfigs/{sc}", get(get_source_config).put(update_source_config).delete(delete_source_config))
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{job}", get(get_job))
         .route("/api/v1/jobs/{job}/events", get(job_events))
@@ -234,4 +242,93 @@ async fn cancel_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) 
 
 async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.pool_status().await?))
+}
+
+/// A job accepted: `202` with the job, which the client follows.
+fn accepted(job: doppel_model::Job) -> impl IntoResponse {
+    (StatusCode::ACCEPTED, Json(job))
+}
+
+async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.list_environments()?))
+}
+
+async fn add_environment(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+    let req: doppel_model::AddEnvironment = parse_body(&body)?;
+    Ok(accepted(engine.add_environment(req)?))
+}
+
+async fn get_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.get_environment(&env)?))
+}
+
+async fn delete_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.delete_environment(&env).await?))
+}
+
+async fn refresh_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+    Ok(accepted(engine.refresh_environment(&env)?))
+}
+
+async fn list_environment_users(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.get_environment(&env)?.users))
+}
+
+async fn add_environment_user(
+    State(engine): State<Arc<Engine>>,
+    Path(env): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: doppel_model::AddEnvironmentUser = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(engine.add_environment_user(&env, req).await?)))
+}
+
+async fn delete_environment_user(
+    State(engine): State<Arc<Engine>>,
+    Path((env, user)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    engine.delete_environment_user(&env, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvironmentQuery {
+    environment: Option<String>,
+}
+
+async fn list_repositories(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.list_repositories(q.environment.as_deref())?))
+}
+
+async fn list_source_configs(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.list_source_configs(q.environment.as_deref())?))
+}
+
+async fn add_source_config(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+    let req: doppel_model::AddSourceConfig = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(engine.add_source_config(req)?)))
+}
+
+async fn get_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.get_source_config(&sc)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSourceConfig {
+    parameters: Value,
+}
+
+async fn update_source_config(
+    State(engine): State<Arc<Engine>>,
+    Path(sc): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: UpdateSourceConfig = parse_body(&body)?;
+    Ok(Json(engine.update_source_config(&sc, req.parameters)?))
+}
+
+async fn delete_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.delete_source_config(&sc)?))
 }

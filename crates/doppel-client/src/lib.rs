@@ -165,3 +165,72 @@ impl Client {
         self.send(self.http.get(self.url(&["pool"])))
     }
 }
+
+/// Environments, their users, repositories and source configs.
+impl Client {
+    pub fn add_environment(&self, req: &doppel_model::AddEnvironment) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["environments"])).json(req))
+    }
+
+    pub fn list_environments(&self) -> Result<Vec<doppel_model::Environment>, ClientError> {
+        self.send(self.http.get(self.url(&["environments"])))
+    }
+
+    pub fn get_environment(&self, env: &str) -> Result<doppel_model::Environment, ClientError> {
+        self.send(self.http.get(self.url(&["environments", env])))
+    }
+
+    pub fn delete_environment(&self, env: &str) -> Result<doppel_model::Environment, ClientError> {
+        self.send(self.http.delete(self.url(&["environments", env])))
+    }
+
+    pub fn refresh_environment(&self, env: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["environments", env, "refresh"])))
+    }
+
+    pub fn add_environment_user(
+        &self,
+        env: &str,
+        req: &doppel_model::AddEnvironmentUser,
+    ) -> Result<doppel_model::EnvironmentUser, ClientError> {
+        self.send(self.http.post(self.url(&["environments", env, "users"])).json(req))
+    }
+
+    pub fn delete_environment_user(&self, env: &str, user: &str) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .delete(self.url(&["environments", env, "users", user]))
+            .send()
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        self.decode::<Value>(resp).map(|_| ())
+    }
+
+    pub fn list_repositories(&self, env: Option<&str>) -> Result<Vec<doppel_model::Repository>, ClientError> {
+        let q: Vec<(&str, &str)> = env.map(|e| vec![("environment", e)]).unwrap_or_default();
+        self.send(self.http.get(self.url(&["repositories"])).query(&q))
+    }
+
+    pub fn list_source_configs(&self, env: Option<&str>) -> Result<Vec<doppel_model::SourceConfig>, ClientError> {
+        let q: Vec<(&str, &str)> = env.map(|e| vec![("environment", e)]).unwrap_or_default();
+        self.send(self.http.get(self.url(&["sourceconfigs"])).query(&q))
+    }
+
+    pub fn add_source_config(&self, req: &doppel_model::AddSourceConfig) -> Result<doppel_model::SourceConfig, ClientError> {
+        self.send(self.http.post(self.url(&["sourceconfigs"])).json(req))
+    }
+
+    pub fn get_source_config(&self, sc: &str) -> Result<doppel_model::SourceConfig, ClientError> {
+        self.send(self.http.get(self.url(&["sourceconfigs", sc])))
+    }
+
+    pub fn update_source_config(&self, sc: &str, parameters: Value) -> Result<doppel_model::SourceConfig, ClientError> {
+        self.send(self.http.put(self.url(&["sourceconfigs", sc])).json(&json!({ "parameters": parameters })))
+    }
+
+    pub fn delete_source_config(&self, sc: &str) -> Result<doppel_model::SourceConfig, ClientError> {
+        self.send(self.http.delete(self.url(&["sourceconfigs", sc])))
+    }
+}

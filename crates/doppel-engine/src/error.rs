@@ -20,6 +20,8 @@ pub enum EngineError {
     Plugin(#[from] InvokeError),
     #[error(transparent)]
     Store(#[from] doppel_store::StoreError),
+    #[error(transparent)]
+    Host(#[from] doppel_remote::Error),
     #[error("storage pool: {0}")]
     Storage(#[from] doppel_storage::StorageError),
     #[error("{context}: {source}")]
@@ -54,6 +56,8 @@ impl EngineError {
                 InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
                 _ => ErrorCode::PluginFailed,
             },
+            EngineError::Host(doppel_remote::Error::InvalidHostKey { .. }) => ErrorCode::Internal,
+            EngineError::Host(_) => ErrorCode::HostFailed,
             EngineError::Storage(e) => match e {
                 doppel_storage::StorageError::InsufficientSpace { .. } => ErrorCode::PoolFull,
                 doppel_storage::StorageError::InvalidId { .. } => ErrorCode::InvalidInput,

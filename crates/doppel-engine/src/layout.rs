@@ -29,6 +29,11 @@ impl Layout {
         self.root.join("metadata.db")
     }
 
+    /// The key that encrypts secrets in the metadata store (mode 0600).
+    pub fn secrets_key(&self) -> PathBuf {
+        self.root.join("secrets.key")
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.join("runtime")
     }

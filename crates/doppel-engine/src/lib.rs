@@ -4,8 +4,11 @@
 //! Architecture invariant: the API and CLI reach the store, the pool and
 //! plugins only through [`Engine`]; the engine knows nothing of HTTP.
 
+mod environments;
 mod error;
+mod hosts;
 pub mod jobs;
+mod secrets;
 pub mod layout;
 mod plugins;
 
@@ -17,7 +20,7 @@ pub use error::EngineError;
 pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
 pub use plugins::{ParameterDefinition, PluginInvocation};
 
-use doppel_plugin_host::{HostConfig, NoHostAccess, PluginHost, WORKER_SCRIPT};
+use doppel_plugin_host::{HostConfig, PluginHost, WORKER_SCRIPT};
 use doppel_store::Store;
 use layout::Layout;
 
@@ -57,6 +60,7 @@ pub struct Engine {
     store: Arc<Store>,
     jobs: jobs::JobRunner,
     pool: Arc<doppel_storage::Pool>,
+    hosts: Arc<hosts::Hosts>,
     host: PluginHost,
     /// Serialises plugin installs, upgrades and deletes.
     plugin_lock: tokio::sync::Mutex<()>,
@@ -74,6 +78,8 @@ impl Engine {
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
         let pool = Arc::new(open_pool(&config).await?);
+        let secrets = Arc::new(secrets::SecretBox::open(&layout.secrets_key())?);
+        let hosts = Arc::new(hosts::Hosts::new(store.clone(), secrets));
         let host = PluginHost::new(
             HostConfig {
                 python: config.python.clone(),
@@ -83,9 +89,9 @@ impl Engine {
                 normal: config.deadlines.normal,
                 long: config.deadlines.long,
             },
-            Arc::new(NoHostAccess),
+            hosts.clone(),
         );
-        let engine = Engine { layout, store, jobs, pool, host, plugin_lock: tokio::sync::Mutex::new(()) };
+        let engine = Engine { layout, store, jobs, pool, hosts, host, plugin_lock: tokio::sync::Mutex::new(()) };
         engine.sweep_plugin_leftovers()?;
         Ok(Arc::new(engine))
     }

@@ -83,7 +83,7 @@ fn now_rfc3339() -> String {
 }
 
 impl Engine {
-    fn loaded(&self, rec: &PluginRecord) -> Result<LoadedPlugin, EngineError> {
+    pub(crate) fn loaded(&self, rec: &PluginRecord) -> Result<LoadedPlugin, EngineError> {
         let kind = match rec.definition.pointer("/linkedSourceDefinition/type").and_then(|v| v.as_str()) {
             Some("PluginLinkedDirectSourceDefinition") => PluginKind::Direct,
             _ => PluginKind::Staged,
@@ -170,8 +170,7 @@ impl Engine {
                     reason: format!("the upgrade drops migrations the installed build has: {missing:?}"),
                 });
             }
-            // Objects that would need migrating arrive with environments and
-            // dSources; until then there is nothing to migrate.
+            self.refuse_if_in_use(old, "upgrade")?;
         }
 
         let staging = self.layout.plugin_staging_dir(&artifact.id);
@@ -245,6 +244,7 @@ impl Engine {
     pub async fn delete_plugin(&self, reference: &str) -> Result<PluginSummary, EngineError> {
         let _guard = self.plugin_lock.lock().await;
         let rec = self.find_plugin(reference)?;
+        self.refuse_if_in_use(&rec, "delete")?;
         let summary = self.summary(&rec);
         self.host.stop(&self.loaded(&rec)?).await;
         self.store.delete_plugin(&rec.id)?;
@@ -296,6 +296,20 @@ impl Engine {
             violations: errs.violations().iter().map(|v| v.to_string()).collect(),
         })?;
         Ok(redact_secrets(&schema, params))
+    }
+
+    /// Objects made by a plugin tie it down: deleting would orphan them, and
+    /// upgrading would need data migrations, which the engine does not run yet.
+    fn refuse_if_in_use(&self, rec: &PluginRecord, what: &str) -> Result<(), EngineError> {
+        let (repos, configs) = self.store.plugin_object_counts(&rec.id)?;
+        if repos > 0 {
+            return Err(EngineError::Conflict(format!(
+                "cannot {what} plugin {}: {repos} repositories and {configs} source configs on environments use it; \
+                 delete those environments (or their source configs) first",
+                rec.name
+            )));
+        }
+        Ok(())
     }
 
     /// Removes install scratch directories left by a crash.

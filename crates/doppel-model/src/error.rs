@@ -23,6 +23,8 @@ pub enum ErrorCode {
     PluginFailed,
     /// The plugin did not answer within the operation's deadline (HTTP 504).
     PluginTimeout,
+    /// A host could not be reached, refused the login or its key changed (HTTP 502).
+    HostFailed,
     /// The storage pool refused the change, e.g. not enough free space (HTTP 507).
     PoolFull,
     /// A bug or an environment problem on the engine's side (HTTP 500).
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::PluginUserError => "plugin_user_error",
             ErrorCode::PluginFailed => "plugin_failed",
             ErrorCode::PluginTimeout => "plugin_timeout",
+            ErrorCode::HostFailed => "host_failed",
             ErrorCode::PoolFull => "pool_full",
             ErrorCode::Internal => "internal",
         }
@@ -51,7 +54,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PluginUserError => 422,
-            ErrorCode::PluginFailed => 502,
+            ErrorCode::PluginFailed | ErrorCode::HostFailed => 502,
             ErrorCode::PluginTimeout => 504,
             ErrorCode::PoolFull => 507,
             ErrorCode::Internal => 500,

@@ -4,10 +4,15 @@
 //! Architecture invariant: this crate does no I/O and depends on no other
 //! Doppel crate; every other crate may depend on it.
 
+pub mod environment;
 pub mod error;
 pub mod job;
 pub mod plugin;
 
+pub use environment::{
+    AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository, SourceConfig,
+    UserCredentials,
+};
 pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};

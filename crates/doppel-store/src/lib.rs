@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod environments;
 mod jobs;
+pub use environments::{DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord, SourceConfigRecord};
 pub use jobs::JobFilter;
 
 /// Schema versions, applied in order; a released entry is never edited.
@@ -46,6 +48,45 @@ const MIGRATIONS: &[&str] = &[
         level TEXT NOT NULL,
         message TEXT NOT NULL,
         PRIMARY KEY (job_id, seq)
+    );",
+    // 3: environments, their users, and what discovery found on them
+    "CREATE TABLE environment (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        toolkit_path TEXT NOT NULL,
+        scratch_path TEXT NOT NULL,
+        host_key TEXT NOT NULL,
+        host_key_fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE environment_user (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment_id INTEGER NOT NULL REFERENCES environment (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        is_primary INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (environment_id, name)
+    );
+    CREATE TABLE repository (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment_id INTEGER NOT NULL REFERENCES environment (id) ON DELETE CASCADE,
+        plugin_id TEXT NOT NULL REFERENCES plugin (id) ON DELETE CASCADE,
+        identity TEXT NOT NULL,
+        name TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        UNIQUE (environment_id, plugin_id, identity)
+    );
+    CREATE TABLE source_config (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        repository_id INTEGER NOT NULL REFERENCES repository (id) ON DELETE CASCADE,
+        identity TEXT NOT NULL,
+        name TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        discovered INTEGER NOT NULL,
+        UNIQUE (repository_id, identity)
     );",
 ];
 

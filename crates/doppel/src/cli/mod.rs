@@ -2,6 +2,7 @@
 //! only, prints a table (or JSON with `-o json`) and exits non-zero with the
 //! error's code on stderr when something fails.
 
+mod env;
 mod job;
 mod plugin;
 mod pool;
@@ -30,6 +31,28 @@ pub enum Output {
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
+    /// Hosts the engine manages over SSH, and their users.
+    Env {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: env::EnvCommand,
+    },
+    /// Repositories that discovery found on environments.
+    Repository {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: env::RepositoryCommand,
+    },
+    /// Datasets on hosts: discovered, or added by hand.
+    #[command(name = "sourceconfig")]
+    SourceConfig {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: env::SourceConfigCommand,
+    },
     /// The storage pool where datasets, snapshots and clones live.
     Pool {
         #[command(flatten)]
@@ -55,6 +78,9 @@ pub enum ClientCommand {
 
 pub fn run(cmd: ClientCommand) -> ExitCode {
     let result = match cmd {
+        ClientCommand::Env { global, command } => env::run(&Ctx::new(&global), command),
+        ClientCommand::Repository { global, command } => env::run_repository(&Ctx::new(&global), command),
+        ClientCommand::SourceConfig { global, command } => env::run_source_config(&Ctx::new(&global), command),
         ClientCommand::Pool { global, command } => {
             let ctx = Ctx::new(&global);
             pool::run(&ctx, command)
@@ -112,6 +138,7 @@ fn exit_code(code: Option<ErrorCode>) -> u8 {
         Some(ErrorCode::PluginUserError | ErrorCode::PluginFailed) => 6,
         Some(ErrorCode::PluginTimeout) => 7,
         Some(ErrorCode::PoolFull) => 8,
+        Some(ErrorCode::HostFailed) => 10,
         Some(ErrorCode::Internal) => 9,
     }
 }

@@ -5,3 +5,4 @@ mod plugin_errors;
 mod plugins;
 mod support;
 mod pool;
+mod environments;

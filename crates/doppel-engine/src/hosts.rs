@@ -1,0 +1,148 @@
+//! Reaching environments: resolving references to records, logging in with
+//! the stored (encrypted) credentials over pinned host keys, and answering
+//! plugin library callbacks (`run_bash`, `run_expect`, ...) on the host the
+//! plugin names.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use doppel_plugin_host::libs::actionable_error;
+use doppel_plugin_host::{LibraryCall, LibraryHandler};
+use doppel_remote::{Connection, Credentials, HostKey, HostKeyPolicy};
+use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, Store};
+use serde_json::{json, Value};
+
+use crate::secrets::SecretBox;
+use crate::EngineError;
+
+pub const ENVIRONMENT_PREFIX: &str = "UNIX_HOST_ENVIRONMENT-";
+pub const HOST_PREFIX: &str = "UNIX_HOST-";
+pub const USER_PREFIX: &str = "HOST_USER-";
+
+/// `PREFIX<n>` → n.
+pub fn parse_ref(reference: &str, prefix: &str) -> Option<i64> {
+    reference.strip_prefix(prefix).and_then(|n| n.parse().ok())
+}
+
+/// The stored secret of a user, decrypted into SSH credentials.
+fn credentials(secrets: &SecretBox, user: &EnvironmentUserRecord) -> Result<Credentials, EngineError> {
+    let plain = secrets.open_sealed(&user.secret)?;
+    Ok(match user.auth.as_str() {
+        "key" => {
+            let v: Value = serde_json::from_str(&plain).map_err(|e| EngineError::Internal(format!("stored key of {}: {e}", user.name)))?;
+            Credentials::KeyPair {
+                private_key_pem: v["private_key"].as_str().unwrap_or_default().to_owned(),
+                passphrase: v["passphrase"].as_str().map(str::to_owned),
+            }
+        }
+        _ => Credentials::Password(plain),
+    })
+}
+
+pub struct Hosts {
+    pub(crate) store: Arc<Store>,
+    pub(crate) secrets: Arc<SecretBox>,
+    ssh: doppel_remote::Pool,
+}
+
+impl Hosts {
+    pub fn new(store: Arc<Store>, secrets: Arc<SecretBox>) -> Hosts {
+        Hosts { store, secrets, ssh: doppel_remote::Pool::default() }
+    }
+
+    /// A warm connection to `env` as `user`, over its pinned host key.
+    pub async fn connect(&self, env: &EnvironmentRecord, user: &EnvironmentUserRecord) -> Result<Connection, EngineError> {
+        let key = HostKey::from_openssh(&env.host_key)?;
+        let creds = credentials(&self.secrets, user)?;
+        Ok(self.ssh.get(&env.host, env.port, &user.name, &creds, &HostKeyPolicy::Pinned(key)).await?)
+    }
+
+    /// Forgets pooled connections to a host (after its users or key changed).
+    pub async fn forget(&self, env: &EnvironmentRecord) {
+        self.ssh.forget_host(&env.host, env.port).await;
+    }
+
+    /// The environment and user a plugin's `RemoteConnection` names; the
+    /// user must belong to the environment.
+    pub fn resolve_connection(&self, conn: &Value) -> Result<(EnvironmentRecord, EnvironmentUserRecord), String> {
+        let env_ref = conn.pointer("/environment/reference").and_then(|v| v.as_str()).unwrap_or_default();
+        let user_ref = conn.pointer("/user/reference").and_then(|v| v.as_str()).unwrap_or_default();
+        let env_id = parse_ref(env_ref, ENVIRONMENT_PREFIX).ok_or_else(|| format!("{env_ref:?} is not an environment reference"))?;
+        let env = self
+            .store
+            .get_environment(env_id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no environment {env_ref}"))?;
+        let users = self.store.environment_users(env.id).map_err(|e| e.to_string())?;
+        let user = match parse_ref(user_ref, USER_PREFIX) {
+            Some(uid) => users.into_iter().find(|u| u.id == uid).ok_or_else(|| format!("{user_ref} is not a user of {env_ref}"))?,
+            None => users.into_iter().find(|u| u.is_primary).ok_or_else(|| format!("{env_ref} has no primary user"))?,
+        };
+        Ok((env, user))
+    }
+
+    async fn script_call(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
+        let req = &call.request;
+        let (env, user) = self.resolve_connection(&req["remote_connection"])?;
+        let conn = self.connect(&env, &user).await.map_err(|e| e.to_string())?;
+        let command = req["command"].as_str().unwrap_or_default();
+        let variables: BTreeMap<String, String> = req["variables"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        let out = match call.method {
+            "run_expect" => conn.run_expect(command, &variables).await,
+            _ => conn.run_bash(command, &variables, req["use_login_shell"].as_bool().unwrap_or(false)).await,
+        }
+        .map_err(|e| e.to_string())?;
+        let mut stderr = out.stderr_str();
+        if out.truncated {
+            // Said, not silently cut: the plugin and its log both see it.
+            stderr.push_str(&format!(
+                "\n[doppel: output over the {} byte limit was cut: stdout was {} bytes, stderr {} bytes]\n",
+                doppel_remote::DEFAULT_OUTPUT_CAP_BYTES,
+                out.stdout_bytes,
+                out.stderr_bytes
+            ));
+        }
+        Ok(json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}))
+    }
+
+    fn retrieve_credentials(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
+        let supplier = &call.request["credentials_supplier"];
+        let s = |k: &str| supplier.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        match s("type").as_deref() {
+            Some("NamedPasswordCredential") => {
+                let password = s("password").ok_or("a NamedPasswordCredential needs a password")?;
+                Ok(json!({"return_value": {"username": s("username").unwrap_or_default(), "password": password}}))
+            }
+            Some("NamedKeyPairCredential") => {
+                let private_key = s("privateKey").ok_or("a NamedKeyPairCredential needs a privateKey")?;
+                Ok(json!({"return_value": {"username": s("username").unwrap_or_default(),
+                    "key_pair": {"private_key": private_key, "public_key": s("publicKey").unwrap_or_default()}}}))
+            }
+            Some(kind @ ("CyberArkVaultCredential" | "HashiCorpVaultCredential")) => {
+                Err(format!("{kind} is not supported by this engine yet: no vault is configured"))
+            }
+            other => Err(format!("unknown credentials supplier type {other:?}")),
+        }
+    }
+}
+
+impl LibraryHandler for Hosts {
+    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
+        Box::pin(async move {
+            let answer = match call.method {
+                "run_bash" | "run_expect" => self.script_call(&call).await,
+                "run_powershell" => Err("run_powershell needs a Windows host; this environment is a Unix host".to_owned()),
+                "retrieve_credentials" => self.retrieve_credentials(&call),
+                "upgrade_password" => Err("upgrade_password is only allowed while a plugin upgrade runs".to_owned()),
+                "run_sync" => Err("run_sync copies into the dataset being synced, and is only available during a direct dSource's sync".to_owned()),
+                other => Err(format!("unknown library call {other}")),
+            };
+            answer.unwrap_or_else(|message| actionable_error(1, message))
+        })
+    }
+}
