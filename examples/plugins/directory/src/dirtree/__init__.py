@@ -1,0 +1,1 @@
+"""Helpers of the directory-tree plugin (shell commands and host calls)."""
