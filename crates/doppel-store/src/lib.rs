@@ -88,6 +88,37 @@ const MIGRATIONS: &[&str] = &[
         discovered INTEGER NOT NULL,
         UNIQUE (repository_id, identity)
     );",
+    // 4: API users, their tokens, Delphix-compatible sessions and upload tokens
+    "CREATE TABLE api_user (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE api_token (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES api_user (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0
+    );",
+    // 5: engine storage mounted on environments
+    "CREATE TABLE mount (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment_id INTEGER NOT NULL REFERENCES environment (id),
+        user_id INTEGER NOT NULL REFERENCES environment_user (id),
+        volume TEXT NOT NULL,
+        subdirectory TEXT NOT NULL DEFAULT '',
+        mount_path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        read_only INTEGER NOT NULL DEFAULT 0,
+        uid INTEGER,
+        gid INTEGER,
+        created_at TEXT NOT NULL,
+        UNIQUE (environment_id, mount_path)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
