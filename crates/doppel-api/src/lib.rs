@@ -4,6 +4,10 @@
 //! JSON; every error leaves as `{"error": ApiError}` with the status its code
 //! implies. Architecture invariant: this is the only crate that knows HTTP.
 
+mod auth;
+mod delphix;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +89,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/jobs/{job}", get(get_job))
         .route("/api/v1/jobs/{job}/events", get(job_events))
         .route("/api/v1/jobs/{job}/cancel", post(cancel_job))
+        .merge(auth::routes())
+        .merge(delphix::routes(engine.clone()))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(engine.clone(), auth::require_token))
         .with_state(engine)
 }
 
@@ -154,6 +161,8 @@ struct InvokeBody {
     request: Value,
     deadline_seconds: Option<f64>,
     job: Option<String>,
+    /// A pool dataset that `run_sync` fills during this call.
+    sync_volume: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -171,7 +180,7 @@ async fn invoke_operation(
         Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
         Some(_) => return Err(Failure::invalid("deadline_seconds", "must be a number of seconds between 0 and 604800")),
     };
-    let call = PluginInvocation { operation, request: body.request, deadline, job: body.job };
+    let call = PluginInvocation { operation, request: body.request, deadline, job: body.job, sync_volume: body.sync_volume };
     let result = engine.invoke_plugin(&plugin, call).await?;
     Ok(Json(json!({ "result": result })))
 }
@@ -196,7 +205,9 @@ pub async fn serve(
     engine: Arc<Engine>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,8 @@
 //! Client of Doppel's HTTP API. The CLI talks to the engine only through
 //! this crate, so anything the CLI can do a script can do over HTTP.
 
+pub mod config;
+
 use std::time::Duration;
 
 use doppel_model::{ApiError, ErrorCode, PluginSummary};
@@ -34,6 +36,8 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: Http,
+    /// Sent as `Authorization: Bearer`.
+    token: Option<String>,
 }
 
 impl Client {
@@ -44,7 +48,23 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("a plain HTTP client builds");
-        Client { base: url.trim_end_matches('/').to_owned(), http }
+        Client { base: url.trim_end_matches('/').to_owned(), http, token: None }
+    }
+
+    /// A client that authenticates with `token` (from `doppel login`).
+    pub fn with_token(url: &str, token: Option<String>) -> Client {
+        Client { token, ..Client::new(url) }
+    }
+
+    pub fn url_base(&self) -> &str {
+        &self.base
+    }
+
+    fn authed(&self, req: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     /// `<base>/api/v1/<segments...>`, each segment percent-encoded.
@@ -55,7 +75,7 @@ impl Client {
     }
 
     fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
-        let resp = req.send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        let resp = self.authed(req).send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
         self.decode(resp)
     }
 
@@ -198,8 +218,7 @@ impl Client {
 
     pub fn delete_environment_user(&self, env: &str, user: &str) -> Result<(), ClientError> {
         let resp = self
-            .http
-            .delete(self.url(&["environments", env, "users", user]))
+            .authed(self.http.delete(self.url(&["environments", env, "users", user])))
             .send()
             .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
         if resp.status().is_success() {
@@ -232,5 +251,31 @@ impl Client {
 
     pub fn delete_source_config(&self, sc: &str) -> Result<doppel_model::SourceConfig, ClientError> {
         self.send(self.http.delete(self.url(&["sourceconfigs", sc])))
+    }
+}
+
+/// Logging in, and the API's users.
+impl Client {
+    /// Checks a password and returns a new API token (this client keeps using
+    /// whatever token it had).
+    pub fn login(&self, user: &str, password: &str) -> Result<doppel_model::LoginResponse, ClientError> {
+        let body = doppel_model::LoginRequest { user: user.to_owned(), password: password.to_owned() };
+        self.send(self.http.post(self.url(&["login"])).json(&body))
+    }
+
+    pub fn whoami(&self) -> Result<doppel_model::ApiUser, ClientError> {
+        self.send(self.http.get(self.url(&["whoami"])))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<doppel_model::ApiUser>, ClientError> {
+        self.send(self.http.get(self.url(&["users"])))
+    }
+
+    pub fn add_user(&self, req: &doppel_model::AddUser) -> Result<doppel_model::ApiUser, ClientError> {
+        self.send(self.http.post(self.url(&["users"])).json(req))
+    }
+
+    pub fn delete_user(&self, name: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(self.url(&["users", name])))
     }
 }

@@ -31,7 +31,7 @@ fn now() -> String {
 }
 
 /// Shell-quotes one word for a POSIX shell.
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -258,7 +258,7 @@ impl Engine {
         let conn_json = connection_json(env, &user);
         let plugins: Vec<PluginRecord> = self.store.list_plugins()?.into_iter().filter(plugin_runs_on_unix).collect();
         let mut found = Vec::new();
-        let ctx = CallContext { job: Some(job.id().to_owned()) };
+        let ctx = CallContext { job: Some(job.id().to_owned()), sync_target: None };
         for (i, p) in plugins.iter().enumerate() {
             job.check_canceled()?;
             let pct = start + ((100 - start as usize - 5) * i / plugins.len().max(1)) as u8;
@@ -316,7 +316,10 @@ impl Engine {
     pub async fn delete_environment(&self, reference: &str) -> Result<Environment, EngineError> {
         let env = self.find_environment(reference)?;
         let model = self.environment_model(&env)?;
-        // dSources and VDBs will hold environments; until they exist nothing can.
+        let mounts = self.store.count_mounts(env.id)?;
+        if mounts > 0 {
+            return Err(EngineError::Conflict(format!("{} has {mounts} dataset mount(s); unmount them first", env.name)));
+        }
         self.store.delete_environment(env.id)?;
         self.hosts.forget(&env).await;
         Ok(model)

@@ -31,6 +31,15 @@ pub enum EngineError {
     /// The job was canceled at a step boundary.
     #[error("canceled")]
     Canceled,
+    /// No credentials, or wrong or expired ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins from one place for one user.
+    #[error("too many failed logins for {user:?}; try again in {retry_after} s")]
+    RateLimited { user: String, retry_after: u64 },
 }
 
 impl EngineError {
@@ -70,6 +79,9 @@ impl EngineError {
                 _ => ErrorCode::Internal,
             },
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => ErrorCode::Internal,
+            EngineError::Unauthorized(_) => ErrorCode::Unauthorized,
+            EngineError::Forbidden(_) => ErrorCode::Forbidden,
+            EngineError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 

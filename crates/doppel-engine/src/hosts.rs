@@ -110,6 +110,38 @@ impl Hosts {
         Ok(json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}))
     }
 
+    /// Mirrors a directory of the connection's host into the dataset the
+    /// running operation fills, over the pinned connection.
+    async fn run_sync(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
+        let target = call.sync_target.ok_or(
+            "run_sync copies into the dataset being synced, and is only available during a direct dSource's sync",
+        )?;
+        let req = &call.request;
+        let (env, mut user) = self.resolve_connection(&req["remote_connection"])?;
+        // rsync_user names the OS user that can read the directory.
+        if let Some(name) = req["rsync_user"].as_str().filter(|n| !n.is_empty() && *n != user.name) {
+            user = self
+                .store
+                .environment_users(env.id)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|u| u.name == name)
+                .ok_or_else(|| format!("rsync_user {name} is not a user of environment {}", env.name))?;
+        }
+        let conn = self.connect(&env, &user).await.map_err(|e| e.to_string())?;
+        let strings = |k: &str| -> Vec<String> {
+            req[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        };
+        let sync = doppel_remote::SyncRequest {
+            source_directory: req["source_directory"].as_str().unwrap_or_default().to_owned(),
+            destination: target.to_owned(),
+            exclude_paths: strings("exclude_paths"),
+            sym_links_to_follow: strings("sym_links_to_follow"),
+        };
+        conn.run_sync(&sync).await.map_err(|e| e.to_string())?;
+        Ok(json!({"return_value": {}}))
+    }
+
     fn retrieve_credentials(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
         let supplier = &call.request["credentials_supplier"];
         let s = |k: &str| supplier.get(k).and_then(|v| v.as_str()).map(str::to_owned);
@@ -139,7 +171,7 @@ impl LibraryHandler for Hosts {
                 "run_powershell" => Err("run_powershell needs a Windows host; this environment is a Unix host".to_owned()),
                 "retrieve_credentials" => self.retrieve_credentials(&call),
                 "upgrade_password" => Err("upgrade_password is only allowed while a plugin upgrade runs".to_owned()),
-                "run_sync" => Err("run_sync copies into the dataset being synced, and is only available during a direct dSource's sync".to_owned()),
+                "run_sync" => self.run_sync(&call).await,
                 other => Err(format!("unknown library call {other}")),
             };
             answer.unwrap_or_else(|message| actionable_error(1, message))

@@ -34,6 +34,12 @@ impl Layout {
         self.root.join("secrets.key")
     }
 
+    /// The generated password of the first `admin` user (mode 0600), when
+    /// none was given at first start.
+    pub fn admin_password_file(&self) -> PathBuf {
+        self.root.join("admin-password")
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.join("runtime")
     }

@@ -4,9 +4,13 @@
 //! Architecture invariant: the API and CLI reach the store, the pool and
 //! plugins only through [`Engine`]; the engine knows nothing of HTTP.
 
+pub mod auth;
+pub mod dsources;
 mod environments;
 mod error;
 mod hosts;
+pub mod mounts;
+pub mod vdbs;
 pub mod jobs;
 mod secrets;
 pub mod layout;
@@ -33,6 +37,8 @@ pub struct EngineConfig {
     /// CPython 3.11 for plugin workers.
     pub python: PathBuf,
     pub deadlines: Deadlines,
+    /// Users, tokens and the first admin's password.
+    pub auth: auth::AuthConfig,
 }
 
 /// Plugin operation deadlines per class.
@@ -61,9 +67,11 @@ pub struct Engine {
     jobs: jobs::JobRunner,
     pool: Arc<doppel_storage::Pool>,
     hosts: Arc<hosts::Hosts>,
+    mount_sessions: mounts::Sessions,
     host: PluginHost,
     /// Serialises plugin installs, upgrades and deletes.
     plugin_lock: tokio::sync::Mutex<()>,
+    auth: auth::Auth,
 }
 
 impl Engine {
@@ -77,7 +85,8 @@ impl Engine {
         check_python(&config.python).await?;
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
-        let pool = Arc::new(open_pool(&config).await?);
+        let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
+        let pool = Arc::new(open_pool(&config, known_datasets(&store)?).await?);
         let secrets = Arc::new(secrets::SecretBox::open(&layout.secrets_key())?);
         let hosts = Arc::new(hosts::Hosts::new(store.clone(), secrets));
         let host = PluginHost::new(
@@ -91,9 +100,19 @@ impl Engine {
             },
             hosts.clone(),
         );
-        let engine = Engine { layout, store, jobs, pool, hosts, host, plugin_lock: tokio::sync::Mutex::new(()) };
+        let engine = Engine { layout, store, jobs, pool, hosts, mount_sessions: Default::default(), host, plugin_lock: tokio::sync::Mutex::new(()), auth };
         engine.sweep_plugin_leftovers()?;
-        Ok(Arc::new(engine))
+        let engine = Arc::new(engine);
+        // Mounts died with the previous engine's SSH sessions; hosts may be
+        // slow or away, so this does not hold up the start.
+        let restoring = engine.clone();
+        tokio::spawn(async move {
+            let failed = restoring.restore_mounts().await;
+            if !failed.is_empty() {
+                tracing::warn!(count = failed.len(), "some mounts could not be re-established");
+            }
+        });
+        Ok(engine)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -113,15 +132,49 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("pool status task: {e}")))??)
     }
 
-    /// Stops every plugin worker.
+    /// The storage pool (datasets, snapshots, clones).
+    pub fn pool(&self) -> &Arc<doppel_storage::Pool> {
+        &self.pool
+    }
+
+    /// Stops every plugin worker and every mount session (the hosts' mounts
+    /// are re-established at the next start).
     pub async fn shutdown(&self) {
+        self.mount_sessions.abort_all();
         self.host.stop_all().await;
     }
 }
 
 /// Opens (creating it on first start) the pool, says loudly when it is not
 /// the fast thin default, and reconciles it with the records.
-async fn open_pool(config: &EngineConfig) -> Result<doppel_storage::Pool, EngineError> {
+/// Every dataset a record points to: reconciliation never moves these.
+fn known_datasets(store: &Store) -> Result<doppel_storage::KnownSet, EngineError> {
+    let mut known = doppel_storage::KnownSet::default();
+    for v in store.dataset_volumes()? {
+        match doppel_storage::VolumeId::new(v.as_str()) {
+            Ok(id) => {
+                known.volumes.insert(id);
+            }
+            Err(e) => tracing::warn!(volume = %v, error = %e, "a dSource record names an invalid dataset id"),
+        }
+    }
+    for s in store.list_snapshots(None)? {
+        if let (Ok(v), Ok(id)) = (doppel_storage::VolumeId::new(s.volume.as_str()), doppel_storage::SnapshotId::new(s.pool_snapshot.as_str())) {
+            known.snapshots.insert(doppel_storage::SnapshotRef::new(v, id));
+        }
+    }
+    for m in store.list_mounts(None)? {
+        match doppel_storage::VolumeId::new(&m.volume) {
+            Ok(id) => {
+                known.volumes.insert(id);
+            }
+            Err(e) => tracing::warn!(mount = m.id, error = %e, "a mount record names an invalid dataset id"),
+        }
+    }
+    Ok(known)
+}
+
+async fn open_pool(config: &EngineConfig, known: doppel_storage::KnownSet) -> Result<doppel_storage::Pool, EngineError> {
     let data_dir = config.data_dir.clone();
     let options = config.pool.clone();
     let (pool, report) = tokio::task::spawn_blocking(move || {
@@ -132,9 +185,9 @@ async fn open_pool(config: &EngineConfig) -> Result<doppel_storage::Pool, Engine
                 _ => tracing::info!("storage pool: {}", n.message),
             }
         }
-        // No dataset records exist yet (dSources and VDBs come later), so
-        // every dataset on disk is an orphan: it is quarantined, never deleted.
-        let report = pool.reconcile(&doppel_storage::KnownSet::default());
+        // A dataset no record knows is an orphan of a crash between a pool
+        // change and its record: it is quarantined, never deleted.
+        let report = pool.reconcile(&known);
         Ok::<_, doppel_storage::StorageError>((pool, report))
     })
     .await

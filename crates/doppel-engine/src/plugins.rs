@@ -74,6 +74,8 @@ pub struct PluginInvocation {
     pub request: Value,
     pub deadline: Option<Duration>,
     pub job: Option<String>,
+    /// A pool dataset that `run_sync` fills during this call.
+    pub sync_volume: Option<String>,
 }
 
 fn now_rfc3339() -> String {
@@ -264,7 +266,18 @@ impl Engine {
         if !call.request.is_object() {
             return Err(EngineError::InvalidInput { field: "request".into(), reason: "must be a JSON object".into() });
         }
-        let ctx = CallContext { job: call.job };
+        let sync_target = match &call.sync_volume {
+            None => None,
+            Some(v) => {
+                let id = doppel_storage::VolumeId::new(v.as_str())?;
+                let path = self.pool.volume_path(&id);
+                if !path.is_dir() {
+                    return Err(EngineError::NotFound { kind: "dataset", id: v.clone() });
+                }
+                Some(path)
+            }
+        };
+        let ctx = CallContext { job: call.job, sync_target };
         Ok(self.host.invoke(&plugin, op, call.request, &ctx, call.deadline).await?)
     }
 

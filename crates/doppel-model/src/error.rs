@@ -29,6 +29,12 @@ pub enum ErrorCode {
     PoolFull,
     /// A bug or an environment problem on the engine's side (HTTP 500).
     Internal,
+    /// No token, or a token or password that is wrong or expired (HTTP 401).
+    Unauthorized,
+    /// Authenticated, but not allowed to do this, e.g. not an administrator (HTTP 403).
+    Forbidden,
+    /// Too many failed logins; wait before trying again (HTTP 429).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -45,6 +51,9 @@ impl ErrorCode {
             ErrorCode::HostFailed => "host_failed",
             ErrorCode::PoolFull => "pool_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -58,6 +67,9 @@ impl ErrorCode {
             ErrorCode::PluginTimeout => 504,
             ErrorCode::PoolFull => 507,
             ErrorCode::Internal => 500,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod environment;
 pub mod error;
 pub mod job;
 pub mod plugin;
+pub mod user;
 
 pub use environment::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository, SourceConfig,
@@ -16,3 +17,4 @@ pub use environment::{
 pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};
+pub use user::{AddUser, ApiUser, LoginRequest, LoginResponse};

@@ -15,6 +15,8 @@ pub struct LibraryCall<'a> {
     /// The `*Request` message as proto JSON.
     pub request: Value,
     pub job: Option<&'a str>,
+    /// Where `run_sync` copies to, when the running operation has a target.
+    pub sync_target: Option<&'a std::path::Path>,
 }
 
 /// Answers library callbacks with the method's `*Response` as proto JSON.

@@ -40,6 +40,9 @@ pub struct WorkerSpec {
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
     pub job: Option<String>,
+    /// The dataset directory a `run_sync` of this call fills (a direct
+    /// dSource's sync); the contract's request has no target of its own.
+    pub sync_target: Option<PathBuf>,
 }
 
 pub struct Worker {
@@ -203,7 +206,9 @@ impl Worker {
                     let method = msg.get("method").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
                     let request = msg.get("request").cloned().unwrap_or(Value::Null);
                     self.log.write(PluginLogLevel::Debug, &ctx, &format!("library call {method}"));
-                    let response = libs.call(LibraryCall { method: &method, request, job: call.job.as_deref() }).await;
+                    let response = libs
+                        .call(LibraryCall { method: &method, request, job: call.job.as_deref(), sync_target: call.sync_target.as_deref() })
+                        .await;
                     let reply = json!({"type": "lib_reply", "call": call_id, "response": response});
                     if let Err(e) = self.send(&reply).await {
                         let status = self.reap().await;

@@ -32,12 +32,14 @@
 #![allow(clippy::result_large_err)]
 
 mod connection;
+mod duplex;
 mod error;
 mod exec;
 mod pool;
 mod sync;
 
 pub use connection::{ConnectOptions, Connection, Credentials, HostKey, HostKeyPolicy};
+pub use duplex::{DuplexExec, DuplexExit, DuplexWait};
 pub use error::{AuthMethod, Error, Result, Target};
 pub use exec::{ExecOutput, ExecRequest, DEFAULT_OUTPUT_CAP_BYTES};
 pub use pool::Pool;

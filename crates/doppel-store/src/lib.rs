@@ -12,8 +12,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 mod environments;
 mod jobs;
+mod datasets;
+mod mounts;
 pub use environments::{DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord, SourceConfigRecord};
 pub use jobs::JobFilter;
+mod users;
+pub use users::{TokenRecord, UserDeletion, UserRecord};
+pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
+pub use mounts::MountRecord;
 
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -119,6 +125,50 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         UNIQUE (environment_id, mount_path)
     );",
+    // 6: dSources, their timeflows and snapshots
+    "CREATE TABLE dsource (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        plugin_id TEXT NOT NULL REFERENCES plugin (id),
+        source_config_id INTEGER NOT NULL REFERENCES source_config (id),
+        staging_environment_id INTEGER REFERENCES environment (id),
+        staging_user_id INTEGER REFERENCES environment_user (id),
+        parameters TEXT NOT NULL,
+        volume TEXT NOT NULL UNIQUE,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE timeflow (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        dsource_id INTEGER REFERENCES dsource (id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE snapshot (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        timeflow_id INTEGER NOT NULL REFERENCES timeflow (id) ON DELETE CASCADE,
+        volume TEXT NOT NULL,
+        pool_snapshot TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (volume, pool_snapshot)
+    );",
+    // 7: VDBs; timeflows belong to a dSource or a VDB and may start at a snapshot
+    "CREATE TABLE vdb (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        plugin_id TEXT NOT NULL REFERENCES plugin (id),
+        repository_id INTEGER NOT NULL REFERENCES repository (id),
+        environment_id INTEGER NOT NULL REFERENCES environment (id),
+        user_id INTEGER NOT NULL REFERENCES environment_user (id),
+        parent_volume TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        source_config TEXT,
+        volume TEXT NOT NULL UNIQUE,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    ALTER TABLE timeflow ADD COLUMN vdb_id INTEGER REFERENCES vdb (id) ON DELETE CASCADE;
+    ALTER TABLE timeflow ADD COLUMN parent_snapshot_id INTEGER REFERENCES snapshot (id);",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,9 @@
 //! - `delphix`: password [`DELPHIX_PASSWORD`], shell bash;
 //! - `alice`: a per-host ed25519 key pair (no password), shell bash.
 //!
+//! Each host's users can use FUSE (a private `/dev/fuse`, mode 0666), so
+//! engine storage can be mounted there with sshfs.
+//!
 //! A host built with [`WorldBuilder::host_without_bash`] hides `bash` (a
 //! `/dev/null` bind mount over it inside the namespace) and gives its users
 //! `/bin/sh` as login shell.
@@ -36,6 +39,8 @@
 
 #![deny(missing_docs)]
 
+
+pub mod plugins;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -881,6 +886,9 @@ fn setup_script(root_path: &Path, users: &[User], without_bash: bool) -> String 
     if without_bash {
         s.push_str("mount --bind /dev/null \"$(readlink -f /bin/bash)\"\n");
     }
+    // FUSE for the host's users (sshfs mounts of engine storage), as Debian's
+    // udev rule gives it: a private 0666 node, whatever the machine's is.
+    s.push_str("mknod -m 0666 fs/run/fuse c 10 229 && mount --bind /run/fuse /dev/fuse\n");
     // A private /tmp (or /var/tmp) may hide this host's own directory: bind
     // its sshd part into the private copy first (mount canonicalizes paths,
     // so this cannot be done once the directory is hidden).

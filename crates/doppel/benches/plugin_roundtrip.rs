@@ -76,6 +76,7 @@ fn main() {
             pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
             python: python(),
             deadlines: Default::default(),
+            auth: Default::default(),
         }))
         .unwrap();
     rt.block_on(engine.install_plugin(&std::fs::read(&artifact).unwrap())).unwrap();
@@ -84,6 +85,7 @@ fn main() {
         request: request.clone(),
         deadline: None,
         job: None,
+        sync_volume: None,
     };
     let mut worker = Vec::with_capacity(rounds);
     for i in 0..rounds + 50 {

@@ -38,6 +38,17 @@ pub struct ServeArgs {
     /// Force a storage driver (btrfs, reflink or copy) instead of the best available.
     #[arg(long, env = "DOPPEL_POOL_DRIVER", value_parser = parse_driver)]
     pool_driver: Option<doppel_engine::DriverKind>,
+    /// File holding the password of the `admin` user made at first start
+    /// (DOPPEL_ADMIN_PASSWORD may hold it instead). Without either, one is
+    /// generated, logged once and written to <data-dir>/admin-password (0600).
+    #[arg(long, env = "DOPPEL_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
+    /// Seconds a Delphix-compatible cookie session lasts.
+    #[arg(long, env = "DOPPEL_SESSION_TTL", default_value_t = 3600.0, hide = true)]
+    session_ttl: f64,
+    /// Seconds a single-use upload or download token lasts.
+    #[arg(long, env = "DOPPEL_SINGLE_USE_TOKEN_TTL", default_value_t = 600.0, hide = true)]
+    single_use_token_ttl: f64,
     /// Log format: text or json.
     #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -90,6 +101,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let auth = match auth_config(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let pool = doppel_engine::PoolOptions {
         size: args.pool_size,
@@ -97,7 +115,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         driver: args.pool_driver,
         ..Default::default()
     };
-    let config = EngineConfig { data_dir: args.data_dir, pool, python: args.python, deadlines };
+    let config = EngineConfig { data_dir: args.data_dir, pool, python: args.python, deadlines, auth };
     match runtime.block_on(serve(config, args.listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -106,6 +124,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first admin's password (file, else environment) and token lifetimes.
+fn auth_config(args: &ServeArgs) -> Result<doppel_engine::auth::AuthConfig, String> {
+    let admin_password = match &args.admin_password_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("--admin-password-file {}: {e}", f.display()))?;
+            Some(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        None => std::env::var("DOPPEL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()),
+    };
+    Ok(doppel_engine::auth::AuthConfig {
+        admin_password,
+        session_ttl: secs("session-ttl", args.session_ttl)?,
+        single_use_ttl: secs("single-use-token-ttl", args.single_use_token_ttl)?,
+        ..Default::default()
+    })
 }
 
 async fn serve(config: EngineConfig, listen: SocketAddr) -> anyhow::Result<()> {

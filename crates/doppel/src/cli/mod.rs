@@ -4,6 +4,7 @@
 
 mod env;
 mod job;
+mod login;
 mod plugin;
 mod pool;
 
@@ -15,9 +16,9 @@ use doppel_model::ErrorCode;
 
 #[derive(Args)]
 pub struct Global {
-    /// URL of the engine's API.
-    #[arg(long, global = true, env = "DOPPEL_URL", default_value = DEFAULT_URL)]
-    url: String,
+    /// URL of the engine's API [default: the URL of the last `doppel login`, else http://127.0.0.1:7878].
+    #[arg(long, global = true, env = "DOPPEL_URL")]
+    url: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -74,6 +75,22 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: plugin::PluginCommand,
     },
+    /// Log in: asks for the password (read from stdin when it is not a
+    /// terminal) and saves a token in ~/.config/doppel/config.json (0600).
+    #[command(after_help = "Examples:\n  doppel login --url http://engine:7878 --user admin\n  doppel login --user admin < password-file\n\nDOPPEL_TOKEN, when set, is used instead of the saved token.")]
+    Login {
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        args: login::LoginArgs,
+    },
+    /// Users of the engine's API (administrators only).
+    User {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: login::UserCommand,
+    },
 }
 
 pub fn run(cmd: ClientCommand) -> ExitCode {
@@ -93,6 +110,8 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
             let ctx = Ctx::new(&global);
             plugin::run(&ctx, command)
         }
+        ClientCommand::Login { global, args } => login::login(&Ctx::new(&global), args),
+        ClientCommand::User { global, command } => login::run_user(&Ctx::new(&global), command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,7 +126,10 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(global: &Global) -> Ctx {
-        Ctx { client: Client::new(&global.url), output: global.output }
+        let config = doppel_client::config::Config::load();
+        let url = global.url.clone().or_else(|| config.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let token = config.token_for(&url);
+        Ctx { client: Client::with_token(&url, token), output: global.output }
     }
 
     /// Prints JSON for scripts, or calls `table` for humans.
@@ -140,6 +162,9 @@ fn exit_code(code: Option<ErrorCode>) -> u8 {
         Some(ErrorCode::PoolFull) => 8,
         Some(ErrorCode::HostFailed) => 10,
         Some(ErrorCode::Internal) => 9,
+        Some(ErrorCode::Unauthorized) => 11,
+        Some(ErrorCode::Forbidden) => 12,
+        Some(ErrorCode::RateLimited) => 13,
     }
 }
 

@@ -178,7 +178,6 @@ fn bad_environments_fail_their_job_with_the_cause_and_store_nothing() {
     add_env(&engine, "good", good, "delphix", "--password-file", &pw).ok();
     engine.cli(&["env", "add", "--name", "good", "--host", "h", "--user", "u", "--password-file", &pw]).fails(5);
     let old = good.host_key_fingerprint().to_owned();
-    drop(good);
     let mut world = world;
     let new = world.host_mut("good").regenerate_host_key();
     let out = engine.cli(&["env", "refresh", "good"]);

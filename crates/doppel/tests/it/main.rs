@@ -6,3 +6,5 @@ mod plugins;
 mod support;
 mod pool;
 mod environments;
+mod auth;
+mod delphix;

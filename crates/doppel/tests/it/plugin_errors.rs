@@ -102,10 +102,8 @@ fn a_worker_killed_mid_call_fails_that_call_and_the_next_call_works() {
     c.invoke(ALL_OPS, "virtual.status", status_request("ok"), None).unwrap();
     let pid = c.plugin_worker(ALL_OPS).unwrap()["pid"].as_u64().unwrap();
 
-    let url = engine.url.clone();
-    let call = std::thread::spawn(move || {
-        doppel_client::Client::new(&url).invoke(ALL_OPS, "virtual.start", status_request("hang"), Some(60.0))
-    });
+    let client = engine.client();
+    let call = std::thread::spawn(move || client.invoke(ALL_OPS, "virtual.start", status_request("hang"), Some(60.0)));
     // Wait until the plugin is inside the operation (it logs its name first).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !engine.cli(&["plugin", "logs", ALL_OPS]).ok().contains("op virtual.start") {

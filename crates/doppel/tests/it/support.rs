@@ -101,12 +101,18 @@ pub fn template_artifact() -> PathBuf {
         .clone()
 }
 
+/// Password of the `admin` user of every test engine.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 /// A running `doppel serve` with its own data directory; stopped on drop,
-/// and its pool unmounted.
+/// and its pool unmounted. Started with a known admin password; `cli` and
+/// `client` use an admin token.
 pub struct Engine {
     child: Option<Child>,
     pub data_dir: tempfile::TempDir,
     pub url: String,
+    /// An API token of `admin`.
+    pub token: String,
     extra: Vec<String>,
 }
 
@@ -120,6 +126,7 @@ impl Engine {
             child: None,
             data_dir: tempfile::tempdir().unwrap(),
             url: String::new(),
+            token: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         engine.launch();
@@ -130,6 +137,8 @@ impl Engine {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         self.url = format!("http://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("engine.log")).unwrap();
+        let password_file = self.data_dir.path().join("test-admin-password");
+        std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
             .arg("serve")
             .arg("--data-dir")
@@ -138,6 +147,8 @@ impl Engine {
             .arg(format!("127.0.0.1:{port}"))
             // Small pools: tests make many engines at once.
             .args(["--pool-size", "2GiB", "--pool-reserve", "64MiB"])
+            .arg("--admin-password-file")
+            .arg(&password_file)
             .args(&self.extra)
             .env("DOPPEL_PYTHON", python())
             .stdin(Stdio::null())
@@ -148,7 +159,9 @@ impl Engine {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.client().health().is_ok() {
+            if Client::new(&self.url).health().is_ok() {
+                let login = Client::new(&self.url).login("admin", ADMIN_PASSWORD);
+                self.token = login.unwrap_or_else(|e| panic!("cannot log in as admin: {e}\n{}", self.log())).token;
                 return;
             }
             if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
@@ -186,18 +199,37 @@ impl Engine {
         std::fs::read_to_string(self.data_dir.path().join("engine.log")).unwrap_or_default()
     }
 
+    /// A client with an admin token.
     pub fn client(&self) -> Client {
-        Client::new(&self.url)
+        Client::with_token(&self.url, Some(self.token.clone()))
     }
 
-    /// Runs `doppel <args>` against this engine.
+    /// Runs `doppel <args>` against this engine as admin.
     pub fn cli(&self, args: &[&str]) -> Cli {
-        let out = Command::new(env!("CARGO_BIN_EXE_doppel"))
-            .args(args)
+        self.cli_as(args, Some(&self.token), None, None)
+    }
+
+    /// Runs `doppel <args>` with this token (none: no DOPPEL_TOKEN), this
+    /// configuration directory (none: an empty one) and this standard input.
+    pub fn cli_as(&self, args: &[&str], token: Option<&str>, config_home: Option<&Path>, stdin: Option<&str>) -> Cli {
+        let empty = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doppel"));
+        cmd.args(args)
             .env("DOPPEL_URL", &self.url)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .env_remove("DOPPEL_TOKEN")
+            .env("XDG_CONFIG_HOME", config_home.unwrap_or(empty.path()))
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("DOPPEL_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
         Cli {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

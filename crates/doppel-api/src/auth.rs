@@ -1,0 +1,148 @@
+//! Authentication of `/api/v1`: every route but `/api/v1/health` and
+//! `/api/v1/login` needs `Authorization: Bearer <token>` (from `POST
+//! /api/v1/login`); and the users routes (administrators only).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use doppel_engine::auth::{Principal, TokenKind};
+use doppel_engine::{Engine, EngineError};
+use doppel_model::{AddUser, ApiError, ErrorCode, LoginRequest, LoginResponse};
+use serde_json::json;
+
+use crate::{parse_body, Failure, Result};
+
+/// Largest body the login and user routes read.
+pub(crate) const MAX_SMALL_BODY: usize = 64 * 1024;
+
+/// Routes that need no token.
+const OPEN_ROUTES: &[&str] = &["/api/v1/health", "/api/v1/login"];
+
+pub(crate) fn routes() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/users/{name}", delete(delete_user))
+}
+
+/// The client's address, for the brake on failed logins.
+pub(crate) fn peer(req_ext: &axum::http::Extensions) -> String {
+    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// An engine error as an answer; a rate-limited login also says when to retry.
+pub(crate) fn engine_failure(e: EngineError) -> Response {
+    let retry = match &e {
+        EngineError::RateLimited { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    let mut resp = Failure::from(e).into_response();
+    if let Some(s) = retry {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn unauthorized(message: &str) -> Response {
+    let err = ApiError {
+        code: ErrorCode::Unauthorized,
+        message: message.into(),
+        action: Some("log in with `doppel login --user NAME` (or set DOPPEL_TOKEN)".into()),
+        details: Vec::new(),
+        output: None,
+    };
+    let mut resp = Failure(err).into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Middleware: a valid API token for every `/api/v1` route but the open ones;
+/// the user it names goes into the request's extensions as a [`Principal`].
+pub(crate) async fn require_token(State(engine): State<Arc<Engine>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/api/v1/") || OPEN_ROUTES.contains(&path) {
+        return next.run(req).await;
+    }
+    let Some(token) = bearer(req.headers()) else {
+        return unauthorized("this endpoint needs a token: send `Authorization: Bearer <token>`");
+    };
+    match engine.authenticate(token, &TokenKind::Api) {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(EngineError::Unauthorized(m)) => unauthorized(&m),
+        Err(e) => engine_failure(e),
+    }
+}
+
+async fn login(State(engine): State<Arc<Engine>>, req: Request) -> Response {
+    let peer = peer(req.extensions());
+    let body = match axum::body::to_bytes(req.into_body(), MAX_SMALL_BODY).await {
+        Ok(b) => b,
+        Err(_) => return Failure::invalid("body", format!("larger than {MAX_SMALL_BODY} bytes")).into_response(),
+    };
+    let body: LoginRequest = match parse_body(&body) {
+        Ok(b) => b,
+        Err(f) => return f.into_response(),
+    };
+    let who = match engine.login(&body.user, &body.password, &peer).await {
+        Ok(w) => w,
+        Err(e) => return engine_failure(e),
+    };
+    match engine.issue_token(&who, TokenKind::Api) {
+        Ok(t) => Json(LoginResponse { token: t.token, expires_at: t.expires_at, user: who.to_api() }).into_response(),
+        Err(e) => engine_failure(e),
+    }
+}
+
+async fn logout(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Result<impl IntoResponse> {
+    if let Some(t) = bearer(&headers) {
+        engine.revoke_token(t)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whoami(Extension(who): Extension<Principal>) -> impl IntoResponse {
+    Json(who.to_api())
+}
+
+async fn list_users(State(engine): State<Arc<Engine>>, Extension(who): Extension<Principal>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.list_users(&who)?))
+}
+
+async fn add_user(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    if body.len() > MAX_SMALL_BODY {
+        return Err(Failure::invalid("body", format!("larger than {MAX_SMALL_BODY} bytes")));
+    }
+    let req: AddUser = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(engine.add_user(&who, req).await?)))
+}
+
+async fn delete_user(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse> {
+    engine.delete_user(&who, &name)?;
+    Ok(Json(json!({"deleted": name})))
+}

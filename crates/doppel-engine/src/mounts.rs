@@ -1,0 +1,366 @@
+//! Mounting engine storage onto environments.
+//!
+//! A dataset (a pool volume, or a subdirectory of one) appears on a host at
+//! a path of the host's choosing: the engine opens an SSH exec channel that
+//! runs `sshfs -o passive` on the host, and serves that SFTP session itself,
+//! confined to the dataset's directory (`doppel-sftp`). The host needs sshfs
+//! and FUSE, and no way back to the engine. The mount lives as long as the
+//! channel: every mount is recorded, so unmounting is exact and the engine
+//! re-establishes each one when it starts again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use doppel_remote::Connection;
+use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, MountRecord};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::environments::sh_quote;
+use crate::hosts::{ENVIRONMENT_PREFIX, USER_PREFIX};
+use crate::{Engine, EngineError};
+
+/// How long a new mount may take to appear on the host.
+const MOUNT_READY: Duration = Duration::from_secs(20);
+
+/// What to mount where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// Environment reference or name.
+    pub environment: String,
+    /// The user that runs sshfs (default: the primary user).
+    pub user: Option<String>,
+    /// Pool volume id.
+    pub volume: String,
+    /// Part of the volume to mount (a mount specification's shared path).
+    #[serde(default)]
+    pub subdirectory: String,
+    /// Absolute path on the host.
+    pub mount_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Owner of the dataset's top directory and of what the host creates
+    /// (default: the mounting user's uid and gid on the host).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// A recorded mount, as shown to users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub id: i64,
+    pub environment: String,
+    pub user: String,
+    pub volume: String,
+    pub subdirectory: String,
+    pub mount_path: String,
+    pub kind: String,
+    pub read_only: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+fn model(m: &MountRecord) -> Mount {
+    Mount {
+        id: m.id,
+        environment: format!("{ENVIRONMENT_PREFIX}{}", m.environment_id),
+        user: format!("{USER_PREFIX}{}", m.user_id),
+        volume: m.volume.clone(),
+        subdirectory: m.subdirectory.clone(),
+        mount_path: m.mount_path.clone(),
+        kind: m.kind.clone(),
+        read_only: m.read_only,
+        uid: m.uid,
+        gid: m.gid,
+    }
+}
+
+/// The SFTP sessions serving live mounts, by mount path per environment.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    live: std::sync::Mutex<HashMap<(i64, String), JoinHandle<doppel_remote::DuplexExit>>>,
+}
+
+impl Sessions {
+    fn insert(&self, key: (i64, String), task: JoinHandle<doppel_remote::DuplexExit>) {
+        if let Some(old) = self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(key, task) {
+            old.abort();
+        }
+    }
+
+    fn take(&self, key: &(i64, String)) -> Option<JoinHandle<doppel_remote::DuplexExit>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+    }
+
+    /// Ends every session: the hosts' sshfs processes see EOF and exit.
+    pub(crate) fn abort_all(&self) {
+        for (_, t) in self.live.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            t.abort();
+        }
+    }
+}
+
+fn check_mount_path(path: &str) -> Result<(), EngineError> {
+    let bad = |reason: &str| EngineError::InvalidInput { field: "mount_path".into(), reason: reason.into() };
+    if !path.starts_with('/') || path == "/" {
+        return Err(bad("must be an absolute path other than /"));
+    }
+    if path.contains(['\0', '\n']) || path.split('/').any(|c| c == "..") {
+        return Err(bad("must not contain NUL, newlines or '..'"));
+    }
+    Ok(())
+}
+
+fn check_subdirectory(sub: &str) -> Result<(), EngineError> {
+    if sub.starts_with('/') || sub.contains('\0') || sub.split('/').any(|c| c == "..") {
+        return Err(EngineError::InvalidInput { field: "subdirectory".into(), reason: "must be a relative path inside the dataset".into() });
+    }
+    Ok(())
+}
+
+async fn run(conn: &Connection, script: &str) -> Result<doppel_remote::ExecOutput, EngineError> {
+    Ok(conn.run_bash(script, &Default::default(), false).await?)
+}
+
+impl Engine {
+    fn mount_user(&self, env: &EnvironmentRecord, user: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
+        let users = self.store.environment_users(env.id)?;
+        let found = match user {
+            None => users.into_iter().find(|u| u.is_primary),
+            Some(u) => users.into_iter().find(|x| x.name == u || format!("{USER_PREFIX}{}", x.id) == u),
+        };
+        found.ok_or_else(|| EngineError::NotFound { kind: "environment user", id: user.unwrap_or("(primary)").to_owned() })
+    }
+
+    /// The directory a mount serves.
+    fn mount_root(&self, volume: &str, subdirectory: &str) -> Result<PathBuf, EngineError> {
+        let id = doppel_storage::VolumeId::new(volume)?;
+        let path = self.pool.volume_path(&id);
+        if !path.is_dir() {
+            return Err(EngineError::NotFound { kind: "dataset", id: volume.to_owned() });
+        }
+        Ok(if subdirectory.is_empty() { path } else { path.join(subdirectory) })
+    }
+
+    /// Mounts a dataset on a host and records it.
+    pub async fn mount_volume(&self, req: MountRequest) -> Result<Mount, EngineError> {
+        check_mount_path(&req.mount_path)?;
+        check_subdirectory(&req.subdirectory)?;
+        let env = self.find_environment(&req.environment)?;
+        let user = self.mount_user(&env, req.user.as_deref())?;
+        let root = self.mount_root(&req.volume, &req.subdirectory)?;
+        if let Some(m) = self.store.find_mount(env.id, &req.mount_path)? {
+            return Err(EngineError::Conflict(format!(
+                "{} on {} is in use by mount {} of dataset {}",
+                req.mount_path, env.name, m.id, m.volume
+            )));
+        }
+        std::fs::create_dir_all(&root).map_err(EngineError::io(format!("creating {}", root.display())))?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        let (uid, gid) = match req.owner {
+            Some(o) => o,
+            None => {
+                let out = run(&conn, "printf '%s %s' \"$(id -u)\" \"$(id -g)\"").await?;
+                let s = out.stdout_str();
+                let mut it = s.split_whitespace().map(|x| x.parse::<u32>());
+                match (it.next(), it.next()) {
+                    (Some(Ok(u)), Some(Ok(g))) => (u, g),
+                    _ => return Err(EngineError::Internal(format!("cannot read the uid and gid of {} on {}: {s:?}", user.name, env.name))),
+                }
+            }
+        };
+        if !req.read_only {
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
+                .map_err(|e| EngineError::Internal(format!("cannot give {} to {uid}:{gid}: {e}", root.display())))?;
+        }
+        let record = MountRecord {
+            id: 0,
+            environment_id: env.id,
+            user_id: user.id,
+            volume: req.volume.clone(),
+            subdirectory: req.subdirectory.clone(),
+            mount_path: req.mount_path.clone(),
+            kind: "sshfs".into(),
+            read_only: req.read_only,
+            uid: Some(uid),
+            gid: Some(gid),
+            created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        };
+        self.start_sshfs(&env, &conn, &record, root).await?;
+        match self.store.insert_mount(&record) {
+            Ok(id) => {
+                tracing::info!(mount = id, environment = %env.name, path = %req.mount_path, volume = %req.volume, "dataset mounted");
+                Ok(model(&MountRecord { id, ..record }))
+            }
+            Err(e) => {
+                let _ = self.stop_sshfs(&env, &conn, &record).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs sshfs on the host and serves it; returns once the mount is there.
+    async fn start_sshfs(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+        let path = sh_quote(&m.mount_path);
+        let mut opts = String::from("passive");
+        if m.read_only {
+            opts.push_str(",ro");
+        }
+        let prep = run(conn, &format!("command -v sshfs >/dev/null || {{ echo 'sshfs is not installed' >&2; exit 3; }}; mkdir -p -- {path} && test -d {path}")).await?;
+        if prep.exit_code != 0 {
+            return Err(EngineError::InvalidInput {
+                field: "mount_path".into(),
+                reason: format!("cannot mount on {} at {}: {}", env.name, m.mount_path, prep.stderr_str().trim()),
+            });
+        }
+        let exec = conn.exec_duplex(&format!("exec sshfs -f -o {opts} :/ {path}")).await?;
+        let (stream, waiter) = exec.into_parts();
+        let options = doppel_sftp::ServeOptions {
+            read_only: m.read_only,
+            new_file_owner: match (m.uid, m.gid) {
+                (Some(uid), Some(gid)) => Some(doppel_sftp::Owner { uid, gid }),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let label = format!("{}:{}", env.name, m.mount_path);
+        let task = tokio::spawn(async move {
+            let (reader, writer) = tokio::io::split(stream);
+            match doppel_sftp::serve_sftp(&root, options, reader, writer).await {
+                Ok(stats) => tracing::info!(mount = %label, ?stats, "sftp session ended"),
+                Err(e) => tracing::warn!(mount = %label, error = %e, "sftp session failed"),
+            }
+            let exit = waiter.wait().await;
+            tracing::info!(mount = %label, exit = ?exit.exit_code, stderr = %exit.stderr.trim(), "sshfs ended");
+            exit
+        });
+        let key = (env.id, m.mount_path.clone());
+        let deadline = tokio::time::Instant::now() + MOUNT_READY;
+        loop {
+            let check = run(conn, &format!("mountpoint -q -- {path}")).await?;
+            if check.exit_code == 0 {
+                self.mount_sessions.insert(key, task);
+                return Ok(());
+            }
+            if task.is_finished() {
+                let exit = task.await.map_err(|e| EngineError::Internal(format!("mount session: {e}")))?;
+                return Err(EngineError::Internal(format!(
+                    "sshfs could not mount {} on {} as {} (exit {:?}): {}",
+                    m.mount_path,
+                    env.name,
+                    conn.target().user,
+                    exit.exit_code,
+                    exit.stderr.trim()
+                )));
+            }
+            if tokio::time::Instant::now() > deadline {
+                task.abort();
+                return Err(EngineError::Internal(format!(
+                    "sshfs did not mount {} on {} within {}s",
+                    m.mount_path,
+                    env.name,
+                    MOUNT_READY.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Unmounts on the host. A busy mount is refused, naming what holds it.
+    async fn stop_sshfs(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+        let path = sh_quote(&m.mount_path);
+        let out = run(
+            conn,
+            &format!("mountpoint -q -- {path} || exit 0; fusermount3 -u -- {path} 2>&1 || fusermount -u -- {path} 2>&1"),
+        )
+        .await?;
+        if out.exit_code != 0 {
+            let why = out.stdout_str();
+            if why.contains("busy") {
+                // Processes of this user whose working directory or open files are under the mount.
+                let holders = run(
+                    conn,
+                    &format!(
+                        "m={path}; for p in /proc/[0-9]*; do for f in \"$p\"/cwd \"$p\"/root \"$p\"/fd/*; do \
+                         t=$(readlink \"$f\" 2>/dev/null) || continue; case \"$t\" in \"$m\"|\"$m\"/*) \
+                         echo \"pid ${{p#/proc/}} ($(cat \"$p\"/comm 2>/dev/null))\"; break;; esac; done; done"
+                    ),
+                )
+                .await?
+                .stdout_str();
+                let holders: Vec<&str> = holders.lines().collect();
+                return Err(EngineError::Conflict(format!(
+                    "{} on {} is busy{}; stop those processes and unmount again",
+                    m.mount_path,
+                    env.name,
+                    if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) }
+                )));
+            }
+            return Err(EngineError::Internal(format!("cannot unmount {} on {}: {}", m.mount_path, env.name, why.trim())));
+        }
+        if let Some(task) = self.mount_sessions.take(&(env.id, m.mount_path.clone())) {
+            // sshfs exits once unmounted, which ends the session.
+            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+                tracing::warn!(path = %m.mount_path, "sftp session did not end after unmount");
+            }
+        }
+        let _ = run(conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        Ok(())
+    }
+
+    /// Unmounts a recorded mount and forgets it.
+    pub async fn unmount(&self, id: i64) -> Result<Mount, EngineError> {
+        let m = self.store.get_mount(id)?.ok_or_else(|| EngineError::NotFound { kind: "mount", id: id.to_string() })?;
+        let env = self
+            .store
+            .get_environment(m.environment_id)?
+            .ok_or_else(|| EngineError::Internal(format!("mount {id} names a missing environment")))?;
+        let user = self
+            .store
+            .get_environment_user(m.user_id)?
+            .ok_or_else(|| EngineError::Internal(format!("mount {id} names a missing user")))?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        self.stop_sshfs(&env, &conn, &m).await?;
+        self.store.delete_mount(id)?;
+        tracing::info!(mount = id, environment = %env.name, path = %m.mount_path, "dataset unmounted");
+        Ok(model(&m))
+    }
+
+    pub fn list_mounts(&self) -> Result<Vec<Mount>, EngineError> {
+        Ok(self.store.list_mounts(None)?.iter().map(model).collect())
+    }
+
+    /// Re-establishes every recorded mount (at start-up: the sessions that
+    /// served them died with the previous engine). Returns the failures.
+    pub async fn restore_mounts(&self) -> Vec<(i64, EngineError)> {
+        let mut failed = Vec::new();
+        let mounts = match self.store.list_mounts(None) {
+            Ok(m) => m,
+            Err(e) => return vec![(0, e.into())],
+        };
+        for m in mounts {
+            if let Err(e) = self.restore_mount(&m).await {
+                tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "cannot re-establish mount");
+                failed.push((m.id, e));
+            }
+        }
+        failed
+    }
+
+    async fn restore_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
+        let env = self.store.get_environment(m.environment_id)?.ok_or_else(|| EngineError::Internal("missing environment".into()))?;
+        let user = self.store.get_environment_user(m.user_id)?.ok_or_else(|| EngineError::Internal("missing user".into()))?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        // A mount whose server died answers "transport endpoint is not connected": drop it first.
+        let path = sh_quote(&m.mount_path);
+        run(&conn, &format!("if ! ls -- {path} >/dev/null 2>&1; then fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; fi; true")).await?;
+        if run(&conn, &format!("mountpoint -q -- {path}")).await?.exit_code == 0 && self.mount_sessions.take(&(env.id, m.mount_path.clone())).is_none() {
+            // Mounted, but not served by this engine: someone else's mount is in the way.
+            return Err(EngineError::Conflict(format!("{} on {} is mounted by something else", m.mount_path, env.name)));
+        }
+        let root = self.mount_root(&m.volume, &m.subdirectory)?;
+        self.start_sshfs(&env, &conn, m, root).await?;
+        tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "mount re-established");
+        Ok(())
+    }
+}

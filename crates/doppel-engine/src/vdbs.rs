@@ -1,0 +1,425 @@
+//! VDBs: writable thin clones of a snapshot, mounted on a target host and
+//! configured by the plugin (contract §4, "VDBs"). Provision, snapshot,
+//! refresh (to a newer snapshot of the parent) and rewind (to one of its
+//! own snapshots) each start from a pool clone or restore; refresh and
+//! rewind start a new timeflow and keep the old one.
+
+use std::sync::Arc;
+
+use doppel_model::{EventLevel, Job};
+use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
+use doppel_plugin_host::CallContext;
+use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
+use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord, VdbRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::environments::connection_json;
+use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
+use crate::jobs::JobHandle;
+use crate::mounts::MountRequest;
+use crate::{Engine, EngineError};
+
+const VDB_PREFIX: &str = "VDB-";
+const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
+
+/// `POST /api/v1/vdbs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionVdb {
+    pub name: String,
+    /// A dSource or VDB (name or reference).
+    pub from: String,
+    /// One of its snapshots (default: the latest).
+    pub snapshot: Option<String>,
+    /// Target environment.
+    pub environment: String,
+    pub user: Option<String>,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vdb {
+    pub reference: String,
+    pub name: String,
+    pub plugin: String,
+    pub environment: String,
+    pub parent_dataset: String,
+    pub dataset: String,
+    pub parameters: Value,
+    pub source_config: Option<Value>,
+    pub timeflows: usize,
+    pub snapshots: usize,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn pdo(v: &Value) -> Value {
+    json!({"json": v.to_string()})
+}
+
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T, EngineError>> {
+    async move { tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Internal(e.to_string()))?.map_err(Into::into) }
+}
+
+struct Ctx {
+    vdb: VdbRecord,
+    plugin: PluginRecord,
+    params: Value,
+    repository: Value,
+    env: EnvironmentRecord,
+    user: EnvironmentUserRecord,
+}
+
+impl Engine {
+    fn vdb_model(&self, v: &VdbRecord) -> Result<Vdb, EngineError> {
+        let schema = self.store.get_plugin(&v.plugin_id)?.map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
+        let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?).unwrap_or(Value::Null);
+        Ok(Vdb {
+            reference: format!("{VDB_PREFIX}{}", v.id),
+            name: v.name.clone(),
+            plugin: v.plugin_id.clone(),
+            environment: format!("{ENVIRONMENT_PREFIX}{}", v.environment_id),
+            parent_dataset: v.parent_volume.clone(),
+            dataset: v.volume.clone(),
+            parameters: redact_secrets(&schema, &params),
+            source_config: v.source_config.clone(),
+            timeflows: self.store.vdb_timeflows(v.id)?.len(),
+            snapshots: self.store.list_snapshots(Some(&v.volume))?.len(),
+        })
+    }
+
+    fn find_vdb(&self, reference: &str) -> Result<VdbRecord, EngineError> {
+        let found = match parse_ref(reference, VDB_PREFIX) {
+            Some(id) => self.store.get_vdb(id)?,
+            None => self.store.find_vdb_by_name(reference)?,
+        };
+        found.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: reference.to_owned() })
+    }
+
+    pub fn list_vdbs(&self) -> Result<Vec<Vdb>, EngineError> {
+        self.store.list_vdbs()?.iter().map(|v| self.vdb_model(v)).collect()
+    }
+
+    pub fn get_vdb(&self, reference: &str) -> Result<Vdb, EngineError> {
+        self.vdb_model(&self.find_vdb(reference)?)
+    }
+
+    /// The dataset (volume) and plugin of a dSource or VDB named by the user.
+    pub(crate) fn dataset_of(&self, reference: &str) -> Result<(String, String), EngineError> {
+        if let Some(v) = parse_ref(reference, VDB_PREFIX).and_then(|id| self.store.get_vdb(id).ok().flatten()).or(self.store.find_vdb_by_name(reference)?) {
+            return Ok((v.volume, v.plugin_id));
+        }
+        let ds = self.get_dsource(reference)?;
+        Ok((ds.dataset, ds.plugin))
+    }
+
+    /// A snapshot of `volume`: the one named, or the latest.
+    fn pick_snapshot(&self, volume: &str, name: Option<&str>) -> Result<SnapshotRecord, EngineError> {
+        let snaps = self.store.list_snapshots(Some(volume))?;
+        match name {
+            None => snaps.last().cloned().ok_or_else(|| EngineError::Conflict(format!("dataset {volume} has no snapshot yet"))),
+            Some(n) => {
+                let id = parse_ref(n, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput { field: "snapshot".into(), reason: "must look like SNAPSHOT-<n>".into() })?;
+                snaps.into_iter().find(|s| s.id == id).ok_or_else(|| EngineError::NotFound { kind: "snapshot of that dataset", id: n.to_owned() })
+            }
+        }
+    }
+
+    fn vdb_ctx(&self, vdb: VdbRecord) -> Result<Ctx, EngineError> {
+        let plugin = self.store.get_plugin(&vdb.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: vdb.plugin_id.clone() })?;
+        let repo = self.store.get_repository(vdb.repository_id)?.ok_or_else(|| EngineError::Internal("VDB without repository".into()))?;
+        let env = self.store.get_environment(vdb.environment_id)?.ok_or_else(|| EngineError::Internal("VDB without environment".into()))?;
+        let user = self.store.get_environment_user(vdb.user_id)?.ok_or_else(|| EngineError::Internal("VDB without user".into()))?;
+        let params = serde_json::from_str(&self.hosts.secrets.open_sealed(&vdb.parameters)?).map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(Ctx { vdb, plugin, params, repository: repo.parameters, env, user })
+    }
+
+    fn virtual_source(&self, ctx: &Ctx, mounts: &[Value]) -> Value {
+        json!({"guid": format!("{VDB_PREFIX}{}", ctx.vdb.id), "connection": connection_json(&ctx.env, &ctx.user),
+               "parameters": pdo(&ctx.params), "mounts": mounts})
+    }
+
+    async fn vcall(&self, ctx: &Ctx, job: &JobHandle, op: &str, request: Value) -> Result<Option<Value>, EngineError> {
+        let plugin = self.loaded(&ctx.plugin)?;
+        let Ok(op) = self.host.operation(&plugin, op) else { return Ok(None) };
+        let started = std::time::Instant::now();
+        let out = self.host.invoke(&plugin, op, request, &CallContext { job: Some(job.id().to_owned()), sync_target: None }, None).await;
+        job.event(
+            if out.is_ok() { EventLevel::Info } else { EventLevel::Error },
+            &format!("plugin {} {} in {} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_millis()),
+        );
+        Ok(Some(out?))
+    }
+
+    /// Asks the plugin where the VDB goes and mounts it there; returns the
+    /// mounts as the plugin's requests describe them.
+    async fn mount_vdb(&self, job: &JobHandle, ctx: &Ctx) -> Result<Vec<Value>, EngineError> {
+        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "virtual_source": self.virtual_source(ctx, &[])});
+        let spec = self.vcall(ctx, job, "virtual.mount_specification", req).await?.unwrap_or_default();
+        let owner = spec.get("ownership_spec").and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
+        let mut mounts = Vec::new();
+        for m in spec["mounts"].as_array().into_iter().flatten() {
+            let env_ref = m.pointer("/remote_environment/reference").and_then(|r| r.as_str()).unwrap_or_default();
+            let env = self.find_environment(env_ref)?;
+            let path = m["mount_path"].as_str().unwrap_or_default().to_owned();
+            let shared = m["shared_path"].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
+            let user = if env.id == ctx.env.id { ctx.user.name.clone() } else { self.user_of_env(&env)?.name };
+            job.event(EventLevel::Info, &format!("mounting dataset {} on {} at {path}", ctx.vdb.volume, env.name));
+            self.mount_volume(MountRequest {
+                environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
+                user: Some(user),
+                volume: ctx.vdb.volume.clone(),
+                subdirectory: shared.clone(),
+                mount_path: path.clone(),
+                read_only: false,
+                owner,
+            })
+            .await?;
+            let mut entry = json!({"remote_environment": m["remote_environment"].clone(), "mount_path": path});
+            entry["remote_environment"]["reference"] = json!(format!("{ENVIRONMENT_PREFIX}{}", env.id));
+            if !shared.is_empty() {
+                entry["shared_path"] = json!(shared);
+            }
+            mounts.push(entry);
+        }
+        Ok(mounts)
+    }
+
+    fn user_of_env(&self, env: &EnvironmentRecord) -> Result<EnvironmentUserRecord, EngineError> {
+        self.store.environment_users(env.id)?.into_iter().find(|u| u.is_primary).ok_or_else(|| EngineError::Internal(format!("{} has no primary user", env.name)))
+    }
+
+    async fn unmount_vdb(&self, ctx: &Ctx) -> Result<(), EngineError> {
+        for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ctx.vdb.volume) {
+            self.unmount(m.id).await?;
+        }
+        Ok(())
+    }
+
+    fn current_mounts(&self, ctx: &Ctx) -> Result<Vec<Value>, EngineError> {
+        Ok(self
+            .store
+            .list_mounts(None)?
+            .into_iter()
+            .filter(|m| m.volume == ctx.vdb.volume)
+            .map(|m| {
+                let mut v = json!({"remote_environment": {"reference": format!("{ENVIRONMENT_PREFIX}{}", m.environment_id), "name": "", "host": {}}, "mount_path": m.mount_path});
+                if !m.subdirectory.is_empty() {
+                    v["shared_path"] = json!(m.subdirectory);
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// pre_snapshot → pool snapshot → post_snapshot → recorded on the current timeflow.
+    async fn snapshot_vdb_steps(&self, job: &JobHandle, ctx: &Ctx) -> Result<String, EngineError> {
+        let mounts = self.current_mounts(ctx)?;
+        let req = json!({"repository": {"parameters": pdo(&ctx.repository)},
+                         "source_config": {"parameters": pdo(ctx.vdb.source_config.as_ref().unwrap_or(&json!({})))},
+                         "virtual_source": self.virtual_source(ctx, &mounts)});
+        self.vcall(ctx, job, "virtual.pre_snapshot", req.clone()).await?;
+        let volume = VolumeId::new(ctx.vdb.volume.as_str())?;
+        let snap = SnapshotId::new(format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
+        let (pool, v, s) = (self.pool.clone(), volume.clone(), snap.clone());
+        blocking(move || pool.create_snapshot(&v, &s).map(|_| ())).await?;
+        let metadata = match self.vcall(ctx, job, "virtual.post_snapshot", req).await {
+            Ok(out) => out
+                .and_then(|o| o.pointer("/snapshot/parameters/json").and_then(|j| j.as_str()).map(str::to_owned))
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_else(|| json!({})),
+            Err(e) => {
+                let (pool, r) = (self.pool.clone(), SnapshotRef::new(volume, snap));
+                let _ = blocking(move || pool.destroy_snapshot(&r)).await;
+                return Err(e);
+            }
+        };
+        let timeflow = self.store.current_vdb_timeflow(ctx.vdb.id)?.ok_or_else(|| EngineError::Internal("VDB without timeflow".into()))?;
+        let id = self.store.insert_snapshot(&SnapshotRecord { id: 0, timeflow_id: timeflow, volume: ctx.vdb.volume.clone(), pool_snapshot: snap.to_string(), metadata, created_at: now() })?;
+        Ok(format!("{SNAPSHOT_PREFIX}{id}"))
+    }
+
+    /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
+    /// A failure leaves no clone, mount or record behind.
+    pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
+        if req.name.is_empty() || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(EngineError::InvalidInput { field: "name".into(), reason: "must be letters, digits, '-', '_' or '.'".into() });
+        }
+        if self.store.find_vdb_by_name(&req.name)?.is_some() {
+            return Err(EngineError::Conflict(format!("a VDB named {:?} exists already", req.name)));
+        }
+        let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
+        let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
+        let plugin = self.store.get_plugin(&plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: plugin_id.clone() })?;
+        let env = self.find_environment(&req.environment)?;
+        let user = match &req.user {
+            None => self.user_of_env(&env)?,
+            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u).ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.clone() })?,
+        };
+        let repo = self
+            .store
+            .list_repositories(Some(env.id))?
+            .into_iter()
+            .find(|r| r.plugin_id == plugin_id)
+            .ok_or_else(|| EngineError::InvalidInput { field: "environment".into(), reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name) })?;
+        let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
+        schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
+            what: "virtual source parameters".into(),
+            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+        })?;
+        let record = VdbRecord {
+            id: 0,
+            name: req.name.clone(),
+            plugin_id,
+            repository_id: repo.id,
+            environment_id: env.id,
+            user_id: user.id,
+            parent_volume: parent_volume.clone(),
+            parameters: self.hosts.secrets.seal(&req.parameters.to_string()),
+            source_config: None,
+            volume: format!("vdb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            enabled: true,
+            created_at: now(),
+        };
+        let engine = self.clone();
+        self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
+            job.progress(5, &format!("cloning {SNAPSHOT_PREFIX}{} into dataset {}", snapshot.id, record.volume));
+            let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
+            let to = VolumeId::new(record.volume.as_str())?;
+            let pool = engine.pool.clone();
+            blocking(move || pool.create_clone(&from, &to).map(|_| ())).await?;
+            let (id, _) = match engine.store.insert_vdb(&record, snapshot.id) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    if let Err(undo) = engine.destroy_dataset(&record.volume).await {
+                        tracing::error!(volume = %record.volume, error = %undo, "cannot remove the clone of a failed provision");
+                    }
+                    return Err(e.into());
+                }
+            };
+            let vdb = engine.store.get_vdb(id)?.ok_or_else(|| EngineError::Internal("VDB vanished".into()))?;
+            let outcome = async {
+                let ctx = engine.vdb_ctx(vdb.clone())?;
+                job.progress(20, "mounting");
+                let mounts = engine.mount_vdb(&job, &ctx).await?;
+                job.progress(50, "configuring (plugin configure)");
+                let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&snapshot.metadata)},
+                                 "virtual_source": engine.virtual_source(&ctx, &mounts)});
+                let out = engine.vcall(&ctx, &job, "virtual.configure", req).await?.unwrap_or_default();
+                let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
+                engine.store.set_vdb_source_config(id, &sc)?;
+                job.progress(80, "taking the first VDB snapshot");
+                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.expect("just stored"))?;
+                engine.snapshot_vdb_steps(&job, &ctx).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                job.event(EventLevel::Error, &format!("provision failed, undoing: {e}"));
+                if let Err(undo) = engine.remove_vdb(&vdb).await {
+                    job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
+                }
+                return Err(e);
+            }
+            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(id)?.expect("stored"))?).expect("serialisable"))
+        })
+    }
+
+    /// Takes a VDB snapshot in a job.
+    pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
+        let vdb = self.find_vdb(reference)?;
+        let engine = self.clone();
+        self.jobs.spawn("VDB_SNAPSHOT", Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let ctx = engine.vdb_ctx(vdb)?;
+            Ok(json!({"snapshot": engine.snapshot_vdb_steps(&job, &ctx).await?}))
+        })
+    }
+
+    /// Refresh (to a snapshot of the parent, default its latest) or rewind
+    /// (to one of the VDB's own snapshots): unconfigure, unmount, restore the
+    /// dataset, new timeflow, mount, configure or reconfigure.
+    pub fn refresh_vdb(self: &Arc<Self>, reference: &str, to: Option<&str>, rewind: bool) -> Result<Job, EngineError> {
+        let vdb = self.find_vdb(reference)?;
+        let source_volume = if rewind { vdb.volume.clone() } else { vdb.parent_volume.clone() };
+        if rewind && to.is_none() {
+            return Err(EngineError::InvalidInput { field: "to".into(), reason: "rewind needs one of the VDB's snapshots".into() });
+        }
+        let target = self.pick_snapshot(&source_volume, to)?;
+        let engine = self.clone();
+        let kind = if rewind { "VDB_REWIND" } else { "VDB_REFRESH" };
+        self.jobs.spawn(kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let ctx = engine.vdb_ctx(vdb)?;
+            let mounts = engine.current_mounts(&ctx)?;
+            let current_sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
+            job.progress(10, "unconfiguring (plugin unconfigure)");
+            let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&current_sc)},
+                             "virtual_source": engine.virtual_source(&ctx, &mounts), "deleteFlag": false});
+            engine.vcall(&ctx, &job, "virtual.unconfigure", req).await?;
+            engine.unmount_vdb(&ctx).await?;
+            job.progress(40, &format!("restoring the dataset to {SNAPSHOT_PREFIX}{}", target.id));
+            let (pool, vol) = (engine.pool.clone(), VolumeId::new(ctx.vdb.volume.as_str())?);
+            let from = SnapshotRef::new(VolumeId::new(target.volume.as_str())?, SnapshotId::new(target.pool_snapshot.as_str())?);
+            blocking(move || pool.restore_volume(&vol, &from)).await?;
+            engine.store.new_vdb_timeflow(ctx.vdb.id, target.id, &now())?;
+            job.progress(60, "mounting");
+            let mounts = engine.mount_vdb(&job, &ctx).await?;
+            let (op, req) = if rewind {
+                ("virtual.reconfigure", json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&target.metadata)},
+                    "source_config": {"parameters": pdo(&current_sc)}, "virtual_source": engine.virtual_source(&ctx, &mounts)}))
+            } else {
+                ("virtual.configure", json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&target.metadata)},
+                    "virtual_source": engine.virtual_source(&ctx, &mounts)}))
+            };
+            job.progress(80, &format!("plugin {op}"));
+            let out = engine.vcall(&ctx, &job, op, req).await?.unwrap_or_default();
+            if let Some(sc) = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+                engine.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
+            }
+            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
+        })
+    }
+
+    /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy.
+    pub fn delete_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
+        let vdb = self.find_vdb(reference)?;
+        let children: Vec<String> = self.store.list_vdbs()?.into_iter().filter(|c| c.parent_volume == vdb.volume).map(|c| c.name).collect();
+        if !children.is_empty() {
+            return Err(EngineError::Conflict(format!("VDB {} has child VDBs: {}; delete them first", vdb.name, children.join(", "))));
+        }
+        let engine = self.clone();
+        self.jobs.spawn("VDB_DELETE", Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let model = engine.vdb_model(&vdb)?;
+            let ctx = engine.vdb_ctx(vdb.clone())?;
+            let mounts = engine.current_mounts(&ctx)?;
+            let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
+            let base = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
+                              "virtual_source": engine.virtual_source(&ctx, &mounts)});
+            let mut unconf = base.clone();
+            unconf["deleteFlag"] = json!(true);
+            engine.vcall(&ctx, &job, "virtual.unconfigure", unconf).await?;
+            engine.vcall(&ctx, &job, "virtual.cleanup", base).await?;
+            engine.remove_vdb(&vdb).await?;
+            Ok(serde_json::to_value(model).expect("serialisable"))
+        })
+    }
+
+    /// Removes a VDB's mounts, dataset and records. Every step is tried; the
+    /// first failure is returned (the record stays while its data does).
+    async fn remove_vdb(&self, vdb: &VdbRecord) -> Result<(), EngineError> {
+        let mut first_error = None;
+        for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == vdb.volume) {
+            if let Err(e) = self.unmount(m.id).await {
+                tracing::warn!(mount = m.id, error = %e, "cannot unmount while removing a VDB");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.destroy_dataset(&vdb.volume).await?;
+        self.store.delete_vdb(vdb.id)?;
+        Ok(())
+    }
+}

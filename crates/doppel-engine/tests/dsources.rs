@@ -1,0 +1,256 @@
+//! dSources with the tutorial directory plugin: a source host, a staging
+//! host, the dataset mounted on the staging host, data copied by the
+//! plugin's rsync from the source host, snapshots in the pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_engine::dsources::LinkDSource;
+use doppel_engine::{Engine, EngineConfig, EngineError};
+use doppel_model::{AddEnvironment, AddSourceConfig, Job, JobState, UserCredentials};
+use doppel_testworld::{plugins, Host, World};
+use serde_json::{json, Value};
+
+async fn wait(engine: &Arc<Engine>, job: Job) -> Job {
+    for _ in 0..1200 {
+        let j = engine.jobs().get(&job.id).unwrap();
+        if j.state.is_finished() {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} did not finish", job.id);
+}
+
+async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) -> Value {
+    let u = host.user(user);
+    let credentials = match &u.password {
+        Some(p) => UserCredentials::Password { password: p.clone() },
+        None => UserCredentials::Key { private_key: u.private_key_pem.clone().unwrap(), passphrase: None },
+    };
+    let job = engine
+        .add_environment(AddEnvironment {
+            name: name.into(),
+            host: host.address().to_string(),
+            port: host.port(),
+            user: user.into(),
+            credentials,
+            toolkit_path: None,
+        })
+        .unwrap();
+    let j = wait(engine, job).await;
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    j.result.unwrap()
+}
+
+/// Lets `user` on `from` log in to `to` as `user` with its key (the
+/// tutorial's assumption: the staging host can ssh to the source host).
+fn trust(from: &Host, to: &Host, user: &str) {
+    let home = format!("/home/{user}/.ssh");
+    to.mkdir(&home, user);
+    to.put_file(&format!("{home}/authorized_keys"), format!("{}\n", from.user(user).public_key.clone().unwrap()).as_bytes(), user);
+    from.mkdir(&home, user);
+    from.put_file(&format!("{home}/id_ed25519"), from.user(user).private_key_pem.clone().unwrap().as_bytes(), user);
+    for (h, p) in [(to, format!("{home}/authorized_keys")), (from, format!("{home}/id_ed25519"))] {
+        h.command(&["chmod", "700", &home]);
+        h.command(&["chmod", "600", &p]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
+    let world = World::new(&["source", "staging"]);
+    let (source, staging) = (world.host("source"), world.host("staging"));
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file("/srv/data/tree/a.txt", b"one\n", "alice");
+    source.mkdir("/srv/data/tree/sub", "alice");
+    source.put_file("/srv/data/tree/sub/b.txt", b"two\n", "alice");
+    trust(staging, source, "alice");
+
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data_dir: data.path().to_owned(),
+        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+        python: plugins::python(),
+        deadlines: Default::default(),
+        auth: Default::default(),
+    })
+    .await
+    .unwrap();
+    engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
+    add_env(&engine, "source", source, "delphix").await;
+    add_env(&engine, "staging", staging, "alice").await;
+    let repo = engine.list_repositories(Some("source")).unwrap().pop().expect("a repository on the source host");
+    let sc = engine
+        .add_source_config(AddSourceConfig { repository: repo.reference.clone(), parameters: json!({"name": "tree", "path": "/srv/data/tree"}) })
+        .unwrap();
+    let link = |name: &str, host: String| LinkDSource {
+        name: name.into(),
+        source_config: sc.reference.clone(),
+        staging_environment: Some("staging".into()),
+        staging_user: None,
+        parameters: json!({"sourceHost": host, "sourceUser": "alice", "sshPort": source.port()}),
+    };
+
+    // Bad parameters are refused before any job starts.
+    let bad = LinkDSource { parameters: json!({"sshPort": "x"}), ..link("bad", String::new()) };
+    assert!(matches!(engine.link_dsource(bad), Err(EngineError::InvalidParameters { .. })));
+
+    // A link whose first sync fails (the source host cannot be reached)
+    // fails with the plugin's message and leaves nothing behind.
+    let failed = wait(&engine, engine.link_dsource(link("broken", "127.0.0.1".into())).unwrap()).await;
+    assert_eq!(failed.state, JobState::Failed);
+    let err = failed.error.unwrap();
+    assert_eq!(err.code, doppel_model::ErrorCode::PluginUserError, "{err:?}");
+    assert!(engine.list_dsources().unwrap().is_empty());
+    assert!(engine.list_mounts().unwrap().is_empty());
+    assert!(engine.pool().list_volumes().unwrap().is_empty(), "no dataset left behind");
+    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0", "no mount left on the staging host");
+
+    // The real link: mount on staging, rsync from source, first snapshot.
+    let linked = wait(&engine, engine.link_dsource(link("tree", source.address().to_string())).unwrap()).await;
+    assert_eq!(linked.state, JobState::Succeeded, "{linked:?}");
+    let ds = engine.get_dsource("tree").unwrap();
+    assert_eq!(ds.snapshots, 1);
+    let dataset = engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
+    assert_eq!(std::fs::read(dataset.join("a.txt")).unwrap(), b"one\n");
+    assert_eq!(std::fs::read(dataset.join("sub/b.txt")).unwrap(), b"two\n");
+    let mounts = engine.list_mounts().unwrap();
+    assert_eq!(mounts.len(), 1, "the staging dataset stays mounted while the dSource is enabled");
+    assert_eq!(staging.sh("alice", &format!("cat {}/a.txt", mounts[0].mount_path)), "one\n");
+    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    assert_eq!(snaps[0].metadata["fileCount"], 2, "{:?}", snaps[0].metadata);
+
+    // Change the source, sync: a second snapshot; the first is unchanged.
+    source.put_file("/srv/data/tree/a.txt", b"one, changed\n", "alice");
+    source.put_file("/srv/data/tree/c.txt", b"three\n", "alice");
+    let synced = wait(&engine, engine.sync_dsource("tree", Some(json!({"resync": false})), false).unwrap()).await;
+    assert_eq!(synced.state, JobState::Succeeded, "{synced:?}");
+    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1].metadata["fileCount"], 3);
+    // Snapshots are immutable: the first still holds what the first sync copied.
+    let volume = doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap();
+    let first = engine
+        .pool()
+        .snapshot_path(&doppel_storage::SnapshotRef::new(volume.clone(), doppel_storage::SnapshotId::new(snaps[0].pool_snapshot.as_str()).unwrap()));
+    assert_eq!(std::fs::read(first.join("a.txt")).unwrap(), b"one\n");
+    assert!(!first.join("c.txt").exists());
+    assert_eq!(std::fs::read(dataset.join("a.txt")).unwrap(), b"one, changed\n");
+    assert!(matches!(
+        engine.sync_dsource("tree", Some(json!({"resync": "yes"})), false),
+        Err(EngineError::InvalidParameters { .. })
+    ));
+
+    // Delete: unmounted on staging, dataset and records gone.
+    let deleted = wait(&engine, engine.delete_dsource("tree").unwrap()).await;
+    assert_eq!(deleted.state, JobState::Succeeded, "{deleted:?}");
+    assert!(engine.list_dsources().unwrap().is_empty());
+    assert!(engine.list_mounts().unwrap().is_empty());
+    assert!(engine.list_snapshots(None).unwrap().is_empty());
+    assert!(engine.pool().list_volumes().unwrap().is_empty());
+    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_plugin() {
+    let world = World::new(&["source", "staging", "target"]);
+    let (source, staging, target) = (world.host("source"), world.host("staging"), world.host("target"));
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file("/srv/data/tree/a.txt", b"v1\n", "alice");
+    trust(staging, source, "alice");
+    target.mkdir("/srv/vdbs", "delphix");
+
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data_dir: data.path().to_owned(),
+        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+        python: plugins::python(),
+        deadlines: Default::default(),
+        auth: Default::default(),
+    })
+    .await
+    .unwrap();
+    engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
+    add_env(&engine, "source", source, "delphix").await;
+    add_env(&engine, "staging", staging, "alice").await;
+    add_env(&engine, "target", target, "delphix").await;
+    let repo = engine.list_repositories(Some("source")).unwrap().pop().unwrap();
+    let sc = engine.add_source_config(AddSourceConfig { repository: repo.reference, parameters: json!({"name": "tree", "path": "/srv/data/tree"}) }).unwrap();
+    let link = LinkDSource {
+        name: "tree".into(),
+        source_config: sc.reference,
+        staging_environment: Some("staging".into()),
+        staging_user: None,
+        parameters: json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}),
+    };
+    assert_eq!(wait(&engine, engine.link_dsource(link).unwrap()).await.state, JobState::Succeeded);
+    let first = engine.get_dsource("tree").unwrap().latest_snapshot.unwrap();
+
+    use doppel_engine::vdbs::ProvisionVdb;
+    let provision = |name: &str, from: &str, path: &str| ProvisionVdb {
+        name: name.into(),
+        from: from.into(),
+        snapshot: None,
+        environment: "target".into(),
+        user: None,
+        parameters: json!({"mountPath": path}),
+    };
+    let p = wait(&engine, engine.provision_vdb(provision("dev", "tree", "/srv/vdbs/dev")).unwrap()).await;
+    assert_eq!(p.state, JobState::Succeeded, "{p:?}");
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v1\n", "the VDB's files are on the target host");
+    let vdb = engine.get_vdb("dev").unwrap();
+    assert_eq!(vdb.source_config.as_ref().unwrap()["path"], "/srv/vdbs/dev");
+    assert_eq!(vdb.snapshots, 1, "provision takes the first VDB snapshot");
+
+    // Writes on the VDB stay in the VDB.
+    target.sh("delphix", "echo local > /srv/vdbs/dev/local.txt");
+    let vdb_snap = wait(&engine, engine.snapshot_vdb("dev").unwrap()).await;
+    assert_eq!(vdb_snap.state, JobState::Succeeded, "{vdb_snap:?}");
+    let with_local = vdb_snap.result.unwrap()["snapshot"].as_str().unwrap().to_owned();
+    target.sh("delphix", "rm /srv/vdbs/dev/local.txt && echo mess > /srv/vdbs/dev/a.txt");
+
+    // The source changes and is synced; refresh brings the VDB to it.
+    source.put_file("/srv/data/tree/a.txt", b"v2\n", "alice");
+    assert_eq!(wait(&engine, engine.sync_dsource("tree", None, false).unwrap()).await.state, JobState::Succeeded);
+    let r = wait(&engine, engine.refresh_vdb("dev", None, false).unwrap()).await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v2\n");
+    assert!(!target.exists("/srv/vdbs/dev/local.txt"));
+    assert_eq!(engine.get_vdb("dev").unwrap().timeflows, 2, "refresh starts a new timeflow, the old one stays");
+
+    // Rewind to the VDB's own snapshot: its writes come back.
+    let w = wait(&engine, engine.refresh_vdb("dev", Some(&with_local), true).unwrap()).await;
+    assert_eq!(w.state, JobState::Succeeded, "{w:?}");
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt /srv/vdbs/dev/local.txt"), "v1\nlocal\n");
+    assert_eq!(engine.get_vdb("dev").unwrap().timeflows, 3);
+
+    // A child VDB from the VDB's snapshot; an older dSource snapshot too.
+    let child = ProvisionVdb { snapshot: Some(with_local.clone()), ..provision("child", "dev", "/srv/vdbs/child") };
+    assert_eq!(wait(&engine, engine.provision_vdb(child).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/child/local.txt"), "local\n");
+    let old = ProvisionVdb { snapshot: Some(first.clone()), ..provision("old", "tree", "/srv/vdbs/old") };
+    assert_eq!(wait(&engine, engine.provision_vdb(old).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/old/a.txt"), "v1\n");
+
+    // Bad input: a taken mount path fails the job and leaves nothing; bad parameters are refused.
+    let taken = wait(&engine, engine.provision_vdb(provision("clash", "tree", "/srv/vdbs/dev")).unwrap()).await;
+    assert_eq!(taken.state, JobState::Failed);
+    assert!(taken.error.unwrap().message.contains("in use"));
+    assert!(engine.get_vdb("clash").is_err());
+    assert!(matches!(engine.provision_vdb(ProvisionVdb { parameters: json!({}), ..provision("x", "tree", "/x") }), Err(EngineError::InvalidParameters { .. })));
+    assert!(matches!(engine.delete_dsource("tree"), Err(EngineError::Conflict(m)) if m.contains("dev")));
+    assert!(matches!(engine.delete_vdb("dev"), Err(EngineError::Conflict(m)) if m.contains("child")));
+
+    for name in ["child", "dev", "old"] {
+        let d = wait(&engine, engine.delete_vdb(name).unwrap()).await;
+        assert_eq!(d.state, JobState::Succeeded, "{d:?}");
+    }
+    assert_eq!(wait(&engine, engine.delete_dsource("tree").unwrap()).await.state, JobState::Succeeded);
+    assert!(engine.list_vdbs().unwrap().is_empty() && engine.list_dsources().unwrap().is_empty());
+    assert!(engine.list_mounts().unwrap().is_empty());
+    assert!(engine.pool().list_volumes().unwrap().is_empty(), "no dataset left");
+    assert_eq!(target.sh("delphix", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    engine.shutdown().await;
+}

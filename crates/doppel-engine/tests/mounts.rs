@@ -1,0 +1,145 @@
+//! Engine storage mounted on a fake remote host over sshfs (passive mode,
+//! served by the engine), checked from the host over SSH.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_engine::mounts::MountRequest;
+use doppel_engine::{Engine, EngineConfig, EngineError};
+use doppel_model::{AddEnvironment, JobState, UserCredentials};
+use doppel_testworld::World;
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("DOPPEL_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/worker/bin/python"));
+    assert!(p.exists(), "{} not found: run scripts/setup.sh --test or set DOPPEL_TEST_PYTHON", p.display());
+    p
+}
+
+async fn engine(dir: &std::path::Path) -> Arc<Engine> {
+    Engine::open(EngineConfig {
+        data_dir: dir.to_owned(),
+        // The pool's driver does not matter here; copy needs no loop device.
+        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+        python: python(),
+        deadlines: Default::default(),
+        auth: Default::default(),
+    })
+    .await
+    .unwrap()
+}
+
+async fn add_env(engine: &Arc<Engine>, host: &doppel_testworld::Host) -> String {
+    let job = engine
+        .add_environment(AddEnvironment {
+            name: "target".into(),
+            host: host.address().to_string(),
+            port: host.port(),
+            user: "delphix".into(),
+            credentials: UserCredentials::Password { password: host.user("delphix").password.clone().unwrap() },
+            toolkit_path: None,
+        })
+        .unwrap();
+    for _ in 0..400 {
+        let j = engine.jobs().get(&job.id).unwrap();
+        if j.state.is_finished() {
+            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+            return j.result.unwrap()["reference"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("environment add did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restored_after_a_restart() {
+    let world = World::new(&["target"]);
+    let host = world.host("target");
+    let data = tempfile::tempdir().unwrap();
+    let engine = engine(data.path()).await;
+    let env = add_env(&engine, host).await;
+    // Where the host's admin lets the environment user mount.
+    host.mkdir("/srv/mnt", "delphix");
+
+    let pool = engine.pool().clone();
+    let v1 = doppel_storage::VolumeId::new("v1").unwrap();
+    let v2 = doppel_storage::VolumeId::new("v2").unwrap();
+    let p1 = pool.create_volume(&v1).unwrap();
+    let p2 = pool.create_volume(&v2).unwrap();
+    std::fs::write(p1.join("hello.txt"), b"from the engine\n").unwrap();
+    std::fs::write(p2.join("secret.txt"), b"another dataset's secret\n").unwrap();
+    // A link that would lead from v1 into v2 if the server followed it.
+    std::os::unix::fs::symlink("../v2", p1.join("sibling")).unwrap();
+
+    let mount = |path: &str| MountRequest {
+        environment: env.clone(),
+        user: None,
+        volume: "v1".into(),
+        subdirectory: String::new(),
+        mount_path: path.into(),
+        read_only: false,
+        owner: None,
+    };
+    let m = engine.mount_volume(mount("/srv/mnt/v1")).await.unwrap();
+    assert_eq!(m.kind, "sshfs");
+
+    // Seen from the host, over SSH: the files are there, and writable.
+    assert_eq!(host.sh("delphix", "cat /srv/mnt/v1/hello.txt"), "from the engine\n");
+    host.sh("delphix", "echo from the host > /srv/mnt/v1/written.txt && mkdir /srv/mnt/v1/dir");
+    assert_eq!(std::fs::read(p1.join("written.txt")).unwrap(), b"from the host\n");
+    use std::os::unix::fs::MetadataExt;
+    let uid = host.user("delphix").uid;
+    assert_eq!(std::fs::metadata(p1.join("written.txt")).unwrap().uid(), uid, "files the host makes belong to its user");
+    assert_eq!(std::fs::metadata(&p1).unwrap().uid(), uid, "the dataset's top belongs to the mounting user");
+    // Not visible to the engine's own namespace, nor anything but v1 to the host.
+    assert!(!std::path::Path::new("/srv/mnt/v1").exists());
+    let listing = host.sh("delphix", "ls -A /srv/mnt/v1 | sort | tr '\\n' ' '");
+    assert_eq!(listing, "dir hello.txt sibling written.txt ");
+    let escape = host.sh_output("delphix", "cat /srv/mnt/v1/sibling/secret.txt /srv/mnt/v1/../v2/secret.txt");
+    assert!(!escape.status.success());
+    assert!(!String::from_utf8_lossy(&escape.stdout).contains("secret"), "another dataset leaked through the mount");
+
+    // The same path cannot be mounted twice; bad paths are refused.
+    assert!(matches!(engine.mount_volume(mount("/srv/mnt/v1")).await, Err(EngineError::Conflict(_))));
+    assert!(matches!(engine.mount_volume(mount("relative")).await, Err(EngineError::InvalidInput { .. })));
+    assert!(matches!(engine.mount_volume(mount("/srv/../etc")).await, Err(EngineError::InvalidInput { .. })));
+    // An environment with mounts cannot be deleted.
+    assert!(matches!(engine.delete_environment(&env).await, Err(EngineError::Conflict(_))));
+
+    // A restart: the sessions die with the engine, the next start restores them.
+    engine.shutdown().await;
+    drop(engine);
+    let engine = self::engine(data.path()).await;
+    let mut restored = String::new();
+    for _ in 0..200 {
+        restored = host.sh_output("delphix", "cat /srv/mnt/v1/hello.txt 2>/dev/null").stdout.iter().map(|&b| b as char).collect();
+        if restored == "from the engine\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(restored, "from the engine\n", "the mount came back after the restart");
+    assert_eq!(engine.list_mounts().unwrap().len(), 1);
+    // The restart reconciled the pool with the records: v1 (mounted) stays,
+    // v2 (no record names it) is quarantined, not deleted.
+    let volumes: Vec<String> = engine.pool().list_volumes().unwrap().iter().map(|v| v.to_string()).collect();
+    assert_eq!(volumes, vec!["v1".to_owned()]);
+    assert_eq!(engine.pool().list_quarantine().unwrap().len(), 1);
+
+    // A busy mount is not unmounted, and what holds it is named.
+    host.sh("delphix", "cd /srv/mnt/v1/dir && (setsid sleep 60 >/dev/null 2>&1 < /dev/null &)");
+    let busy = engine.unmount(m.id).await;
+    match busy {
+        Err(EngineError::Conflict(msg)) => assert!(msg.contains("busy") && msg.contains("(sleep)"), "{msg}"),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    host.sh("delphix", "pkill -u delphix -x sleep; true");
+    engine.unmount(m.id).await.unwrap();
+    assert!(!host.sh_output("delphix", "mountpoint -q /srv/mnt/v1").status.success());
+    assert!(engine.list_mounts().unwrap().is_empty());
+    assert!(p1.join("written.txt").exists(), "unmounting keeps the data");
+    engine.delete_environment(&env).await.unwrap();
+    engine.shutdown().await;
+}

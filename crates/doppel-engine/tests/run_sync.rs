@@ -1,0 +1,94 @@
+//! `run_sync` from a real plugin: the direct test plugin's pre_snapshot
+//! copies a directory of a fake host into a pool dataset.
+
+use std::time::Duration;
+
+use doppel_engine::{Engine, EngineConfig, PluginInvocation};
+use doppel_model::{AddEnvironment, JobState, UserCredentials};
+use doppel_testworld::{plugins, World};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_plugin_syncs_a_host_directory_into_a_dataset() {
+    let world = World::new(&["source"]);
+    let host = world.host("source");
+    // The direct plugin syncs the source config's path; give it one with content.
+    host.mkdir("/srv/direct", "delphix");
+    host.put_file("/srv/direct/a.txt", b"alpha\n", "delphix");
+    host.mkdir("/srv/direct/sub", "delphix");
+    host.put_file("/srv/direct/sub/b.txt", b"beta\n", "delphix");
+
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data_dir: data.path().to_owned(),
+        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+        python: plugins::python(),
+        deadlines: Default::default(),
+        auth: Default::default(),
+    })
+    .await
+    .unwrap();
+    let artifact = std::fs::read(plugins::build_plugin("direct")).unwrap();
+    engine.install_plugin(&artifact).await.unwrap();
+    let job = engine
+        .add_environment(AddEnvironment {
+            name: "source".into(),
+            host: host.address().to_string(),
+            port: host.port(),
+            user: "delphix".into(),
+            credentials: UserCredentials::Password { password: host.user("delphix").password.clone().unwrap() },
+            toolkit_path: None,
+        })
+        .unwrap();
+    let env = loop {
+        let j = engine.jobs().get(&job.id).unwrap();
+        if j.state.is_finished() {
+            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+            break j.result.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let volume = doppel_storage::VolumeId::new("ds-1").unwrap();
+    let dest = engine.pool().create_volume(&volume).unwrap();
+    std::fs::write(dest.join("stale.txt"), b"left from an earlier sync").unwrap();
+
+    let conn = json!({
+        "environment": {"name": "source", "reference": env["reference"],
+            "host": {"name": "h", "reference": "UNIX_HOST-1", "binary_path": env["toolkit_path"], "scratch_path": env["scratch_path"]}},
+        "user": {"name": "delphix", "reference": env["users"][0]["reference"]},
+    });
+    let pdo = |v: serde_json::Value| json!({"json": v.to_string()});
+    let request = json!({
+        "direct_source": {"connection": conn, "linked_source": {"guid": "dls-1", "parameters": pdo(json!({}))}},
+        "repository": {"parameters": pdo(json!({"name": "r"}))},
+        "source_config": {"parameters": pdo(json!({"name": "d", "path": "/srv/direct"}))},
+        "snapshot_parameters": {"parameters": {"json": "null"}},
+    });
+    let call = |sync_volume: Option<&str>| PluginInvocation {
+        operation: "linked.direct_pre_snapshot".into(),
+        request: request.clone(),
+        deadline: None,
+        job: None,
+        sync_volume: sync_volume.map(str::to_owned),
+    };
+
+    // Without a dataset to fill, run_sync is refused and the plugin says so.
+    let err = engine.invoke_plugin("doppel-direct", call(None)).await.unwrap_err();
+    assert!(err.to_string().contains("only available during a direct dSource's sync"), "{err}");
+
+    engine.invoke_plugin("doppel-direct", call(Some("ds-1"))).await.unwrap();
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(std::fs::read(dest.join("sub/b.txt")).unwrap(), b"beta\n");
+    assert!(!dest.join("stale.txt").exists(), "a sync mirrors the source");
+
+    // Incremental: a change on the host arrives, a deletion is mirrored.
+    host.put_file("/srv/direct/a.txt", b"alpha, changed\n", "delphix");
+    host.command(&["rm", "/srv/direct/sub/b.txt"]);
+    engine.invoke_plugin("doppel-direct", call(Some("ds-1"))).await.unwrap();
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha, changed\n");
+    assert!(!dest.join("sub/b.txt").exists());
+
+    let err = engine.invoke_plugin("doppel-direct", call(Some("no-such"))).await.unwrap_err();
+    assert!(err.to_string().contains("no dataset"), "{err}");
+    engine.shutdown().await;
+}

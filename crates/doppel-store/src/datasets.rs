@@ -1,0 +1,250 @@
+//! dSources, timeflows and snapshots.
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DSourceRecord {
+    pub id: i64,
+    pub name: String,
+    pub plugin_id: String,
+    pub source_config_id: i64,
+    pub staging_environment_id: Option<i64>,
+    pub staging_user_id: Option<i64>,
+    /// Sealed by the engine: parameters may hold secrets.
+    pub parameters: String,
+    /// Pool volume holding the dSource's data.
+    pub volume: String,
+    pub enabled: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    pub id: i64,
+    pub timeflow_id: i64,
+    pub volume: String,
+    pub pool_snapshot: String,
+    /// The plugin's snapshot metadata (validated against snapshotSchema).
+    pub metadata: serde_json::Value,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VdbRecord {
+    pub id: i64,
+    pub name: String,
+    pub plugin_id: String,
+    pub repository_id: i64,
+    pub environment_id: i64,
+    pub user_id: i64,
+    /// The volume of the dSource or VDB it was provisioned from.
+    pub parent_volume: String,
+    /// Sealed by the engine.
+    pub parameters: String,
+    /// What the plugin's configure returned.
+    pub source_config: Option<serde_json::Value>,
+    pub volume: String,
+    pub enabled: bool,
+    pub created_at: String,
+}
+
+const VDB_COLS: &str =
+    "id, name, plugin_id, repository_id, environment_id, user_id, parent_volume, parameters, source_config, volume, enabled, created_at";
+
+fn row_vdb(r: &rusqlite::Row<'_>) -> rusqlite::Result<VdbRecord> {
+    let sc: Option<String> = r.get(8)?;
+    Ok(VdbRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        plugin_id: r.get(2)?,
+        repository_id: r.get(3)?,
+        environment_id: r.get(4)?,
+        user_id: r.get(5)?,
+        parent_volume: r.get(6)?,
+        parameters: r.get(7)?,
+        source_config: sc.and_then(|t| serde_json::from_str(&t).ok()),
+        volume: r.get(9)?,
+        enabled: r.get::<_, i64>(10)? != 0,
+        created_at: r.get(11)?,
+    })
+}
+
+const DS_COLS: &str =
+    "id, name, plugin_id, source_config_id, staging_environment_id, staging_user_id, parameters, volume, enabled, created_at";
+
+fn row_ds(r: &rusqlite::Row<'_>) -> rusqlite::Result<DSourceRecord> {
+    Ok(DSourceRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        plugin_id: r.get(2)?,
+        source_config_id: r.get(3)?,
+        staging_environment_id: r.get(4)?,
+        staging_user_id: r.get(5)?,
+        parameters: r.get(6)?,
+        volume: r.get(7)?,
+        enabled: r.get::<_, i64>(8)? != 0,
+        created_at: r.get(9)?,
+    })
+}
+
+fn row_snap(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
+    let text: String = r.get(4)?;
+    Ok(SnapshotRecord {
+        id: r.get(0)?,
+        timeflow_id: r.get(1)?,
+        volume: r.get(2)?,
+        pool_snapshot: r.get(3)?,
+        metadata: serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+        created_at: r.get(5)?,
+    })
+}
+
+impl Store {
+    /// Records a dSource with its first timeflow; returns (dSource id, timeflow id).
+    pub fn insert_dsource(&self, d: &DSourceRecord) -> Result<(i64, i64), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO dsource (name, plugin_id, source_config_id, staging_environment_id, staging_user_id, parameters, volume, enabled, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![d.name, d.plugin_id, d.source_config_id, d.staging_environment_id, d.staging_user_id, d.parameters, d.volume, d.enabled, d.created_at],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute("INSERT INTO timeflow (dsource_id, created_at) VALUES (?1, ?2)", params![id, d.created_at])?;
+        let tf = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((id, tf))
+    }
+
+    pub fn get_dsource(&self, id: i64) -> Result<Option<DSourceRecord>, StoreError> {
+        Ok(self.conn().query_row(&format!("SELECT {DS_COLS} FROM dsource WHERE id = ?1"), [id], row_ds).optional()?)
+    }
+
+    pub fn find_dsource_by_name(&self, name: &str) -> Result<Option<DSourceRecord>, StoreError> {
+        Ok(self.conn().query_row(&format!("SELECT {DS_COLS} FROM dsource WHERE name = ?1"), [name], row_ds).optional()?)
+    }
+
+    pub fn list_dsources(&self) -> Result<Vec<DSourceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {DS_COLS} FROM dsource ORDER BY name"))?;
+        let rows = stmt.query_map([], row_ds)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a dSource with its timeflows and snapshot records.
+    pub fn delete_dsource(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM dsource WHERE id = ?1", [id])? > 0)
+    }
+
+    /// The current (newest) timeflow of a dSource.
+    pub fn current_timeflow(&self, dsource_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT MAX(id) FROM timeflow WHERE dsource_id = ?1", [dsource_id], |r| r.get::<_, Option<i64>>(0))?)
+    }
+
+    pub fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO snapshot (timeflow_id, volume, pool_snapshot, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.timeflow_id, s.volume, s.pool_snapshot, s.metadata.to_string(), s.created_at],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Snapshots of one volume (all volumes when None), oldest first.
+    pub fn list_snapshots(&self, volume: Option<&str>) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, timeflow_id, volume, pool_snapshot, metadata, created_at FROM snapshot
+             WHERE ?1 IS NULL OR volume = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([volume], row_snap)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a VDB with its first timeflow, which starts at `parent_snapshot`.
+    pub fn insert_vdb(&self, v: &VdbRecord, parent_snapshot: i64) -> Result<(i64, i64), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO vdb ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", &VDB_COLS[4..]),
+            params![v.name, v.plugin_id, v.repository_id, v.environment_id, v.user_id, v.parent_volume, v.parameters,
+                    v.source_config.as_ref().map(|s| s.to_string()), v.volume, v.enabled, v.created_at],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute("INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)", params![id, parent_snapshot, v.created_at])?;
+        let tf = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((id, tf))
+    }
+
+    pub fn get_vdb(&self, id: i64) -> Result<Option<VdbRecord>, StoreError> {
+        Ok(self.conn().query_row(&format!("SELECT {VDB_COLS} FROM vdb WHERE id = ?1"), [id], row_vdb).optional()?)
+    }
+
+    pub fn find_vdb_by_name(&self, name: &str) -> Result<Option<VdbRecord>, StoreError> {
+        Ok(self.conn().query_row(&format!("SELECT {VDB_COLS} FROM vdb WHERE name = ?1"), [name], row_vdb).optional()?)
+    }
+
+    pub fn list_vdbs(&self) -> Result<Vec<VdbRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {VDB_COLS} FROM vdb ORDER BY name"))?;
+        let rows = stmt.query_map([], row_vdb)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_vdb_source_config(&self, id: i64, source_config: &serde_json::Value) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE vdb SET source_config = ?2 WHERE id = ?1", params![id, source_config.to_string()])?;
+        Ok(())
+    }
+
+    pub fn delete_vdb(&self, id: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // A rewind's timeflow starts at one of the VDB's own snapshots.
+        tx.execute("UPDATE timeflow SET parent_snapshot_id = NULL WHERE vdb_id = ?1", [id])?;
+        tx.execute("DELETE FROM snapshot WHERE timeflow_id IN (SELECT id FROM timeflow WHERE vdb_id = ?1)", [id])?;
+        let n = tx.execute("DELETE FROM vdb WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Starts a new timeflow of a VDB (refresh, rewind) at a snapshot.
+    pub fn new_vdb_timeflow(&self, vdb_id: i64, parent_snapshot: i64, created_at: &str) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute("INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)", params![vdb_id, parent_snapshot, created_at])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The current (newest) timeflow of a VDB.
+    pub fn current_vdb_timeflow(&self, vdb_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn().query_row("SELECT MAX(id) FROM timeflow WHERE vdb_id = ?1", [vdb_id], |r| r.get::<_, Option<i64>>(0))?)
+    }
+
+    pub fn get_snapshot(&self, id: i64) -> Result<Option<SnapshotRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id, timeflow_id, volume, pool_snapshot, metadata, created_at FROM snapshot WHERE id = ?1", [id], row_snap)
+            .optional()?)
+    }
+
+    /// Timeflows of a VDB, oldest first.
+    pub fn vdb_timeflows(&self, vdb_id: i64) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM timeflow WHERE vdb_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([vdb_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every dSource and VDB volume, for the pool's reconciliation.
+    pub fn dataset_volumes(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT volume FROM dsource UNION ALL SELECT volume FROM vdb")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
