@@ -3,105 +3,18 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use doppel_client::Client;
 use serde_json::{json, Value};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+// Plugins are built with the real `dvp build` by the shared test support.
+#[allow(unused_imports)]
+pub use doppel_testworld::plugins::{build_plugin, build_plugin_with, dvp, python, template_artifact, workspace_root};
 
-fn tool(env: &str, default: &str) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| workspace_root().join(default));
-    assert!(p.exists(), "{} not found; run scripts/test.sh (or scripts/setup.sh --test), or set {env}", p.display());
-    p
-}
-
-pub fn python() -> PathBuf {
-    tool("DOPPEL_TEST_PYTHON", ".venv/worker/bin/python")
-}
-
-pub fn dvp() -> PathBuf {
-    tool("DOPPEL_TEST_DVP", ".venv/dvp/bin/dvp")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    run(Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
-/// A hash of every file under `dir`, to reuse a build while its source is unchanged.
-fn tree_hash(dir: &Path) -> String {
-    let out = run(Command::new("sh").arg("-c").arg("find . -type f ! -path './build/*' ! -path './src/generated/*' ! -name artifact.json ! -name '.dvp-gen-output' -print0 | sort -z | xargs -0 sha256sum | sha256sum").current_dir(dir));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
-}
-
-type Cache = Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>;
-
-/// Builds a plugin from `tests/plugins/<name>` with the real `dvp build`,
-/// after `tweak` edits the copied source. Builds are cached by source hash.
-pub fn build_plugin_with(name: &str, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = format!("{name}-{variant}");
-    let cell = CACHE.get_or_init(Default::default).lock().unwrap().entry(key.clone()).or_default().clone();
-    cell.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-plugins");
-        std::fs::create_dir_all(&base).unwrap();
-        let scratch = tempfile::tempdir_in(&base).unwrap();
-        let src = scratch.path().join(name);
-        copy_tree(&workspace_root().join("tests/plugins").join(name), &src);
-        tweak(&src);
-        let hash = tree_hash(&src);
-        let cached = base.join(format!("{key}-{hash}.json"));
-        if !cached.exists() {
-            run(Command::new(dvp()).arg("build").current_dir(&src));
-            std::fs::copy(src.join("artifact.json"), &cached).unwrap();
-        }
-        cached
-    })
-    .clone()
-}
-
-pub fn build_plugin(name: &str) -> PathBuf {
-    build_plugin_with(name, "plain", |_| {})
-}
-
-/// The untouched `dvp init -s STAGED -t UNIX` template, built.
-pub fn template_artifact() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-plugins");
-            std::fs::create_dir_all(&base).unwrap();
-            let scratch = tempfile::tempdir_in(&base).unwrap();
-            let dir = scratch.path().join("tmpl");
-            std::fs::create_dir(&dir).unwrap();
-            run(Command::new(dvp()).args(["init", "-n", "template", "-s", "STAGED", "-t", "UNIX"]).current_dir(&dir));
-            run(Command::new(dvp()).arg("build").current_dir(&dir));
-            let out = base.join(format!("template-{}.json", std::process::id()));
-            std::fs::copy(dir.join("artifact.json"), &out).unwrap();
-            out
-        })
-        .clone()
-}
-
-/// Password of the `admin` user of every test engine.
+/// The `admin` password every test engine starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 /// A running `doppel serve` with its own data directory; stopped on drop,
