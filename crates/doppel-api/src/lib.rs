@@ -4,6 +4,7 @@
 //! JSON; every error leaves as `{"error": ApiError}` with the status its code
 //! implies. Architecture invariant: this is the only crate that knows HTTP.
 
+mod datasets;
 mod auth;
 mod delphix;
 
@@ -56,10 +57,10 @@ impl IntoResponse for Failure {
     }
 }
 
-type Result<T> = std::result::Result<T, Failure>;
+pub(crate) type Result<T> = std::result::Result<T, Failure>;
 
 /// Parses a JSON body ourselves so malformed input gets our error shape.
-fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Failure::invalid("body", e))
 }
 
@@ -89,6 +90,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/jobs/{job}", get(get_job))
         .route("/api/v1/jobs/{job}/events", get(job_events))
         .route("/api/v1/jobs/{job}/cancel", post(cancel_job))
+        .merge(datasets::routes())
         .merge(auth::routes())
         .merge(delphix::routes(engine.clone()))
         .fallback(not_found)
@@ -256,7 +258,7 @@ async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoRespo
 }
 
 /// A job accepted: `202` with the job, which the client follows.
-fn accepted(job: doppel_model::Job) -> impl IntoResponse {
+pub(crate) fn accepted(job: doppel_model::Job) -> impl IntoResponse {
     (StatusCode::ACCEPTED, Json(job))
 }
 

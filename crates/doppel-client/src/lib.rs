@@ -279,3 +279,66 @@ impl Client {
         self.send(self.http.delete(self.url(&["users", name])))
     }
 }
+
+/// dSources, snapshots, VDBs and mounts.
+impl Client {
+    pub fn link_dsource(&self, req: &doppel_model::LinkDSource) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["dsources"])).json(req))
+    }
+
+    pub fn list_dsources(&self) -> Result<Vec<doppel_model::DSource>, ClientError> {
+        self.send(self.http.get(self.url(&["dsources"])))
+    }
+
+    pub fn get_dsource(&self, ds: &str) -> Result<doppel_model::DSource, ClientError> {
+        self.send(self.http.get(self.url(&["dsources", ds])))
+    }
+
+    /// `parameters` None: a policy sync; `resync`: re-ingest everything.
+    pub fn sync_dsource(&self, ds: &str, parameters: Option<Value>, resync: bool) -> Result<doppel_model::Job, ClientError> {
+        let mut body = json!({ "resync": resync });
+        if let Some(p) = parameters {
+            body["parameters"] = p;
+        }
+        self.send(self.http.post(self.url(&["dsources", ds, "sync"])).json(&body))
+    }
+
+    pub fn delete_dsource(&self, ds: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.delete(self.url(&["dsources", ds])))
+    }
+
+    pub fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<doppel_model::Snapshot>, ClientError> {
+        let q: Vec<(&str, &str)> = dataset.map(|d| vec![("dataset", d)]).unwrap_or_default();
+        self.send(self.http.get(self.url(&["snapshots"])).query(&q))
+    }
+
+    pub fn provision_vdb(&self, req: &doppel_model::ProvisionVdb) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["vdbs"])).json(req))
+    }
+
+    pub fn list_vdbs(&self) -> Result<Vec<doppel_model::Vdb>, ClientError> {
+        self.send(self.http.get(self.url(&["vdbs"])))
+    }
+
+    pub fn get_vdb(&self, vdb: &str) -> Result<doppel_model::Vdb, ClientError> {
+        self.send(self.http.get(self.url(&["vdbs", vdb])))
+    }
+
+    /// `action`: `snapshot`, `refresh` or `rewind`; `to` a snapshot for the last two.
+    pub fn vdb_action(&self, vdb: &str, action: &str, to: Option<&str>) -> Result<doppel_model::Job, ClientError> {
+        let body = match to {
+            Some(t) => json!({ "to": t }),
+            None => json!({}),
+        };
+        let req = self.http.post(self.url(&["vdbs", vdb, action]));
+        self.send(if action == "snapshot" { req } else { req.json(&body) })
+    }
+
+    pub fn delete_vdb(&self, vdb: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.delete(self.url(&["vdbs", vdb])))
+    }
+
+    pub fn list_mounts(&self) -> Result<Vec<doppel_model::Mount>, ClientError> {
+        self.send(self.http.get(self.url(&["mounts"])))
+    }
+}

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use doppel_engine::mounts::MountRequest;
+use doppel_model::MountRequest;
 use doppel_engine::{Engine, EngineConfig};
 use doppel_model::{AddEnvironment, UserCredentials};
 use doppel_testworld::World;

@@ -6,6 +6,7 @@
 //! the pool snapshots it, the plugin describes it (post_snapshot). Direct:
 //! the plugin's `run_sync` copies into the dataset, then the same snapshot.
 
+use doppel_model::{DSource, LinkDSource, MountRequest, Snapshot};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job, PluginKind};
@@ -13,58 +14,20 @@ use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::CallContext;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
 use doppel_store::{DSourceRecord, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord};
-use serde::{Deserialize, Serialize};
+
 use serde_json::{json, Value};
 
 use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX};
 use crate::jobs::JobHandle;
-use crate::mounts::MountRequest;
+
 use crate::{Engine, EngineError};
 
 const DSOURCE_PREFIX: &str = "DSOURCE-";
 const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
 
-/// `POST /api/v1/dsources`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkDSource {
-    pub name: String,
-    /// `SOURCE_CONFIG-<n>`.
-    pub source_config: String,
-    /// Staged plugins: the environment where the dataset is mounted and filled.
-    pub staging_environment: Option<String>,
-    /// The staging environment's user (default: its primary user).
-    pub staging_user: Option<String>,
-    pub parameters: Value,
-}
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DSource {
-    pub reference: String,
-    pub name: String,
-    pub plugin: String,
-    pub source_config: String,
-    pub staging_environment: Option<String>,
-    /// With secrets redacted.
-    pub parameters: Value,
-    pub dataset: String,
-    pub snapshots: usize,
-    pub latest_snapshot: Option<String>,
-}
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub reference: String,
-    pub dataset: String,
-    /// The snapshot's id in the pool.
-    pub pool_snapshot: String,
-    pub timeflow: String,
-    pub created_at: String,
-    pub metadata: Value,
-    /// Bytes only this snapshot holds (what deleting it would free).
-    pub unique_bytes: Option<u64>,
-}
 
 fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()

@@ -8,13 +8,14 @@
 //! channel: every mount is recorded, so unmounting is exact and the engine
 //! re-establishes each one when it starts again.
 
+use doppel_model::{Mount, MountRequest};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use doppel_remote::Connection;
 use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, MountRecord};
-use serde::{Deserialize, Serialize};
+
 use tokio::task::JoinHandle;
 
 use crate::environments::sh_quote;
@@ -24,41 +25,7 @@ use crate::{Engine, EngineError};
 /// How long a new mount may take to appear on the host.
 const MOUNT_READY: Duration = Duration::from_secs(20);
 
-/// What to mount where.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MountRequest {
-    /// Environment reference or name.
-    pub environment: String,
-    /// The user that runs sshfs (default: the primary user).
-    pub user: Option<String>,
-    /// Pool volume id.
-    pub volume: String,
-    /// Part of the volume to mount (a mount specification's shared path).
-    #[serde(default)]
-    pub subdirectory: String,
-    /// Absolute path on the host.
-    pub mount_path: String,
-    #[serde(default)]
-    pub read_only: bool,
-    /// Owner of the dataset's top directory and of what the host creates
-    /// (default: the mounting user's uid and gid on the host).
-    pub owner: Option<(u32, u32)>,
-}
 
-/// A recorded mount, as shown to users.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mount {
-    pub id: i64,
-    pub environment: String,
-    pub user: String,
-    pub volume: String,
-    pub subdirectory: String,
-    pub mount_path: String,
-    pub kind: String,
-    pub read_only: bool,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-}
 
 fn model(m: &MountRecord) -> Mount {
     Mount {

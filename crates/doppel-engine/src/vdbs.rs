@@ -4,6 +4,7 @@
 //! own snapshots) each start from a pool clone or restore; refresh and
 //! rewind start a new timeflow and keep the old one.
 
+use doppel_model::{MountRequest, ProvisionVdb, Vdb};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job};
@@ -11,46 +12,19 @@ use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::CallContext;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
 use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord, VdbRecord};
-use serde::{Deserialize, Serialize};
+
 use serde_json::{json, Value};
 
 use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::jobs::JobHandle;
-use crate::mounts::MountRequest;
+
 use crate::{Engine, EngineError};
 
 const VDB_PREFIX: &str = "VDB-";
 const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
 
-/// `POST /api/v1/vdbs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisionVdb {
-    pub name: String,
-    /// A dSource or VDB (name or reference).
-    pub from: String,
-    /// One of its snapshots (default: the latest).
-    pub snapshot: Option<String>,
-    /// Target environment.
-    pub environment: String,
-    pub user: Option<String>,
-    pub parameters: Value,
-}
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Vdb {
-    pub reference: String,
-    pub name: String,
-    pub plugin: String,
-    pub environment: String,
-    pub parent_dataset: String,
-    pub dataset: String,
-    pub parameters: Value,
-    pub source_config: Option<Value>,
-    pub timeflows: usize,
-    pub snapshots: usize,
-}
 
 fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use doppel_engine::dsources::LinkDSource;
+use doppel_model::LinkDSource;
 use doppel_engine::{Engine, EngineConfig, EngineError};
 use doppel_model::{AddEnvironment, AddSourceConfig, Job, JobState, UserCredentials};
 use doppel_testworld::{plugins, Host, World};
@@ -188,7 +188,7 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     assert_eq!(wait(&engine, engine.link_dsource(link).unwrap()).await.state, JobState::Succeeded);
     let first = engine.get_dsource("tree").unwrap().latest_snapshot.unwrap();
 
-    use doppel_engine::vdbs::ProvisionVdb;
+    use doppel_model::ProvisionVdb;
     let provision = |name: &str, from: &str, path: &str| ProvisionVdb {
         name: name.into(),
         from: from.into(),

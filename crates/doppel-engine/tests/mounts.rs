@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use doppel_engine::mounts::MountRequest;
+use doppel_model::MountRequest;
 use doppel_engine::{Engine, EngineConfig, EngineError};
 use doppel_model::{AddEnvironment, JobState, UserCredentials};
 use doppel_testworld::World;

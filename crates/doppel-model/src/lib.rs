@@ -4,12 +4,14 @@
 //! Architecture invariant: this crate does no I/O and depends on no other
 //! Doppel crate; every other crate may depend on it.
 
+pub mod dataset;
 pub mod environment;
 pub mod error;
 pub mod job;
 pub mod plugin;
 pub mod user;
 
+pub use dataset::{DSource, LinkDSource, Mount, MountRequest, ProvisionVdb, Snapshot, Vdb};
 pub use environment::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository, SourceConfig,
     UserCredentials,

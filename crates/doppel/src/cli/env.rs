@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use doppel_model::{AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, SourceConfig, UserCredentials};
 
-use super::job::{finished_ok, follow};
+use super::job::run_job;
 use super::{json_arg, table, CliError, Ctx};
 
 /// How a user logs in: exactly one of the two.
@@ -149,20 +149,11 @@ fn sc_rows(list: &[SourceConfig]) {
     table(&["NAME", "REFERENCE", "REPOSITORY", "ENVIRONMENT", "ORIGIN"], rows);
 }
 
-/// Waits for a job unless told not to, then prints what it produced.
-fn run_job(ctx: &Ctx, job: doppel_model::Job, no_wait: bool) -> Result<(), CliError> {
-    if no_wait {
-        ctx.print(&job, |j| println!("{} {} (follow with: doppel job wait {})", j.id, j.state.as_str(), j.id));
-        return Ok(());
-    }
-    let done = follow(ctx, &job.id)?;
-    finished_ok(&done)?;
-    let result = done.result.clone().unwrap_or_default();
-    ctx.print(&result, |r| match serde_json::from_value::<Environment>(r.clone()) {
+fn show_environment(r: &serde_json::Value) {
+    match serde_json::from_value::<Environment>(r.clone()) {
         Ok(e) => env_rows(&[e]),
-        Err(_) => println!("{} succeeded", done.id),
-    });
-    Ok(())
+        Err(_) => println!("{r}"),
+    }
 }
 
 pub fn run(ctx: &Ctx, cmd: EnvCommand) -> Result<(), CliError> {
@@ -170,7 +161,7 @@ pub fn run(ctx: &Ctx, cmd: EnvCommand) -> Result<(), CliError> {
     match cmd {
         EnvCommand::Add { name, host, port, user, secret, toolkit_path, no_wait } => {
             let req = AddEnvironment { name, host, port, user, credentials: secret.credentials()?, toolkit_path };
-            run_job(ctx, c.add_environment(&req)?, no_wait)?;
+            run_job(ctx, c.add_environment(&req)?, no_wait, show_environment)?;
         }
         EnvCommand::List => {
             let envs = c.list_environments()?;
@@ -183,7 +174,7 @@ pub fn run(ctx: &Ctx, cmd: EnvCommand) -> Result<(), CliError> {
                 println!("toolkit: {}\nscratch: {}", e.toolkit_path, e.scratch_path);
             });
         }
-        EnvCommand::Refresh { env, no_wait } => run_job(ctx, c.refresh_environment(&env)?, no_wait)?,
+        EnvCommand::Refresh { env, no_wait } => run_job(ctx, c.refresh_environment(&env)?, no_wait, show_environment)?,
         EnvCommand::Delete { env } => {
             let e = c.delete_environment(&env)?;
             ctx.print(&e, |e| println!("deleted environment {} ({})", e.name, e.reference));

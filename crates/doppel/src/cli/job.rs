@@ -141,3 +141,17 @@ pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
         std::thread::sleep(Duration::from_millis(150));
     }
 }
+
+/// What every job-starting command does: wait for the job (unless told
+/// not to) and print what it produced with `show`, or its error.
+pub fn run_job(ctx: &Ctx, job: Job, no_wait: bool, show: impl FnOnce(&serde_json::Value)) -> Result<(), CliError> {
+    if no_wait {
+        ctx.print(&job, |j| println!("{} {} (follow with: doppel job wait {})", j.id, j.state.as_str(), j.id));
+        return Ok(());
+    }
+    let done = follow(ctx, &job.id)?;
+    finished_ok(&done)?;
+    let result = done.result.clone().unwrap_or_default();
+    ctx.print(&result, show);
+    Ok(())
+}

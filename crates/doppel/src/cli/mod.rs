@@ -2,6 +2,7 @@
 //! only, prints a table (or JSON with `-o json`) and exits non-zero with the
 //! error's code on stderr when something fails.
 
+mod dataset;
 mod env;
 mod job;
 mod login;
@@ -32,6 +33,34 @@ pub enum Output {
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
+    /// Linked sources: a dataset kept as a line of snapshots.
+    Dsource {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: dataset::DSourceCommand,
+    },
+    /// Snapshots of dSources and VDBs.
+    Snapshot {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: dataset::SnapshotCommand,
+    },
+    /// Virtual databases: writable thin copies of snapshots on target hosts.
+    Vdb {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: dataset::VdbCommand,
+    },
+    /// Engine datasets mounted on environments.
+    Mount {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: dataset::MountCommand,
+    },
     /// Hosts the engine manages over SSH, and their users.
     Env {
         #[command(flatten)]
@@ -96,6 +125,10 @@ pub enum ClientCommand {
 pub fn run(cmd: ClientCommand) -> ExitCode {
     let result = match cmd {
         ClientCommand::Env { global, command } => env::run(&Ctx::new(&global), command),
+        ClientCommand::Dsource { global, command } => dataset::run_dsource(&Ctx::new(&global), command),
+        ClientCommand::Snapshot { global, command } => dataset::run_snapshot(&Ctx::new(&global), command),
+        ClientCommand::Vdb { global, command } => dataset::run_vdb(&Ctx::new(&global), command),
+        ClientCommand::Mount { global, command } => dataset::run_mount(&Ctx::new(&global), command),
         ClientCommand::Repository { global, command } => env::run_repository(&Ctx::new(&global), command),
         ClientCommand::SourceConfig { global, command } => env::run_source_config(&Ctx::new(&global), command),
         ClientCommand::Pool { global, command } => {

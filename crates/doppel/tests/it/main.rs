@@ -8,3 +8,4 @@ mod pool;
 mod environments;
 mod auth;
 mod delphix;
+mod tutorial;

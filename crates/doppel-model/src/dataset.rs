@@ -1,0 +1,110 @@
+//! Datasets: dSources and VDBs, their snapshots, and where they are mounted.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /api/v1/dsources`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkDSource {
+    pub name: String,
+    /// `SOURCE_CONFIG-<n>`.
+    pub source_config: String,
+    /// Staged plugins: the environment where the dataset is mounted and filled.
+    pub staging_environment: Option<String>,
+    /// The staging environment's user (default: its primary user).
+    pub staging_user: Option<String>,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DSource {
+    pub reference: String,
+    pub name: String,
+    pub plugin: String,
+    pub source_config: String,
+    pub staging_environment: Option<String>,
+    /// With secrets redacted.
+    pub parameters: Value,
+    pub dataset: String,
+    pub snapshots: usize,
+    pub latest_snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub reference: String,
+    pub dataset: String,
+    /// The snapshot's id in the pool.
+    pub pool_snapshot: String,
+    pub timeflow: String,
+    pub created_at: String,
+    pub metadata: Value,
+    /// Bytes only this snapshot holds (what deleting it would free).
+    pub unique_bytes: Option<u64>,
+}
+
+/// `POST /api/v1/vdbs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionVdb {
+    pub name: String,
+    /// A dSource or VDB (name or reference).
+    pub from: String,
+    /// One of its snapshots (default: the latest).
+    pub snapshot: Option<String>,
+    /// Target environment.
+    pub environment: String,
+    pub user: Option<String>,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vdb {
+    pub reference: String,
+    pub name: String,
+    pub plugin: String,
+    pub environment: String,
+    pub parent_dataset: String,
+    pub dataset: String,
+    pub parameters: Value,
+    pub source_config: Option<Value>,
+    pub timeflows: usize,
+    pub snapshots: usize,
+}
+
+/// What to mount where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// Environment reference or name.
+    pub environment: String,
+    /// The user that runs sshfs (default: the primary user).
+    pub user: Option<String>,
+    /// Pool volume id.
+    pub volume: String,
+    /// Part of the volume to mount (a mount specification's shared path).
+    #[serde(default)]
+    pub subdirectory: String,
+    /// Absolute path on the host.
+    pub mount_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Owner of the dataset's top directory and of what the host creates
+    /// (default: the mounting user's uid and gid on the host).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// A recorded mount, as shown to users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub id: i64,
+    pub environment: String,
+    pub user: String,
+    pub volume: String,
+    pub subdirectory: String,
+    pub mount_path: String,
+    pub kind: String,
+    pub read_only: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}

@@ -1,0 +1,254 @@
+//! `doppel dsource ...`, `doppel snapshot ...`, `doppel vdb ...`, `doppel mount ...`
+
+use clap::Subcommand;
+use doppel_model::{DSource, LinkDSource, ProvisionVdb, Vdb};
+use serde_json::Value;
+
+use super::job::run_job;
+use super::{json_arg, table, CliError, Ctx};
+
+#[derive(Subcommand)]
+pub enum DSourceCommand {
+    /// Link a source config: create its dataset, mount it on the staging
+    /// host (staged plugins), and run the first sync.
+    #[command(after_help = "Example:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging \\\n    --params '{\"sourceHost\": \"10.0.0.5\", \"sourceUser\": \"delphix\"}'")]
+    Link {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "sourceconfig")]
+        source_config: String,
+        /// The staging environment (staged plugins only).
+        #[arg(long = "staging-env")]
+        staging_env: Option<String>,
+        #[arg(long)]
+        staging_user: Option<String>,
+        /// Linked source parameters, inline JSON or @file.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Take a snapshot now; --params are the plugin's snapshot parameters.
+    Sync {
+        dsource: String,
+        #[arg(long)]
+        params: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Re-ingest everything, then snapshot.
+    Resync {
+        dsource: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    List,
+    Show { dsource: String },
+    /// Unmount and destroy a dSource and its snapshots (refused while VDBs use it).
+    Delete {
+        dsource: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshots, oldest first, with their timeflow and plugin metadata.
+    List {
+        /// A dSource or VDB.
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VdbCommand {
+    /// Provision a writable thin copy of a snapshot onto a target environment.
+    #[command(after_help = "Example:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb provision --name old --from tree@SNAPSHOT-1 --env target --params @vdb.json")]
+    Provision {
+        #[arg(long)]
+        name: String,
+        /// A dSource or VDB, optionally @SNAPSHOT-<n> (default: its latest snapshot).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        user: Option<String>,
+        /// Virtual source parameters, inline JSON or @file.
+        #[arg(long)]
+        params: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    Snapshot {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Re-point to a snapshot of the parent (default: its latest); starts a new timeflow.
+    Refresh {
+        vdb: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Return to one of the VDB's own snapshots; starts a new timeflow.
+    Rewind {
+        vdb: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    List,
+    Show { vdb: String },
+    Delete {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MountCommand {
+    /// Where engine datasets are mounted on environments.
+    List,
+}
+
+fn ds_rows(list: &[DSource]) {
+    let rows = list
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.reference.clone(),
+                d.source_config.clone(),
+                d.staging_environment.clone().unwrap_or_else(|| "-".into()),
+                d.snapshots.to_string(),
+                d.latest_snapshot.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "REFERENCE", "SOURCE CONFIG", "STAGING", "SNAPSHOTS", "LATEST"], rows);
+}
+
+fn vdb_rows(list: &[Vdb]) {
+    let rows = list
+        .iter()
+        .map(|v| vec![v.name.clone(), v.reference.clone(), v.environment.clone(), v.parent_dataset.clone(), v.timeflows.to_string(), v.snapshots.to_string()])
+        .collect();
+    table(&["NAME", "REFERENCE", "ENVIRONMENT", "PARENT", "TIMEFLOWS", "SNAPSHOTS"], rows);
+}
+
+fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&Value) {
+    move |v| match serde_json::from_value::<T>(v.clone()) {
+        Ok(x) => rows(std::slice::from_ref(&x)),
+        Err(_) => println!("{}", serde_json::to_string_pretty(v).expect("serialisable")),
+    }
+}
+
+fn show_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}
+
+pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
+    let c = &ctx.client;
+    match cmd {
+        DSourceCommand::Link { name, source_config, staging_env, staging_user, params, no_wait } => {
+            let req = LinkDSource { name, source_config, staging_environment: staging_env, staging_user, parameters: json_arg("--params", &params)? };
+            run_job(ctx, c.link_dsource(&req)?, no_wait, show_as(ds_rows))?;
+        }
+        DSourceCommand::Sync { dsource, params, no_wait } => {
+            let params = params.map(|p| json_arg("--params", &p)).transpose()?;
+            run_job(ctx, c.sync_dsource(&dsource, params, false)?, no_wait, show_json)?;
+        }
+        DSourceCommand::Resync { dsource, no_wait } => run_job(ctx, c.sync_dsource(&dsource, None, true)?, no_wait, show_json)?,
+        DSourceCommand::List => {
+            let l = c.list_dsources()?;
+            ctx.print(&l, |l| ds_rows(l));
+        }
+        DSourceCommand::Show { dsource } => {
+            let d = c.get_dsource(&dsource)?;
+            ctx.print(&d, |d| {
+                ds_rows(std::slice::from_ref(d));
+                println!("dataset: {}\nparameters: {}", d.dataset, d.parameters);
+            });
+        }
+        DSourceCommand::Delete { dsource, no_wait } => run_job(ctx, c.delete_dsource(&dsource)?, no_wait, |_| println!("deleted {dsource}"))?,
+    }
+    Ok(())
+}
+
+pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
+    match cmd {
+        SnapshotCommand::List { dataset } => {
+            let l = ctx.client.list_snapshots(dataset.as_deref())?;
+            ctx.print(&l, |l| {
+                let rows = l
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.reference.clone(),
+                            s.dataset.clone(),
+                            s.timeflow.clone(),
+                            s.created_at.clone(),
+                            s.unique_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                            s.metadata.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["SNAPSHOT", "DATASET", "TIMEFLOW", "CREATED", "UNIQUE BYTES", "METADATA"], rows);
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
+    let c = &ctx.client;
+    match cmd {
+        VdbCommand::Provision { name, from, env, user, params, no_wait } => {
+            let (from, snapshot) = match from.split_once('@') {
+                Some((f, s)) => (f.to_owned(), Some(s.to_owned())),
+                None => (from, None),
+            };
+            let req = ProvisionVdb { name, from, snapshot, environment: env, user, parameters: json_arg("--params", &params)? };
+            run_job(ctx, c.provision_vdb(&req)?, no_wait, show_as(vdb_rows))?;
+        }
+        VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
+        VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::List => {
+            let l = c.list_vdbs()?;
+            ctx.print(&l, |l| vdb_rows(l));
+        }
+        VdbCommand::Show { vdb } => {
+            let v = c.get_vdb(&vdb)?;
+            ctx.print(&v, |v| {
+                vdb_rows(std::slice::from_ref(v));
+                println!("dataset: {}\nsource config: {}", v.dataset, v.source_config.clone().unwrap_or_default());
+            });
+        }
+        VdbCommand::Delete { vdb, no_wait } => run_job(ctx, c.delete_vdb(&vdb)?, no_wait, |_| println!("deleted {vdb}"))?,
+    }
+    Ok(())
+}
+
+pub fn run_mount(ctx: &Ctx, cmd: MountCommand) -> Result<(), CliError> {
+    match cmd {
+        MountCommand::List => {
+            let l = ctx.client.list_mounts()?;
+            ctx.print(&l, |l| {
+                let rows = l
+                    .iter()
+                    .map(|m| vec![m.id.to_string(), m.environment.clone(), m.mount_path.clone(), m.volume.clone(), m.kind.clone(), m.read_only.to_string()])
+                    .collect();
+                table(&["ID", "ENVIRONMENT", "PATH", "DATASET", "KIND", "READ ONLY"], rows);
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The README's tutorial, step by step through the CLI: the directory
+//! plugin, a source, a staging and a target host, a real engine on btrfs.
+
+use doppel_testworld::{plugins, Host, World};
+use serde_json::json;
+
+use crate::support::*;
+
+fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// The staging host's alice may ssh to the source host's alice.
+fn trust(from: &Host, to: &Host) {
+    to.mkdir("/home/alice/.ssh", "alice");
+    to.put_file("/home/alice/.ssh/authorized_keys", format!("{}\n", from.user("alice").public_key.clone().unwrap()).as_bytes(), "alice");
+    from.mkdir("/home/alice/.ssh", "alice");
+    from.put_file("/home/alice/.ssh/id_ed25519", from.user("alice").private_key_pem.clone().unwrap().as_bytes(), "alice");
+    for (h, f) in [(to, "authorized_keys"), (from, "id_ed25519")] {
+        h.command(&["chmod", "700", "/home/alice/.ssh"]);
+        h.command(&["chmod", "600", &format!("/home/alice/.ssh/{f}")]);
+    }
+}
+
+#[test]
+fn the_tutorial_from_link_to_rewind_through_the_cli() {
+    let world = World::new(&["source", "staging", "target"]);
+    let (source, staging, target) = (world.host("source"), world.host("staging"), world.host("target"));
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file("/srv/data/tree/hello.txt", b"version 1\n", "alice");
+    trust(staging, source);
+    target.mkdir("/srv/vdbs", "delphix");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = |h: &Host, n: &str| secret_file(secrets.path(), n, h.user("delphix").password.as_deref().unwrap());
+    let key = secret_file(secrets.path(), "alice-key", staging.user("alice").private_key_pem.as_deref().unwrap());
+
+    let engine = Engine::start();
+    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["driver"], "btrfs");
+    engine.install(&plugins::build_example("directory"));
+    for (name, host, user, flag, file) in [
+        ("source", source, "delphix", "--password-file", pw(source, "pw-source")),
+        ("staging", staging, "alice", "--key-file", key.clone()),
+        ("target", target, "delphix", "--password-file", pw(target, "pw-target")),
+    ] {
+        engine
+            .cli(&["env", "add", "--name", name, "--host", &host.address().to_string(), "--port", &host.port().to_string(), "--user", user, flag, &file])
+            .ok();
+    }
+    let repo = engine.cli(&["repository", "list", "--env", "source", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+    let sc = engine
+        .cli(&["sourceconfig", "add", "--env", "source", "--repository", &repo, "--params", r#"{"name": "tree", "path": "/srv/data/tree"}"#, "-o", "json"])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}).to_string();
+    let linked = engine.cli(&["dsource", "link", "--name", "tree", "--sourceconfig", &sc, "--staging-env", "staging", "--params", &params, "-o", "json"]).json();
+    assert_eq!(linked["snapshots"], 1, "{linked}");
+
+    let vdb = engine
+        .cli(&["vdb", "provision", "--name", "dev", "--from", "tree", "--env", "target", "--params", r#"{"mountPath": "/srv/vdbs/dev"}"#, "-o", "json"])
+        .json();
+    assert_eq!(vdb["name"], "dev");
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
+    let first_vdb_snapshot = engine.cli(&["snapshot", "list", "--dataset", "dev", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+
+    // Change the source, sync, refresh: the VDB sees the new data.
+    source.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
+    engine.cli(&["dsource", "sync", "tree"]).ok();
+    assert_eq!(engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json().as_array().unwrap().len(), 2);
+    engine.cli(&["vdb", "refresh", "dev"]).ok();
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 2\n");
+
+    // Rewind to the VDB's first snapshot.
+    engine.cli(&["vdb", "rewind", "dev", "--to", &first_vdb_snapshot]).ok();
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
+    let shown = engine.cli(&["vdb", "show", "dev", "-o", "json"]).json();
+    assert_eq!(shown["timeflows"], 3);
+    let table = engine.cli(&["mount", "list"]);
+    assert!(table.ok().contains("/srv/vdbs/dev"), "{}", table.stdout);
+
+    // Bad input through the CLI: clear errors, exit codes scripts can rely on.
+    engine.cli(&["dsource", "delete", "tree"]).fails(5);
+    engine.cli(&["vdb", "show", "nope"]).fails(4);
+    engine.cli(&["vdb", "provision", "--name", "x", "--from", "tree", "--env", "target", "--params", "{}"]).fails(3);
+
+    engine.cli(&["vdb", "delete", "dev"]).ok();
+    engine.cli(&["dsource", "delete", "tree"]).ok();
+    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json(), json!([]));
+    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], 0, "no dataset left");
+    assert_eq!(target.sh("delphix", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+}
