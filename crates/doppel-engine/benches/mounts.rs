@@ -6,13 +6,13 @@
 //! Run: `DOPPEL_TEST_PYTHON=.venv/worker/bin/python cargo bench -p doppel-engine --bench mounts`
 //! (as root; `DOPPEL_BENCH_ROUNDS`, default 20).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use doppel_model::MountRequest;
-use doppel_engine::{Engine, EngineConfig};
-use doppel_model::{AddEnvironment, UserCredentials};
 use doppel_testworld::World;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -26,39 +26,12 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let python = std::env::var_os("DOPPEL_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/worker/bin/python"));
     let world = World::new(&["target"]);
     let host = world.host("target");
     host.mkdir("/srv/mnt", "delphix");
     let data = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig {
-        data_dir: data.path().to_owned(),
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
-        python,
-        deadlines: Default::default(),
-        auth: Default::default(),
-    })
-    .await
-    .unwrap();
-    let job = engine
-        .add_environment(AddEnvironment {
-            name: "target".into(),
-            host: host.address().to_string(),
-            port: host.port(),
-            user: "delphix".into(),
-            credentials: UserCredentials::Password { password: host.user("delphix").password.clone().unwrap() },
-            toolkit_path: None,
-        })
-        .unwrap();
-    let env = loop {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            break j.result.expect("environment added")["reference"].as_str().unwrap().to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let engine = common::open_engine(data.path()).await;
+    let env = common::add_env(&engine, "target", host, "delphix").await["reference"].as_str().unwrap().to_owned();
     let v = doppel_storage::VolumeId::new("bench").unwrap();
     let path = engine.pool().create_volume(&v).unwrap();
     std::fs::write(path.join("f"), b"x").unwrap();

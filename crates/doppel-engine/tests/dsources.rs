@@ -2,60 +2,17 @@
 //! host, the dataset mounted on the staging host, data copied by the
 //! plugin's rsync from the source host, snapshots in the pool.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use doppel_model::LinkDSource;
-use doppel_engine::{Engine, EngineConfig, EngineError};
-use doppel_model::{AddEnvironment, AddSourceConfig, Job, JobState, UserCredentials};
-use doppel_testworld::{plugins, Host, World};
-use serde_json::{json, Value};
+use doppel_engine::EngineError;
+use doppel_model::{AddSourceConfig, JobState};
+use doppel_testworld::{plugins, World};
+use serde_json::json;
 
-async fn wait(engine: &Arc<Engine>, job: Job) -> Job {
-    for _ in 0..1200 {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} did not finish", job.id);
-}
+mod common;
+use common::{add_env, open_engine, trust, wait};
 
-async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) -> Value {
-    let u = host.user(user);
-    let credentials = match &u.password {
-        Some(p) => UserCredentials::Password { password: p.clone() },
-        None => UserCredentials::Key { private_key: u.private_key_pem.clone().unwrap(), passphrase: None },
-    };
-    let job = engine
-        .add_environment(AddEnvironment {
-            name: name.into(),
-            host: host.address().to_string(),
-            port: host.port(),
-            user: user.into(),
-            credentials,
-            toolkit_path: None,
-        })
-        .unwrap();
-    let j = wait(engine, job).await;
-    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
-    j.result.unwrap()
-}
 
-/// Lets `user` on `from` log in to `to` as `user` with its key (the
-/// tutorial's assumption: the staging host can ssh to the source host).
-fn trust(from: &Host, to: &Host, user: &str) {
-    let home = format!("/home/{user}/.ssh");
-    to.mkdir(&home, user);
-    to.put_file(&format!("{home}/authorized_keys"), format!("{}\n", from.user(user).public_key.clone().unwrap()).as_bytes(), user);
-    from.mkdir(&home, user);
-    from.put_file(&format!("{home}/id_ed25519"), from.user(user).private_key_pem.clone().unwrap().as_bytes(), user);
-    for (h, p) in [(to, format!("{home}/authorized_keys")), (from, format!("{home}/id_ed25519"))] {
-        h.command(&["chmod", "700", &home]);
-        h.command(&["chmod", "600", &p]);
-    }
-}
+
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
@@ -68,15 +25,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     trust(staging, source, "alice");
 
     let data = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig {
-        data_dir: data.path().to_owned(),
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
-        python: plugins::python(),
-        deadlines: Default::default(),
-        auth: Default::default(),
-    })
-    .await
-    .unwrap();
+    let engine = open_engine(data.path()).await;
     engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
     add_env(&engine, "source", source, "delphix").await;
     add_env(&engine, "staging", staging, "alice").await;
@@ -163,15 +112,7 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     target.mkdir("/srv/vdbs", "delphix");
 
     let data = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig {
-        data_dir: data.path().to_owned(),
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
-        python: plugins::python(),
-        deadlines: Default::default(),
-        auth: Default::default(),
-    })
-    .await
-    .unwrap();
+    let engine = open_engine(data.path()).await;
     engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
     add_env(&engine, "source", source, "delphix").await;
     add_env(&engine, "staging", staging, "alice").await;

@@ -1,65 +1,21 @@
 //! Engine storage mounted on a fake remote host over sshfs (passive mode,
 //! served by the engine), checked from the host over SSH.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use doppel_model::MountRequest;
-use doppel_engine::{Engine, EngineConfig, EngineError};
-use doppel_model::{AddEnvironment, JobState, UserCredentials};
+use doppel_engine::EngineError;
 use doppel_testworld::World;
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("DOPPEL_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/worker/bin/python"));
-    assert!(p.exists(), "{} not found: run scripts/setup.sh --test or set DOPPEL_TEST_PYTHON", p.display());
-    p
-}
-
-async fn engine(dir: &std::path::Path) -> Arc<Engine> {
-    Engine::open(EngineConfig {
-        data_dir: dir.to_owned(),
-        // The pool's driver does not matter here; copy needs no loop device.
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
-        python: python(),
-        deadlines: Default::default(),
-        auth: Default::default(),
-    })
-    .await
-    .unwrap()
-}
-
-async fn add_env(engine: &Arc<Engine>, host: &doppel_testworld::Host) -> String {
-    let job = engine
-        .add_environment(AddEnvironment {
-            name: "target".into(),
-            host: host.address().to_string(),
-            port: host.port(),
-            user: "delphix".into(),
-            credentials: UserCredentials::Password { password: host.user("delphix").password.clone().unwrap() },
-            toolkit_path: None,
-        })
-        .unwrap();
-    for _ in 0..400 {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
-            return j.result.unwrap()["reference"].as_str().unwrap().to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("environment add did not finish");
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restored_after_a_restart() {
     let world = World::new(&["target"]);
     let host = world.host("target");
     let data = tempfile::tempdir().unwrap();
-    let engine = engine(data.path()).await;
-    let env = add_env(&engine, host).await;
+    let engine = common::open_engine(data.path()).await;
+    let env = common::add_env(&engine, "target", host, "delphix").await["reference"].as_str().unwrap().to_owned();
     // Where the host's admin lets the environment user mount.
     host.mkdir("/srv/mnt", "delphix");
 
@@ -111,7 +67,7 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
     // A restart: the sessions die with the engine, the next start restores them.
     engine.shutdown().await;
     drop(engine);
-    let engine = self::engine(data.path()).await;
+    let engine = common::open_engine(data.path()).await;
     let mut restored = String::new();
     for _ in 0..200 {
         restored = host.sh_output("delphix", "cat /srv/mnt/v1/hello.txt 2>/dev/null").stdout.iter().map(|&b| b as char).collect();

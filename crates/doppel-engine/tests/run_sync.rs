@@ -1,12 +1,11 @@
 //! `run_sync` from a real plugin: the direct test plugin's pre_snapshot
 //! copies a directory of a fake host into a pool dataset.
 
-use std::time::Duration;
-
-use doppel_engine::{Engine, EngineConfig, PluginInvocation};
-use doppel_model::{AddEnvironment, JobState, UserCredentials};
+use doppel_engine::PluginInvocation;
 use doppel_testworld::{plugins, World};
 use serde_json::json;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_plugin_syncs_a_host_directory_into_a_dataset() {
@@ -19,35 +18,10 @@ async fn a_direct_plugin_syncs_a_host_directory_into_a_dataset() {
     host.put_file("/srv/direct/sub/b.txt", b"beta\n", "delphix");
 
     let data = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig {
-        data_dir: data.path().to_owned(),
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
-        python: plugins::python(),
-        deadlines: Default::default(),
-        auth: Default::default(),
-    })
-    .await
-    .unwrap();
+    let engine = common::open_engine(data.path()).await;
     let artifact = std::fs::read(plugins::build_plugin("direct")).unwrap();
     engine.install_plugin(&artifact).await.unwrap();
-    let job = engine
-        .add_environment(AddEnvironment {
-            name: "source".into(),
-            host: host.address().to_string(),
-            port: host.port(),
-            user: "delphix".into(),
-            credentials: UserCredentials::Password { password: host.user("delphix").password.clone().unwrap() },
-            toolkit_path: None,
-        })
-        .unwrap();
-    let env = loop {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
-            break j.result.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let env = common::add_env(&engine, "source", host, "delphix").await;
     let volume = doppel_storage::VolumeId::new("ds-1").unwrap();
     let dest = engine.pool().create_volume(&volume).unwrap();
     std::fs::write(dest.join("stale.txt"), b"left from an earlier sync").unwrap();

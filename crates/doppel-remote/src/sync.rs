@@ -23,7 +23,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::Connection;
@@ -327,62 +326,27 @@ impl Connection {
         let command = args.join(" ");
         tracing::debug!(target = %self.target, %command, "rsync remote side");
 
-        let channel =
-            self.handle.channel_open_session().await.map_err(|e| {
-                self.exec_error_pub(&command, format!("cannot open a channel: {e}"))
-            })?;
-        channel
-            .exec(true, command.as_bytes())
-            .await
-            .map_err(|e| self.exec_error_pub(&command, format!("exec request failed: {e}")))?;
-        let (mut reader, writer) = channel.split();
+        let (stream, waiter) = self.exec_duplex(&command).await?.into_parts();
+        let (mut remote_out, mut remote_in) = tokio::io::split(stream);
         let (mut sock_read, mut sock_write) = data_sock.into_split();
         let upstream = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match sock_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer.data_bytes(buf[..n].to_vec()).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = writer.eof().await;
+            let _ = tokio::io::copy(&mut sock_read, &mut remote_in).await;
+            let _ = remote_in.shutdown().await;
         };
         let downstream = async {
-            let mut code = None;
-            let mut stderr = Vec::new();
-            while let Some(msg) = reader.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } if sock_write.write_all(&data).await.is_err() => {
-                        break
-                    }
-                    ChannelMsg::Data { .. } => {}
-                    ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-                    ChannelMsg::Eof => {
-                        let _ = sock_write.shutdown().await;
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status as i32),
-                    ChannelMsg::ExitSignal { .. } => code = Some(255),
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
+            let _ = tokio::io::copy(&mut remote_out, &mut sock_write).await;
             let _ = sock_write.shutdown().await;
-            (code, stderr)
         };
         // The local side never sends EOF (rsync holds a copy of the socket):
         // the remote command's end is the end of the transfer.
         tokio::pin!(upstream);
         tokio::pin!(downstream);
-        let (code, stderr) = tokio::select! {
-            r = &mut downstream => r,
-            // The channel refused data: still collect the exit status.
+        tokio::select! {
+            () = &mut downstream => {}
             () = &mut upstream => downstream.await,
-        };
-        Ok((code.unwrap_or(255), stderr))
+        }
+        let exit = waiter.wait().await;
+        Ok((exit.exit_code.unwrap_or(255), exit.stderr.into_bytes()))
     }
 
     fn exec_error_pub(&self, command: &str, reason: String) -> Error {
