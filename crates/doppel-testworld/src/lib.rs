@@ -223,6 +223,10 @@ pub struct Host {
     sshd: Option<Child>,
     sshd_pid: u32,
     mnt_ns: String,
+    /// An open handle on the host's mount namespace: while it is held, the
+    /// namespace's inode number cannot be given to a new namespace, so the
+    /// teardown's kill-by-namespace can never hit another host's processes.
+    ns_handle: Option<fs::File>,
     host_key_fingerprint: String,
     host_public_key: String,
     users: Vec<User>,
@@ -320,6 +324,7 @@ impl Host {
             sshd: Some(sshd),
             sshd_pid,
             mnt_ns: String::new(),
+            ns_handle: None,
             host_key_fingerprint,
             host_public_key,
             users,
@@ -330,6 +335,7 @@ impl Host {
             .expect("read the host's mount namespace")
             .to_string_lossy()
             .into_owned();
+        host.ns_handle = Some(fs::File::open(format!("/proc/{sshd_pid}/ns/mnt")).expect("hold the host's mount namespace"));
         let record = format!("{} {}\n", sshd_pid, host.mnt_ns);
         host.reserved.record(&record);
         host
@@ -585,6 +591,9 @@ impl Host {
         if !self.mnt_ns.is_empty() {
             kill_namespace(&self.mnt_ns);
         }
+        // Gone cleanly: nothing for a later process to sweep on this address.
+        self.reserved.record("");
+        self.ns_handle.take();
     }
 }
 
