@@ -1,5 +1,5 @@
-//! Authentication of `/api/v1`: every route but `/api/v1/health` and
-//! `/api/v1/login` needs `Authorization: Bearer <token>` (from `POST
+//! Authentication of `/api/v1`: every route but `/api/v1/health`,
+//! `/api/v1/openapi.json` and `/api/v1/login` needs `Authorization: Bearer <token>` (from `POST
 //! /api/v1/login`); and the users routes (administrators only).
 
 use std::net::SocketAddr;
@@ -10,12 +10,14 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use doppel_engine::auth::{Principal, TokenKind};
 use doppel_engine::{Engine, EngineError};
-use doppel_model::{AddUser, ApiError, ErrorCode, LoginRequest, LoginResponse};
-use serde_json::json;
+use doppel_model::{AddUser, ApiError, ApiUser, ErrorCode, LoginRequest, LoginResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{parse_body, Failure, Result};
 
@@ -23,15 +25,15 @@ use crate::{parse_body, Failure, Result};
 pub(crate) const MAX_SMALL_BODY: usize = 64 * 1024;
 
 /// Routes that need no token.
-const OPEN_ROUTES: &[&str] = &["/api/v1/health", "/api/v1/login"];
+const OPEN_ROUTES: &[&str] = &["/api/v1/health", "/api/v1/login", "/api/v1/openapi.json"];
 
-pub(crate) fn routes() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/users", get(list_users).post(add_user))
-        .route("/api/v1/users/{name}", delete(delete_user))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(whoami))
+        .routes(routes!(list_users, add_user))
+        .routes(routes!(delete_user))
 }
 
 /// The client's address, for the brake on failed logins.
@@ -91,6 +93,10 @@ pub(crate) async fn require_token(State(engine): State<Arc<Engine>>, mut req: Re
     }
 }
 
+/// Checks a password and answers a bearer token; needs no token. Failed
+/// logins are braked per client (`429` with `Retry-After`).
+#[utoipa::path(post, path = "/api/v1/login", tag = "auth", security(()), request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse)))]
 async fn login(State(engine): State<Arc<Engine>>, req: Request) -> Response {
     let peer = peer(req.extensions());
     let body = match axum::body::to_bytes(req.into_body(), MAX_SMALL_BODY).await {
@@ -111,6 +117,8 @@ async fn login(State(engine): State<Arc<Engine>>, req: Request) -> Response {
     }
 }
 
+/// Revokes the token sent.
+#[utoipa::path(post, path = "/api/v1/logout", tag = "auth", responses((status = 204, description = "Logged out")))]
 async fn logout(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Result<impl IntoResponse> {
     if let Some(t) = bearer(&headers) {
         engine.revoke_token(t)?;
@@ -118,14 +126,20 @@ async fn logout(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Result
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth", responses((status = 200, body = ApiUser)))]
 async fn whoami(Extension(who): Extension<Principal>) -> impl IntoResponse {
     Json(who.to_api())
 }
 
+/// Administrators only.
+#[utoipa::path(get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = Vec<ApiUser>)))]
 async fn list_users(State(engine): State<Arc<Engine>>, Extension(who): Extension<Principal>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_users(&who)?))
 }
 
+/// Administrators only.
+#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = AddUser,
+    responses((status = 201, body = ApiUser)))]
 async fn add_user(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
@@ -138,11 +152,22 @@ async fn add_user(
     Ok((StatusCode::CREATED, Json(engine.add_user(&who, req).await?)))
 }
 
+/// Administrators only.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "auth",
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, body = DeletedUser)))]
 async fn delete_user(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse> {
     engine.delete_user(&who, &name)?;
-    Ok(Json(json!({"deleted": name})))
+    Ok(Json(DeletedUser { deleted: name }))
+}
+
+/// Answer of `DELETE /api/v1/users/{name}`.
+#[derive(Serialize, ToSchema)]
+struct DeletedUser {
+    /// The user's name.
+    deleted: String,
 }

@@ -6,108 +6,145 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use doppel_engine::Engine;
-use doppel_model::{LinkDSource, ProvisionVdb};
+use doppel_model::{DSource, Job, LinkDSource, Mount, ProvisionVdb, Snapshot, Vdb};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{accepted, parse_body, Result};
 
-pub(crate) fn routes() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/api/v1/dsources", get(list_dsources).post(link_dsource))
-        .route("/api/v1/dsources/{ds}", get(get_dsource).delete(delete_dsource))
-        .route("/api/v1/dsources/{ds}/sync", post(sync_dsource))
-        .route("/api/v1/snapshots", get(list_snapshots))
-        .route("/api/v1/vdbs", get(list_vdbs).post(provision_vdb))
-        .route("/api/v1/vdbs/{vdb}", get(get_vdb).delete(delete_vdb))
-        .route("/api/v1/vdbs/{vdb}/snapshot", post(snapshot_vdb))
-        .route("/api/v1/vdbs/{vdb}/refresh", post(refresh_vdb))
-        .route("/api/v1/vdbs/{vdb}/rewind", post(rewind_vdb))
-        .route("/api/v1/mounts", get(list_mounts))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dsources, link_dsource))
+        .routes(routes!(get_dsource, delete_dsource))
+        .routes(routes!(sync_dsource))
+        .routes(routes!(list_snapshots))
+        .routes(routes!(list_vdbs, provision_vdb))
+        .routes(routes!(get_vdb, delete_vdb))
+        .routes(routes!(snapshot_vdb))
+        .routes(routes!(refresh_vdb))
+        .routes(routes!(rewind_vdb))
+        .routes(routes!(list_mounts))
 }
 
+#[utoipa::path(get, path = "/api/v1/dsources", tag = "datasets", responses((status = 200, body = Vec<DSource>)))]
 async fn list_dsources(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_dsources()?))
 }
 
+/// Links a source config as a dSource: a job that ingests it.
+#[utoipa::path(post, path = "/api/v1/dsources", tag = "datasets", request_body = LinkDSource,
+    responses((status = 202, description = "The linking job", body = Job)))]
 async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
     let req: LinkDSource = parse_body(&body)?;
     Ok(accepted(engine.link_dsource(req)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
+    responses((status = 200, body = DSource)))]
 async fn get_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_dsource(&ds)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
+    responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_dsource(&ds)?))
 }
 
-#[derive(Deserialize, Default)]
+/// Body of `POST /api/v1/dsources/{ds}/sync` (optional).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SyncBody {
     /// The user's snapshot parameters; absent for a policy sync.
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
     #[serde(default)]
     resync: bool,
 }
 
+/// Takes a new snapshot of the source.
+#[utoipa::path(post, path = "/api/v1/dsources/{ds}/sync", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
+    request_body(content = Option<SyncBody>), responses((status = 202, description = "The sync job", body = Job)))]
 async fn sync_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
     let req: SyncBody = if body.is_empty() { SyncBody::default() } else { parse_body(&body)? };
     Ok(accepted(engine.sync_dsource(&ds, req.parameters, req.resync)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SnapshotQuery {
+    /// Only the snapshots of this dataset (dSource or VDB).
     dataset: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/snapshots", tag = "datasets", params(SnapshotQuery),
+    responses((status = 200, body = Vec<Snapshot>)))]
 async fn list_snapshots(State(engine): State<Arc<Engine>>, Query(q): Query<SnapshotQuery>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_snapshots(q.dataset.as_deref())?))
 }
 
+#[utoipa::path(get, path = "/api/v1/vdbs", tag = "datasets", responses((status = 200, body = Vec<Vdb>)))]
 async fn list_vdbs(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_vdbs()?))
 }
 
+/// Provisions a VDB from a snapshot of a dSource or VDB.
+#[utoipa::path(post, path = "/api/v1/vdbs", tag = "datasets", request_body = ProvisionVdb,
+    responses((status = 202, description = "The provisioning job", body = Job)))]
 async fn provision_vdb(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
     let req: ProvisionVdb = parse_body(&body)?;
     Ok(accepted(engine.provision_vdb(req)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/vdbs/{vdb}", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
+    responses((status = 200, body = Vdb)))]
 async fn get_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_vdb(&vdb)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/vdbs/{vdb}", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
+    responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_vdb(&vdb)?))
 }
 
+#[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/snapshot", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
+    responses((status = 202, description = "The snapshot job", body = Job)))]
 async fn snapshot_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
     Ok(accepted(engine.snapshot_vdb(&vdb)?))
 }
 
-#[derive(Deserialize, Default)]
+/// Body of a refresh or rewind (optional).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ToBody {
     /// `SNAPSHOT-<n>`.
     to: Option<String>,
 }
 
+/// Refreshes the VDB from its parent (a snapshot of it; default: the latest).
+#[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/refresh", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
+    request_body(content = Option<ToBody>), responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
     let req: ToBody = if body.is_empty() { ToBody::default() } else { parse_body(&body)? };
     Ok(accepted(engine.refresh_vdb(&vdb, req.to.as_deref(), false)?))
 }
 
+/// Rewinds the VDB to one of its own snapshots (default: the latest).
+#[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/rewind", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
+    request_body(content = Option<ToBody>), responses((status = 202, description = "The rewind job", body = Job)))]
 async fn rewind_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
     let req: ToBody = if body.is_empty() { ToBody::default() } else { parse_body(&body)? };
     Ok(accepted(engine.refresh_vdb(&vdb, req.to.as_deref(), true)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/mounts", tag = "datasets", responses((status = 200, body = Vec<Mount>)))]
 async fn list_mounts(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_mounts()?))
 }

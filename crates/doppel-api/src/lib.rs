@@ -7,6 +7,10 @@
 mod datasets;
 mod auth;
 mod delphix;
+mod openapi;
+mod stream;
+
+pub use openapi::{openapi, openapi_json};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +20,17 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use doppel_engine::{Engine, EngineError, ParameterDefinition, PluginInvocation};
-use doppel_model::{ApiError, ErrorCode, PluginLogLevel};
-use serde::Deserialize;
+use doppel_model::{
+    AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser, ErrorCode, Job, JobEvent,
+    PluginLogLevel, PluginSummary, Repository, SourceConfig,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest plugin artifact accepted; real ones are a few MiB.
 const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
@@ -64,35 +73,44 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     serde_json::from_slice(bytes).map_err(|e| Failure::invalid("body", e))
 }
 
-pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route(
-            "/api/v1/plugins",
-            get(list_plugins).post(install_plugin).layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
-        )
-        .route("/api/v1/plugins/{plugin}", get(get_plugin).delete(delete_plugin))
-        .route("/api/v1/plugins/{plugin}/definition", get(plugin_definition))
-        .route("/api/v1/plugins/{plugin}/logs", get(plugin_logs))
-        .route("/api/v1/plugins/{plugin}/worker", get(plugin_worker))
-        .route("/api/v1/plugins/{plugin}/operations/{operation}", post(invoke_operation))
-        .route("/api/v1/plugins/{plugin}/validate/{definition}", post(validate_parameters))
-        .route("/api/v1/pool", get(pool_status))
-        .route("/api/v1/environments", get(list_environments).post(add_environment))
-        .route("/api/v1/environments/{env}", get(get_environment).delete(delete_environment))
-        .route("/api/v1/environments/{env}/refresh", post(refresh_environment))
-        .route("/api/v1/environments/{env}/users", get(list_environment_users).post(add_environment_user))
-        .route("/api/v1/environments/{env}/users/{user}", axum::routing::delete(delete_environment_user))
-        .route("/api/v1/repositories", get(list_repositories))
-        .route("/api/v1/sourceconfigs", get(list_source_configs).post(add_source_config))
-        .route("/api/v1/sourceconfigs/{sc}", get(get_source_config).put(update_source_config).delete(delete_source_config))
-        .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{job}", get(get_job))
-        .route("/api/v1/jobs/{job}/events", get(job_events))
-        .route("/api/v1/jobs/{job}/cancel", post(cancel_job))
+/// Every documented `/api/v1` route. Each comes from its handler's
+/// `#[utoipa::path]`, which also puts it in the OpenAPI document: a route
+/// cannot be served without being documented, nor documented without being
+/// served.
+pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
+    let (schemas, paths, plugins) = routes!(list_plugins, install_plugin);
+    let plugins = plugins.layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES));
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve_document))
+        .routes((schemas, paths, plugins))
+        .routes(routes!(get_plugin, delete_plugin))
+        .routes(routes!(plugin_definition))
+        .routes(routes!(plugin_logs))
+        .routes(routes!(plugin_worker))
+        .routes(routes!(invoke_operation))
+        .routes(routes!(validate_parameters))
+        .routes(routes!(pool_status))
+        .routes(routes!(list_environments, add_environment))
+        .routes(routes!(get_environment, delete_environment))
+        .routes(routes!(refresh_environment))
+        .routes(routes!(list_environment_users, add_environment_user))
+        .routes(routes!(delete_environment_user))
+        .routes(routes!(list_repositories))
+        .routes(routes!(list_source_configs, add_source_config))
+        .routes(routes!(get_source_config, update_source_config, delete_source_config))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(job_events))
+        .routes(routes!(stream::stream_job))
+        .routes(routes!(cancel_job))
         .merge(datasets::routes())
         .merge(auth::routes())
-        .merge(delphix::routes(engine.clone()))
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let (api, _) = documented_routes().split_for_parts();
+    api.merge(delphix::routes(engine.clone()))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(engine.clone(), auth::require_token))
         .with_state(engine)
@@ -108,38 +126,79 @@ async fn not_found() -> Failure {
     })
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// Answer of `GET /api/v1/health`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    /// The engine's version.
+    version: &'static str,
 }
 
+/// Whether the engine answers; needs no token.
+#[utoipa::path(get, path = "/api/v1/health", tag = "engine", security(()),
+    responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, body = Vec<PluginSummary>)))]
 async fn list_plugins(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_plugins()?))
 }
 
+/// Installs or upgrades a plugin from its artifact (as `dvp build` makes it).
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The plugin artifact"),
+    responses((status = 201, body = PluginSummary)))]
 async fn install_plugin(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
     let summary = engine.install_plugin(&body).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins/{plugin}", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name")),
+    responses((status = 200, body = PluginSummary)))]
 async fn get_plugin(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_plugin(&plugin)?))
 }
 
+/// The plugin's schemas and manifest, as its artifact declares them.
+#[utoipa::path(get, path = "/api/v1/plugins/{plugin}/definition", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name")),
+    responses((status = 200, body = Object)))]
 async fn plugin_definition(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.plugin_definition(&plugin)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/plugins/{plugin}", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name")),
+    responses((status = 200, description = "The deleted plugin", body = PluginSummary)))]
 async fn delete_plugin(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_plugin(&plugin).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// `debug`, `info` (default) or `error`.
     level: Option<String>,
+    /// Only the last lines.
     tail: Option<usize>,
 }
 
+/// Answer of `GET /api/v1/plugins/{plugin}/logs`.
+#[derive(Serialize, ToSchema)]
+struct PluginLogs {
+    level: PluginLogLevel,
+    lines: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/{plugin}/logs", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name"), LogQuery),
+    responses((status = 200, body = PluginLogs)))]
 async fn plugin_logs(
     State(engine): State<Arc<Engine>>,
     Path(plugin): Path<String>,
@@ -149,18 +208,32 @@ async fn plugin_logs(
         None => PluginLogLevel::Info,
         Some(l) => PluginLogLevel::parse(l).ok_or_else(|| Failure::invalid("level", "must be debug, info or error"))?,
     };
-    Ok(Json(json!({"level": level, "lines": engine.plugin_logs(&plugin, level, q.tail)?})))
+    Ok(Json(PluginLogs { level, lines: engine.plugin_logs(&plugin, level, q.tail)? }))
 }
 
+/// Answer of `GET /api/v1/plugins/{plugin}/worker`.
+#[derive(Serialize, ToSchema)]
+struct PluginWorker {
+    /// The process id of the plugin's worker, if one runs.
+    pid: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/{plugin}/worker", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name")),
+    responses((status = 200, body = PluginWorker)))]
 async fn plugin_worker(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(json!({"pid": engine.plugin_worker_pid(&plugin).await?})))
+    Ok(Json(PluginWorker { pid: engine.plugin_worker_pid(&plugin).await? }))
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /api/v1/plugins/{plugin}/operations/{operation}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InvokeBody {
+    /// The operation's input (default: `{}`).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     request: Value,
+    /// At most 604800.
     deadline_seconds: Option<f64>,
     job: Option<String>,
     /// A pool dataset that `run_sync` fills during this call.
@@ -171,6 +244,20 @@ fn empty_object() -> Value {
     json!({})
 }
 
+/// Answer of an operation call.
+#[derive(Serialize, ToSchema)]
+struct InvokeResult {
+    /// What the plugin returned.
+    #[schema(value_type = Object)]
+    result: Value,
+}
+
+/// Calls one plugin operation directly (a debugging aid).
+#[utoipa::path(post, path = "/api/v1/plugins/{plugin}/operations/{operation}", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name"),
+        ("operation" = String, Path, description = "`group.method`")),
+    request_body(content = Option<InvokeBody>),
+    responses((status = 200, body = InvokeResult)))]
 async fn invoke_operation(
     State(engine): State<Arc<Engine>>,
     Path((plugin, operation)): Path<(String, String)>,
@@ -184,9 +271,25 @@ async fn invoke_operation(
     };
     let call = PluginInvocation { operation, request: body.request, deadline, job: body.job, sync_volume: body.sync_volume };
     let result = engine.invoke_plugin(&plugin, call).await?;
-    Ok(Json(json!({ "result": result })))
+    Ok(Json(InvokeResult { result }))
 }
 
+/// Answer of a parameter validation.
+#[derive(Serialize, ToSchema)]
+struct Validated {
+    /// Always true (invalid parameters answer an error).
+    valid: bool,
+    /// The parameters with secrets redacted.
+    #[schema(value_type = Object)]
+    parameters: Value,
+}
+
+/// Checks parameters against one of the plugin's schemas.
+#[utoipa::path(post, path = "/api/v1/plugins/{plugin}/validate/{definition}", tag = "plugins",
+    params(("plugin" = String, Path, description = "Plugin id or name"),
+        ("definition" = String, Path, description = "Which schema, e.g. `virtual_source`")),
+    request_body(content = Object, description = "The parameters"),
+    responses((status = 200, body = Validated)))]
 async fn validate_parameters(
     State(engine): State<Arc<Engine>>,
     Path((plugin, definition)): Path<(String, String)>,
@@ -198,7 +301,7 @@ async fn validate_parameters(
     })?;
     let params: Value = parse_body(&body)?;
     let redacted = engine.validate_parameters(&plugin, which, &params)?;
-    Ok(Json(json!({"valid": true, "parameters": redacted})))
+    Ok(Json(Validated { valid: true, parameters: redacted }))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -212,14 +315,20 @@ pub async fn serve(
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct JobQuery {
+    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
     state: Option<String>,
+    /// The object the jobs work on.
     target: Option<String>,
+    /// At most this many (default 100), newest first.
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobQuery),
+    responses((status = 200, body = Vec<Job>)))]
 async fn list_jobs(State(engine): State<Arc<Engine>>, Query(q): Query<JobQuery>) -> Result<impl IntoResponse> {
     let state = match q.state.as_deref() {
         None => None,
@@ -231,16 +340,25 @@ async fn list_jobs(State(engine): State<Arc<Engine>>, Query(q): Query<JobQuery>)
     Ok(Json(engine.jobs().list(&filter)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job}", tag = "jobs",
+    params(("job" = String, Path, description = "`JOB-<n>`")),
+    responses((status = 200, body = Job)))]
 async fn get_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().get(&job)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventQuery {
+    /// Only events with a greater `seq`.
     after: Option<i64>,
 }
 
+/// The job's events, oldest first (poll with `after`, or use `/stream`).
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/events", tag = "jobs",
+    params(("job" = String, Path, description = "`JOB-<n>`"), EventQuery),
+    responses((status = 200, body = Vec<JobEvent>)))]
 async fn job_events(
     State(engine): State<Arc<Engine>>,
     Path(job): Path<String>,
@@ -249,10 +367,17 @@ async fn job_events(
     Ok(Json(engine.jobs().events(&job, q.after.unwrap_or(0))?))
 }
 
+/// Asks a queued or running job to stop at its next step.
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/cancel", tag = "jobs",
+    params(("job" = String, Path, description = "`JOB-<n>`")),
+    responses((status = 200, body = Job)))]
 async fn cancel_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().cancel(&job)?))
 }
 
+/// Size, use and health of the storage pool.
+#[utoipa::path(get, path = "/api/v1/pool", tag = "engine",
+    responses((status = 200, body = Object)))]
 async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.pool_status().await?))
 }
@@ -262,40 +387,67 @@ pub(crate) fn accepted(job: doppel_model::Job) -> impl IntoResponse {
     (StatusCode::ACCEPTED, Json(job))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
+    responses((status = 200, body = Vec<Environment>)))]
 async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_environments()?))
 }
 
+/// Adds a host: a job that connects, pins its key and discovers it.
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
+    request_body = AddEnvironment,
+    responses((status = 202, description = "The job adding it", body = Job)))]
 async fn add_environment(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
-    let req: doppel_model::AddEnvironment = parse_body(&body)?;
+    let req: AddEnvironment = parse_body(&body)?;
     Ok(accepted(engine.add_environment(req)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name")),
+    responses((status = 200, body = Environment)))]
 async fn get_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/environments/{env}", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name")),
+    responses((status = 200, description = "The deleted environment", body = Environment)))]
 async fn delete_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_environment(&env).await?))
 }
 
+/// Discovers the host's repositories and source configs again.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/refresh", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name")),
+    responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
     Ok(accepted(engine.refresh_environment(&env)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{env}/users", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name")),
+    responses((status = 200, body = Vec<EnvironmentUser>)))]
 async fn list_environment_users(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?.users))
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{env}/users", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name")),
+    request_body = AddEnvironmentUser,
+    responses((status = 201, body = EnvironmentUser)))]
 async fn add_environment_user(
     State(engine): State<Arc<Engine>>,
     Path(env): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let req: doppel_model::AddEnvironmentUser = parse_body(&body)?;
+    let req: AddEnvironmentUser = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(engine.add_environment_user(&env, req).await?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/environments/{env}/users/{user}", tag = "environments",
+    params(("env" = String, Path, description = "Reference or name"),
+        ("user" = String, Path, description = "`HOST_USER-<n>` or name")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_environment_user(
     State(engine): State<Arc<Engine>>,
     Path((env, user)): Path<(String, String)>,
@@ -304,35 +456,53 @@ async fn delete_environment_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EnvironmentQuery {
+    /// Only those of this environment (reference or name).
     environment: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/repositories", tag = "environments", params(EnvironmentQuery),
+    responses((status = 200, body = Vec<Repository>)))]
 async fn list_repositories(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_repositories(q.environment.as_deref())?))
 }
 
+#[utoipa::path(get, path = "/api/v1/sourceconfigs", tag = "environments", params(EnvironmentQuery),
+    responses((status = 200, body = Vec<SourceConfig>)))]
 async fn list_source_configs(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_source_configs(q.environment.as_deref())?))
 }
 
+#[utoipa::path(post, path = "/api/v1/sourceconfigs", tag = "environments",
+    request_body = AddSourceConfig,
+    responses((status = 201, body = SourceConfig)))]
 async fn add_source_config(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
-    let req: doppel_model::AddSourceConfig = parse_body(&body)?;
+    let req: AddSourceConfig = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(engine.add_source_config(req)?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/sourceconfigs/{sc}", tag = "environments",
+    params(("sc" = String, Path, description = "`SOURCE_CONFIG-<n>`")),
+    responses((status = 200, body = SourceConfig)))]
 async fn get_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_source_config(&sc)?))
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /api/v1/sourceconfigs/{sc}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateSourceConfig {
+    #[schema(value_type = Object)]
     parameters: Value,
 }
 
+#[utoipa::path(put, path = "/api/v1/sourceconfigs/{sc}", tag = "environments",
+    params(("sc" = String, Path, description = "`SOURCE_CONFIG-<n>`")),
+    request_body = UpdateSourceConfig,
+    responses((status = 200, body = SourceConfig)))]
 async fn update_source_config(
     State(engine): State<Arc<Engine>>,
     Path(sc): Path<String>,
@@ -342,6 +512,9 @@ async fn update_source_config(
     Ok(Json(engine.update_source_config(&sc, req.parameters)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/sourceconfigs/{sc}", tag = "environments",
+    params(("sc" = String, Path, description = "`SOURCE_CONFIG-<n>`")),
+    responses((status = 200, description = "The deleted source config", body = SourceConfig)))]
 async fn delete_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_source_config(&sc)?))
 }

@@ -176,6 +176,8 @@ impl Engine {
             }
             (PluginKind::Direct, None) => None,
         };
+        Engine::check_hook_points(&req.hooks)?;
+        let hooks = req.hooks.clone();
         let schema = ParameterSchema::new(&plugin.definition["linkedSourceDefinition"]["parameters"])
             .map_err(|e| EngineError::Internal(format!("plugin {}: {e}", plugin.name)))?;
         schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
@@ -212,6 +214,7 @@ impl Engine {
             };
             let ds = engine.store.get_dsource(id)?.ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
             let outcome = async {
+                engine.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.dsource_ctx(ds.clone())?;
                 if ctx.staging.is_some() {
                     engine.enable_staging(&job, &ctx).await?;
@@ -227,6 +230,7 @@ impl Engine {
                 }
                 return Err(e);
             }
+            engine.store.mark_ready("dsource", id)?;
             Ok(serde_json::to_value(engine.dsource_model(&ds)?).expect("serialisable"))
         })
     }
@@ -316,8 +320,29 @@ impl Engine {
         Ok((env, path))
     }
 
-    /// pre_snapshot → pool snapshot → post_snapshot → metadata recorded.
+    /// Where a dSource's hooks run: the staging host, or the source host when direct.
+    fn hook_host<'a>(&self, ctx: &'a Ctx) -> (&'a EnvironmentRecord, &'a EnvironmentUserRecord) {
+        match &ctx.staging {
+            Some((e, u)) => (e, u),
+            None => (&ctx.source.0, &ctx.source.1),
+        }
+    }
+
+    /// Pre-Sync hook, the sync, and the Post-Sync hook (which runs even when
+    /// the sync failed; the sync's error wins).
     async fn sync_steps(&self, job: &JobHandle, ctx: &Ctx, params: Value, start: u8) -> Result<Value, EngineError> {
+        let object = format!("{DSOURCE_PREFIX}{}", ctx.ds.id);
+        let (env, user) = self.hook_host(ctx);
+        self.run_hook(job, &object, "pre-sync", env, user).await?;
+        let synced = self.sync_data(job, ctx, params, start).await;
+        let post = self.run_hook(job, &object, "post-sync", env, user).await;
+        let out = synced?;
+        post?;
+        Ok(out)
+    }
+
+    /// pre_snapshot → pool snapshot → post_snapshot → metadata recorded.
+    async fn sync_data(&self, job: &JobHandle, ctx: &Ctx, params: Value, start: u8) -> Result<Value, EngineError> {
         let sp = json!({"parameters": pdo(&params)});
         let base = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
                           "snapshot_parameters": sp});
@@ -437,11 +462,12 @@ impl Engine {
 
     /// Best-effort removal of everything a dSource has: mounts, snapshots,
     /// dataset, record. Used to undo a failed link and by delete.
-    async fn remove_dsource(&self, ds: &DSourceRecord) -> Result<(), EngineError> {
+    pub(crate) async fn remove_dsource(&self, ds: &DSourceRecord) -> Result<(), EngineError> {
         for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ds.volume) {
             self.unmount(m.id).await?;
         }
         self.destroy_dataset(&ds.volume).await?;
+        self.store.delete_hooks(&format!("{DSOURCE_PREFIX}{}", ds.id), None)?;
         self.store.delete_dsource(ds.id)?;
         Ok(())
     }

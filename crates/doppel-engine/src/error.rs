@@ -28,6 +28,9 @@ pub enum EngineError {
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Internal(String),
+    /// A user hook exited non-zero.
+    #[error("the {point} hook failed (exit {exit_code})")]
+    HookFailed { point: String, exit_code: i32, output: String },
     /// The job was canceled at a step boundary.
     #[error("canceled")]
     Canceled,
@@ -56,6 +59,7 @@ impl EngineError {
             EngineError::InvalidParameters { .. } => ErrorCode::InvalidParameters,
             EngineError::NotFound { .. } => ErrorCode::NotFound,
             EngineError::Conflict(_) | EngineError::Canceled => ErrorCode::Conflict,
+            EngineError::HookFailed { .. } => ErrorCode::HookFailed,
             EngineError::Plugin(e) => match e {
                 InvokeError::User { .. } => ErrorCode::PluginUserError,
                 InvokeError::Deadline { .. } => ErrorCode::PluginTimeout,
@@ -96,6 +100,7 @@ impl EngineError {
                 err.output = Some(output.clone()).filter(|o| !o.is_empty());
             }
             EngineError::Plugin(e) => err.output = e.detail().map(str::to_owned).filter(|d| !d.is_empty()),
+            EngineError::HookFailed { output, .. } => err.output = Some(output.clone()).filter(|o| !o.is_empty()),
             _ => {}
         }
         err

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dsources;
 mod environments;
 mod error;
+pub mod hooks;
 mod hosts;
 pub mod mounts;
 pub mod vdbs;
@@ -111,6 +112,7 @@ impl Engine {
             if !failed.is_empty() {
                 tracing::warn!(count = failed.len(), "some mounts could not be re-established");
             }
+            restoring.undo_unfinished().await;
         });
         Ok(engine)
     }
@@ -217,5 +219,25 @@ async fn check_python(python: &std::path::Path) -> Result<(), EngineError> {
             Err(EngineError::Internal(format!("plugin worker Python {} is not usable ({last}); {fix}", python.display())))
         }
         Err(e) => Err(EngineError::Internal(format!("plugin worker Python {} cannot run ({e}); {fix}", python.display()))),
+    }
+}
+
+impl Engine {
+    /// Removes the dSources and VDBs whose link or provision job died with
+    /// the previous engine: their job is already marked failed, and a
+    /// failed job leaves nothing half-made. VDBs first: they hang off dSources.
+    async fn undo_unfinished(&self) {
+        for v in self.store.unfinished_vdbs().unwrap_or_default() {
+            tracing::warn!(vdb = %v.name, "removing a VDB whose provision was interrupted");
+            if let Err(e) = self.remove_vdb(&v).await {
+                tracing::error!(vdb = %v.name, error = %e, "cannot remove an interrupted VDB");
+            }
+        }
+        for d in self.store.unfinished_dsources().unwrap_or_default() {
+            tracing::warn!(dsource = %d.name, "removing a dSource whose link was interrupted");
+            if let Err(e) = self.remove_dsource(&d).await {
+                tracing::error!(dsource = %d.name, error = %e, "cannot remove an interrupted dSource");
+            }
+        }
     }
 }

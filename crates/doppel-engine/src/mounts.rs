@@ -147,23 +147,95 @@ impl Engine {
             volume: req.volume.clone(),
             subdirectory: req.subdirectory.clone(),
             mount_path: req.mount_path.clone(),
-            kind: "sshfs".into(),
+            kind: if shares_mount_namespace(&conn).await? { "bind" } else { "sshfs" }.into(),
             read_only: req.read_only,
             uid: Some(uid),
             gid: Some(gid),
             created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         };
-        self.start_sshfs(&env, &conn, &record, root).await?;
+        self.start_mount(&env, &conn, &record, root).await?;
         match self.store.insert_mount(&record) {
             Ok(id) => {
                 tracing::info!(mount = id, environment = %env.name, path = %req.mount_path, volume = %req.volume, "dataset mounted");
                 Ok(model(&MountRecord { id, ..record }))
             }
             Err(e) => {
-                let _ = self.stop_sshfs(&env, &conn, &record).await;
+                let _ = self.stop_mount(&env, &conn, &record).await;
                 Err(e.into())
             }
         }
+    }
+
+    async fn start_mount(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+        match m.kind.as_str() {
+            "bind" => self.start_bind(env, conn, m, root).await,
+            _ => self.start_sshfs(env, conn, m, root).await,
+        }
+    }
+
+    async fn stop_mount(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+        match m.kind.as_str() {
+            "bind" => self.stop_bind(env, conn, m).await,
+            _ => self.stop_sshfs(env, conn, m).await,
+        }
+    }
+
+    /// The host sees the engine's own mounts: the engine bind-mounts the
+    /// dataset at the path itself (the host's user makes the directory, so
+    /// it is a place that user may use).
+    async fn start_bind(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+        let path = sh_quote(&m.mount_path);
+        let prep = run(conn, &format!("mkdir -p -- {path} && test -d {path}")).await?;
+        if prep.exit_code != 0 {
+            return Err(EngineError::InvalidInput {
+                field: "mount_path".into(),
+                reason: format!("cannot mount on {} at {}: {}", env.name, m.mount_path, prep.stderr_str().trim()),
+            });
+        }
+        let options = if m.read_only { "bind,ro" } else { "bind" };
+        let out = tokio::process::Command::new("mount")
+            .args(["-o", options, "--"])
+            .arg(&root)
+            .arg(&m.mount_path)
+            .output()
+            .await
+            .map_err(EngineError::io("running mount"))?;
+        if !out.status.success() {
+            return Err(EngineError::Internal(format!(
+                "cannot bind-mount {} at {} on {}: {}",
+                root.display(),
+                m.mount_path,
+                env.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn stop_bind(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+        if is_mounted_here(&m.mount_path) {
+            let out = tokio::process::Command::new("umount")
+                .arg("--")
+                .arg(&m.mount_path)
+                .output()
+                .await
+                .map_err(EngineError::io("running umount"))?;
+            if !out.status.success() {
+                let why = String::from_utf8_lossy(&out.stderr).into_owned();
+                if why.contains("busy") {
+                    let holders = holders_here(&m.mount_path);
+                    return Err(EngineError::Conflict(format!(
+                        "{} on {} is busy{}; stop those processes and unmount again",
+                        m.mount_path,
+                        env.name,
+                        if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) }
+                    )));
+                }
+                return Err(EngineError::Internal(format!("cannot unmount {} on {}: {}", m.mount_path, env.name, why.trim())));
+            }
+        }
+        let _ = run(conn, &format!("rmdir -- {} 2>/dev/null; true", sh_quote(&m.mount_path))).await;
+        Ok(())
     }
 
     /// Runs sshfs on the host and serves it; returns once the mount is there.
@@ -287,7 +359,7 @@ impl Engine {
             .get_environment_user(m.user_id)?
             .ok_or_else(|| EngineError::Internal(format!("mount {id} names a missing user")))?;
         let conn = self.hosts.connect(&env, &user).await?;
-        self.stop_sshfs(&env, &conn, &m).await?;
+        self.stop_mount(&env, &conn, &m).await?;
         self.store.delete_mount(id)?;
         tracing::info!(mount = id, environment = %env.name, path = %m.mount_path, "dataset unmounted");
         Ok(model(&m))
@@ -318,6 +390,14 @@ impl Engine {
         let env = self.store.get_environment(m.environment_id)?.ok_or_else(|| EngineError::Internal("missing environment".into()))?;
         let user = self.store.get_environment_user(m.user_id)?.ok_or_else(|| EngineError::Internal("missing user".into()))?;
         let conn = self.hosts.connect(&env, &user).await?;
+        if m.kind == "bind" {
+            // Bind mounts outlive the engine; make one only where it is gone.
+            if !is_mounted_here(&m.mount_path) {
+                self.start_bind(&env, &conn, m, self.mount_root(&m.volume, &m.subdirectory)?).await?;
+                tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "bind mount re-established");
+            }
+            return Ok(());
+        }
         // A mount whose server died answers "transport endpoint is not connected": drop it first.
         let path = sh_quote(&m.mount_path);
         run(&conn, &format!("if ! ls -- {path} >/dev/null 2>&1; then fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; fi; true")).await?;
@@ -330,4 +410,47 @@ impl Engine {
         tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "mount re-established");
         Ok(())
     }
+}
+
+/// Whether the host's SSH session runs in the engine's own mount namespace
+/// (the engine's machine, not merely the same machine id).
+async fn shares_mount_namespace(conn: &Connection) -> Result<bool, EngineError> {
+    let remote = run(conn, "readlink /proc/self/ns/mnt").await?.stdout_str();
+    let local = std::fs::read_link("/proc/self/ns/mnt").map_err(EngineError::io("reading the engine's mount namespace"))?;
+    Ok(remote.trim() == local.to_string_lossy())
+}
+
+/// Whether `path` is a mount point in the engine's namespace.
+fn is_mounted_here(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(path)))
+        .unwrap_or(false)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> String {
+    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Processes whose working directory, root or open files are under `path`.
+fn holders_here(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let dir = p.path();
+        let mut links = vec![dir.join("cwd"), dir.join("root")];
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        let holds = links.iter().filter_map(|l| std::fs::read_link(l).ok()).any(|t| t.starts_with(path));
+        if holds {
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            out.push(format!("pid {name} ({})", comm.trim()));
+        }
+    }
+    out
 }

@@ -189,8 +189,20 @@ impl Engine {
             .collect())
     }
 
-    /// pre_snapshot → pool snapshot → post_snapshot → recorded on the current timeflow.
+    /// Pre-Snapshot hook, the snapshot, and the Post-Snapshot hook (which
+    /// runs even when the snapshot failed; the snapshot's error wins).
     async fn snapshot_vdb_steps(&self, job: &JobHandle, ctx: &Ctx) -> Result<String, EngineError> {
+        let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
+        self.run_hook(job, &object, "pre-snapshot", &ctx.env, &ctx.user).await?;
+        let taken = self.take_vdb_snapshot(job, ctx).await;
+        let post = self.run_hook(job, &object, "post-snapshot", &ctx.env, &ctx.user).await;
+        let out = taken?;
+        post?;
+        Ok(out)
+    }
+
+    /// pre_snapshot → pool snapshot → post_snapshot → recorded on the current timeflow.
+    async fn take_vdb_snapshot(&self, job: &JobHandle, ctx: &Ctx) -> Result<String, EngineError> {
         let mounts = self.current_mounts(ctx)?;
         let req = json!({"repository": {"parameters": pdo(&ctx.repository)},
                          "source_config": {"parameters": pdo(ctx.vdb.source_config.as_ref().unwrap_or(&json!({})))},
@@ -239,6 +251,8 @@ impl Engine {
             .into_iter()
             .find(|r| r.plugin_id == plugin_id)
             .ok_or_else(|| EngineError::InvalidInput { field: "environment".into(), reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name) })?;
+        Engine::check_hook_points(&req.hooks)?;
+        let hooks = req.hooks.clone();
         let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
         schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
             what: "virtual source parameters".into(),
@@ -276,6 +290,7 @@ impl Engine {
             };
             let vdb = engine.store.get_vdb(id)?.ok_or_else(|| EngineError::Internal("VDB vanished".into()))?;
             let outcome = async {
+                engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
                 job.progress(20, "mounting");
                 let mounts = engine.mount_vdb(&job, &ctx).await?;
@@ -285,6 +300,7 @@ impl Engine {
                 let out = engine.vcall(&ctx, &job, "virtual.configure", req).await?.unwrap_or_default();
                 let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
                 engine.store.set_vdb_source_config(id, &sc)?;
+                engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await?;
                 job.progress(80, "taking the first VDB snapshot");
                 let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.expect("just stored"))?;
                 engine.snapshot_vdb_steps(&job, &ctx).await
@@ -297,6 +313,7 @@ impl Engine {
                 }
                 return Err(e);
             }
+            engine.store.mark_ready("vdb", id)?;
             Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(id)?.expect("stored"))?).expect("serialisable"))
         })
     }
@@ -325,6 +342,9 @@ impl Engine {
         let kind = if rewind { "VDB_REWIND" } else { "VDB_REFRESH" };
         self.jobs.spawn(kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
             let ctx = engine.vdb_ctx(vdb)?;
+            let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
+            let (pre, post) = if rewind { ("pre-rollback", "post-rollback") } else { ("pre-refresh", "post-refresh") };
+            engine.run_hook(&job, &object, pre, &ctx.env, &ctx.user).await?;
             let mounts = engine.current_mounts(&ctx)?;
             let current_sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
             job.progress(10, "unconfiguring (plugin unconfigure)");
@@ -351,6 +371,10 @@ impl Engine {
             if let Some(sc) = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
                 engine.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
             }
+            if !rewind {
+                engine.run_hook(&job, &object, "configure-clone", &ctx.env, &ctx.user).await?;
+            }
+            engine.run_hook(&job, &object, post, &ctx.env, &ctx.user).await?;
             Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
         })
     }
@@ -381,7 +405,7 @@ impl Engine {
 
     /// Removes a VDB's mounts, dataset and records. Every step is tried; the
     /// first failure is returned (the record stays while its data does).
-    async fn remove_vdb(&self, vdb: &VdbRecord) -> Result<(), EngineError> {
+    pub(crate) async fn remove_vdb(&self, vdb: &VdbRecord) -> Result<(), EngineError> {
         let mut first_error = None;
         for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == vdb.volume) {
             if let Err(e) = self.unmount(m.id).await {
@@ -393,6 +417,7 @@ impl Engine {
             return Err(e);
         }
         self.destroy_dataset(&vdb.volume).await?;
+        self.store.delete_hooks(&format!("{VDB_PREFIX}{}", vdb.id), None)?;
         self.store.delete_vdb(vdb.id)?;
         Ok(())
     }

@@ -39,6 +39,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
         staging_environment: Some("staging".into()),
         staging_user: None,
         parameters: json!({"sourceHost": host, "sourceUser": "alice", "sshPort": source.port()}),
+        hooks: Default::default(),
     };
 
     // Bad parameters are refused before any job starts.
@@ -125,8 +126,15 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         staging_environment: Some("staging".into()),
         staging_user: None,
         parameters: json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}),
+        hooks: [
+            ("pre-sync".to_owned(), "echo \"pre-sync $DOPPEL_OBJECT\" >> ~/hooks.log".to_owned()),
+            ("post-sync".to_owned(), "echo post-sync >> ~/hooks.log".to_owned()),
+        ]
+        .into(),
     };
     assert_eq!(wait(&engine, engine.link_dsource(link).unwrap()).await.state, JobState::Succeeded);
+    // Hooks of a staged dSource run on the staging host as its user.
+    assert_eq!(staging.sh("alice", "cat ~/hooks.log"), "pre-sync DSOURCE-1\npost-sync\n");
     let first = engine.get_dsource("tree").unwrap().latest_snapshot.unwrap();
 
     use doppel_model::ProvisionVdb;
@@ -137,13 +145,38 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         environment: "target".into(),
         user: None,
         parameters: json!({"mountPath": path}),
+        hooks: Default::default(),
     };
-    let p = wait(&engine, engine.provision_vdb(provision("dev", "tree", "/srv/vdbs/dev")).unwrap()).await;
+    let with_hook = ProvisionVdb {
+        hooks: [("configure-clone".to_owned(), "echo configured > /srv/vdbs/dev/by-hook.txt".to_owned())].into(),
+        ..provision("dev", "tree", "/srv/vdbs/dev")
+    };
+    let p = wait(&engine, engine.provision_vdb(with_hook).unwrap()).await;
     assert_eq!(p.state, JobState::Succeeded, "{p:?}");
     assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v1\n", "the VDB's files are on the target host");
     let vdb = engine.get_vdb("dev").unwrap();
     assert_eq!(vdb.source_config.as_ref().unwrap()["path"], "/srv/vdbs/dev");
     assert_eq!(vdb.snapshots, 1, "provision takes the first VDB snapshot");
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/by-hook.txt"), "configured\n", "configure-clone ran on the target");
+
+    // A failing Pre hook stops the operation: no snapshot is taken.
+    engine.set_hooks("dev", &[("pre-snapshot".to_owned(), "echo not now >&2; exit 3".to_owned())].into()).unwrap();
+    let refused = wait(&engine, engine.snapshot_vdb("dev").unwrap()).await;
+    assert_eq!(refused.state, JobState::Failed);
+    let err = refused.error.unwrap();
+    assert_eq!(err.code, doppel_model::ErrorCode::HookFailed);
+    assert!(err.message.contains("pre-snapshot hook failed (exit 3)") && err.output.unwrap_or_default().contains("not now"));
+    assert_eq!(engine.get_vdb("dev").unwrap().snapshots, 1);
+    engine.set_hooks("dev", &[("pre-snapshot".to_owned(), String::new())].into()).unwrap();
+    assert!(engine.hooks("dev").unwrap().get("pre-snapshot").is_none());
+    assert!(matches!(engine.set_hooks("dev", &[("pre-lunch".to_owned(), "x".to_owned())].into()), Err(EngineError::InvalidInput { .. })));
+
+    // Post-Sync runs even when the sync fails.
+    source.command(&["chmod", "000", "/srv/data/tree"]);
+    let broken = wait(&engine, engine.sync_dsource("tree", None, false).unwrap()).await;
+    source.command(&["chmod", "755", "/srv/data/tree"]);
+    assert_eq!(broken.state, JobState::Failed);
+    assert_eq!(staging.sh("alice", "tail -1 ~/hooks.log"), "post-sync\n");
 
     // Writes on the VDB stay in the VDB.
     target.sh("delphix", "echo local > /srv/vdbs/dev/local.txt");

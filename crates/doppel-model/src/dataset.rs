@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// `POST /api/v1/dsources`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LinkDSource {
     pub name: String,
@@ -14,10 +15,15 @@ pub struct LinkDSource {
     pub staging_environment: Option<String>,
     /// The staging environment's user (default: its primary user).
     pub staging_user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
+    /// Hook scripts by point (`pre-sync`, `post-sync`, ...), set before the first sync.
+    #[serde(default)]
+    pub hooks: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DSource {
     pub reference: String,
     pub name: String,
@@ -25,6 +31,7 @@ pub struct DSource {
     pub source_config: String,
     pub staging_environment: Option<String>,
     /// With secrets redacted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
     pub dataset: String,
     pub snapshots: usize,
@@ -32,6 +39,7 @@ pub struct DSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub reference: String,
     pub dataset: String,
@@ -39,6 +47,7 @@ pub struct Snapshot {
     pub pool_snapshot: String,
     pub timeflow: String,
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
     /// Bytes only this snapshot holds (what deleting it would free).
     pub unique_bytes: Option<u64>,
@@ -46,6 +55,7 @@ pub struct Snapshot {
 
 /// `POST /api/v1/vdbs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionVdb {
     pub name: String,
@@ -56,10 +66,15 @@ pub struct ProvisionVdb {
     /// Target environment.
     pub environment: String,
     pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
+    /// Hook scripts by point (`configure-clone`, `pre-refresh`, ...), set before configure.
+    #[serde(default)]
+    pub hooks: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Vdb {
     pub reference: String,
     pub name: String,
@@ -67,7 +82,9 @@ pub struct Vdb {
     pub environment: String,
     pub parent_dataset: String,
     pub dataset: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub source_config: Option<Value>,
     pub timeflows: usize,
     pub snapshots: usize,
@@ -96,6 +113,7 @@ pub struct MountRequest {
 
 /// A recorded mount, as shown to users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Mount {
     pub id: i64,
     pub environment: String,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A Unix host the engine reaches over SSH.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Environment {
     /// `UNIX_HOST_ENVIRONMENT-<n>`: plugins check this format.
     pub reference: String,
@@ -21,6 +22,7 @@ pub struct Environment {
 
 /// An OS account on an environment's host. Its secret is never returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvironmentUser {
     /// `HOST_USER-<n>`.
     pub reference: String,
@@ -33,6 +35,7 @@ pub struct EnvironmentUser {
 
 /// A plugin's "data dependency" found on a host (a DBMS install, a Unix box).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Repository {
     /// `REPOSITORY-<n>`.
     pub reference: String,
@@ -40,11 +43,13 @@ pub struct Repository {
     pub plugin: String,
     /// From the schema's nameField.
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Value,
 }
 
 /// One dataset on a host, discovered or added by hand.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceConfig {
     /// `SOURCE_CONFIG-<n>`.
     pub reference: String,
@@ -53,6 +58,7 @@ pub struct SourceConfig {
     pub plugin: String,
     pub name: String,
     /// With secrets (`format: password`) redacted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Value,
     /// False when added by hand: kept across discovery refreshes.
     pub discovered: bool,
@@ -60,6 +66,7 @@ pub struct SourceConfig {
 
 /// How a new environment user logs in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserCredentials {
     Password { password: String },
@@ -68,6 +75,7 @@ pub enum UserCredentials {
 
 /// `POST /api/v1/environments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddEnvironment {
     pub name: String,
@@ -87,6 +95,7 @@ fn default_port() -> u16 {
 
 /// `POST /api/v1/environments/{env}/users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddEnvironmentUser {
     pub name: String,
@@ -95,8 +104,10 @@ pub struct AddEnvironmentUser {
 
 /// `POST /api/v1/sourceconfigs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddSourceConfig {
     pub repository: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Value,
 }

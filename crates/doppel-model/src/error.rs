@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Stable, machine-readable error codes. Scripts match on these, so a code
 /// is never renamed once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request itself is malformed or breaks a rule (HTTP 400).
@@ -21,6 +22,8 @@ pub enum ErrorCode {
     PluginUserError,
     /// The plugin failed: an uncaught exception, a runtime or library error (HTTP 502).
     PluginFailed,
+    /// A user hook exited non-zero; its output is in the error (HTTP 422).
+    HookFailed,
     /// The plugin did not answer within the operation's deadline (HTTP 504).
     PluginTimeout,
     /// A host could not be reached, refused the login or its key changed (HTTP 502).
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::PluginUserError => "plugin_user_error",
             ErrorCode::PluginFailed => "plugin_failed",
             ErrorCode::PluginTimeout => "plugin_timeout",
+            ErrorCode::HookFailed => "hook_failed",
             ErrorCode::HostFailed => "host_failed",
             ErrorCode::PoolFull => "pool_full",
             ErrorCode::Internal => "internal",
@@ -62,7 +66,7 @@ impl ErrorCode {
             ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
-            ErrorCode::PluginUserError => 422,
+            ErrorCode::PluginUserError | ErrorCode::HookFailed => 422,
             ErrorCode::PluginFailed | ErrorCode::HostFailed => 502,
             ErrorCode::PluginTimeout => 504,
             ErrorCode::PoolFull => 507,
@@ -76,6 +80,7 @@ impl ErrorCode {
 
 /// Body of every error answer: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: ErrorCode,
     /// One human sentence saying what went wrong.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a plugin's dSources ingest data (from `linkedSourceDefinition.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PluginKind {
     /// The plugin copies data onto a staging mount of engine storage.
@@ -23,6 +24,7 @@ impl PluginKind {
 
 /// One installed plugin version, as shown by `doppel plugin list/show`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginSummary {
     /// The artifact's `pluginId` (a UUID); stable across versions.
     pub id: String,
@@ -44,6 +46,7 @@ pub struct PluginSummary {
 
 /// Severity of a plugin log line; each plugin has one stream per level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PluginLogLevel {
     Debug,
@@ -72,6 +75,7 @@ impl PluginLogLevel {
 
 /// A line of a plugin's log as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginLogLine {
     pub line: String,
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user of the API (not a host user: those belong to environments).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiUser {
     pub name: String,
     /// Administrators may add and delete users.
@@ -14,6 +15,7 @@ pub struct ApiUser {
 
 /// Body of `POST /api/v1/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub user: String,
@@ -22,6 +24,7 @@ pub struct LoginRequest {
 
 /// Answer of `POST /api/v1/login`: a bearer token for `Authorization`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub token: String,
     /// When the token stops working (RFC 3339, UTC).
@@ -31,6 +34,7 @@ pub struct LoginResponse {
 
 /// Body of `POST /api/v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddUser {
     pub name: String,

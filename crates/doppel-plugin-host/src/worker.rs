@@ -73,6 +73,17 @@ impl Worker {
             .kill_on_drop(true)
             // Its own process group, so a kill also reaches what the plugin spawned.
             .process_group(0);
+        // SAFETY: prctl(2) is async-signal-safe; between fork and exec it only
+        // arranges for the worker to be killed if the engine dies, so a hung
+        // plugin never outlives the engine that started it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| InvokeError::Start(format!("{}: {e}", spec.python.display())))?;

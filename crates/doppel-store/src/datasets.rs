@@ -108,8 +108,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO dsource (name, plugin_id, source_config_id, staging_environment_id, staging_user_id, parameters, volume, enabled, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO dsource (name, plugin_id, source_config_id, staging_environment_id, staging_user_id, parameters, volume, enabled, created_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating')",
             params![d.name, d.plugin_id, d.source_config_id, d.staging_environment_id, d.staging_user_id, d.parameters, d.volume, d.enabled, d.created_at],
         )?;
         let id = tx.last_insert_rowid();
@@ -171,7 +171,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO vdb ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", &VDB_COLS[4..]),
+            &format!("INSERT INTO vdb ({}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'creating')", &VDB_COLS[4..]),
             params![v.name, v.plugin_id, v.repository_id, v.environment_id, v.user_id, v.parent_volume, v.parameters,
                     v.source_config.as_ref().map(|s| s.to_string()), v.volume, v.enabled, v.created_at],
         )?;
@@ -246,5 +246,67 @@ impl Store {
         let mut stmt = conn.prepare("SELECT volume FROM dsource UNION ALL SELECT volume FROM vdb")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Objects still being created (their job did not finish).
+impl Store {
+    /// Marks a dSource or VDB (`table` is `dsource` or `vdb`) ready.
+    pub fn mark_ready(&self, table: &str, id: i64) -> Result<(), StoreError> {
+        let sql = match table {
+            "dsource" => "UPDATE dsource SET state = 'ready' WHERE id = ?1",
+            _ => "UPDATE vdb SET state = 'ready' WHERE id = ?1",
+        };
+        self.conn().execute(sql, [id])?;
+        Ok(())
+    }
+
+    /// dSources whose link never finished.
+    pub fn unfinished_dsources(&self) -> Result<Vec<DSourceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {DS_COLS} FROM dsource WHERE state = 'creating'"))?;
+        let rows = stmt.query_map([], row_ds)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// VDBs whose provision never finished.
+    pub fn unfinished_vdbs(&self) -> Result<Vec<VdbRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {VDB_COLS} FROM vdb WHERE state = 'creating'"))?;
+        let rows = stmt.query_map([], row_vdb)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Hooks.
+impl Store {
+    /// Sets (or replaces) the script of one hook point of an object.
+    pub fn set_hook(&self, object: &str, point: &str, script: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO hook (object, point, script) VALUES (?1, ?2, ?3)
+             ON CONFLICT (object, point) DO UPDATE SET script = excluded.script",
+            params![object, point, script],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_hook(&self, object: &str, point: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT script FROM hook WHERE object = ?1 AND point = ?2", params![object, point], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// (point, script) of an object, by point.
+    pub fn list_hooks(&self, object: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT point, script FROM hook WHERE object = ?1 ORDER BY point")?;
+        let rows = stmt.query_map([object], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes one hook, or all of an object's when `point` is None.
+    pub fn delete_hooks(&self, object: &str, point: Option<&str>) -> Result<usize, StoreError> {
+        Ok(self.conn().execute("DELETE FROM hook WHERE object = ?1 AND (?2 IS NULL OR point = ?2)", params![object, point])?)
     }
 }

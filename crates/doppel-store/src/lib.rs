@@ -169,6 +169,17 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE timeflow ADD COLUMN vdb_id INTEGER REFERENCES vdb (id) ON DELETE CASCADE;
     ALTER TABLE timeflow ADD COLUMN parent_snapshot_id INTEGER REFERENCES snapshot (id);",
+    // 8: user hooks of dSources and VDBs (object is DSOURCE-<n> or VDB-<n>)
+    "CREATE TABLE hook (
+        object TEXT NOT NULL,
+        point TEXT NOT NULL,
+        script TEXT NOT NULL,
+        PRIMARY KEY (object, point)
+    );",
+    // 9: dSources and VDBs are `creating` until their link or provision job
+    // ends, so a crash in between is found and undone at the next start.
+    "ALTER TABLE dsource ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
+    ALTER TABLE vdb ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';",
 ];
 
 #[derive(Debug, thiserror::Error)]

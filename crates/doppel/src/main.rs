@@ -18,6 +18,9 @@ struct Args {
 enum Command {
     /// Run the engine: metadata store, storage pool, plugin workers and the HTTP API.
     Serve(serve::ServeArgs),
+    /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds).
+    #[command(hide = true)]
+    Openapi,
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -26,6 +29,10 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Serve(a) => serve::run(a),
+        Command::Openapi => {
+            print!("{}", doppel_api::openapi_json());
+            std::process::ExitCode::SUCCESS
+        }
         Command::Client(c) => cli::run(c),
     }
 }

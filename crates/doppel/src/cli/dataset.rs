@@ -25,6 +25,9 @@ pub enum DSourceCommand {
         /// Linked source parameters, inline JSON or @file.
         #[arg(long, default_value = "{}")]
         params: String,
+        /// A hook script, e.g. `pre-sync=@pre.sh` (repeatable).
+        #[arg(long = "hook", value_name = "POINT=SCRIPT|@FILE")]
+        hooks: Vec<String>,
         #[arg(long)]
         no_wait: bool,
     },
@@ -79,6 +82,9 @@ pub enum VdbCommand {
         /// Virtual source parameters, inline JSON or @file.
         #[arg(long)]
         params: String,
+        /// A hook script, e.g. `configure-clone=@mask.sh` (repeatable).
+        #[arg(long = "hook", value_name = "POINT=SCRIPT|@FILE")]
+        hooks: Vec<String>,
         #[arg(long)]
         no_wait: bool,
     },
@@ -150,6 +156,20 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
     }
 }
 
+/// `point=script` or `point=@file`, repeated.
+fn hook_args(args: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    args.iter()
+        .map(|a| {
+            let (point, script) = a.split_once('=').ok_or_else(|| CliError::Usage(format!("--hook {a:?}: expected POINT=SCRIPT or POINT=@FILE")))?;
+            let script = match script.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("--hook {point}: cannot read {path}: {e}")))?,
+                None => script.to_owned(),
+            };
+            Ok((point.to_owned(), script))
+        })
+        .collect()
+}
+
 fn show_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
 }
@@ -157,8 +177,15 @@ fn show_json(v: &Value) {
 pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
-        DSourceCommand::Link { name, source_config, staging_env, staging_user, params, no_wait } => {
-            let req = LinkDSource { name, source_config, staging_environment: staging_env, staging_user, parameters: json_arg("--params", &params)? };
+        DSourceCommand::Link { name, source_config, staging_env, staging_user, params, hooks, no_wait } => {
+            let req = LinkDSource {
+                name,
+                source_config,
+                staging_environment: staging_env,
+                staging_user,
+                parameters: json_arg("--params", &params)?,
+                hooks: hook_args(&hooks)?,
+            };
             run_job(ctx, c.link_dsource(&req)?, no_wait, show_as(ds_rows))?;
         }
         DSourceCommand::Sync { dsource, params, no_wait } => {
@@ -210,12 +237,20 @@ pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
 pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
-        VdbCommand::Provision { name, from, env, user, params, no_wait } => {
+        VdbCommand::Provision { name, from, env, user, params, hooks, no_wait } => {
             let (from, snapshot) = match from.split_once('@') {
                 Some((f, s)) => (f.to_owned(), Some(s.to_owned())),
                 None => (from, None),
             };
-            let req = ProvisionVdb { name, from, snapshot, environment: env, user, parameters: json_arg("--params", &params)? };
+            let req = ProvisionVdb {
+                name,
+                from,
+                snapshot,
+                environment: env,
+                user,
+                parameters: json_arg("--params", &params)?,
+                hooks: hook_args(&hooks)?,
+            };
             run_job(ctx, c.provision_vdb(&req)?, no_wait, show_as(vdb_rows))?;
         }
         VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,

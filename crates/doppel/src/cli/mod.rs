@@ -190,7 +190,7 @@ fn exit_code(code: Option<ErrorCode>) -> u8 {
         Some(ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters) => 3,
         Some(ErrorCode::NotFound) => 4,
         Some(ErrorCode::Conflict) => 5,
-        Some(ErrorCode::PluginUserError | ErrorCode::PluginFailed) => 6,
+        Some(ErrorCode::PluginUserError | ErrorCode::PluginFailed | ErrorCode::HookFailed) => 6,
         Some(ErrorCode::PluginTimeout) => 7,
         Some(ErrorCode::PoolFull) => 8,
         Some(ErrorCode::HostFailed) => 10,

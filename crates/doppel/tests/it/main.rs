@@ -9,3 +9,5 @@ mod environments;
 mod auth;
 mod delphix;
 mod tutorial;
+mod openapi;
+mod crash;

@@ -27,6 +27,8 @@ pub struct Engine {
     /// An API token of `admin`.
     pub token: String,
     extra: Vec<String>,
+    /// The sshd pid of a fake host whose mount namespace the engine runs in.
+    namespace_of: Option<u32>,
 }
 
 impl Engine {
@@ -41,6 +43,23 @@ impl Engine {
             url: String::new(),
             token: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            namespace_of: None,
+        };
+        engine.launch();
+        engine
+    }
+
+    /// An engine running inside `host`'s mount namespace, so that host is
+    /// the engine's own machine (its data directory lies outside the
+    /// host's private directories).
+    pub fn start_in_namespace_of(host: &doppel_testworld::Host, extra: &[&str]) -> Engine {
+        let mut engine = Engine {
+            child: None,
+            data_dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
+            url: String::new(),
+            token: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            namespace_of: Some(host.sshd_pid()),
         };
         engine.launch();
         engine
@@ -52,7 +71,16 @@ impl Engine {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("engine.log")).unwrap();
         let password_file = self.data_dir.path().join("test-admin-password");
         std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        let mut command = match self.namespace_of {
+            // nsenter execs the engine, so the child's pid is the engine's.
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-m", "--", env!("CARGO_BIN_EXE_doppel")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_doppel")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir.path())
@@ -83,6 +111,16 @@ impl Engine {
             assert!(Instant::now() < deadline, "doppel serve did not answer:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the engine at once (SIGKILL, as a crash would) and starts it
+    /// again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch();
     }
 
     /// Stops the engine (SIGTERM, then SIGKILL) and starts it again on the same data.

@@ -92,3 +92,47 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], 0, "no dataset left");
     assert_eq!(target.sh("delphix", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
 }
+
+#[test]
+fn on_the_engines_own_machine_datasets_are_bind_mounted() {
+    let world = World::new(&["local"]);
+    let local = world.host("local");
+    local.mkdir("/srv/data/tree", "alice");
+    local.put_file("/srv/data/tree/hello.txt", b"here\n", "alice");
+    trust(local, local);
+    local.mkdir("/srv/vdbs", "alice");
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secret_file(secrets.path(), "key", local.user("alice").private_key_pem.as_deref().unwrap());
+
+    // The copy driver: the pool then needs no loop device in the host's namespace.
+    let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    engine.install(&plugins::build_example("directory"));
+    let addr = local.address().to_string();
+    let port = local.port().to_string();
+    // One host in every role; alice (whose key can reach the host itself) runs them.
+    engine.cli(&["env", "add", "--name", "local", "--host", &addr, "--port", &port, "--user", "alice", "--key-file", &key]).ok();
+    let repo = engine.cli(&["repository", "list", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+    let sc = engine
+        .cli(&["sourceconfig", "add", "--env", "local", "--repository", &repo, "--params", r#"{"name": "tree", "path": "/srv/data/tree"}"#, "-o", "json"])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = json!({"sourceHost": addr, "sourceUser": "alice", "sshPort": local.port()}).to_string();
+    engine
+        .cli(&["dsource", "link", "--name", "tree", "--sourceconfig", &sc, "--staging-env", "local", "--params", &params])
+        .ok();
+    engine.cli(&["vdb", "provision", "--name", "dev", "--from", "tree", "--env", "local", "--params", r#"{"mountPath": "/srv/vdbs/dev"}"#]).ok();
+
+    let mounts = engine.cli(&["mount", "list", "-o", "json"]).json();
+    let kinds: Vec<&str> = mounts.as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["bind", "bind"], "{mounts}");
+    assert_eq!(local.sh("alice", "cat /srv/vdbs/dev/hello.txt"), "here\n");
+    assert_eq!(local.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0", "no FUSE needed");
+    local.sh("alice", "echo mine > /srv/vdbs/dev/mine.txt");
+
+    engine.cli(&["vdb", "delete", "dev"]).ok();
+    engine.cli(&["dsource", "delete", "tree"]).ok();
+    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json(), json!([]));
+    assert!(!local.exists("/srv/vdbs/dev/mine.txt"), "unmounted and gone with the VDB");
+}
