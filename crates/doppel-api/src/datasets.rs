@@ -29,6 +29,48 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(refresh_vdb))
         .routes(routes!(rewind_vdb))
         .routes(routes!(list_mounts))
+        .routes(routes!(dsource_power))
+        .routes(routes!(vdb_power))
+        .routes(routes!(get_hooks, set_hooks))
+}
+
+/// Enables or disables a dSource (`action`: `enable` or `disable`).
+#[utoipa::path(post, path = "/api/v1/dsources/{ds}/{action}", tag = "datasets",
+    params(("ds" = String, Path, description = "dSource reference or name"), ("action" = String, Path, description = "enable or disable")),
+    responses((status = 202, description = "The job", body = Job)))]
+async fn dsource_power(State(engine): State<Arc<Engine>>, Path((ds, action)): Path<(String, String)>) -> Result<impl IntoResponse> {
+    let enable = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Err(crate::Failure::invalid("action", "must be enable or disable")),
+    };
+    Ok(accepted(engine.dsource_power(&ds, enable)?))
+}
+
+/// Starts, stops, enables or disables a VDB (`action`).
+#[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/power/{action}", tag = "datasets",
+    params(("vdb" = String, Path, description = "VDB reference or name"), ("action" = String, Path, description = "start, stop, enable or disable")),
+    responses((status = 202, description = "The job", body = Job)))]
+async fn vdb_power(State(engine): State<Arc<Engine>>, Path((vdb, action)): Path<(String, String)>) -> Result<impl IntoResponse> {
+    Ok(accepted(engine.vdb_power(&vdb, &action)?))
+}
+
+/// The hook scripts of a dSource or VDB, by point.
+#[utoipa::path(get, path = "/api/v1/hooks/{object}", tag = "datasets",
+    params(("object" = String, Path, description = "dSource or VDB reference or name")),
+    responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
+async fn get_hooks(State(engine): State<Arc<Engine>>, Path(object): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.hooks(&object)?))
+}
+
+/// Sets hook scripts by point (an empty script removes one); returns them all.
+#[utoipa::path(put, path = "/api/v1/hooks/{object}", tag = "datasets",
+    params(("object" = String, Path, description = "dSource or VDB reference or name")),
+    request_body = std::collections::BTreeMap<String, String>,
+    responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
+async fn set_hooks(State(engine): State<Arc<Engine>>, Path(object): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
+    let hooks: std::collections::BTreeMap<String, String> = parse_body(&body)?;
+    Ok(Json(engine.set_hooks(&object, &hooks)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/dsources", tag = "datasets", responses((status = 200, body = Vec<DSource>)))]

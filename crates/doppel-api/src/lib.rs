@@ -48,7 +48,7 @@ impl From<EngineError> for Failure {
 }
 
 impl Failure {
-    fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
         Failure(ApiError {
             code: ErrorCode::InvalidInput,
             message: format!("{field}: {reason}"),

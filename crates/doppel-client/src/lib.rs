@@ -342,3 +342,28 @@ impl Client {
         self.send(self.http.get(self.url(&["mounts"])))
     }
 }
+
+/// Power actions and hooks.
+impl Client {
+    /// `enable` or `disable` a dSource.
+    pub fn dsource_power(&self, ds: &str, action: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["dsources", ds, action])))
+    }
+
+    /// `start`, `stop`, `enable` or `disable` a VDB.
+    pub fn vdb_power(&self, vdb: &str, action: &str) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["vdbs", vdb, "power", action])))
+    }
+
+    pub fn hooks(&self, object: &str) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        self.send(self.http.get(self.url(&["hooks", object])))
+    }
+
+    pub fn set_hooks(
+        &self,
+        object: &str,
+        hooks: &std::collections::BTreeMap<String, String>,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        self.send(self.http.put(self.url(&["hooks", object])).json(hooks))
+    }
+}

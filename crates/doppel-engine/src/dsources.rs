@@ -77,6 +77,7 @@ impl Engine {
             staging_environment: d.staging_environment_id.map(|e| format!("{ENVIRONMENT_PREFIX}{e}")),
             parameters: redact_secrets(&schema, &params),
             dataset: d.volume.clone(),
+            enabled: d.enabled,
             snapshots: snaps.len(),
             latest_snapshot: snaps.last().map(|s| format!("{SNAPSHOT_PREFIX}{}", s.id)),
         })
@@ -411,6 +412,9 @@ impl Engine {
     /// checked against the plugin's schema; None for a policy sync).
     pub fn sync_dsource(self: &Arc<Self>, reference: &str, params: Option<Value>, resync: bool) -> Result<Job, EngineError> {
         let ds = self.find_dsource(reference)?;
+        if !ds.enabled {
+            return Err(EngineError::Conflict(format!("dSource {} is disabled; enable it first", ds.name)));
+        }
         let ctx = self.dsource_ctx(ds)?;
         let params = match (params, resync) {
             (_, true) => self.resync_parameters(&ctx.plugin),
@@ -429,6 +433,36 @@ impl Engine {
         let kind = if resync { "DSOURCE_RESYNC" } else { "DSOURCE_SYNC" };
         self.jobs.spawn(kind, Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)), move |job| async move {
             engine.sync_steps(&job, &ctx, params, 0).await
+        })
+    }
+
+    /// Enables (mount where the plugin says, start_staging) or disables
+    /// (stop_staging, unmount) a staged dSource, in a job. Direct dSources
+    /// make no plugin call.
+    pub fn dsource_power(self: &Arc<Self>, reference: &str, enable: bool) -> Result<Job, EngineError> {
+        let ds = self.find_dsource(reference)?;
+        let engine = self.clone();
+        let kind = if enable { "DSOURCE_ENABLE" } else { "DSOURCE_DISABLE" };
+        self.jobs.spawn(kind, Some(format!("{DSOURCE_PREFIX}{}", ds.id)), move |job| async move {
+            let ctx = engine.dsource_ctx(ds.clone())?;
+            if ctx.staging.is_some() {
+                if enable {
+                    engine.enable_staging(&job, &ctx).await?;
+                } else {
+                    let mount = engine.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
+                    if engine.implements(&ctx, "linked.stop_staging") {
+                        let env = mount.as_ref().and_then(|m| engine.store.get_environment(m.environment_id).ok().flatten());
+                        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
+                                         "staged_source": engine.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())))});
+                        engine.call(&ctx, &job, "linked.stop_staging", req, false).await?;
+                    }
+                    for m in engine.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ds.volume) {
+                        engine.unmount(m.id).await?;
+                    }
+                }
+            }
+            engine.store.set_enabled("dsource", ds.id, enable)?;
+            Ok(serde_json::to_value(engine.dsource_model(&engine.store.get_dsource(ds.id)?.expect("exists"))?).expect("serialisable"))
         })
     }
 

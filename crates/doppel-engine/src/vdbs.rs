@@ -60,6 +60,7 @@ impl Engine {
             dataset: v.volume.clone(),
             parameters: redact_secrets(&schema, &params),
             source_config: v.source_config.clone(),
+            enabled: v.enabled,
             timeflows: self.store.vdb_timeflows(v.id)?.len(),
             snapshots: self.store.list_snapshots(Some(&v.volume))?.len(),
         })
@@ -141,6 +142,8 @@ impl Engine {
             let path = m["mount_path"].as_str().unwrap_or_default().to_owned();
             let shared = m["shared_path"].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
             let user = if env.id == ctx.env.id { ctx.user.name.clone() } else { self.user_of_env(&env)?.name };
+            let already = self.store.find_mount(env.id, &path)?.is_some_and(|m| m.volume == ctx.vdb.volume && m.subdirectory == shared);
+            if !already {
             job.event(EventLevel::Info, &format!("mounting dataset {} on {} at {path}", ctx.vdb.volume, env.name));
             self.mount_volume(MountRequest {
                 environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
@@ -152,6 +155,7 @@ impl Engine {
                 owner,
             })
             .await?;
+            }
             let mut entry = json!({"remote_environment": m["remote_environment"].clone(), "mount_path": path});
             entry["remote_environment"]["reference"] = json!(format!("{ENVIRONMENT_PREFIX}{}", env.id));
             if !shared.is_empty() {
@@ -400,6 +404,79 @@ impl Engine {
             engine.vcall(&ctx, &job, "virtual.cleanup", base).await?;
             engine.remove_vdb(&vdb).await?;
             Ok(serde_json::to_value(model).expect("serialisable"))
+        })
+    }
+
+    /// Start (`start`), stop (`stop`), enable (`enable`) or disable
+    /// (`disable`) a VDB, in a job (contract §4).
+    pub fn vdb_power(self: &Arc<Self>, reference: &str, action: &str) -> Result<Job, EngineError> {
+        let vdb = self.find_vdb(reference)?;
+        if !["start", "stop", "enable", "disable"].contains(&action) {
+            return Err(EngineError::InvalidInput { field: "action".into(), reason: "must be start, stop, enable or disable".into() });
+        }
+        let engine = self.clone();
+        let action = action.to_owned();
+        let kind = format!("VDB_{}", action.to_uppercase());
+        self.jobs.spawn(&kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let ctx = engine.vdb_ctx(vdb)?;
+            let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
+            let extended = ctx.plugin.definition["extendedStartStopHooks"] == true;
+            let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
+            let request = |mounts: &[Value]| {
+                json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
+                       "virtual_source": engine.virtual_source(&ctx, mounts)})
+            };
+            let hook = |point: &'static str| engine.run_hook(&job, &object, point, &ctx.env, &ctx.user);
+            match action.as_str() {
+                "start" => {
+                    hook("pre-start").await?;
+                    let mounts = engine.mount_vdb(&job, &ctx).await?;
+                    engine.vcall(&ctx, &job, "virtual.start", request(&mounts)).await?;
+                    hook("post-start").await?;
+                }
+                "stop" => {
+                    hook("pre-stop").await?;
+                    engine.vcall(&ctx, &job, "virtual.stop", request(&engine.current_mounts(&ctx)?)).await?;
+                    hook("post-stop").await?;
+                }
+                "enable" => {
+                    // An unimplemented status counts as ACTIVE.
+                    let status = engine.vcall(&ctx, &job, "virtual.status", request(&engine.current_mounts(&ctx)?)).await?;
+                    let active = status.as_ref().is_none_or(|s| s["status"] != "INACTIVE");
+                    if !active {
+                        if extended {
+                            hook("pre-start").await?;
+                        }
+                        let mounts = engine.mount_vdb(&job, &ctx).await?;
+                        let mut req = request(&mounts);
+                        let latest = engine.store.list_snapshots(Some(&ctx.vdb.volume))?.pop();
+                        req["snapshot"] = json!({"parameters": pdo(&latest.map(|s| s.metadata).unwrap_or(json!({})))});
+                        if let Some(out) = engine.vcall(&ctx, &job, "virtual.reconfigure", req).await? {
+                            if let Some(sc) = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+                                engine.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
+                            }
+                        }
+                        if extended {
+                            hook("post-start").await?;
+                        }
+                    }
+                    engine.store.set_enabled("vdb", ctx.vdb.id, true)?;
+                }
+                _ => {
+                    if extended {
+                        hook("pre-stop").await?;
+                    }
+                    let mut req = request(&engine.current_mounts(&ctx)?);
+                    req["deleteFlag"] = json!(false);
+                    engine.vcall(&ctx, &job, "virtual.unconfigure", req).await?;
+                    engine.unmount_vdb(&ctx).await?;
+                    if extended {
+                        hook("post-stop").await?;
+                    }
+                    engine.store.set_enabled("vdb", ctx.vdb.id, false)?;
+                }
+            }
+            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
         })
     }
 

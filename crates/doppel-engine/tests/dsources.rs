@@ -200,6 +200,29 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt /srv/vdbs/dev/local.txt"), "v1\nlocal\n");
     assert_eq!(engine.get_vdb("dev").unwrap().timeflows, 3);
 
+    // Stop and start run the plugin and the hooks; disable unmounts, enable
+    // (the plugin says INACTIVE) mounts and reconfigures again.
+    let log = "echo \"$DOPPEL_HOOK\" >> ~/power.log";
+    engine.set_hooks("dev", &[("pre-stop".to_owned(), log.to_owned()), ("post-start".to_owned(), log.to_owned())].into()).unwrap();
+    for action in ["stop", "start"] {
+        let j = wait(&engine, engine.vdb_power("dev", action).unwrap()).await;
+        assert_eq!(j.state, JobState::Succeeded, "{action}: {j:?}");
+    }
+    assert_eq!(target.sh("delphix", "cat ~/power.log"), "pre-stop\npost-start\n");
+    assert_eq!(wait(&engine, engine.vdb_power("dev", "disable").unwrap()).await.state, JobState::Succeeded);
+    assert!(!target.sh_output("delphix", "mountpoint -q /srv/vdbs/dev").status.success(), "disabled: unmounted");
+    assert!(!engine.get_vdb("dev").unwrap().enabled);
+    assert_eq!(wait(&engine, engine.vdb_power("dev", "enable").unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v1\n", "enabled: mounted again with its data");
+    assert!(engine.get_vdb("dev").unwrap().enabled);
+    assert!(matches!(engine.vdb_power("dev", "reboot"), Err(EngineError::InvalidInput { .. })));
+    // A disabled dSource is unmounted from staging and not synced.
+    assert_eq!(wait(&engine, engine.dsource_power("tree", false).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    assert!(matches!(engine.sync_dsource("tree", None, false), Err(EngineError::Conflict(_))));
+    assert_eq!(wait(&engine, engine.dsource_power("tree", true).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "1");
+
     // A child VDB from the VDB's snapshot; an older dSource snapshot too.
     let child = ProvisionVdb { snapshot: Some(with_local.clone()), ..provision("child", "dev", "/srv/vdbs/child") };
     assert_eq!(wait(&engine, engine.provision_vdb(child).unwrap()).await.state, JobState::Succeeded);

@@ -34,6 +34,8 @@ pub struct DSource {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
     pub dataset: String,
+    /// Disabled objects keep their data but are unmounted and not synced.
+    pub enabled: bool,
     pub snapshots: usize,
     pub latest_snapshot: Option<String>,
 }
@@ -82,6 +84,8 @@ pub struct Vdb {
     pub environment: String,
     pub parent_dataset: String,
     pub dataset: String,
+    /// Disabled objects keep their data but are unmounted and not synced.
+    pub enabled: bool,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

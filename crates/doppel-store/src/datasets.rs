@@ -261,6 +261,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records whether a dSource or VDB is enabled.
+    pub fn set_enabled(&self, table: &str, id: i64, enabled: bool) -> Result<(), StoreError> {
+        let sql = match table {
+            "dsource" => "UPDATE dsource SET enabled = ?2 WHERE id = ?1",
+            _ => "UPDATE vdb SET enabled = ?2 WHERE id = ?1",
+        };
+        self.conn().execute(sql, params![id, enabled])?;
+        Ok(())
+    }
+
     /// dSources whose link never finished.
     pub fn unfinished_dsources(&self) -> Result<Vec<DSourceRecord>, StoreError> {
         let conn = self.conn();

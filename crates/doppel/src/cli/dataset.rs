@@ -45,6 +45,25 @@ pub enum DSourceCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Mount the staging dataset and start staging again.
+    Enable {
+        dsource: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop staging and unmount; syncs are refused until enabled.
+    Disable {
+        dsource: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show hooks, or set them with --set (an empty script removes one).
+    #[command(after_help = "Example:\n  doppel dsource hooks tree --set pre-sync=@quiesce.sh --set post-sync=")]
+    Hooks {
+        dsource: String,
+        #[arg(long = "set", value_name = "POINT=SCRIPT|@FILE")]
+        set: Vec<String>,
+    },
     List,
     Show { dsource: String },
     /// Unmount and destroy a dSource and its snapshots (refused while VDBs use it).
@@ -109,6 +128,37 @@ pub enum VdbCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Run the plugin's start (with the Pre/Post-Start hooks).
+    Start {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Run the plugin's stop (with the Pre/Post-Stop hooks).
+    Stop {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Mount and reconfigure a disabled VDB.
+    Enable {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Unconfigure and unmount; the data stays.
+    Disable {
+        vdb: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show hooks, or set them with --set (an empty script removes one).
+    #[command(after_help = "Example:\n  doppel vdb hooks dev --set configure-clone=@mask.sh")]
+    Hooks {
+        vdb: String,
+        #[arg(long = "set", value_name = "POINT=SCRIPT|@FILE")]
+        set: Vec<String>,
+    },
     List,
     Show { vdb: String },
     Delete {
@@ -156,6 +206,16 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
     }
 }
 
+/// Shows an object's hooks, after setting those given.
+fn hooks(ctx: &Ctx, object: &str, set: &[String]) -> Result<(), CliError> {
+    let current = if set.is_empty() { ctx.client.hooks(object)? } else { ctx.client.set_hooks(object, &hook_args(set)?)? };
+    ctx.print(&current, |h| {
+        let rows = h.iter().map(|(p, s)| vec![p.clone(), s.lines().next().unwrap_or_default().to_owned()]).collect();
+        table(&["POINT", "SCRIPT (first line)"], rows);
+    });
+    Ok(())
+}
+
 /// `point=script` or `point=@file`, repeated.
 fn hook_args(args: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     args.iter()
@@ -193,6 +253,9 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             run_job(ctx, c.sync_dsource(&dsource, params, false)?, no_wait, show_json)?;
         }
         DSourceCommand::Resync { dsource, no_wait } => run_job(ctx, c.sync_dsource(&dsource, None, true)?, no_wait, show_json)?,
+        DSourceCommand::Enable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "enable")?, no_wait, show_as(ds_rows))?,
+        DSourceCommand::Disable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "disable")?, no_wait, show_as(ds_rows))?,
+        DSourceCommand::Hooks { dsource, set } => hooks(ctx, &dsource, &set)?,
         DSourceCommand::List => {
             let l = c.list_dsources()?;
             ctx.print(&l, |l| ds_rows(l));
@@ -256,6 +319,11 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
         VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
         VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Start { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "start")?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Stop { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "stop")?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Enable { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "enable")?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Disable { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "disable")?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Hooks { vdb, set } => hooks(ctx, &vdb, &set)?,
         VdbCommand::List => {
             let l = c.list_vdbs()?;
             ctx.print(&l, |l| vdb_rows(l));

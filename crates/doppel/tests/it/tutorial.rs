@@ -81,6 +81,22 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     let table = engine.cli(&["mount", "list"]);
     assert!(table.ok().contains("/srv/vdbs/dev"), "{}", table.stdout);
 
+    // Stop/start, disable/enable, hooks, through the CLI.
+    engine.cli(&["vdb", "hooks", "dev", "--set", "pre-stop=echo stopping >> ~/dev.log"]).ok();
+    engine.cli(&["vdb", "stop", "dev"]).ok();
+    engine.cli(&["vdb", "start", "dev"]).ok();
+    assert_eq!(target.sh("delphix", "cat ~/dev.log"), "stopping\n");
+    assert_eq!(engine.cli(&["vdb", "hooks", "dev", "-o", "json"]).json(), json!({"pre-stop": "echo stopping >> ~/dev.log"}));
+    engine.cli(&["vdb", "hooks", "dev", "--set", "bogus=x"]).fails(3);
+    engine.cli(&["vdb", "disable", "dev"]).ok();
+    assert!(!target.exists("/srv/vdbs/dev/hello.txt"));
+    assert_eq!(engine.cli(&["vdb", "show", "dev", "-o", "json"]).json()["enabled"], false);
+    engine.cli(&["vdb", "enable", "dev"]).ok();
+    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
+    engine.cli(&["dsource", "disable", "tree"]).ok();
+    engine.cli(&["dsource", "sync", "tree"]).fails(5);
+    engine.cli(&["dsource", "enable", "tree"]).ok();
+
     // Bad input through the CLI: clear errors, exit codes scripts can rely on.
     engine.cli(&["dsource", "delete", "tree"]).fails(5);
     engine.cli(&["vdb", "show", "nope"]).fails(4);
