@@ -50,6 +50,13 @@ struct Ctx {
 impl Engine {
     fn vdb_model(&self, v: &VdbRecord) -> Result<Vdb, EngineError> {
         let schema = self.store.get_plugin(&v.plugin_id)?.map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
+        let counts = (self.store.vdb_timeflows(v.id)?.len(), self.store.list_snapshots(Some(&v.volume))?.len());
+        self.vdb_model_with(v, &schema, counts)
+    }
+
+    /// A VDB as shown, from what the caller already loaded (the plugin's
+    /// virtual source schema, the timeflow and snapshot counts).
+    fn vdb_model_with(&self, v: &VdbRecord, schema: &Value, (timeflows, snapshots): (usize, usize)) -> Result<Vdb, EngineError> {
         let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?).unwrap_or(Value::Null);
         Ok(Vdb {
             reference: format!("{VDB_PREFIX}{}", v.id),
@@ -58,11 +65,11 @@ impl Engine {
             environment: format!("{ENVIRONMENT_PREFIX}{}", v.environment_id),
             parent_dataset: v.parent_volume.clone(),
             dataset: v.volume.clone(),
-            parameters: redact_secrets(&schema, &params),
-            source_config: v.source_config.clone(),
             enabled: v.enabled,
-            timeflows: self.store.vdb_timeflows(v.id)?.len(),
-            snapshots: self.store.list_snapshots(Some(&v.volume))?.len(),
+            parameters: redact_secrets(schema, &params),
+            source_config: v.source_config.clone(),
+            timeflows,
+            snapshots,
         })
     }
 
@@ -74,8 +81,19 @@ impl Engine {
         found.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: reference.to_owned() })
     }
 
+    /// Every VDB: plugin schemas and counts are read once for the whole list.
     pub fn list_vdbs(&self) -> Result<Vec<Vdb>, EngineError> {
-        self.store.list_vdbs()?.iter().map(|v| self.vdb_model(v)).collect()
+        let counts = self.store.vdb_counts()?;
+        let mut schemas: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for v in self.store.list_vdbs()? {
+            if !schemas.contains_key(&v.plugin_id) {
+                let schema = self.store.get_plugin(&v.plugin_id)?.map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
+                schemas.insert(v.plugin_id.clone(), schema);
+            }
+            out.push(self.vdb_model_with(&v, &schemas[&v.plugin_id], counts.get(&v.id).copied().unwrap_or_default())?);
+        }
+        Ok(out)
     }
 
     pub fn get_vdb(&self, reference: &str) -> Result<Vdb, EngineError> {

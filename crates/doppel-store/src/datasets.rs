@@ -232,6 +232,23 @@ impl Store {
             .optional()?)
     }
 
+    /// Per VDB id: (timeflows, snapshots), in two queries for all VDBs.
+    pub fn vdb_counts(&self) -> Result<std::collections::HashMap<i64, (usize, usize)>, StoreError> {
+        let conn = self.conn();
+        let mut counts: std::collections::HashMap<i64, (usize, usize)> = std::collections::HashMap::new();
+        let mut stmt = conn.prepare("SELECT vdb_id, COUNT(*) FROM timeflow WHERE vdb_id IS NOT NULL GROUP BY vdb_id")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, n) = row?;
+            counts.entry(id).or_default().0 = n as usize;
+        }
+        let mut stmt = conn.prepare("SELECT v.id, COUNT(s.id) FROM vdb v JOIN snapshot s ON s.volume = v.volume GROUP BY v.id")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, n) = row?;
+            counts.entry(id).or_default().1 = n as usize;
+        }
+        Ok(counts)
+    }
+
     /// Timeflows of a VDB, oldest first.
     pub fn vdb_timeflows(&self, vdb_id: i64) -> Result<Vec<i64>, StoreError> {
         let conn = self.conn();
