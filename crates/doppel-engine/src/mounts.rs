@@ -301,7 +301,7 @@ impl Engine {
                     MOUNT_READY.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
