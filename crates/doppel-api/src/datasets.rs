@@ -32,6 +32,15 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(dsource_power))
         .routes(routes!(vdb_power))
         .routes(routes!(get_hooks, set_hooks))
+        .routes(routes!(delete_snapshot))
+}
+
+/// Deletes a snapshot (refused while a VDB's current timeflow starts at it).
+#[utoipa::path(delete, path = "/api/v1/snapshots/{snapshot}", tag = "datasets",
+    params(("snapshot" = String, Path, description = "SNAPSHOT-<n>")),
+    responses((status = 200, description = "The deleted snapshot", body = Snapshot)))]
+async fn delete_snapshot(State(engine): State<Arc<Engine>>, Path(snapshot): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(engine.delete_snapshot(&snapshot).await?))
 }
 
 /// Enables or disables a dSource (`action`: `enable` or `disable`).

@@ -367,3 +367,9 @@ impl Client {
         self.send(self.http.put(self.url(&["hooks", object])).json(hooks))
     }
 }
+
+impl Client {
+    pub fn delete_snapshot(&self, snapshot: &str) -> Result<doppel_model::Snapshot, ClientError> {
+        self.send(self.http.delete(self.url(&["snapshots", snapshot])))
+    }
+}

@@ -124,6 +124,24 @@ impl Engine {
             .collect())
     }
 
+    /// Deletes a snapshot of a dSource or VDB; refused while a VDB's current
+    /// timeflow starts at it.
+    pub async fn delete_snapshot(&self, reference: &str) -> Result<Snapshot, EngineError> {
+        let id = parse_ref(reference, SNAPSHOT_PREFIX)
+            .ok_or_else(|| EngineError::InvalidInput { field: "snapshot".into(), reason: "must look like SNAPSHOT-<n>".into() })?;
+        let record = self.store.get_snapshot(id)?.ok_or_else(|| EngineError::NotFound { kind: "snapshot", id: reference.to_owned() })?;
+        let users = self.store.vdbs_on_snapshot(id)?;
+        if !users.is_empty() {
+            return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
+        }
+        let shown = self.list_snapshots(None)?.into_iter().find(|s| s.reference == reference).expect("listed");
+        let r = SnapshotRef::new(VolumeId::new(record.volume.as_str())?, SnapshotId::new(record.pool_snapshot.as_str())?);
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.destroy_snapshot(&r)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
+        self.store.delete_snapshot(id)?;
+        Ok(shown)
+    }
+
     fn user_of(&self, env: &EnvironmentRecord, name: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
         let users = self.store.environment_users(env.id)?;
         let found = match name {

@@ -249,6 +249,29 @@ impl Store {
         Ok(counts)
     }
 
+    /// Names of the VDBs whose current timeflow starts at this snapshot.
+    pub fn vdbs_on_snapshot(&self, snapshot_id: i64) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT v.name FROM vdb v
+             WHERE (SELECT parent_snapshot_id FROM timeflow WHERE vdb_id = v.id ORDER BY id DESC LIMIT 1) = ?1
+             ORDER BY v.name",
+        )?;
+        let rows = stmt.query_map([snapshot_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a snapshot record; older timeflows that started at it lose
+    /// that link (their own snapshots stay).
+    pub fn delete_snapshot(&self, id: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE timeflow SET parent_snapshot_id = NULL WHERE parent_snapshot_id = ?1", [id])?;
+        let n = tx.execute("DELETE FROM snapshot WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// Timeflows of a VDB, oldest first.
     pub fn vdb_timeflows(&self, vdb_id: i64) -> Result<Vec<i64>, StoreError> {
         let conn = self.conn();

@@ -82,6 +82,8 @@ pub enum SnapshotCommand {
         #[arg(long)]
         dataset: Option<String>,
     },
+    /// Delete a snapshot (refused while a VDB's current state starts at it).
+    Delete { snapshot: String },
 }
 
 #[derive(Subcommand)]
@@ -274,6 +276,10 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
 
 pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
     match cmd {
+        SnapshotCommand::Delete { snapshot } => {
+            let s = ctx.client.delete_snapshot(&snapshot)?;
+            ctx.print(&s, |s| println!("deleted {} of {}", s.reference, s.dataset));
+        }
         SnapshotCommand::List { dataset } => {
             let l = ctx.client.list_snapshots(dataset.as_deref())?;
             ctx.print(&l, |l| {

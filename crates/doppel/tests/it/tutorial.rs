@@ -97,6 +97,16 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     engine.cli(&["dsource", "sync", "tree"]).fails(5);
     engine.cli(&["dsource", "enable", "tree"]).ok();
 
+    // Snapshots: the one dev's current timeflow starts at cannot go; an older one can.
+    let tree_snaps = engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json();
+    let (oldest, newest) = (tree_snaps[0]["reference"].as_str().unwrap().to_owned(), tree_snaps[1]["reference"].as_str().unwrap().to_owned());
+    engine.cli(&["vdb", "refresh", "dev"]).ok();
+    let refused = engine.cli(&["snapshot", "delete", &newest]);
+    assert!(refused.fails(5).contains("dev"), "{}", refused.stderr);
+    engine.cli(&["snapshot", "delete", &oldest]).ok();
+    assert_eq!(engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json().as_array().unwrap().len(), 1);
+    engine.cli(&["snapshot", "delete", "SNAPSHOT-999"]).fails(4);
+
     // Bad input through the CLI: clear errors, exit codes scripts can rely on.
     engine.cli(&["dsource", "delete", "tree"]).fails(5);
     engine.cli(&["vdb", "show", "nope"]).fails(4);
