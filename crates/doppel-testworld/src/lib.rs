@@ -92,12 +92,16 @@ pub struct User {
 struct HostSpec {
     name: String,
     without_bash: bool,
+    /// Paths of the machine that stay visible inside the host even where
+    /// its private directories (/tmp, /var/tmp, /home, /srv, /run) hide them.
+    exposed: Vec<PathBuf>,
 }
 
 /// Builds a [`World`].
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
     hosts: Vec<HostSpec>,
+    exposed: Vec<PathBuf>,
 }
 
 impl WorldBuilder {
@@ -106,6 +110,7 @@ impl WorldBuilder {
         self.hosts.push(HostSpec {
             name: name.to_string(),
             without_bash: false,
+            exposed: Vec::new(),
         });
         self
     }
@@ -115,13 +120,30 @@ impl WorldBuilder {
         self.hosts.push(HostSpec {
             name: name.to_string(),
             without_bash: true,
+            exposed: Vec::new(),
         });
+        self
+    }
+
+    /// Keeps `path` of the machine visible at the same place inside every
+    /// host, even under a directory the host makes private (e.g. a build
+    /// directory under /tmp that an engine run inside a host must reach).
+    pub fn expose(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exposed.push(path.into());
         self
     }
 
     /// Starts every host (each waits until its SSH banner is served).
     pub fn build(self) -> World {
-        let hosts = self.hosts.iter().map(Host::start).collect();
+        let exposed = self.exposed;
+        let hosts = self
+            .hosts
+            .into_iter()
+            .map(|mut spec| {
+                spec.exposed = exposed.clone();
+                Host::start(&spec)
+            })
+            .collect();
         World { hosts }
     }
 }
@@ -302,7 +324,7 @@ impl Host {
             .expect("write sshd_config");
         fs::write(
             root.join("sshd/setup.sh"),
-            setup_script(root, &users, spec.without_bash),
+            setup_script(root, &users, spec.without_bash, &spec.exposed),
         )
         .expect("write setup script");
 
@@ -868,7 +890,7 @@ fn sshd_config(reserved: &ReservedAddress, root: &Path) -> String {
 
 /// The script run by `unshare` inside the new mount namespace; it ends by
 /// exec'ing sshd, so the spawned pid is sshd's.
-fn setup_script(root_path: &Path, users: &[User], without_bash: bool) -> String {
+fn setup_script(root_path: &Path, users: &[User], without_bash: bool, exposed: &[PathBuf]) -> String {
     let root = root_path.display();
     let mut s = String::new();
     s.push_str("set -eu\n");
@@ -886,9 +908,19 @@ fn setup_script(root_path: &Path, users: &[User], without_bash: bool) -> String 
     s.push_str(&format!(
         "chown {FIRST_UID}:{FIRST_UID} fs/var_tmp/doppel/toolkit\n"
     ));
-    s.push_str("mount --bind fs/home /home\n");
-    s.push_str("mount --bind fs/srv /srv\n");
-    s.push_str("mount --bind fs/run /run\n");
+    // Exposed paths under a private directory are bound into its private
+    // copy first; the recursive binds below carry them along.
+    for path in exposed {
+        for (dir, backing) in [("/home", "fs/home"), ("/srv", "fs/srv"), ("/run", "fs/run"), ("/tmp", "fs/tmp"), ("/var/tmp", "fs/var_tmp")] {
+            if let Ok(rel) = path.strip_prefix(dir) {
+                let inside = Path::new(backing).join(rel);
+                s.push_str(&format!("mkdir -p '{0}' && mount --bind '{1}' '{0}'\n", inside.display(), path.display()));
+            }
+        }
+    }
+    s.push_str("mount --rbind fs/home /home\n");
+    s.push_str("mount --rbind fs/srv /srv\n");
+    s.push_str("mount --rbind fs/run /run\n");
     s.push_str("mount --bind sshd/passwd /etc/passwd\n");
     s.push_str("mount --bind sshd/shadow /etc/shadow\n");
     s.push_str("mount --bind sshd/group /etc/group\n");

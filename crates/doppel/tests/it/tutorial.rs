@@ -121,7 +121,10 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
 
 #[test]
 fn on_the_engines_own_machine_datasets_are_bind_mounted() {
-    let world = World::new(&["local"]);
+    // The engine runs inside this host: its binary and data directory (in the
+    // build directory, wherever the checkout is) must be visible there.
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel")).parent().unwrap().to_owned();
+    let world = World::builder().host("local").expose(binary_dir).expose(env!("CARGO_TARGET_TMPDIR")).build();
     let local = world.host("local");
     local.mkdir("/srv/data/tree", "alice");
     local.put_file("/srv/data/tree/hello.txt", b"here\n", "alice");
