@@ -67,6 +67,7 @@ fn unauthorized(message: &str) -> Response {
         action: Some("log in with `doppel login --user NAME` (or set DOPPEL_TOKEN)".into()),
         details: Vec::new(),
         output: None,
+    correlation_id: None,
     };
     let mut resp = Failure(err).into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -100,6 +100,7 @@ impl DxError {
                 action: action.map(str::to_owned),
                 details: Vec::new(),
                 output: None,
+            correlation_id: None,
             }),
             retry_after: None,
         }

@@ -40,10 +40,15 @@ pub struct Failure(ApiError);
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
+        let mut api = e.to_api();
         if e.code() == ErrorCode::Internal {
-            tracing::error!(error = %e, "request failed");
+            // The answer says only what the log can be searched for.
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            tracing::error!(correlation_id = %id, error = %e, "request failed");
+            api.message = format!("internal error (correlation id {id}): {}", api.message);
+            api.correlation_id = Some(id);
         }
-        Failure(e.to_api())
+        Failure(api)
     }
 }
 
@@ -55,6 +60,7 @@ impl Failure {
             action: None,
             details: Vec::new(),
             output: None,
+        correlation_id: None,
         })
     }
 }
@@ -123,6 +129,7 @@ async fn not_found() -> Failure {
         action: None,
         details: Vec::new(),
         output: None,
+    correlation_id: None,
     })
 }
 
@@ -517,4 +524,26 @@ async fn update_source_config(
     responses((status = 200, description = "The deleted source config", body = SourceConfig)))]
 async fn delete_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_source_config(&sc)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_answer_500_with_a_correlation_id() {
+        let resp = Failure::from(EngineError::Internal("disk on fire".into())).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let id = v["error"]["correlation_id"].as_str().expect("a correlation id");
+        assert_eq!(id.len(), 12);
+        assert_eq!(v["error"]["code"], "internal");
+        assert!(v["error"]["message"].as_str().unwrap().contains(id));
+        // Other errors carry none.
+        let resp = Failure::from(EngineError::NotFound { kind: "vdb", id: "x".into() }).into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].get("correlation_id").is_none());
+    }
 }

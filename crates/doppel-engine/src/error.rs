@@ -91,7 +91,7 @@ impl EngineError {
 
     /// The API's view of this error.
     pub fn to_api(&self) -> ApiError {
-        let mut err = ApiError { code: self.code(), message: self.to_string(), action: None, details: Vec::new(), output: None };
+        let mut err = ApiError { code: self.code(), message: self.to_string(), action: None, details: Vec::new(), output: None, correlation_id: None };
         match self {
             EngineError::InvalidArtifact(a) => err.details = a.details(),
             EngineError::InvalidParameters { violations, .. } => err.details = violations.clone(),

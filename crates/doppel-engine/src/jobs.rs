@@ -75,6 +75,7 @@ impl JobRunner {
             action: None,
             details: Vec::new(),
             output: None,
+        correlation_id: None,
         };
         let failed = store.fail_interrupted_jobs(&reason)?;
         if !failed.is_empty() {

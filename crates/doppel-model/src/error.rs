@@ -94,6 +94,9 @@ pub struct ApiError {
     /// Longer output for logs: a plugin's call stack or UserError output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// For internal errors: the id under which the engine logged the cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {

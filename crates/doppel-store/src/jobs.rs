@@ -228,6 +228,7 @@ mod tests {
             action: None,
             details: vec![],
             output: None,
+        correlation_id: None,
         };
         let failed = s.fail_interrupted_jobs(&reason).unwrap();
         assert_eq!(failed, vec![a.id.clone(), b.id.clone()]);
