@@ -34,6 +34,7 @@ pub enum Output {
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Linked sources: a dataset kept as a line of snapshots.
+    #[command(after_help = "Examples:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging --params @linked.json\n  doppel dsource sync tree\n  doppel dsource list -o json")]
     Dsource {
         #[command(flatten)]
         global: Global,
@@ -41,6 +42,7 @@ pub enum ClientCommand {
         command: dataset::DSourceCommand,
     },
     /// Snapshots of dSources and VDBs.
+    #[command(after_help = "Examples:\n  doppel snapshot list --dataset tree\n  doppel snapshot delete SNAPSHOT-3")]
     Snapshot {
         #[command(flatten)]
         global: Global,
@@ -48,6 +50,7 @@ pub enum ClientCommand {
         command: dataset::SnapshotCommand,
     },
     /// Virtual databases: writable thin copies of snapshots on target hosts.
+    #[command(after_help = "Examples:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb refresh dev\n  doppel vdb rewind dev --to SNAPSHOT-2")]
     Vdb {
         #[command(flatten)]
         global: Global,
@@ -55,6 +58,7 @@ pub enum ClientCommand {
         command: dataset::VdbCommand,
     },
     /// Engine datasets mounted on environments.
+    #[command(after_help = "Examples:\n  doppel mount list")]
     Mount {
         #[command(flatten)]
         global: Global,
@@ -62,6 +66,7 @@ pub enum ClientCommand {
         command: dataset::MountCommand,
     },
     /// Hosts the engine manages over SSH, and their users.
+    #[command(after_help = "Examples:\n  doppel env add --name source --host 10.0.0.5 --user delphix --password-file pw.txt\n  doppel env refresh source\n  doppel env user add source --name alice --key-file alice.key")]
     Env {
         #[command(flatten)]
         global: Global,
@@ -69,6 +74,7 @@ pub enum ClientCommand {
         command: env::EnvCommand,
     },
     /// Repositories that discovery found on environments.
+    #[command(after_help = "Examples:\n  doppel repository list --env source")]
     Repository {
         #[command(flatten)]
         global: Global,
@@ -76,7 +82,7 @@ pub enum ClientCommand {
         command: env::RepositoryCommand,
     },
     /// Datasets on hosts: discovered, or added by hand.
-    #[command(name = "sourceconfig")]
+    #[command(name = "sourceconfig", after_help = "Examples:\n  doppel sourceconfig add --env source --repository REPOSITORY-1 --params '{\"name\": \"data\", \"path\": \"/srv/data\"}'\n  doppel sourceconfig list --env source")]
     SourceConfig {
         #[command(flatten)]
         global: Global,
@@ -84,6 +90,7 @@ pub enum ClientCommand {
         command: env::SourceConfigCommand,
     },
     /// The storage pool where datasets, snapshots and clones live.
+    #[command(after_help = "Examples:\n  doppel pool status\n  doppel pool status -o json")]
     Pool {
         #[command(flatten)]
         global: Global,
@@ -91,6 +98,7 @@ pub enum ClientCommand {
         command: pool::PoolCommand,
     },
     /// Follow and manage jobs: every long operation runs as one.
+    #[command(after_help = "Examples:\n  doppel job list --state running\n  doppel job wait JOB-12\n  doppel job cancel JOB-12")]
     Job {
         #[command(flatten)]
         global: Global,
@@ -98,6 +106,7 @@ pub enum ClientCommand {
         command: job::JobCommand,
     },
     /// Install, inspect and exercise plugins (artifacts built by `dvp build`).
+    #[command(after_help = "Examples:\n  doppel plugin install artifact.json\n  doppel plugin logs myplugin --level error\n  doppel plugin invoke myplugin discovery.repository --request @request.json")]
     Plugin {
         #[command(flatten)]
         global: Global,
@@ -114,6 +123,7 @@ pub enum ClientCommand {
         args: login::LoginArgs,
     },
     /// Users of the engine's API (administrators only).
+    #[command(after_help = "Examples:\n  doppel user add alice\n  doppel user list\n  doppel user delete alice")]
     User {
         #[command(flatten)]
         global: Global,

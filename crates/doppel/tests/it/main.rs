@@ -11,3 +11,4 @@ mod delphix;
 mod tutorial;
 mod openapi;
 mod crash;
+mod cli_help;
