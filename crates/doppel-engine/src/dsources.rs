@@ -281,7 +281,7 @@ impl Engine {
         let plugin = self.loaded(&ctx.plugin)?;
         let op = self.host.operation(&plugin, op)?;
         let sync_target = sync.then(|| VolumeId::new(ctx.ds.volume.as_str()).map(|v| self.pool.volume_path(&v))).transpose()?;
-        let call = CallContext { job: Some(job.id().to_owned()), sync_target };
+        let call = CallContext { job: Some(job.id().to_owned()), sync_target, log_sink: Some(job.plugin_log_sink()) };
         let started = std::time::Instant::now();
         let out = self.host.invoke(&plugin, op, request, &call, None).await;
         job.event(

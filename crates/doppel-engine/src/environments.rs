@@ -258,7 +258,7 @@ impl Engine {
         let conn_json = connection_json(env, &user);
         let plugins: Vec<PluginRecord> = self.store.list_plugins()?.into_iter().filter(plugin_runs_on_unix).collect();
         let mut found = Vec::new();
-        let ctx = CallContext { job: Some(job.id().to_owned()), sync_target: None };
+        let ctx = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) };
         for (i, p) in plugins.iter().enumerate() {
             job.check_canceled()?;
             let pct = start + ((100 - start as usize - 5) * i / plugins.len().max(1)) as u8;

@@ -44,6 +44,20 @@ impl JobHandle {
         }
     }
 
+    /// A sink that records the plugin's INFO and ERROR lines as this job's
+    /// events (DEBUG lines stay in the plugin's own log).
+    pub fn plugin_log_sink(&self) -> doppel_plugin_host::LogSink {
+        let job = self.clone();
+        doppel_plugin_host::LogSink(Arc::new(move |level, text| {
+            let level = match level {
+                doppel_model::PluginLogLevel::Debug => return,
+                doppel_model::PluginLogLevel::Info => EventLevel::Info,
+                doppel_model::PluginLogLevel::Error => EventLevel::Error,
+            };
+            job.event(level, &format!("plugin: {text}"));
+        }))
+    }
+
     /// Fails with `Canceled` if someone asked to cancel this job.
     pub fn check_canceled(&self) -> Result<(), EngineError> {
         if self.cancel.is_cancelled() {

@@ -277,7 +277,7 @@ impl Engine {
                 Some(path)
             }
         };
-        let ctx = CallContext { job: call.job, sync_target };
+        let ctx = CallContext { job: call.job, sync_target, log_sink: None };
         Ok(self.host.invoke(&plugin, op, call.request, &ctx, call.deadline).await?)
     }
 

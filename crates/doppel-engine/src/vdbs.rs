@@ -139,7 +139,7 @@ impl Engine {
         let plugin = self.loaded(&ctx.plugin)?;
         let Ok(op) = self.host.operation(&plugin, op) else { return Ok(None) };
         let started = std::time::Instant::now();
-        let out = self.host.invoke(&plugin, op, request, &CallContext { job: Some(job.id().to_owned()), sync_target: None }, None).await;
+        let out = self.host.invoke(&plugin, op, request, &CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) }, None).await;
         job.event(
             if out.is_ok() { EventLevel::Info } else { EventLevel::Error },
             &format!("plugin {} {} in {} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_millis()),

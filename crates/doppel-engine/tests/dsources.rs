@@ -62,6 +62,9 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     assert_eq!(linked.state, JobState::Succeeded, "{linked:?}");
     let ds = engine.get_dsource("tree").unwrap();
     assert_eq!(ds.snapshots, 1);
+    // The plugin's log lines are part of the job's events.
+    let events = engine.jobs().events(&linked.id, 0).unwrap();
+    assert!(events.iter().any(|e| e.message.starts_with("plugin: copying alice@")), "{events:?}");
     let dataset = engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
     assert_eq!(std::fs::read(dataset.join("a.txt")).unwrap(), b"one\n");
     assert_eq!(std::fs::read(dataset.join("sub/b.txt")).unwrap(), b"two\n");

@@ -28,4 +28,4 @@ pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
 pub use logs::{LogContext, PluginLog};
 pub use operations::Operation;
-pub use worker::CallContext;
+pub use worker::{CallContext, LogSink};

@@ -36,9 +36,21 @@ pub struct WorkerSpec {
     pub start_deadline: Duration,
 }
 
+/// Where a call's plugin log lines go besides the plugin's own log (a job's events).
+#[derive(Clone)]
+pub struct LogSink(pub Arc<dyn Fn(PluginLogLevel, &str) + Send + Sync>);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
+}
+
 /// Who is calling, for logs and for library callbacks.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
+    /// Also receives every line the plugin logs during the call.
+    pub log_sink: Option<LogSink>,
     pub job: Option<String>,
     /// The dataset directory a `run_sync` of this call fills (a direct
     /// dSource's sync); the contract's request has no target of its own.
@@ -150,7 +162,9 @@ impl Worker {
                     worker.reap().await;
                     return Err(err);
                 }
-                Some("log") => worker.log_message(&msg, &ctx),
+                Some("log") => {
+                    worker.log_message(&msg, &ctx);
+                }
                 _ => {
                     worker.kill().await;
                     return Err(InvokeError::Protocol(format!("unexpected message while loading: {msg}")));
@@ -211,7 +225,12 @@ impl Worker {
                 }
             };
             match msg.get("type").and_then(|t| t.as_str()) {
-                Some("log") => self.log_message(&msg, &ctx),
+                Some("log") => {
+                    let (level, text) = self.log_message(&msg, &ctx);
+                    if let Some(sink) = &call.log_sink {
+                        (sink.0)(level, &text);
+                    }
+                }
                 Some("lib_call") => {
                     let call_id = msg.get("call").cloned().unwrap_or(Value::Null);
                     let method = msg.get("method").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
@@ -259,7 +278,7 @@ impl Worker {
         }
     }
 
-    fn log_message(&self, msg: &Value, ctx: &LogContext) {
+    fn log_message(&self, msg: &Value, ctx: &LogContext) -> (PluginLogLevel, String) {
         let level = match msg.get("level").and_then(|l| l.as_str()) {
             Some("DEBUG") => PluginLogLevel::Debug,
             Some("INFO") => PluginLogLevel::Info,
@@ -267,6 +286,7 @@ impl Worker {
         };
         let text = msg.get("message").and_then(|m| m.as_str()).unwrap_or_default();
         self.log.write(level, ctx, text);
+        (level, text.to_owned())
     }
 
     async fn send(&mut self, msg: &Value) -> std::io::Result<()> {
