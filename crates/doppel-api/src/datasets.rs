@@ -98,7 +98,7 @@ async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<
 #[utoipa::path(get, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
     responses((status = 200, body = DSource)))]
 async fn get_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(engine.get_dsource(&ds)?))
+    Ok(Json(engine.dsource_details(&ds).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),

@@ -80,6 +80,8 @@ impl Engine {
             enabled: d.enabled,
             snapshots: snaps.len(),
             latest_snapshot: snaps.last().map(|s| format!("{SNAPSHOT_PREFIX}{}", s.id)),
+            status: None,
+            size_bytes: None,
         })
     }
 
@@ -97,6 +99,37 @@ impl Engine {
 
     pub fn get_dsource(&self, reference: &str) -> Result<DSource, EngineError> {
         self.dsource_model(&self.find_dsource(reference)?)
+    }
+
+    /// A dSource with what its plugin says now: status and source size
+    /// (each only where the plugin implements the operation).
+    pub async fn dsource_details(&self, reference: &str) -> Result<DSource, EngineError> {
+        let ds = self.find_dsource(reference)?;
+        let mut model = self.dsource_model(&ds)?;
+        let ctx = self.dsource_ctx(ds.clone())?;
+        let plugin = self.loaded(&ctx.plugin)?;
+        let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
+        let (status_op, size_op) = if ctx.staging.is_some() {
+            let mount = self.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
+            let env = mount.as_ref().and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
+            req["staged_source"] = self.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())));
+            ("linked.status", "linked.staged_source_size")
+        } else {
+            req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
+                "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ds.id), "parameters": pdo(&ctx.params)}});
+            ("linked.status", "linked.direct_source_size")
+        };
+        let call = CallContext::default();
+        if let Ok(op) = self.host.operation(&plugin, status_op) {
+            let out = self.host.invoke(&plugin, op, req.clone(), &call, None).await?;
+            model.status = out["status"].as_str().map(str::to_owned).or(Some("ACTIVE".into()));
+        }
+        if let Ok(op) = self.host.operation(&plugin, size_op) {
+            let out = self.host.invoke(&plugin, op, req, &call, None).await?;
+            // uint64 travels as a string in proto JSON.
+            model.size_bytes = out["database_size"].as_str().and_then(|s| s.parse().ok()).or(out["database_size"].as_u64());
+        }
+        Ok(model)
     }
 
     /// Snapshots of one dSource or VDB (or all), oldest first, with their unique size.

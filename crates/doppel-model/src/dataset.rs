@@ -38,6 +38,12 @@ pub struct DSource {
     pub enabled: bool,
     pub snapshots: usize,
     pub latest_snapshot: Option<String>,
+    /// The plugin's status (ACTIVE or INACTIVE), in `show` only, when the plugin has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The source's size in bytes by the plugin, in `show` only, when the plugin tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

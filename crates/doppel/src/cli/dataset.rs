@@ -267,6 +267,12 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             ctx.print(&d, |d| {
                 ds_rows(std::slice::from_ref(d));
                 println!("dataset: {}\nparameters: {}", d.dataset, d.parameters);
+                if let Some(s) = &d.status {
+                    println!("status: {s}");
+                }
+                if let Some(b) = d.size_bytes {
+                    println!("source size: {b} bytes");
+                }
             });
         }
         DSourceCommand::Delete { dsource, no_wait } => run_job(ctx, c.delete_dsource(&dsource)?, no_wait, |_| println!("deleted {dsource}"))?,

@@ -98,5 +98,9 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
         std::thread::sleep(Duration::from_millis(100));
     }
     engine.cli(&["dsource", "sync", "good"]).ok();
+    // show asks the plugin: the all-ops plugin's status and size (8 KiB records by default).
+    let shown = engine.cli(&["dsource", "show", "good", "-o", "json"]).json();
+    assert_eq!(shown["status"], "ACTIVE", "{shown}");
+    assert_eq!(shown["size_bytes"], 8192, "{shown}");
     engine.cli(&["dsource", "delete", "good"]).ok();
 }
