@@ -33,6 +33,15 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(vdb_power))
         .routes(routes!(get_hooks, set_hooks))
         .routes(routes!(delete_snapshot))
+        .routes(routes!(create_empty_vdb))
+}
+
+/// Creates a VDB with no data, initialized by the plugin: a job.
+#[utoipa::path(post, path = "/api/v1/empty-vdbs", tag = "datasets", request_body = doppel_model::CreateEmptyVdb,
+    responses((status = 202, description = "The job", body = Job)))]
+async fn create_empty_vdb(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+    let req: doppel_model::CreateEmptyVdb = parse_body(&body)?;
+    Ok(accepted(engine.create_empty_vdb(req)?))
 }
 
 /// Deletes a snapshot (refused while a VDB's current timeflow starts at it).

@@ -373,3 +373,9 @@ impl Client {
         self.send(self.http.delete(self.url(&["snapshots", snapshot])))
     }
 }
+
+impl Client {
+    pub fn create_empty_vdb(&self, req: &doppel_model::CreateEmptyVdb) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["empty-vdbs"])).json(req))
+    }
+}

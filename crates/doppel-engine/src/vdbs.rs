@@ -4,7 +4,7 @@
 //! own snapshots) each start from a pool clone or restore; refresh and
 //! rewind start a new timeflow and keep the old one.
 
-use doppel_model::{MountRequest, ProvisionVdb, Vdb};
+use doppel_model::{CreateEmptyVdb, MountRequest, ProvisionVdb, Vdb};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job};
@@ -301,7 +301,7 @@ impl Engine {
             let to = VolumeId::new(record.volume.as_str())?;
             let pool = engine.pool.clone();
             blocking(move || pool.create_clone(&from, &to).map(|_| ())).await?;
-            let (id, _) = match engine.store.insert_vdb(&record, snapshot.id) {
+            let (id, _) = match engine.store.insert_vdb(&record, Some(snapshot.id)) {
                 Ok(ids) => ids,
                 Err(e) => {
                     if let Err(undo) = engine.destroy_dataset(&record.volume).await {
@@ -340,6 +340,89 @@ impl Engine {
         })
     }
 
+    /// Creates an empty VDB in a job: an empty dataset, mounted where the
+    /// plugin says, initialized by the plugin where it has `initialize`,
+    /// then the Configure-Clone hook. A failure leaves nothing behind.
+    pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
+        if req.name.is_empty() || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(EngineError::InvalidInput { field: "name".into(), reason: "must be letters, digits, '-', '_' or '.'".into() });
+        }
+        if self.store.find_vdb_by_name(&req.name)?.is_some() {
+            return Err(EngineError::Conflict(format!("a VDB named {:?} exists already", req.name)));
+        }
+        let plugin = self.store.get_plugin(&req.plugin.to_ascii_lowercase())?
+            .or(self.store.list_plugins()?.into_iter().find(|p| p.name == req.plugin))
+            .ok_or_else(|| EngineError::NotFound { kind: "plugin", id: req.plugin.clone() })?;
+        let env = self.find_environment(&req.environment)?;
+        let user = match &req.user {
+            None => self.user_of_env(&env)?,
+            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u).ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.clone() })?,
+        };
+        let repo = self.store.list_repositories(Some(env.id))?.into_iter().find(|r| r.plugin_id == plugin.id).ok_or_else(|| EngineError::InvalidInput {
+            field: "environment".into(),
+            reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name),
+        })?;
+        Engine::check_hook_points(&req.hooks)?;
+        let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
+        schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
+            what: "virtual source parameters".into(),
+            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+        })?;
+        let record = VdbRecord {
+            id: 0,
+            name: req.name.clone(),
+            plugin_id: plugin.id.clone(),
+            repository_id: repo.id,
+            environment_id: env.id,
+            user_id: user.id,
+            parent_volume: String::new(),
+            parameters: self.hosts.secrets.seal(&req.parameters.to_string()),
+            source_config: None,
+            volume: format!("vdb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            enabled: true,
+            created_at: now(),
+        };
+        let hooks = req.hooks.clone();
+        let engine = self.clone();
+        self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
+            job.progress(5, &format!("creating the empty dataset {}", record.volume));
+            let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
+            blocking(move || pool.create_volume(&v).map(|_| ())).await?;
+            let (id, _) = match engine.store.insert_vdb(&record, None) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    if let Err(undo) = engine.destroy_dataset(&record.volume).await {
+                        tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a failed empty VDB");
+                    }
+                    return Err(e.into());
+                }
+            };
+            let vdb = engine.store.get_vdb(id)?.ok_or_else(|| EngineError::Internal("VDB vanished".into()))?;
+            let outcome = async {
+                engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
+                let ctx = engine.vdb_ctx(vdb.clone())?;
+                job.progress(20, "mounting");
+                let mounts = engine.mount_vdb(&job, &ctx).await?;
+                job.progress(50, "initializing (plugin initialize)");
+                let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "virtual_source": engine.virtual_source(&ctx, &mounts)});
+                let out = engine.vcall(&ctx, &job, "virtual.initialize", req).await?.unwrap_or_default();
+                let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
+                engine.store.set_vdb_source_config(id, &sc)?;
+                engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                job.event(EventLevel::Error, &format!("create-empty failed, undoing: {e}"));
+                if let Err(undo) = engine.remove_vdb(&vdb).await {
+                    job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
+                }
+                return Err(e);
+            }
+            engine.store.mark_ready("vdb", id)?;
+            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(id)?.expect("stored"))?).expect("serialisable"))
+        })
+    }
+
     /// Takes a VDB snapshot in a job.
     pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
@@ -355,6 +438,9 @@ impl Engine {
     /// dataset, new timeflow, mount, configure or reconfigure.
     pub fn refresh_vdb(self: &Arc<Self>, reference: &str, to: Option<&str>, rewind: bool) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
+        if !rewind && vdb.parent_volume.is_empty() {
+            return Err(EngineError::Conflict(format!("VDB {} was created empty: it has no parent to refresh from", vdb.name)));
+        }
         let source_volume = if rewind { vdb.volume.clone() } else { vdb.parent_volume.clone() };
         if rewind && to.is_none() {
             return Err(EngineError::InvalidInput { field: "to".into(), reason: "rewind needs one of the VDB's snapshots".into() });

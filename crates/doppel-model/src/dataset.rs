@@ -136,3 +136,21 @@ pub struct Mount {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
 }
+
+/// `POST /api/v1/empty-vdbs`: a VDB that starts with no data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateEmptyVdb {
+    pub name: String,
+    /// Plugin id or name.
+    pub plugin: String,
+    /// Target environment.
+    pub environment: String,
+    pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub parameters: Value,
+    /// Hook scripts by point, set before initialize.
+    #[serde(default)]
+    pub hooks: std::collections::BTreeMap<String, String>,
+}

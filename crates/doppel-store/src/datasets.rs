@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// Records a VDB with its first timeflow, which starts at `parent_snapshot`.
-    pub fn insert_vdb(&self, v: &VdbRecord, parent_snapshot: i64) -> Result<(i64, i64), StoreError> {
+    pub fn insert_vdb(&self, v: &VdbRecord, parent_snapshot: Option<i64>) -> Result<(i64, i64), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(

@@ -110,7 +110,7 @@ fn seed(engine: &Engine, plugin_id: &str) {
             enabled: true,
             created_at: now.clone(),
         };
-        store.insert_vdb(&v, snap).unwrap();
+        store.insert_vdb(&v, Some(snap)).unwrap();
     }
 }
 

@@ -130,6 +130,25 @@ pub enum VdbCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Create a VDB with no data, initialized by the plugin.
+    #[command(name = "create-empty", after_help = "Example:\n  doppel vdb create-empty --name scratch --plugin myplugin --env target --params @vdb.json")]
+    CreateEmpty {
+        #[arg(long)]
+        name: String,
+        /// Plugin id or name.
+        #[arg(long)]
+        plugin: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        params: String,
+        #[arg(long = "hook", value_name = "POINT=SCRIPT|@FILE")]
+        hooks: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Run the plugin's start (with the Pre/Post-Start hooks).
     Start {
         vdb: String,
@@ -331,6 +350,10 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
         VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
         VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::CreateEmpty { name, plugin, env, user, params, hooks, no_wait } => {
+            let req = doppel_model::CreateEmptyVdb { name, plugin, environment: env, user, parameters: json_arg("--params", &params)?, hooks: hook_args(&hooks)? };
+            run_job(ctx, c.create_empty_vdb(&req)?, no_wait, show_as(vdb_rows))?;
+        }
         VdbCommand::Start { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "start")?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Stop { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "stop")?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Enable { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "enable")?, no_wait, show_as(vdb_rows))?,

@@ -102,5 +102,17 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
     let shown = engine.cli(&["dsource", "show", "good", "-o", "json"]).json();
     assert_eq!(shown["status"], "ACTIVE", "{shown}");
     assert_eq!(shown["size_bytes"], 8192, "{shown}");
+    // An empty VDB: mounted where the plugin says, initialized by the plugin.
+    let empty = engine
+        .cli(&["vdb", "create-empty", "--name", "empty", "--plugin", ALL_OPS, "--env", "host", "--params", r#"{"behavior": "ok", "mountPath": "/srv/stage/empty"}"#, "-o", "json"])
+        .json();
+    assert_eq!(empty["source_config"]["origin"], "initialize", "{empty}");
+    assert!(host.sh_output("delphix", "mountpoint -q /srv/stage/empty").status.success());
+    host.sh("delphix", "echo fresh > /srv/stage/empty/new.txt");
+    let refresh = engine.cli(&["vdb", "refresh", "empty"]);
+    assert!(refresh.fails(5).contains("created empty"), "{}", refresh.stderr);
+    engine.cli(&["vdb", "snapshot", "empty"]).ok();
+    engine.cli(&["vdb", "delete", "empty"]).ok();
     engine.cli(&["dsource", "delete", "good"]).ok();
+    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], 0);
 }
