@@ -34,6 +34,15 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(get_hooks, set_hooks))
         .routes(routes!(delete_snapshot))
         .routes(routes!(create_empty_vdb))
+        .routes(routes!(export_snapshot))
+}
+
+/// Exports a snapshot as a physical copy into a directory of a host (V2P): a job.
+#[utoipa::path(post, path = "/api/v1/exports", tag = "datasets", request_body = doppel_model::ExportSnapshot,
+    responses((status = 202, description = "The job", body = Job)))]
+async fn export_snapshot(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+    let req: doppel_model::ExportSnapshot = parse_body(&body)?;
+    Ok(accepted(engine.export_snapshot(req)?))
 }
 
 /// Creates a VDB with no data, initialized by the plugin: a job.

@@ -379,3 +379,9 @@ impl Client {
         self.send(self.http.post(self.url(&["empty-vdbs"])).json(req))
     }
 }
+
+impl Client {
+    pub fn export_snapshot(&self, req: &doppel_model::ExportSnapshot) -> Result<doppel_model::Job, ClientError> {
+        self.send(self.http.post(self.url(&["exports"])).json(req))
+    }
+}

@@ -157,6 +157,25 @@ impl Engine {
             .collect())
     }
 
+    /// What a V2P call of this dSource's plugin needs: the plugin, the
+    /// operations' group prefix, and the request without physical_source
+    /// and snapshot.
+    pub(crate) fn dsource_v2p_request(&self, ds: DSourceRecord) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+        let ctx = self.dsource_ctx(ds.clone())?;
+        let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
+        let prefix = if ctx.staging.is_some() {
+            let mount = self.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
+            let env = mount.as_ref().and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
+            req["staged_source"] = self.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())));
+            "linked.staged_"
+        } else {
+            req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
+                "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ds.id), "parameters": pdo(&ctx.params)}});
+            "linked.direct_"
+        };
+        Ok((ctx.plugin, prefix, req))
+    }
+
     /// Deletes a snapshot of a dSource or VDB; refused while a VDB's current
     /// timeflow starts at it.
     pub async fn delete_snapshot(&self, reference: &str) -> Result<Snapshot, EngineError> {

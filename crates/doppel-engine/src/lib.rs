@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dsources;
 mod environments;
 mod error;
+pub mod exports;
 pub mod hooks;
 mod hosts;
 pub mod mounts;

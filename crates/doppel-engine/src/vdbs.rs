@@ -423,6 +423,16 @@ impl Engine {
         })
     }
 
+    /// What a V2P call of this VDB's plugin needs (see `dsource_v2p_request`).
+    pub(crate) fn vdb_v2p_request(&self, vdb: VdbRecord) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+        let ctx = self.vdb_ctx(vdb)?;
+        let mounts = self.current_mounts(&ctx)?;
+        let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
+        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
+                         "virtual_source": self.virtual_source(&ctx, &mounts)});
+        Ok((ctx.plugin, "virtual.virtual_", req))
+    }
+
     /// Takes a VDB snapshot in a job.
     pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;

@@ -154,3 +154,25 @@ pub struct CreateEmptyVdb {
     #[serde(default)]
     pub hooks: std::collections::BTreeMap<String, String>,
 }
+
+/// `POST /api/v1/exports`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExportSnapshot {
+    /// `SNAPSHOT-<n>` of a dSource or VDB.
+    pub snapshot: String,
+    /// The environment that receives the copy.
+    pub environment: String,
+    pub user: Option<String>,
+    /// Absolute directory on that host.
+    pub target_directory: String,
+    /// V2P parameters (the plugin's virtualToPhysicalDefinition).
+    #[serde(default = "empty_object")]
+    pub parameters: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+

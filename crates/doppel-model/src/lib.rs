@@ -11,7 +11,7 @@ pub mod job;
 pub mod plugin;
 pub mod user;
 
-pub use dataset::{CreateEmptyVdb, DSource, LinkDSource, Mount, MountRequest, ProvisionVdb, Snapshot, Vdb};
+pub use dataset::{CreateEmptyVdb, DSource, ExportSnapshot, LinkDSource, Mount, MountRequest, ProvisionVdb, Snapshot, Vdb};
 pub use environment::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository, SourceConfig,
     UserCredentials,

@@ -45,6 +45,25 @@ pub enum DSourceCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Copy a snapshot (default: the latest) into a directory of a host (V2P).
+    #[command(after_help = "Example:\n  doppel dsource export NAME --env restore --target /srv/restore")]
+    Export {
+        dsource: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        user: Option<String>,
+        /// Absolute directory on that host.
+        #[arg(long)]
+        target: String,
+        /// V2P parameters, inline JSON or @file.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Mount the staging dataset and start staging again.
     Enable {
         dsource: String,
@@ -127,6 +146,25 @@ pub enum VdbCommand {
         vdb: String,
         #[arg(long)]
         to: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Copy a snapshot (default: the latest) into a directory of a host (V2P).
+    #[command(after_help = "Example:\n  doppel vdb export NAME --env restore --target /srv/restore")]
+    Export {
+        vdb: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        user: Option<String>,
+        /// Absolute directory on that host.
+        #[arg(long)]
+        target: String,
+        /// V2P parameters, inline JSON or @file.
+        #[arg(long, default_value = "{}")]
+        params: String,
         #[arg(long)]
         no_wait: bool,
     },
@@ -227,6 +265,31 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
     }
 }
 
+/// V2P of a dSource's or VDB's snapshot (default: its latest).
+#[allow(clippy::too_many_arguments)]
+fn export(
+    ctx: &Ctx,
+    dataset: &str,
+    snapshot: Option<String>,
+    env: String,
+    user: Option<String>,
+    target: String,
+    params: &str,
+    no_wait: bool,
+) -> Result<(), CliError> {
+    let snapshot = match snapshot {
+        Some(s) => s,
+        None => ctx
+            .client
+            .list_snapshots(Some(dataset))?
+            .pop()
+            .map(|s| s.reference)
+            .ok_or_else(|| CliError::Usage(format!("{dataset} has no snapshot to export")))?,
+    };
+    let req = doppel_model::ExportSnapshot { snapshot, environment: env, user, target_directory: target, parameters: json_arg("--params", params)? };
+    run_job(ctx, ctx.client.export_snapshot(&req)?, no_wait, show_json)
+}
+
 /// Shows an object's hooks, after setting those given.
 fn hooks(ctx: &Ctx, object: &str, set: &[String]) -> Result<(), CliError> {
     let current = if set.is_empty() { ctx.client.hooks(object)? } else { ctx.client.set_hooks(object, &hook_args(set)?)? };
@@ -274,6 +337,9 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             run_job(ctx, c.sync_dsource(&dsource, params, false)?, no_wait, show_json)?;
         }
         DSourceCommand::Resync { dsource, no_wait } => run_job(ctx, c.sync_dsource(&dsource, None, true)?, no_wait, show_json)?,
+        DSourceCommand::Export { dsource, snapshot, env, user, target, params, no_wait } => {
+            export(ctx, &dsource, snapshot, env, user, target, &params, no_wait)?
+        }
         DSourceCommand::Enable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "enable")?, no_wait, show_as(ds_rows))?,
         DSourceCommand::Disable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "disable")?, no_wait, show_as(ds_rows))?,
         DSourceCommand::Hooks { dsource, set } => hooks(ctx, &dsource, &set)?,
@@ -350,6 +416,7 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
         VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
         VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Export { vdb, snapshot, env, user, target, params, no_wait } => export(ctx, &vdb, snapshot, env, user, target, &params, no_wait)?,
         VdbCommand::CreateEmpty { name, plugin, env, user, params, hooks, no_wait } => {
             let req = doppel_model::CreateEmptyVdb { name, plugin, environment: env, user, parameters: json_arg("--params", &params)?, hooks: hook_args(&hooks)? };
             run_job(ctx, c.create_empty_vdb(&req)?, no_wait, show_as(vdb_rows))?;

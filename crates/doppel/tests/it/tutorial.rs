@@ -97,6 +97,19 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     engine.cli(&["dsource", "sync", "tree"]).fails(5);
     engine.cli(&["dsource", "enable", "tree"]).ok();
 
+    // V2P: the VDB's current snapshot as a plain copy on the source host, and a dSource's.
+    source.mkdir("/srv/restore", "delphix");
+    engine.cli(&["vdb", "snapshot", "dev"]).ok();
+    engine.cli(&["vdb", "export", "dev", "--env", "source", "--target", "/srv/restore/dev"]).ok();
+    assert_eq!(source.sh("delphix", "cat /srv/restore/dev/hello.txt"), "version 1\n");
+    engine.cli(&["dsource", "export", "tree", "--env", "source", "--target", "/srv/restore/tree"]).ok();
+    assert_eq!(source.sh("delphix", "cat /srv/restore/tree/hello.txt"), "version 2\n");
+    // The plugin refuses a non-empty target (its pre_source_to_physical).
+    let refused = engine.cli(&["dsource", "export", "tree", "--env", "source", "--target", "/srv/restore/tree"]);
+    assert_eq!(refused.code, 6, "{}", refused.stderr);
+    engine.cli(&["vdb", "export", "dev", "--env", "source", "--target", "relative"]).fails(3);
+    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json().as_array().unwrap().len(), 2, "no V2P mount left");
+
     // Snapshots: the one dev's current timeflow starts at cannot go; an older one can.
     let tree_snaps = engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json();
     let (oldest, newest) = (tree_snaps[0]["reference"].as_str().unwrap().to_owned(), tree_snaps[1]["reference"].as_str().unwrap().to_owned());

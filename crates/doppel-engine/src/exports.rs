@@ -1,0 +1,131 @@
+//! V2P: a snapshot exported as a plain physical copy into a directory of a
+//! host (contract §4, "V2P"): the parameters are checked against the
+//! plugin's virtualToPhysicalDefinition, the snapshot owner's
+//! pre_source_to_physical may refuse the target, the engine copies the
+//! files, and source_to_physical finishes.
+//!
+//! The copy: a temporary thin clone of the snapshot, mounted read-only on
+//! the host, copied with rsync by the host into the target directory, then
+//! unmounted and destroyed.
+
+use std::sync::Arc;
+
+use doppel_model::{EventLevel, ExportSnapshot, Job, MountRequest};
+use doppel_plugin_host::schema::ParameterSchema;
+use doppel_plugin_host::CallContext;
+use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
+use serde_json::json;
+
+use crate::environments::{connection_json, sh_quote};
+use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
+use crate::{Engine, EngineError};
+
+impl Engine {
+    /// Exports a snapshot into a host directory, in a job.
+    pub fn export_snapshot(self: &Arc<Self>, req: ExportSnapshot) -> Result<Job, EngineError> {
+        let invalid = |field: &str, reason: &str| EngineError::InvalidInput { field: field.into(), reason: reason.into() };
+        let snap_id = parse_ref(&req.snapshot, "SNAPSHOT-").ok_or_else(|| invalid("snapshot", "must look like SNAPSHOT-<n>"))?;
+        let snapshot = self.store.get_snapshot(snap_id)?.ok_or_else(|| EngineError::NotFound { kind: "snapshot", id: req.snapshot.clone() })?;
+        if !req.target_directory.starts_with('/') || req.target_directory.contains(['\0', '\n']) || req.target_directory == "/" {
+            return Err(invalid("target_directory", "must be an absolute directory other than /"));
+        }
+        let env = self.find_environment(&req.environment)?;
+        let user = match &req.user {
+            None => self.store.environment_users(env.id)?.into_iter().find(|u| u.is_primary),
+            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u),
+        }
+        .ok_or_else(|| EngineError::NotFound { kind: "environment user", id: req.user.clone().unwrap_or_default() })?;
+        // The snapshot's owner decides the operations.
+        let (plugin, prefix, mut request, target) = if let Some(ds) = self.store.list_dsources()?.into_iter().find(|d| d.volume == snapshot.volume) {
+            let target = format!("DSOURCE-{}", ds.id);
+            let (p, prefix, r) = self.dsource_v2p_request(ds)?;
+            (p, prefix, r, target)
+        } else if let Some(v) = self.store.list_vdbs()?.into_iter().find(|v| v.volume == snapshot.volume) {
+            let target = format!("VDB-{}", v.id);
+            let (p, prefix, r) = self.vdb_v2p_request(v)?;
+            (p, prefix, r, target)
+        } else {
+            return Err(EngineError::Internal(format!("{} belongs to no dSource or VDB", req.snapshot)));
+        };
+        if let Some(schema) = plugin.definition.pointer("/virtualToPhysicalDefinition/parameters") {
+            let schema = ParameterSchema::new(schema).map_err(|e| EngineError::Internal(e.to_string()))?;
+            schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
+                what: "V2P parameters".into(),
+                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+            })?;
+        }
+        request["snapshot"] = json!({"parameters": {"json": snapshot.metadata.to_string()}});
+        request["physical_source"] = json!({"guid": format!("V2P-{}", uuid::Uuid::new_v4().simple()), "connection": connection_json(&env, &user),
+            "target_directory": req.target_directory, "parameters": {"json": req.parameters.to_string()}});
+        let engine = self.clone();
+        self.jobs.spawn("V2P_EXPORT", Some(target), move |job| async move {
+            let loaded = engine.loaded(&plugin)?;
+            let call = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) };
+            let pre = format!("{prefix}pre_source_to_physical");
+            if let Ok(op) = engine.host.operation(&loaded, &pre) {
+                job.progress(10, &format!("plugin {pre}"));
+                engine.host.invoke(&loaded, op, request.clone(), &call, None).await?;
+            }
+            job.progress(30, &format!("copying {} to {} on {}", req.snapshot, req.target_directory, env.name));
+            engine.copy_snapshot(&job, &snapshot, &env, &user.name, &req.target_directory).await?;
+            let post = format!("{prefix}source_to_physical");
+            if let Ok(op) = engine.host.operation(&loaded, &post) {
+                job.progress(90, &format!("plugin {post}"));
+                engine.host.invoke(&loaded, op, request, &call, None).await?;
+            }
+            Ok(json!({"environment": format!("{ENVIRONMENT_PREFIX}{}", env.id), "target_directory": req.target_directory}))
+        })
+    }
+
+    /// A temporary clone of the snapshot, mounted read-only on the host and
+    /// copied there into `target`; the clone and mount are always removed.
+    async fn copy_snapshot(
+        &self,
+        job: &crate::jobs::JobHandle,
+        snapshot: &doppel_store::SnapshotRecord,
+        env: &doppel_store::EnvironmentRecord,
+        user: &str,
+        target: &str,
+    ) -> Result<(), EngineError> {
+        let temp = VolumeId::new(format!("v2p-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
+        let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
+        let (pool, to) = (self.pool.clone(), temp.clone());
+        tokio::task::spawn_blocking(move || pool.create_clone(&from, &to)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
+        let mount_path = format!("{}/doppel-v2p-{}", env.scratch_path.trim_end_matches('/'), temp);
+        let copied = async {
+            let mount = self
+                .mount_volume(MountRequest {
+                    environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
+                    user: Some(user.to_owned()),
+                    volume: temp.to_string(),
+                    subdirectory: String::new(),
+                    mount_path: mount_path.clone(),
+                    read_only: true,
+                    owner: None,
+                })
+                .await?;
+            let users = self.store.environment_users(env.id)?;
+            let u = users.iter().find(|x| x.name == user).expect("checked by the caller");
+            let conn = self.hosts.connect(env, u).await?;
+            let script = format!(
+                "mkdir -p -- {t} && if command -v rsync >/dev/null; then rsync -a -- {m}/ {t}/; else cp -a -- {m}/. {t}/; fi",
+                t = sh_quote(target),
+                m = sh_quote(&mount_path)
+            );
+            let out = conn.run_bash(&script, &Default::default(), false).await?;
+            let unmounted = self.unmount(mount.id).await;
+            if out.exit_code != 0 {
+                return Err(EngineError::InvalidInput {
+                    field: "target_directory".into(),
+                    reason: format!("cannot copy into {target} on {}: {}", env.name, out.stderr_str().trim()),
+                });
+            }
+            unmounted.map(|_| ())
+        }
+        .await;
+        if let Err(e) = self.destroy_dataset(temp.as_str()).await {
+            job.event(EventLevel::Warning, &format!("the temporary clone {temp} was not removed: {e}"));
+        }
+        copied
+    }
+}
