@@ -75,6 +75,12 @@ impl Engine {
             plugin: d.plugin_id.clone(),
             source_config: format!("SOURCE_CONFIG-{}", d.source_config_id),
             staging_environment: d.staging_environment_id.map(|e| format!("{ENVIRONMENT_PREFIX}{e}")),
+            staging_mount: self
+                .store
+                .list_mounts(None)?
+                .into_iter()
+                .find(|m| m.volume == d.volume)
+                .map(|m| format!("{ENVIRONMENT_PREFIX}{}:{}", m.environment_id, m.mount_path)),
             parameters: redact_secrets(&schema, &params),
             dataset: d.volume.clone(),
             enabled: d.enabled,

@@ -30,6 +30,9 @@ pub struct DSource {
     pub plugin: String,
     pub source_config: String,
     pub staging_environment: Option<String>,
+    /// Where the dataset is mounted on the staging host (`ENV:path`), while enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_mount: Option<String>,
     /// With secrets redacted.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,

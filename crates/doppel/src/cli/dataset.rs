@@ -13,8 +13,9 @@ pub enum DSourceCommand {
     /// host (staged plugins), and run the first sync.
     #[command(after_help = "Example:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging \\\n    --params '{\"sourceHost\": \"10.0.0.5\", \"sourceUser\": \"delphix\"}'")]
     Link {
+        /// Default: the source config's name.
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         #[arg(long = "sourceconfig")]
         source_config: String,
         /// The staging environment (staged plugins only).
@@ -322,6 +323,10 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
         DSourceCommand::Link { name, source_config, staging_env, staging_user, params, hooks, no_wait } => {
+            let name = match name {
+                Some(n) => n,
+                None => c.get_source_config(&source_config)?.name,
+            };
             let req = LinkDSource {
                 name,
                 source_config,
@@ -352,6 +357,9 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             ctx.print(&d, |d| {
                 ds_rows(std::slice::from_ref(d));
                 println!("dataset: {}\nparameters: {}", d.dataset, d.parameters);
+                if let Some(m) = &d.staging_mount {
+                    println!("staging mount: {m}");
+                }
                 if let Some(s) = &d.status {
                     println!("status: {s}");
                 }

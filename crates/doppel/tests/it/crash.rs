@@ -102,6 +102,18 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
     let shown = engine.cli(&["dsource", "show", "good", "-o", "json"]).json();
     assert_eq!(shown["status"], "ACTIVE", "{shown}");
     assert_eq!(shown["size_bytes"], 8192, "{shown}");
+    assert_eq!(shown["staging_mount"], format!("{}:/srv/stage/good", shown["staging_environment"].as_str().unwrap()));
+
+    // A plugin UserError mid-provision: the job fails with the plugin's
+    // message and action, and no clone, mount or record is left.
+    let before = engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"].clone();
+    let failed = engine.cli(&["vdb", "provision", "--name", "refused", "--from", "good", "--env", "host", "--params", r#"{"behavior": "user_error", "mountPath": "/srv/stage/refused"}"#]);
+    let stderr = failed.fails(6);
+    assert!(stderr.contains("requested user error") && stderr.contains("action: Set behavior to ok."), "{stderr}");
+    assert_eq!(engine.cli(&["vdb", "list", "-o", "json"]).json(), json!([]));
+    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], before);
+    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json().as_array().unwrap().len(), 1);
+
     // An empty VDB: mounted where the plugin says, initialized by the plugin.
     let empty = engine
         .cli(&["vdb", "create-empty", "--name", "empty", "--plugin", ALL_OPS, "--env", "host", "--params", r#"{"behavior": "ok", "mountPath": "/srv/stage/empty"}"#, "-o", "json"])

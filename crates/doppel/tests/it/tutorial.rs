@@ -56,8 +56,10 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
         .unwrap()
         .to_owned();
     let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}).to_string();
-    let linked = engine.cli(&["dsource", "link", "--name", "tree", "--sourceconfig", &sc, "--staging-env", "staging", "--params", &params, "-o", "json"]).json();
+    // No --name: the dSource takes the source config's name.
+    let linked = engine.cli(&["dsource", "link", "--sourceconfig", &sc, "--staging-env", "staging", "--params", &params, "-o", "json"]).json();
     assert_eq!(linked["snapshots"], 1, "{linked}");
+    assert_eq!(linked["name"], "tree");
 
     let vdb = engine
         .cli(&["vdb", "provision", "--name", "dev", "--from", "tree", "--env", "target", "--params", r#"{"mountPath": "/srv/vdbs/dev"}"#, "-o", "json"])
