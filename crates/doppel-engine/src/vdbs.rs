@@ -250,50 +250,69 @@ impl Engine {
         Ok(format!("{SNAPSHOT_PREFIX}{id}"))
     }
 
-    /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
-    /// A failure leaves no clone, mount or record behind.
-    pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
-        if req.name.is_empty() || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    /// Checks what a new VDB needs (its name, the target environment and
+    /// user, the plugin's repository there, the parameters and hook points)
+    /// and returns the record to create, not yet stored.
+    fn new_vdb_record(
+        &self,
+        name: &str,
+        plugin: &PluginRecord,
+        environment: &str,
+        user: Option<&str>,
+        parameters: &Value,
+        hooks: &std::collections::BTreeMap<String, String>,
+        parent_volume: String,
+    ) -> Result<VdbRecord, EngineError> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(EngineError::InvalidInput { field: "name".into(), reason: "must be letters, digits, '-', '_' or '.'".into() });
         }
-        if self.store.find_vdb_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!("a VDB named {:?} exists already", req.name)));
+        if self.store.find_vdb_by_name(name)?.is_some() {
+            return Err(EngineError::Conflict(format!("a VDB named {name:?} exists already")));
         }
-        let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
-        let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
-        let plugin = self.store.get_plugin(&plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: plugin_id.clone() })?;
-        let env = self.find_environment(&req.environment)?;
-        let user = match &req.user {
+        let env = self.find_environment(environment)?;
+        let user = match user {
             None => self.user_of_env(&env)?,
-            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u).ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.clone() })?,
+            Some(u) => self
+                .store
+                .environment_users(env.id)?
+                .into_iter()
+                .find(|x| x.name == u)
+                .ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.to_owned() })?,
         };
-        let repo = self
-            .store
-            .list_repositories(Some(env.id))?
-            .into_iter()
-            .find(|r| r.plugin_id == plugin_id)
-            .ok_or_else(|| EngineError::InvalidInput { field: "environment".into(), reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name) })?;
-        Engine::check_hook_points(&req.hooks)?;
-        let hooks = req.hooks.clone();
+        let repo = self.store.list_repositories(Some(env.id))?.into_iter().find(|r| r.plugin_id == plugin.id).ok_or_else(|| EngineError::InvalidInput {
+            field: "environment".into(),
+            reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name),
+        })?;
+        Engine::check_hook_points(hooks)?;
         let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
-        schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
+        schema.validate(parameters).map_err(|errs| EngineError::InvalidParameters {
             what: "virtual source parameters".into(),
             violations: errs.violations().iter().map(|v| v.to_string()).collect(),
         })?;
-        let record = VdbRecord {
+        Ok(VdbRecord {
             id: 0,
-            name: req.name.clone(),
-            plugin_id,
+            name: name.to_owned(),
+            plugin_id: plugin.id.clone(),
             repository_id: repo.id,
             environment_id: env.id,
             user_id: user.id,
-            parent_volume: parent_volume.clone(),
-            parameters: self.hosts.secrets.seal(&req.parameters.to_string()),
+            parent_volume,
+            parameters: self.hosts.secrets.seal(&parameters.to_string()),
             source_config: None,
             volume: format!("vdb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             enabled: true,
             created_at: now(),
-        };
+        })
+    }
+
+    /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
+    /// A failure leaves no clone, mount or record behind.
+    pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
+        let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
+        let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
+        let plugin = self.store.get_plugin(&plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: plugin_id.clone() })?;
+        let record = self.new_vdb_record(&req.name, &plugin, &req.environment, req.user.as_deref(), &req.parameters, &req.hooks, parent_volume)?;
+        let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
             job.progress(5, &format!("cloning {SNAPSHOT_PREFIX}{} into dataset {}", snapshot.id, record.volume));
@@ -344,44 +363,12 @@ impl Engine {
     /// plugin says, initialized by the plugin where it has `initialize`,
     /// then the Configure-Clone hook. A failure leaves nothing behind.
     pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
-        if req.name.is_empty() || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(EngineError::InvalidInput { field: "name".into(), reason: "must be letters, digits, '-', '_' or '.'".into() });
-        }
-        if self.store.find_vdb_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!("a VDB named {:?} exists already", req.name)));
-        }
-        let plugin = self.store.get_plugin(&req.plugin.to_ascii_lowercase())?
+        let plugin = self
+            .store
+            .get_plugin(&req.plugin.to_ascii_lowercase())?
             .or(self.store.list_plugins()?.into_iter().find(|p| p.name == req.plugin))
             .ok_or_else(|| EngineError::NotFound { kind: "plugin", id: req.plugin.clone() })?;
-        let env = self.find_environment(&req.environment)?;
-        let user = match &req.user {
-            None => self.user_of_env(&env)?,
-            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u).ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.clone() })?,
-        };
-        let repo = self.store.list_repositories(Some(env.id))?.into_iter().find(|r| r.plugin_id == plugin.id).ok_or_else(|| EngineError::InvalidInput {
-            field: "environment".into(),
-            reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name),
-        })?;
-        Engine::check_hook_points(&req.hooks)?;
-        let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
-        schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
-            what: "virtual source parameters".into(),
-            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-        })?;
-        let record = VdbRecord {
-            id: 0,
-            name: req.name.clone(),
-            plugin_id: plugin.id.clone(),
-            repository_id: repo.id,
-            environment_id: env.id,
-            user_id: user.id,
-            parent_volume: String::new(),
-            parameters: self.hosts.secrets.seal(&req.parameters.to_string()),
-            source_config: None,
-            volume: format!("vdb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            enabled: true,
-            created_at: now(),
-        };
+        let record = self.new_vdb_record(&req.name, &plugin, &req.environment, req.user.as_deref(), &req.parameters, &req.hooks, String::new())?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {

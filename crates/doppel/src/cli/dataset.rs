@@ -50,20 +50,8 @@ pub enum DSourceCommand {
     #[command(after_help = "Example:\n  doppel dsource export NAME --env restore --target /srv/restore")]
     Export {
         dsource: String,
-        #[arg(long)]
-        snapshot: Option<String>,
-        #[arg(long)]
-        env: String,
-        #[arg(long)]
-        user: Option<String>,
-        /// Absolute directory on that host.
-        #[arg(long)]
-        target: String,
-        /// V2P parameters, inline JSON or @file.
-        #[arg(long, default_value = "{}")]
-        params: String,
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Mount the staging dataset and start staging again.
     Enable {
@@ -154,20 +142,8 @@ pub enum VdbCommand {
     #[command(after_help = "Example:\n  doppel vdb export NAME --env restore --target /srv/restore")]
     Export {
         vdb: String,
-        #[arg(long)]
-        snapshot: Option<String>,
-        #[arg(long)]
-        env: String,
-        #[arg(long)]
-        user: Option<String>,
-        /// Absolute directory on that host.
-        #[arg(long)]
-        target: String,
-        /// V2P parameters, inline JSON or @file.
-        #[arg(long, default_value = "{}")]
-        params: String,
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Create a VDB with no data, initialized by the plugin.
     #[command(name = "create-empty", after_help = "Example:\n  doppel vdb create-empty --name scratch --plugin myplugin --env target --params @vdb.json")]
@@ -266,19 +242,29 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
     }
 }
 
-/// V2P of a dSource's or VDB's snapshot (default: its latest).
-#[allow(clippy::too_many_arguments)]
-fn export(
-    ctx: &Ctx,
-    dataset: &str,
+/// Where and how a snapshot is exported (V2P).
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// SNAPSHOT-<n> (default: the latest).
+    #[arg(long)]
     snapshot: Option<String>,
+    #[arg(long)]
     env: String,
+    #[arg(long)]
     user: Option<String>,
+    /// Absolute directory on that host.
+    #[arg(long)]
     target: String,
-    params: &str,
+    /// V2P parameters, inline JSON or @file.
+    #[arg(long, default_value = "{}")]
+    params: String,
+    #[arg(long)]
     no_wait: bool,
-) -> Result<(), CliError> {
-    let snapshot = match snapshot {
+}
+
+/// V2P of a dSource's or VDB's snapshot (default: its latest).
+fn export(ctx: &Ctx, dataset: &str, args: ExportArgs) -> Result<(), CliError> {
+    let snapshot = match args.snapshot {
         Some(s) => s,
         None => ctx
             .client
@@ -287,8 +273,14 @@ fn export(
             .map(|s| s.reference)
             .ok_or_else(|| CliError::Usage(format!("{dataset} has no snapshot to export")))?,
     };
-    let req = doppel_model::ExportSnapshot { snapshot, environment: env, user, target_directory: target, parameters: json_arg("--params", params)? };
-    run_job(ctx, ctx.client.export_snapshot(&req)?, no_wait, show_json)
+    let req = doppel_model::ExportSnapshot {
+        snapshot,
+        environment: args.env,
+        user: args.user,
+        target_directory: args.target,
+        parameters: json_arg("--params", &args.params)?,
+    };
+    run_job(ctx, ctx.client.export_snapshot(&req)?, args.no_wait, show_json)
 }
 
 /// Shows an object's hooks, after setting those given.
@@ -342,9 +334,7 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             run_job(ctx, c.sync_dsource(&dsource, params, false)?, no_wait, show_json)?;
         }
         DSourceCommand::Resync { dsource, no_wait } => run_job(ctx, c.sync_dsource(&dsource, None, true)?, no_wait, show_json)?,
-        DSourceCommand::Export { dsource, snapshot, env, user, target, params, no_wait } => {
-            export(ctx, &dsource, snapshot, env, user, target, &params, no_wait)?
-        }
+        DSourceCommand::Export { dsource, export: args } => export(ctx, &dsource, args)?,
         DSourceCommand::Enable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "enable")?, no_wait, show_as(ds_rows))?,
         DSourceCommand::Disable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "disable")?, no_wait, show_as(ds_rows))?,
         DSourceCommand::Hooks { dsource, set } => hooks(ctx, &dsource, &set)?,
@@ -424,7 +414,7 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
         VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
         VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
         VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
-        VdbCommand::Export { vdb, snapshot, env, user, target, params, no_wait } => export(ctx, &vdb, snapshot, env, user, target, &params, no_wait)?,
+        VdbCommand::Export { vdb, export: args } => export(ctx, &vdb, args)?,
         VdbCommand::CreateEmpty { name, plugin, env, user, params, hooks, no_wait } => {
             let req = doppel_model::CreateEmptyVdb { name, plugin, environment: env, user, parameters: json_arg("--params", &params)?, hooks: hook_args(&hooks)? };
             run_job(ctx, c.create_empty_vdb(&req)?, no_wait, show_as(vdb_rows))?;
