@@ -316,6 +316,19 @@ impl Engine {
     pub async fn delete_environment(&self, reference: &str) -> Result<Environment, EngineError> {
         let env = self.find_environment(reference)?;
         let model = self.environment_model(&env)?;
+        let repos: Vec<i64> = self.store.list_repositories(Some(env.id))?.iter().map(|r| r.id).collect();
+        let configs: Vec<i64> = self.store.list_source_configs(None)?.into_iter().filter(|c| repos.contains(&c.repository_id)).map(|c| c.id).collect();
+        let mut users: Vec<String> = self
+            .store
+            .list_dsources()?
+            .into_iter()
+            .filter(|d| d.staging_environment_id == Some(env.id) || configs.contains(&d.source_config_id))
+            .map(|d| format!("dSource {}", d.name))
+            .collect();
+        users.extend(self.store.list_vdbs()?.into_iter().filter(|v| v.environment_id == env.id).map(|v| format!("VDB {}", v.name)));
+        if !users.is_empty() {
+            return Err(EngineError::Conflict(format!("{} is used by {}; delete those first", env.name, users.join(", "))));
+        }
         let mounts = self.store.count_mounts(env.id)?;
         if mounts > 0 {
             return Err(EngineError::Conflict(format!("{} has {mounts} dataset mount(s); unmount them first", env.name)));
@@ -465,6 +478,10 @@ impl Engine {
 
     pub fn delete_source_config(&self, reference: &str) -> Result<SourceConfig, EngineError> {
         let sc = self.find_source_config(reference)?;
+        let users: Vec<String> = self.store.list_dsources()?.into_iter().filter(|d| d.source_config_id == sc.id).map(|d| d.name).collect();
+        if !users.is_empty() {
+            return Err(EngineError::Conflict(format!("{reference} is linked by dSource(s) {}; delete them first", users.join(", "))));
+        }
         let model = self.source_config_model(&sc)?;
         self.store.delete_source_config(sc.id)?;
         Ok(model)

@@ -122,6 +122,14 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     assert_eq!(engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json().as_array().unwrap().len(), 1);
     engine.cli(&["snapshot", "delete", "SNAPSHOT-999"]).fails(4);
 
+    // Environments and source configs in use cannot be deleted.
+    let busy = engine.cli(&["env", "delete", "target"]);
+    assert!(busy.fails(5).contains("VDB dev"), "{}", busy.stderr);
+    let busy = engine.cli(&["env", "delete", "source"]);
+    assert!(busy.fails(5).contains("dSource tree"), "{}", busy.stderr);
+    let busy = engine.cli(&["sourceconfig", "delete", &sc]);
+    assert!(busy.fails(5).contains("tree"), "{}", busy.stderr);
+
     // Bad input through the CLI: clear errors, exit codes scripts can rely on.
     engine.cli(&["dsource", "delete", "tree"]).fails(5);
     engine.cli(&["vdb", "show", "nope"]).fails(4);
