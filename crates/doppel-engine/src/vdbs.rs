@@ -142,7 +142,7 @@ impl Engine {
         let out = self.host.invoke(&plugin, op, request, &CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) }, None).await;
         job.event(
             if out.is_ok() { EventLevel::Info } else { EventLevel::Error },
-            &format!("plugin {} {} in {} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_millis()),
+            &format!("plugin {} {} in {:.3} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_secs_f64() * 1000.0),
         );
         Ok(Some(out?))
     }
