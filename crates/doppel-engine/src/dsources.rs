@@ -200,21 +200,13 @@ impl Engine {
         Ok(shown)
     }
 
-    fn user_of(&self, env: &EnvironmentRecord, name: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
-        let users = self.store.environment_users(env.id)?;
-        let found = match name {
-            None => users.into_iter().find(|u| u.is_primary),
-            Some(n) => users.into_iter().find(|u| u.name == n || format!("HOST_USER-{}", u.id) == n),
-        };
-        found.ok_or_else(|| EngineError::NotFound { kind: "environment user", id: name.unwrap_or("(primary)").to_owned() })
-    }
 
     fn dsource_ctx(&self, ds: DSourceRecord) -> Result<Ctx, EngineError> {
         let plugin = self.store.get_plugin(&ds.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: ds.plugin_id.clone() })?;
         let sc = self.store.get_source_config(ds.source_config_id)?.ok_or_else(|| EngineError::Internal("dSource without source config".into()))?;
         let repo = self.store.get_repository(sc.repository_id)?.ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
         let env = self.store.get_environment(repo.environment_id)?.ok_or_else(|| EngineError::Internal("repository without environment".into()))?;
-        let source = (env.clone(), self.user_of(&env, None)?);
+        let source = (env.clone(), self.env_user(&env, None)?);
         let staging = match (ds.staging_environment_id, ds.staging_user_id) {
             (Some(e), Some(u)) => {
                 let env = self.store.get_environment(e)?.ok_or_else(|| EngineError::Internal("missing staging environment".into()))?;
@@ -233,9 +225,7 @@ impl Engine {
     /// no dataset, mount or record behind.
     pub fn link_dsource(self: &Arc<Self>, req: LinkDSource) -> Result<Job, EngineError> {
         let invalid = |field: &str, reason: String| EngineError::InvalidInput { field: field.into(), reason };
-        if req.name.is_empty() || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(invalid("name", "must be letters, digits, '-', '_' or '.'".into()));
-        }
+        crate::environments::check_name("name", &req.name)?;
         if self.store.find_dsource_by_name(&req.name)?.is_some() {
             return Err(EngineError::Conflict(format!("a dSource named {:?} exists already", req.name)));
         }
@@ -248,7 +238,7 @@ impl Engine {
             (PluginKind::Direct, Some(_)) => return Err(invalid("staging_environment", format!("plugin {} is direct: it takes no staging environment", plugin.name))),
             (PluginKind::Staged, Some(e)) => {
                 let env = self.find_environment(e)?;
-                let user = self.user_of(&env, req.staging_user.as_deref())?;
+                let user = self.env_user(&env, req.staging_user.as_deref())?;
                 Some((env.id, user.id))
             }
             (PluginKind::Direct, None) => None,
@@ -375,7 +365,7 @@ impl Engine {
         let path = mount["mount_path"].as_str().unwrap_or_default().to_owned();
         let env = self.find_environment(env_ref)?;
         let (staging_env, staging_user) = ctx.staging.as_ref().expect("staged");
-        let user = if env.id == staging_env.id { staging_user.clone() } else { self.user_of(&env, None)? };
+        let user = if env.id == staging_env.id { staging_user.clone() } else { self.env_user(&env, None)? };
         if let Some(existing) = self.store.find_mount(env.id, &path)? {
             if existing.volume == ctx.ds.volume {
                 return Ok((env, path));

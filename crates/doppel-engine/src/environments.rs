@@ -35,7 +35,7 @@ pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), EngineError> {
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), EngineError> {
     if name.is_empty() || name.len() > 128 {
         return Err(invalid(field, "must be 1 to 128 characters"));
     }
@@ -147,12 +147,15 @@ impl Engine {
         found.ok_or_else(|| EngineError::NotFound { kind: "environment", id: reference.to_owned() })
     }
 
-    fn primary_user(&self, env: &EnvironmentRecord) -> Result<EnvironmentUserRecord, EngineError> {
-        self.store
-            .environment_users(env.id)?
-            .into_iter()
-            .find(|u| u.is_primary)
-            .ok_or_else(|| EngineError::Internal(format!("environment {} has no primary user", env.name)))
+    /// A user of `env`: the one named (by name or `HOST_USER-<n>`), or the
+    /// primary user when none is named.
+    pub(crate) fn env_user(&self, env: &EnvironmentRecord, name: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
+        let users = self.store.environment_users(env.id)?;
+        let found = match name {
+            None => users.into_iter().find(|u| u.is_primary),
+            Some(n) => users.into_iter().find(|u| u.name == n || format!("{USER_PREFIX}{}", u.id) == n),
+        };
+        found.ok_or_else(|| EngineError::NotFound { kind: "environment user", id: name.unwrap_or("(primary)").to_owned() })
     }
 
     pub fn list_environments(&self) -> Result<Vec<Environment>, EngineError> {
@@ -254,7 +257,7 @@ impl Engine {
     /// Runs discovery for every installed Unix plugin on `env` as its
     /// primary user; validates every result against the plugin's schemas.
     async fn discover(&self, job: &JobHandle, env: &EnvironmentRecord, start: u8) -> Result<Vec<DiscoveredRepository>, EngineError> {
-        let user = self.primary_user(env)?;
+        let user = self.env_user(env, None)?;
         let conn_json = connection_json(env, &user);
         let plugins: Vec<PluginRecord> = self.store.list_plugins()?.into_iter().filter(plugin_runs_on_unix).collect();
         let mut found = Vec::new();
@@ -304,7 +307,7 @@ impl Engine {
         let target = format!("{ENVIRONMENT_PREFIX}{}", env.id);
         self.jobs.spawn("ENVIRONMENT_REFRESH", Some(target), move |job| async move {
             job.progress(5, &format!("connecting to {}", env.name));
-            let user = engine.primary_user(&env)?;
+            let user = engine.env_user(&env, None)?;
             engine.hosts.connect(&env, &user).await?;
             let found = engine.discover(&job, &env, 20).await?;
             engine.store.apply_discovery(env.id, &found)?;

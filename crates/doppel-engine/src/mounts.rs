@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use doppel_remote::Connection;
-use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, MountRecord};
+use doppel_store::{EnvironmentRecord, MountRecord};
 
 use tokio::task::JoinHandle;
 
@@ -90,14 +90,6 @@ async fn run(conn: &Connection, script: &str) -> Result<doppel_remote::ExecOutpu
 }
 
 impl Engine {
-    fn mount_user(&self, env: &EnvironmentRecord, user: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
-        let users = self.store.environment_users(env.id)?;
-        let found = match user {
-            None => users.into_iter().find(|u| u.is_primary),
-            Some(u) => users.into_iter().find(|x| x.name == u || format!("{USER_PREFIX}{}", x.id) == u),
-        };
-        found.ok_or_else(|| EngineError::NotFound { kind: "environment user", id: user.unwrap_or("(primary)").to_owned() })
-    }
 
     /// The directory a mount serves.
     fn mount_root(&self, volume: &str, subdirectory: &str) -> Result<PathBuf, EngineError> {
@@ -114,7 +106,7 @@ impl Engine {
         check_mount_path(&req.mount_path)?;
         check_subdirectory(&req.subdirectory)?;
         let env = self.find_environment(&req.environment)?;
-        let user = self.mount_user(&env, req.user.as_deref())?;
+        let user = self.env_user(&env, req.user.as_deref())?;
         let root = self.mount_root(&req.volume, &req.subdirectory)?;
         if let Some(m) = self.store.find_mount(env.id, &req.mount_path)? {
             return Err(EngineError::Conflict(format!(

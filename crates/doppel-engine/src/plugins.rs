@@ -132,7 +132,7 @@ impl Engine {
     }
 
     /// Finds a plugin by id, or by name when the name is unique.
-    fn find_plugin(&self, reference: &str) -> Result<PluginRecord, EngineError> {
+    pub(crate) fn find_plugin(&self, reference: &str) -> Result<PluginRecord, EngineError> {
         if let Some(p) = self.store.get_plugin(&reference.to_ascii_lowercase())? {
             return Ok(p);
         }

@@ -159,7 +159,7 @@ impl Engine {
             let env = self.find_environment(env_ref)?;
             let path = m["mount_path"].as_str().unwrap_or_default().to_owned();
             let shared = m["shared_path"].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
-            let user = if env.id == ctx.env.id { ctx.user.name.clone() } else { self.user_of_env(&env)?.name };
+            let user = if env.id == ctx.env.id { ctx.user.name.clone() } else { self.env_user(&env, None)?.name };
             let already = self.store.find_mount(env.id, &path)?.is_some_and(|m| m.volume == ctx.vdb.volume && m.subdirectory == shared);
             if !already {
             job.event(EventLevel::Info, &format!("mounting dataset {} on {} at {path}", ctx.vdb.volume, env.name));
@@ -184,9 +184,6 @@ impl Engine {
         Ok(mounts)
     }
 
-    fn user_of_env(&self, env: &EnvironmentRecord) -> Result<EnvironmentUserRecord, EngineError> {
-        self.store.environment_users(env.id)?.into_iter().find(|u| u.is_primary).ok_or_else(|| EngineError::Internal(format!("{} has no primary user", env.name)))
-    }
 
     async fn unmount_vdb(&self, ctx: &Ctx) -> Result<(), EngineError> {
         for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ctx.vdb.volume) {
@@ -263,22 +260,12 @@ impl Engine {
         hooks: &std::collections::BTreeMap<String, String>,
         parent_volume: String,
     ) -> Result<VdbRecord, EngineError> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(EngineError::InvalidInput { field: "name".into(), reason: "must be letters, digits, '-', '_' or '.'".into() });
-        }
+        crate::environments::check_name("name", name)?;
         if self.store.find_vdb_by_name(name)?.is_some() {
             return Err(EngineError::Conflict(format!("a VDB named {name:?} exists already")));
         }
         let env = self.find_environment(environment)?;
-        let user = match user {
-            None => self.user_of_env(&env)?,
-            Some(u) => self
-                .store
-                .environment_users(env.id)?
-                .into_iter()
-                .find(|x| x.name == u)
-                .ok_or_else(|| EngineError::NotFound { kind: "environment user", id: u.to_owned() })?,
-        };
+        let user = self.env_user(&env, user)?;
         let repo = self.store.list_repositories(Some(env.id))?.into_iter().find(|r| r.plugin_id == plugin.id).ok_or_else(|| EngineError::InvalidInput {
             field: "environment".into(),
             reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name),
@@ -305,6 +292,35 @@ impl Engine {
         })
     }
 
+    /// Stores a new VDB's record (starting a timeflow at `parent`) once its
+    /// dataset exists; if that fails the dataset goes too.
+    async fn store_new_vdb(&self, record: &VdbRecord, parent: Option<i64>) -> Result<VdbRecord, EngineError> {
+        let stored = self.store.insert_vdb(record, parent).and_then(|(id, _)| self.store.get_vdb(id));
+        match stored {
+            Ok(Some(vdb)) => Ok(vdb),
+            Ok(None) | Err(_) => {
+                if let Err(undo) = self.destroy_dataset(&record.volume).await {
+                    tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a VDB that was not recorded");
+                }
+                Err(stored.err().map(Into::into).unwrap_or_else(|| EngineError::Internal("VDB vanished".into())))
+            }
+        }
+    }
+
+    /// Ends a VDB's creating job: ready when `outcome` succeeded, otherwise
+    /// removed with everything it had (the job fails with `outcome`'s error).
+    async fn finish_new_vdb(&self, job: &JobHandle, vdb: &VdbRecord, outcome: Result<(), EngineError>) -> Result<Value, EngineError> {
+        if let Err(e) = outcome {
+            job.event(EventLevel::Error, &format!("creating VDB {} failed, undoing: {e}", vdb.name));
+            if let Err(undo) = self.remove_vdb(vdb).await {
+                job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
+            }
+            return Err(e);
+        }
+        self.store.mark_ready("vdb", vdb.id)?;
+        Ok(serde_json::to_value(self.vdb_model(&self.store.get_vdb(vdb.id)?.expect("stored"))?).expect("serialisable"))
+    }
+
     /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
     /// A failure leaves no clone, mount or record behind.
     pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
@@ -320,16 +336,8 @@ impl Engine {
             let to = VolumeId::new(record.volume.as_str())?;
             let pool = engine.pool.clone();
             blocking(move || pool.create_clone(&from, &to).map(|_| ())).await?;
-            let (id, _) = match engine.store.insert_vdb(&record, Some(snapshot.id)) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    if let Err(undo) = engine.destroy_dataset(&record.volume).await {
-                        tracing::error!(volume = %record.volume, error = %undo, "cannot remove the clone of a failed provision");
-                    }
-                    return Err(e.into());
-                }
-            };
-            let vdb = engine.store.get_vdb(id)?.ok_or_else(|| EngineError::Internal("VDB vanished".into()))?;
+            let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
+            let id = vdb.id;
             let outcome = async {
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -347,15 +355,7 @@ impl Engine {
                 engine.snapshot_vdb_steps(&job, &ctx).await
             }
             .await;
-            if let Err(e) = outcome {
-                job.event(EventLevel::Error, &format!("provision failed, undoing: {e}"));
-                if let Err(undo) = engine.remove_vdb(&vdb).await {
-                    job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
-                }
-                return Err(e);
-            }
-            engine.store.mark_ready("vdb", id)?;
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(id)?.expect("stored"))?).expect("serialisable"))
+            engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
     }
 
@@ -363,11 +363,7 @@ impl Engine {
     /// plugin says, initialized by the plugin where it has `initialize`,
     /// then the Configure-Clone hook. A failure leaves nothing behind.
     pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
-        let plugin = self
-            .store
-            .get_plugin(&req.plugin.to_ascii_lowercase())?
-            .or(self.store.list_plugins()?.into_iter().find(|p| p.name == req.plugin))
-            .ok_or_else(|| EngineError::NotFound { kind: "plugin", id: req.plugin.clone() })?;
+        let plugin = self.find_plugin(&req.plugin)?;
         let record = self.new_vdb_record(&req.name, &plugin, &req.environment, req.user.as_deref(), &req.parameters, &req.hooks, String::new())?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
@@ -375,16 +371,8 @@ impl Engine {
             job.progress(5, &format!("creating the empty dataset {}", record.volume));
             let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
             blocking(move || pool.create_volume(&v).map(|_| ())).await?;
-            let (id, _) = match engine.store.insert_vdb(&record, None) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    if let Err(undo) = engine.destroy_dataset(&record.volume).await {
-                        tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a failed empty VDB");
-                    }
-                    return Err(e.into());
-                }
-            };
-            let vdb = engine.store.get_vdb(id)?.ok_or_else(|| EngineError::Internal("VDB vanished".into()))?;
+            let vdb = engine.store_new_vdb(&record, None).await?;
+            let id = vdb.id;
             let outcome = async {
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -398,15 +386,7 @@ impl Engine {
                 engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await
             }
             .await;
-            if let Err(e) = outcome {
-                job.event(EventLevel::Error, &format!("create-empty failed, undoing: {e}"));
-                if let Err(undo) = engine.remove_vdb(&vdb).await {
-                    job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
-                }
-                return Err(e);
-            }
-            engine.store.mark_ready("vdb", id)?;
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(id)?.expect("stored"))?).expect("serialisable"))
+            engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
     }
 
