@@ -5,7 +5,8 @@
 //! median, and a ratio between the two sizes under 1.2.
 //!
 //! The all-ops test plugin does no work on the data, so what grows with
-//! the dataset is only the engine's part (clone, restore, mounts).
+//! the dataset is only the engine's part (clone, restore, mounts). The rounds
+//! alternate between the two sizes so both see the same pool history.
 //!
 //! Run as root: `DOPPEL_TEST_PYTHON=.venv/worker/bin/python DOPPEL_TEST_DVP=.venv/dvp/bin/dvp \
 //!   cargo bench -p doppel-engine --bench lifecycle` (`DOPPEL_BENCH_QUICK=1`: 20 MiB and 200 MiB;
@@ -86,8 +87,11 @@ async fn main() {
     common::add_env(&engine, "host", host, "delphix").await;
     let configs = engine.list_source_configs(None).unwrap();
 
-    let mut table = Vec::new();
-    for (i, (label, bytes, files)) in sizes.iter().enumerate() {
+    // Both dSources first, then the rounds alternate between the sizes: a
+    // btrfs snapshot costs more as the filesystem holds more subvolumes
+    // (live or deleted but not yet cleaned), so running one size after the
+    // other would charge the second one for the first one's history.
+    for (i, (_, bytes, files)) in sizes.iter().enumerate() {
         let name = format!("ds{i}");
         let link = LinkDSource {
             name: name.clone(),
@@ -103,13 +107,16 @@ async fn main() {
         let ds = engine.get_dsource(&name).unwrap();
         fill(&engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap()), *bytes, *files);
         timed(&engine, Instant::now(), engine.sync_dsource(&name, None, false).unwrap()).await;
+    }
 
-        let (mut provision, mut snapshot, mut refresh, mut rewind) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in 0..rounds {
+    // Per size: provision, snapshot, refresh, rewind overheads.
+    let mut samples: Vec<[Vec<f64>; 4]> = vec![Default::default(), Default::default()];
+    for r in 0..rounds {
+        for (i, s) in samples.iter_mut().enumerate() {
             let vdb = format!("v{i}x{r}");
             let req = ProvisionVdb {
                 name: vdb.clone(),
-                from: name.clone(),
+                from: format!("ds{i}"),
                 snapshot: None,
                 environment: "host".into(),
                 user: None,
@@ -117,18 +124,22 @@ async fn main() {
                 hooks: Default::default(),
             };
             let (w, p) = timed(&engine, Instant::now(), engine.provision_vdb(req).unwrap()).await;
-            provision.push(w - p);
+            s[0].push(w - p);
             let first = engine.list_snapshots(Some(&vdb)).unwrap()[0].reference.clone();
             let (w, p) = timed(&engine, Instant::now(), engine.snapshot_vdb(&vdb).unwrap()).await;
-            snapshot.push(w - p);
+            s[1].push(w - p);
             let (w, p) = timed(&engine, Instant::now(), engine.refresh_vdb(&vdb, None, false).unwrap()).await;
-            refresh.push(w - p);
+            s[2].push(w - p);
             let (w, p) = timed(&engine, Instant::now(), engine.refresh_vdb(&vdb, Some(&first), true).unwrap()).await;
-            rewind.push(w - p);
+            s[3].push(w - p);
             timed(&engine, Instant::now(), engine.delete_vdb(&vdb).unwrap()).await;
         }
-        table.push((label.to_string(), median(provision), median(snapshot), median(refresh), median(rewind)));
     }
+    let table: Vec<(String, f64, f64, f64, f64)> = sizes
+        .iter()
+        .zip(samples)
+        .map(|((label, ..), [a, b, c, d])| (label.to_string(), median(a), median(b), median(c), median(d)))
+        .collect();
     println!("engine overhead (job wall time minus plugin operations), median of {rounds}, btrfs pool, all-ops plugin");
     println!("{:<10} {:>12} {:>12} {:>12} {:>12}", "dataset", "provision ms", "snapshot ms", "refresh ms", "rewind ms");
     for (label, a, b, c, d) in &table {

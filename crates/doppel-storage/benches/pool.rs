@@ -177,6 +177,46 @@ fn run(kind: DriverKind, size: &Size, reps: usize) -> Row {
     }
 }
 
+/// btrfs snapshot and clone times as the pool fills with live clones of one
+/// dataset: (clones already there, snapshot, clone). A btrfs snapshot commits
+/// a transaction whose work grows with the subvolumes and the back references
+/// the source's blocks carry, so it is not constant in the number of VDBs.
+fn crowding(size: &Size, levels: &[usize]) -> Vec<(usize, Duration, Duration)> {
+    let fs_ = Scratch::loop_fs_sized(&["mkfs.btrfs", "-q"], size.bytes * 3 + (2 << 30));
+    let pool = Pool::open(
+        fs_.pool_root(),
+        &PoolOptions {
+            reserve: 0,
+            driver: Some(DriverKind::Btrfs),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fill(&pool.create_volume(&vid("src")).unwrap(), size);
+    let base = SnapshotRef::new(vid("src"), SnapshotId::new("base").unwrap());
+    pool.create_snapshot(&base.volume, &base.snapshot).unwrap();
+    let (mut live, mut out) = (0, Vec::new());
+    for &level in levels {
+        while live < level {
+            pool.create_clone(&base, &vid(&format!("keep{live}")))
+                .unwrap();
+            live += 1;
+        }
+        let (mut snap, mut clone) = (vec![], vec![]);
+        for i in 0..10 {
+            let c = vid(&format!("probe{level}x{i}"));
+            clone.push(time(|| pool.create_clone(&base, &c).unwrap()).0);
+            let s = SnapshotId::new("s").unwrap();
+            snap.push(time(|| pool.create_snapshot(&c, &s).unwrap()).0);
+            pool.destroy_snapshot(&SnapshotRef::new(c.clone(), s))
+                .unwrap();
+            pool.destroy_volume(&c).unwrap();
+        }
+        out.push((level, median(snap), median(clone)));
+    }
+    out
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -257,5 +297,21 @@ fn main() {
             b[1].snapshot.as_secs_f64() / b[0].snapshot.as_secs_f64()
         );
         println!("btrfs pool usage after 20 clones with 10 MiB written, over dataset + writes: {:.3} (target < 1.07)", b[1].usage_ratio);
+    }
+    let levels: &[usize] = if quick { &[0, 50] } else { &[0, 100, 200, 400] };
+    let rows = crowding(&sizes[0], levels);
+    println!(
+        "\nbtrfs, {}: median of 10 with N live clones of the dataset already in the pool\n",
+        sizes[0].label
+    );
+    println!("| live clones | snapshot of a clone ms | clone ms | snapshot / at 0 |");
+    println!("|---|---|---|---|");
+    for (n, snap, clone) in &rows {
+        println!(
+            "| {n} | {} | {} | {:.2} |",
+            ms(*snap),
+            ms(*clone),
+            snap.as_secs_f64() / rows[0].1.as_secs_f64()
+        );
     }
 }

@@ -215,7 +215,11 @@ pub fn open_default_pool(data_dir: &Path, opts: &PoolOptions) -> Result<(Pool, V
         let pool = Pool::open(&dir, opts)?;
         let notice = Notice::warning(format!(
             "the {kind:?} driver was chosen by configuration; clones are {}",
-            if pool.info().thin_clone { "thin but not instant" } else { "full copies: neither thin nor instant" }
+            if pool.info().thin_clone {
+                "thin but not instant"
+            } else {
+                "full copies: neither thin nor instant"
+            }
         ));
         return finish(pool, vec![notice]);
     }
