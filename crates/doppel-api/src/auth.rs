@@ -38,7 +38,10 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
 
 /// The client's address, for the brake on failed logins.
 pub(crate) fn peer(req_ext: &axum::http::Extensions) -> String {
-    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    req_ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// An engine error as an answer; a rate-limited login also says when to retry.
@@ -49,7 +52,8 @@ pub(crate) fn engine_failure(e: EngineError) -> Response {
     };
     let mut resp = Failure::from(e).into_response();
     if let Some(s) = retry {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     resp
 }
@@ -57,7 +61,10 @@ pub(crate) fn engine_failure(e: EngineError) -> Response {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -67,16 +74,21 @@ fn unauthorized(message: &str) -> Response {
         action: Some("log in with `doppel login --user NAME` (or set DOPPEL_TOKEN)".into()),
         details: Vec::new(),
         output: None,
-    correlation_id: None,
+        correlation_id: None,
     };
     let mut resp = Failure(err).into_response();
-    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
 }
 
 /// Middleware: a valid API token for every `/api/v1` route but the open ones;
 /// the user it names goes into the request's extensions as a [`Principal`].
-pub(crate) async fn require_token(State(engine): State<Arc<Engine>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(engine): State<Arc<Engine>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     if !path.starts_with("/api/v1/") || OPEN_ROUTES.contains(&path) {
         return next.run(req).await;
@@ -102,7 +114,10 @@ async fn login(State(engine): State<Arc<Engine>>, req: Request) -> Response {
     let peer = peer(req.extensions());
     let body = match axum::body::to_bytes(req.into_body(), MAX_SMALL_BODY).await {
         Ok(b) => b,
-        Err(_) => return Failure::invalid("body", format!("larger than {MAX_SMALL_BODY} bytes")).into_response(),
+        Err(_) => {
+            return Failure::invalid("body", format!("larger than {MAX_SMALL_BODY} bytes"))
+                .into_response()
+        }
     };
     let body: LoginRequest = match parse_body(&body) {
         Ok(b) => b,
@@ -113,14 +128,22 @@ async fn login(State(engine): State<Arc<Engine>>, req: Request) -> Response {
         Err(e) => return engine_failure(e),
     };
     match engine.issue_token(&who, TokenKind::Api) {
-        Ok(t) => Json(LoginResponse { token: t.token, expires_at: t.expires_at, user: who.to_api() }).into_response(),
+        Ok(t) => Json(LoginResponse {
+            token: t.token,
+            expires_at: t.expires_at,
+            user: who.to_api(),
+        })
+        .into_response(),
         Err(e) => engine_failure(e),
     }
 }
 
 /// Revokes the token sent.
 #[utoipa::path(post, path = "/api/v1/logout", tag = "auth", responses((status = 204, description = "Logged out")))]
-async fn logout(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Result<impl IntoResponse> {
+async fn logout(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
     if let Some(t) = bearer(&headers) {
         engine.revoke_token(t)?;
     }
@@ -134,7 +157,10 @@ async fn whoami(Extension(who): Extension<Principal>) -> impl IntoResponse {
 
 /// Administrators only.
 #[utoipa::path(get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = Vec<ApiUser>)))]
-async fn list_users(State(engine): State<Arc<Engine>>, Extension(who): Extension<Principal>) -> Result<impl IntoResponse> {
+async fn list_users(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_users(&who)?))
 }
 
@@ -147,7 +173,10 @@ async fn add_user(
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     if body.len() > MAX_SMALL_BODY {
-        return Err(Failure::invalid("body", format!("larger than {MAX_SMALL_BODY} bytes")));
+        return Err(Failure::invalid(
+            "body",
+            format!("larger than {MAX_SMALL_BODY} bytes"),
+        ));
     }
     let req: AddUser = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(engine.add_user(&who, req).await?)))

@@ -40,7 +40,10 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
 /// Exports a snapshot as a physical copy into a directory of a host (V2P): a job.
 #[utoipa::path(post, path = "/api/v1/exports", tag = "datasets", request_body = doppel_model::ExportSnapshot,
     responses((status = 202, description = "The job", body = Job)))]
-async fn export_snapshot(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn export_snapshot(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: doppel_model::ExportSnapshot = parse_body(&body)?;
     Ok(accepted(engine.export_snapshot(req)?))
 }
@@ -48,7 +51,10 @@ async fn export_snapshot(State(engine): State<Arc<Engine>>, body: Bytes) -> Resu
 /// Creates a VDB with no data, initialized by the plugin: a job.
 #[utoipa::path(post, path = "/api/v1/empty-vdbs", tag = "datasets", request_body = doppel_model::CreateEmptyVdb,
     responses((status = 202, description = "The job", body = Job)))]
-async fn create_empty_vdb(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn create_empty_vdb(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: doppel_model::CreateEmptyVdb = parse_body(&body)?;
     Ok(accepted(engine.create_empty_vdb(req)?))
 }
@@ -57,7 +63,10 @@ async fn create_empty_vdb(State(engine): State<Arc<Engine>>, body: Bytes) -> Res
 #[utoipa::path(delete, path = "/api/v1/snapshots/{snapshot}", tag = "datasets",
     params(("snapshot" = String, Path, description = "SNAPSHOT-<n>")),
     responses((status = 200, description = "The deleted snapshot", body = Snapshot)))]
-async fn delete_snapshot(State(engine): State<Arc<Engine>>, Path(snapshot): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_snapshot(
+    State(engine): State<Arc<Engine>>,
+    Path(snapshot): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_snapshot(&snapshot).await?))
 }
 
@@ -65,11 +74,19 @@ async fn delete_snapshot(State(engine): State<Arc<Engine>>, Path(snapshot): Path
 #[utoipa::path(post, path = "/api/v1/dsources/{ds}/{action}", tag = "datasets",
     params(("ds" = String, Path, description = "dSource reference or name"), ("action" = String, Path, description = "enable or disable")),
     responses((status = 202, description = "The job", body = Job)))]
-async fn dsource_power(State(engine): State<Arc<Engine>>, Path((ds, action)): Path<(String, String)>) -> Result<impl IntoResponse> {
+async fn dsource_power(
+    State(engine): State<Arc<Engine>>,
+    Path((ds, action)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
     let enable = match action.as_str() {
         "enable" => true,
         "disable" => false,
-        _ => return Err(crate::Failure::invalid("action", "must be enable or disable")),
+        _ => {
+            return Err(crate::Failure::invalid(
+                "action",
+                "must be enable or disable",
+            ))
+        }
     };
     Ok(accepted(engine.dsource_power(&ds, enable)?))
 }
@@ -78,7 +95,10 @@ async fn dsource_power(State(engine): State<Arc<Engine>>, Path((ds, action)): Pa
 #[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/power/{action}", tag = "datasets",
     params(("vdb" = String, Path, description = "VDB reference or name"), ("action" = String, Path, description = "start, stop, enable or disable")),
     responses((status = 202, description = "The job", body = Job)))]
-async fn vdb_power(State(engine): State<Arc<Engine>>, Path((vdb, action)): Path<(String, String)>) -> Result<impl IntoResponse> {
+async fn vdb_power(
+    State(engine): State<Arc<Engine>>,
+    Path((vdb, action)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
     Ok(accepted(engine.vdb_power(&vdb, &action)?))
 }
 
@@ -86,7 +106,10 @@ async fn vdb_power(State(engine): State<Arc<Engine>>, Path((vdb, action)): Path<
 #[utoipa::path(get, path = "/api/v1/hooks/{object}", tag = "datasets",
     params(("object" = String, Path, description = "dSource or VDB reference or name")),
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
-async fn get_hooks(State(engine): State<Arc<Engine>>, Path(object): Path<String>) -> Result<impl IntoResponse> {
+async fn get_hooks(
+    State(engine): State<Arc<Engine>>,
+    Path(object): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.hooks(&object)?))
 }
 
@@ -95,7 +118,11 @@ async fn get_hooks(State(engine): State<Arc<Engine>>, Path(object): Path<String>
     params(("object" = String, Path, description = "dSource or VDB reference or name")),
     request_body = std::collections::BTreeMap<String, String>,
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
-async fn set_hooks(State(engine): State<Arc<Engine>>, Path(object): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
+async fn set_hooks(
+    State(engine): State<Arc<Engine>>,
+    Path(object): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let hooks: std::collections::BTreeMap<String, String> = parse_body(&body)?;
     Ok(Json(engine.set_hooks(&object, &hooks)?))
 }
@@ -115,13 +142,19 @@ async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<
 
 #[utoipa::path(get, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
     responses((status = 200, body = DSource)))]
-async fn get_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>) -> Result<impl IntoResponse> {
+async fn get_dsource(
+    State(engine): State<Arc<Engine>>,
+    Path(ds): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.dsource_details(&ds).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
     responses((status = 202, description = "The deleting job", body = Job)))]
-async fn delete_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_dsource(
+    State(engine): State<Arc<Engine>>,
+    Path(ds): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_dsource(&ds)?))
 }
 
@@ -139,9 +172,21 @@ struct SyncBody {
 /// Takes a new snapshot of the source.
 #[utoipa::path(post, path = "/api/v1/dsources/{ds}/sync", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
     request_body(content = Option<SyncBody>), responses((status = 202, description = "The sync job", body = Job)))]
-async fn sync_dsource(State(engine): State<Arc<Engine>>, Path(ds): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
-    let req: SyncBody = if body.is_empty() { SyncBody::default() } else { parse_body(&body)? };
-    Ok(accepted(engine.sync_dsource(&ds, req.parameters, req.resync)?))
+async fn sync_dsource(
+    State(engine): State<Arc<Engine>>,
+    Path(ds): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SyncBody = if body.is_empty() {
+        SyncBody::default()
+    } else {
+        parse_body(&body)?
+    };
+    Ok(accepted(engine.sync_dsource(
+        &ds,
+        req.parameters,
+        req.resync,
+    )?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -154,7 +199,10 @@ struct SnapshotQuery {
 
 #[utoipa::path(get, path = "/api/v1/snapshots", tag = "datasets", params(SnapshotQuery),
     responses((status = 200, body = Vec<Snapshot>)))]
-async fn list_snapshots(State(engine): State<Arc<Engine>>, Query(q): Query<SnapshotQuery>) -> Result<impl IntoResponse> {
+async fn list_snapshots(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<SnapshotQuery>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_snapshots(q.dataset.as_deref())?))
 }
 
@@ -166,26 +214,38 @@ async fn list_vdbs(State(engine): State<Arc<Engine>>) -> Result<impl IntoRespons
 /// Provisions a VDB from a snapshot of a dSource or VDB.
 #[utoipa::path(post, path = "/api/v1/vdbs", tag = "datasets", request_body = ProvisionVdb,
     responses((status = 202, description = "The provisioning job", body = Job)))]
-async fn provision_vdb(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn provision_vdb(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: ProvisionVdb = parse_body(&body)?;
     Ok(accepted(engine.provision_vdb(req)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/vdbs/{vdb}", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
     responses((status = 200, body = Vdb)))]
-async fn get_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
+async fn get_vdb(
+    State(engine): State<Arc<Engine>>,
+    Path(vdb): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_vdb(&vdb)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/vdbs/{vdb}", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
     responses((status = 202, description = "The deleting job", body = Job)))]
-async fn delete_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_vdb(
+    State(engine): State<Arc<Engine>>,
+    Path(vdb): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_vdb(&vdb)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/snapshot", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
     responses((status = 202, description = "The snapshot job", body = Job)))]
-async fn snapshot_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>) -> Result<impl IntoResponse> {
+async fn snapshot_vdb(
+    State(engine): State<Arc<Engine>>,
+    Path(vdb): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(accepted(engine.snapshot_vdb(&vdb)?))
 }
 
@@ -200,17 +260,41 @@ struct ToBody {
 /// Refreshes the VDB from its parent (a snapshot of it; default: the latest).
 #[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/refresh", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
     request_body(content = Option<ToBody>), responses((status = 202, description = "The refresh job", body = Job)))]
-async fn refresh_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
-    let req: ToBody = if body.is_empty() { ToBody::default() } else { parse_body(&body)? };
-    Ok(accepted(engine.refresh_vdb(&vdb, req.to.as_deref(), false)?))
+async fn refresh_vdb(
+    State(engine): State<Arc<Engine>>,
+    Path(vdb): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: ToBody = if body.is_empty() {
+        ToBody::default()
+    } else {
+        parse_body(&body)?
+    };
+    Ok(accepted(engine.refresh_vdb(
+        &vdb,
+        req.to.as_deref(),
+        false,
+    )?))
 }
 
 /// Rewinds the VDB to one of its own snapshots (default: the latest).
 #[utoipa::path(post, path = "/api/v1/vdbs/{vdb}/rewind", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
     request_body(content = Option<ToBody>), responses((status = 202, description = "The rewind job", body = Job)))]
-async fn rewind_vdb(State(engine): State<Arc<Engine>>, Path(vdb): Path<String>, body: Bytes) -> Result<impl IntoResponse> {
-    let req: ToBody = if body.is_empty() { ToBody::default() } else { parse_body(&body)? };
-    Ok(accepted(engine.refresh_vdb(&vdb, req.to.as_deref(), true)?))
+async fn rewind_vdb(
+    State(engine): State<Arc<Engine>>,
+    Path(vdb): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: ToBody = if body.is_empty() {
+        ToBody::default()
+    } else {
+        parse_body(&body)?
+    };
+    Ok(accepted(engine.refresh_vdb(
+        &vdb,
+        req.to.as_deref(),
+        true,
+    )?))
 }
 
 #[utoipa::path(get, path = "/api/v1/mounts", tag = "datasets", responses((status = 200, body = Vec<Mount>)))]

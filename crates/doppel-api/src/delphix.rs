@@ -58,7 +58,10 @@ struct Dx {
 }
 
 pub(crate) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
-    let dx = Arc::new(Dx { engine, pending: Mutex::default() });
+    let dx = Arc::new(Dx {
+        engine,
+        pending: Mutex::default(),
+    });
     let r = |p: &str| format!("{PREFIX}/{p}");
     Router::new()
         .route(&r("session"), post(start_session))
@@ -68,7 +71,9 @@ pub(crate) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
         .route(&r("toolkit/requestUploadToken"), post(request_upload_token))
         .route(
             &r("data/upload"),
-            post(upload).layer(axum::extract::DefaultBodyLimit::max(crate::MAX_ARTIFACT_BYTES)),
+            post(upload).layer(axum::extract::DefaultBodyLimit::max(
+                crate::MAX_ARTIFACT_BYTES,
+            )),
         )
         .route(&r("action/{action}"), get(get_action))
         .route(&r("action/{action}/getJob"), get(get_action_job))
@@ -93,14 +98,15 @@ type DxResult<T> = std::result::Result<T, DxError>;
 impl DxError {
     fn new(code: ErrorCode, message: impl Into<String>, action: Option<&str>) -> DxError {
         DxError {
-            status: StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status: StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             error: Box::new(ApiError {
                 code,
                 message: message.into(),
                 action: action.map(str::to_owned),
                 details: Vec::new(),
                 output: None,
-            correlation_id: None,
+                correlation_id: None,
             }),
             retry_after: None,
         }
@@ -108,7 +114,8 @@ impl DxError {
 
     fn from_api(error: ApiError) -> DxError {
         DxError {
-            status: StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status: StatusCode::from_u16(error.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             error: Box::new(error),
             retry_after: None,
         }
@@ -136,7 +143,10 @@ impl From<EngineError> for DxError {
             EngineError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
-        DxError { retry_after, ..DxError::from_api(e.to_api()) }
+        DxError {
+            retry_after,
+            ..DxError::from_api(e.to_api())
+        }
     }
 }
 
@@ -162,7 +172,8 @@ impl IntoResponse for DxError {
         });
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -173,7 +184,10 @@ fn ok(result: Value) -> Response {
 }
 
 fn ok_with(result: Value, job: Value, action: Value) -> Response {
-    Json(json!({"type": "OKResult", "status": "OK", "result": result, "job": job, "action": action})).into_response()
+    Json(
+        json!({"type": "OKResult", "status": "OK", "result": result, "job": job, "action": action}),
+    )
+    .into_response()
 }
 
 fn set_cookie(mut resp: Response, value: &str) -> Response {
@@ -195,15 +209,22 @@ async fn json_body<T: DeserializeOwned>(body: Body, empty_ok: bool) -> DxResult<
             status: StatusCode::PAYLOAD_TOO_LARGE,
             ..DxError::invalid(format!("the request body is larger than {MAX_BODY} bytes"))
         })?;
-    let bytes: &[u8] = if empty_ok && bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-    serde_json::from_slice(bytes).map_err(|e| DxError::invalid(format!("malformed request body: {e}")))
+    let bytes: &[u8] = if empty_ok && bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| DxError::invalid(format!("malformed request body: {e}")))
 }
 
 fn check_type(found: &str, want: &str) -> DxResult<()> {
     if found == want {
         Ok(())
     } else {
-        Err(DxError::invalid(format!("type: expected {want:?}, found {found:?}")))
+        Err(DxError::invalid(format!(
+            "type: expected {want:?}, found {found:?}"
+        )))
     }
 }
 
@@ -224,10 +245,12 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 impl Dx {
     fn principal(&self, headers: &HeaderMap) -> DxResult<Principal> {
         let token = session_cookie(headers).ok_or_else(DxError::not_logged_in)?;
-        self.engine.authenticate(&token, &TokenKind::Session).map_err(|e| match e {
-            EngineError::Unauthorized(_) => DxError::not_logged_in(),
-            e => e.into(),
-        })
+        self.engine
+            .authenticate(&token, &TokenKind::Session)
+            .map_err(|e| match e {
+                EngineError::Unauthorized(_) => DxError::not_logged_in(),
+                e => e.into(),
+            })
     }
 
     fn take_pending(&self, id: &str) -> bool {
@@ -266,7 +289,11 @@ async fn start_session(State(dx): State<Arc<Dx>>, body: Body) -> DxResult<Respon
         let mut p = dx.pending.lock().unwrap_or_else(|p| p.into_inner());
         p.retain(|_, t| t.elapsed() < PENDING_TTL);
         if p.len() >= MAX_PENDING {
-            return Err(DxError::new(ErrorCode::RateLimited, "too many sessions are waiting for a login; try again later", None));
+            return Err(DxError::new(
+                ErrorCode::RateLimited,
+                "too many sessions are waiting for a login; try again later",
+                None,
+            ));
         }
         p.insert(id.clone(), Instant::now());
     }
@@ -292,24 +319,34 @@ struct LoginRequest {
 async fn login(State(dx): State<Arc<Dx>>, req: Request) -> DxResult<Response> {
     let peer = peer(req.extensions());
     let (parts, body) = req.into_parts();
-    let pending = session_cookie(&parts.headers).filter(|id| dx.take_pending(id)).ok_or_else(|| {
-        DxError::new(
-            ErrorCode::Unauthorized,
-            "no session was started, or it expired",
-            Some("start a session (POST delphix/session) before logging in"),
-        )
-    })?;
+    let pending = session_cookie(&parts.headers)
+        .filter(|id| dx.take_pending(id))
+        .ok_or_else(|| {
+            DxError::new(
+                ErrorCode::Unauthorized,
+                "no session was started, or it expired",
+                Some("start a session (POST delphix/session) before logging in"),
+            )
+        })?;
     let req: LoginRequest = json_body(body, false).await?;
     check_type(&req.r#type, "LoginRequest")?;
     if let Some(t) = &req.target {
         if t != "DOMAIN" {
-            return Err(DxError::invalid(format!("target: only \"DOMAIN\" users exist here, not {t:?}")));
+            return Err(DxError::invalid(format!(
+                "target: only \"DOMAIN\" users exist here, not {t:?}"
+            )));
         }
     }
     let who = dx.engine.login(&req.username, &req.password, &peer).await?;
-    dx.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&pending);
+    dx.pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&pending);
     let session = dx.engine.issue_token(&who, TokenKind::Session)?;
-    Ok(set_cookie(ok(json!(format!("USER-{}", who.user_id))), &session.token))
+    Ok(set_cookie(
+        ok(json!(format!("USER-{}", who.user_id))),
+        &session.token,
+    ))
 }
 
 async fn logout(State(dx): State<Arc<Dx>>, headers: HeaderMap) -> DxResult<Response> {
@@ -358,20 +395,29 @@ struct NoParameters {
     r#type: Option<String>,
 }
 
-async fn request_upload_token(State(dx): State<Arc<Dx>>, headers: HeaderMap, body: Body) -> DxResult<Response> {
+async fn request_upload_token(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    body: Body,
+) -> DxResult<Response> {
     let who = dx.principal(&headers)?;
     let _: NoParameters = json_body(body, true).await?;
     let t = dx.engine.issue_token(&who, TokenKind::Upload)?;
-    Ok(ok(json!({"type": "FileUploadResult", "url": format!("{PREFIX}/data/upload"), "token": t.token})))
+    Ok(ok(
+        json!({"type": "FileUploadResult", "url": format!("{PREFIX}/data/upload"), "token": t.token}),
+    ))
 }
 
 /// `multipart/form-data` with a `token` field, then a `file` field holding
 /// artifact.json.
 async fn upload(State(dx): State<Arc<Dx>>, req: Request) -> DxResult<Response> {
     let who = dx.principal(req.headers())?;
-    let mut form = Multipart::from_request(req, &())
-        .await
-        .map_err(|e| DxError::invalid(format!("the upload must be multipart/form-data: {}", e.body_text())))?;
+    let mut form = Multipart::from_request(req, &()).await.map_err(|e| {
+        DxError::invalid(format!(
+            "the upload must be multipart/form-data: {}",
+            e.body_text()
+        ))
+    })?;
     let mut token = None;
     let mut file = None;
     loop {
@@ -384,23 +430,36 @@ async fn upload(State(dx): State<Arc<Dx>>, req: Request) -> DxResult<Response> {
         let data = field.bytes().await.map_err(multipart_error)?;
         match name.as_str() {
             "token" if token.is_none() => {
-                token = Some(String::from_utf8(data.to_vec()).map_err(|_| DxError::invalid("token: not text"))?.trim().to_owned())
+                token = Some(
+                    String::from_utf8(data.to_vec())
+                        .map_err(|_| DxError::invalid("token: not text"))?
+                        .trim()
+                        .to_owned(),
+                )
             }
             "file" if file.is_none() => file = Some(data),
-            "token" | "file" => return Err(DxError::invalid(format!("field {name:?} is given twice"))),
-            other => return Err(DxError::invalid(format!("unknown field {other:?}; expected \"token\" and \"file\""))),
+            "token" | "file" => {
+                return Err(DxError::invalid(format!("field {name:?} is given twice")))
+            }
+            other => {
+                return Err(DxError::invalid(format!(
+                    "unknown field {other:?}; expected \"token\" and \"file\""
+                )))
+            }
         }
     }
     let token = token.ok_or_else(|| DxError::invalid("the upload has no \"token\" field"))?;
     let file = file.ok_or_else(|| DxError::invalid("the upload has no \"file\" field"))?;
-    dx.engine.redeem_token(&token, &TokenKind::Upload, &who).map_err(|e| match e {
-        EngineError::Unauthorized(_) => DxError::new(
-            ErrorCode::Unauthorized,
-            "the upload token is unknown, expired, already used or another user's",
-            Some("ask for a new one (POST delphix/toolkit/requestUploadToken)"),
-        ),
-        e => e.into(),
-    })?;
+    dx.engine
+        .redeem_token(&token, &TokenKind::Upload, &who)
+        .map_err(|e| match e {
+            EngineError::Unauthorized(_) => DxError::new(
+                ErrorCode::Unauthorized,
+                "the upload token is unknown, expired, already used or another user's",
+                Some("ask for a new one (POST delphix/toolkit/requestUploadToken)"),
+            ),
+            e => e.into(),
+        })?;
     install_as_job(&dx.engine, &who, file).await
 }
 
@@ -408,30 +467,53 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> DxError {
     let mut err = DxError::invalid(format!("malformed upload: {}", e.body_text()));
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         err.status = StatusCode::PAYLOAD_TOO_LARGE;
-        err.error.message = format!("the upload is larger than {} bytes", crate::MAX_ARTIFACT_BYTES);
+        err.error.message = format!(
+            "the upload is larger than {} bytes",
+            crate::MAX_ARTIFACT_BYTES
+        );
     }
     err
 }
 
 /// Installs as a job and answers when it ends, so that a refused plugin
 /// fails the upload itself.
-async fn install_as_job(engine: &Arc<Engine>, who: &Principal, artifact: Bytes) -> DxResult<Response> {
+async fn install_as_job(
+    engine: &Arc<Engine>,
+    who: &Principal,
+    artifact: Bytes,
+) -> DxResult<Response> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let e = engine.clone();
     let user = who.name.clone();
-    let job = engine.jobs().spawn("PLUGIN_UPLOAD", None, move |h| async move {
-        h.progress(10, &format!("installing the uploaded plugin (by {user})"));
-        let outcome = e.install_plugin(&artifact).await;
-        let _ = tx.send(outcome.as_ref().map(|_| ()).map_err(|err| err.to_api()));
-        let summary = outcome?;
-        h.progress(100, &format!("plugin {} build {} is installed", summary.name, summary.build_number));
-        Ok(serde_json::to_value(&summary).unwrap_or(Value::Null))
-    })?;
+    let job = engine
+        .jobs()
+        .spawn("PLUGIN_UPLOAD", None, move |h| async move {
+            h.progress(10, &format!("installing the uploaded plugin (by {user})"));
+            let outcome = e.install_plugin(&artifact).await;
+            let _ = tx.send(outcome.as_ref().map(|_| ()).map_err(|err| err.to_api()));
+            let summary = outcome?;
+            h.progress(
+                100,
+                &format!(
+                    "plugin {} build {} is installed",
+                    summary.name, summary.build_number
+                ),
+            );
+            Ok(serde_json::to_value(&summary).unwrap_or(Value::Null))
+        })?;
     let number = job.id.trim_start_matches("JOB-");
     match rx.await {
-        Ok(Ok(_)) => Ok(ok_with(json!(""), json!(job.id), json!(format!("ACTION-{number}")))),
+        Ok(Ok(_)) => Ok(ok_with(
+            json!(""),
+            json!(job.id),
+            json!(format!("ACTION-{number}")),
+        )),
         Ok(Err(e)) => Err(DxError::from_api(e)),
-        Err(_) => Err(DxError::new(ErrorCode::Internal, format!("{} ended without an answer", job.id), None)),
+        Err(_) => Err(DxError::new(
+            ErrorCode::Internal,
+            format!("{} ended without an answer", job.id),
+            None,
+        )),
     }
 }
 
@@ -441,7 +523,13 @@ fn job_of(dx: &Dx, reference: &str, prefix: &str) -> DxResult<Job> {
     let n = reference
         .strip_prefix(prefix)
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| DxError::new(ErrorCode::NotFound, format!("no object {reference:?}"), None))?;
+        .ok_or_else(|| {
+            DxError::new(
+                ErrorCode::NotFound,
+                format!("no object {reference:?}"),
+                None,
+            )
+        })?;
     Ok(dx.engine.jobs().get(&format!("JOB-{n}"))?)
 }
 
@@ -512,18 +600,30 @@ fn job_json(dx: &Dx, j: &Job) -> DxResult<Value> {
     }))
 }
 
-async fn get_action(State(dx): State<Arc<Dx>>, headers: HeaderMap, Path(action): Path<String>) -> DxResult<Response> {
+async fn get_action(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+) -> DxResult<Response> {
     dx.principal(&headers)?;
     Ok(ok(action_json(&job_of(&dx, &action, "ACTION-")?)))
 }
 
-async fn get_action_job(State(dx): State<Arc<Dx>>, headers: HeaderMap, Path(action): Path<String>) -> DxResult<Response> {
+async fn get_action_job(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+) -> DxResult<Response> {
     dx.principal(&headers)?;
     let j = job_of(&dx, &action, "ACTION-")?;
     Ok(ok(job_json(&dx, &j)?))
 }
 
-async fn get_job(State(dx): State<Arc<Dx>>, headers: HeaderMap, Path(job): Path<String>) -> DxResult<Response> {
+async fn get_job(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    Path(job): Path<String>,
+) -> DxResult<Response> {
     dx.principal(&headers)?;
     let j = job_of(&dx, &job, "JOB-")?;
     Ok(ok(job_json(&dx, &j)?))
@@ -540,29 +640,55 @@ struct BundleRequest {
     plugin: Option<String>,
 }
 
-async fn generate_bundle(State(dx): State<Arc<Dx>>, headers: HeaderMap, body: Body) -> DxResult<Response> {
+async fn generate_bundle(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    body: Body,
+) -> DxResult<Response> {
     let who = dx.principal(&headers)?;
     let req: BundleRequest = json_body(body, false).await?;
     check_type(&req.r#type, "SupportBundleGenerateParameters")?;
     if req.bundle_type != "PLUGIN_LOG" {
-        return Err(DxError::invalid(format!("bundleType: only \"PLUGIN_LOG\" bundles exist here, not {:?}", req.bundle_type)));
+        return Err(DxError::invalid(format!(
+            "bundleType: only \"PLUGIN_LOG\" bundles exist here, not {:?}",
+            req.bundle_type
+        )));
     }
-    let plugin = req.plugin.ok_or_else(|| DxError::invalid("plugin: a PLUGIN_LOG bundle needs the plugin's reference"))?;
+    let plugin = req.plugin.ok_or_else(|| {
+        DxError::invalid("plugin: a PLUGIN_LOG bundle needs the plugin's reference")
+    })?;
     let summary = dx.engine.get_plugin(&plugin)?;
-    let t = dx.engine.issue_token(&who, TokenKind::Download(summary.id))?;
+    let t = dx
+        .engine
+        .issue_token(&who, TokenKind::Download(summary.id))?;
     Ok(ok(json!(t.token)))
 }
 
-async fn download(State(dx): State<Arc<Dx>>, headers: HeaderMap, RawQuery(query): RawQuery) -> DxResult<Response> {
+async fn download(
+    State(dx): State<Arc<Dx>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> DxResult<Response> {
     let who = dx.principal(&headers)?;
     let mut token = None;
-    for pair in query.as_deref().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         match pair.split_once('=') {
             Some(("token", v)) if token.is_none() => token = Some(v.to_owned()),
-            _ => return Err(DxError::invalid(format!("unexpected query parameter {pair:?}; only token= is understood"))),
+            _ => {
+                return Err(DxError::invalid(format!(
+                    "unexpected query parameter {pair:?}; only token= is understood"
+                )))
+            }
         }
     }
-    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| DxError::invalid("token: missing"))?;
+    let token = token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DxError::invalid("token: missing"))?;
     let bad_token = || {
         DxError::new(
             ErrorCode::Unauthorized,
@@ -570,26 +696,51 @@ async fn download(State(dx): State<Arc<Dx>>, headers: HeaderMap, RawQuery(query)
             Some("ask for a new one (POST delphix/service/support/bundle/generate)"),
         )
     };
-    let plugin_id = dx.engine.download_token_plugin(&token).map_err(|_| bad_token())?;
+    let plugin_id = dx
+        .engine
+        .download_token_plugin(&token)
+        .map_err(|_| bad_token())?;
     let summary = dx.engine.get_plugin(&plugin_id)?;
-    dx.engine.redeem_token(&token, &TokenKind::Download(plugin_id.clone()), &who).map_err(|_| bad_token())?;
+    dx.engine
+        .redeem_token(&token, &TokenKind::Download(plugin_id.clone()), &who)
+        .map_err(|_| bad_token())?;
     let dir = dx.engine.layout().plugin_log_dir(&plugin_id);
     let name = safe_name(&summary.name);
     let tarball = tokio::task::spawn_blocking(move || logs_tarball(&dir, &name))
         .await
         .map_err(|e| DxError::new(ErrorCode::Internal, format!("log bundle task: {e}"), None))?
-        .map_err(|e| DxError::from(EngineError::Io { context: "bundling plugin logs".into(), source: e }))?;
+        .map_err(|e| {
+            DxError::from(EngineError::Io {
+                context: "bundling plugin logs".into(),
+                source: e,
+            })
+        })?;
     let mut resp = (StatusCode::OK, tarball).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"dlpx-plugin-logs-{}.tar.gz\"", safe_name(&summary.name))) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"dlpx-plugin-logs-{}.tar.gz\"",
+        safe_name(&summary.name)
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
 }
 
 fn safe_name(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.is_empty() || s.chars().all(|c| c == '.') {
         "plugin".into()
     } else {
@@ -626,5 +777,9 @@ fn logs_tarball(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
 }
 
 async fn unknown(req: Request) -> DxError {
-    DxError::new(ErrorCode::NotFound, format!("no such endpoint: {} {}", req.method(), req.uri().path()), None)
+    DxError::new(
+        ErrorCode::NotFound,
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+        None,
+    )
 }

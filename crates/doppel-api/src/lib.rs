@@ -4,8 +4,8 @@
 //! JSON; every error leaves as `{"error": ApiError}` with the status its code
 //! implies. Architecture invariant: this is the only crate that knows HTTP.
 
-mod datasets;
 mod auth;
+mod datasets;
 mod delphix;
 mod openapi;
 mod stream;
@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use doppel_engine::{Engine, EngineError, ParameterDefinition, PluginInvocation};
 use doppel_model::{
-    AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser, ErrorCode, Job, JobEvent,
-    PluginLogLevel, PluginSummary, Repository, SourceConfig,
+    AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser,
+    ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, SourceConfig,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -60,14 +60,15 @@ impl Failure {
             action: None,
             details: Vec::new(),
             output: None,
-        correlation_id: None,
+            correlation_id: None,
         })
     }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(json!({ "error": self.0 }))).into_response()
     }
 }
@@ -104,7 +105,11 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(delete_environment_user))
         .routes(routes!(list_repositories))
         .routes(routes!(list_source_configs, add_source_config))
-        .routes(routes!(get_source_config, update_source_config, delete_source_config))
+        .routes(routes!(
+            get_source_config,
+            update_source_config,
+            delete_source_config
+        ))
         .routes(routes!(list_jobs))
         .routes(routes!(get_job))
         .routes(routes!(job_events))
@@ -118,7 +123,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (api, _) = documented_routes().split_for_parts();
     api.merge(delphix::routes(engine.clone()))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(engine.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            auth::require_token,
+        ))
         .with_state(engine)
 }
 
@@ -129,7 +137,7 @@ async fn not_found() -> Failure {
         action: None,
         details: Vec::new(),
         output: None,
-    correlation_id: None,
+        correlation_id: None,
     })
 }
 
@@ -146,7 +154,10 @@ struct Health {
 #[utoipa::path(get, path = "/api/v1/health", tag = "engine", security(()),
     responses((status = 200, body = Health)))]
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
@@ -159,7 +170,10 @@ async fn list_plugins(State(engine): State<Arc<Engine>>) -> Result<impl IntoResp
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The plugin artifact"),
     responses((status = 201, body = PluginSummary)))]
-async fn install_plugin(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn install_plugin(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let summary = engine.install_plugin(&body).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
@@ -167,7 +181,10 @@ async fn install_plugin(State(engine): State<Arc<Engine>>, body: Bytes) -> Resul
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name")),
     responses((status = 200, body = PluginSummary)))]
-async fn get_plugin(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
+async fn get_plugin(
+    State(engine): State<Arc<Engine>>,
+    Path(plugin): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_plugin(&plugin)?))
 }
 
@@ -175,14 +192,20 @@ async fn get_plugin(State(engine): State<Arc<Engine>>, Path(plugin): Path<String
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}/definition", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name")),
     responses((status = 200, body = Object)))]
-async fn plugin_definition(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
+async fn plugin_definition(
+    State(engine): State<Arc<Engine>>,
+    Path(plugin): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.plugin_definition(&plugin)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/plugins/{plugin}", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name")),
     responses((status = 200, description = "The deleted plugin", body = PluginSummary)))]
-async fn delete_plugin(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_plugin(
+    State(engine): State<Arc<Engine>>,
+    Path(plugin): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_plugin(&plugin).await?))
 }
 
@@ -213,9 +236,13 @@ async fn plugin_logs(
 ) -> Result<impl IntoResponse> {
     let level = match q.level.as_deref() {
         None => PluginLogLevel::Info,
-        Some(l) => PluginLogLevel::parse(l).ok_or_else(|| Failure::invalid("level", "must be debug, info or error"))?,
+        Some(l) => PluginLogLevel::parse(l)
+            .ok_or_else(|| Failure::invalid("level", "must be debug, info or error"))?,
     };
-    Ok(Json(PluginLogs { level, lines: engine.plugin_logs(&plugin, level, q.tail)? }))
+    Ok(Json(PluginLogs {
+        level,
+        lines: engine.plugin_logs(&plugin, level, q.tail)?,
+    }))
 }
 
 /// Answer of `GET /api/v1/plugins/{plugin}/worker`.
@@ -228,8 +255,13 @@ struct PluginWorker {
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}/worker", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name")),
     responses((status = 200, body = PluginWorker)))]
-async fn plugin_worker(State(engine): State<Arc<Engine>>, Path(plugin): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(PluginWorker { pid: engine.plugin_worker_pid(&plugin).await? }))
+async fn plugin_worker(
+    State(engine): State<Arc<Engine>>,
+    Path(plugin): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(PluginWorker {
+        pid: engine.plugin_worker_pid(&plugin).await?,
+    }))
 }
 
 /// Body of `POST /api/v1/plugins/{plugin}/operations/{operation}`.
@@ -270,13 +302,30 @@ async fn invoke_operation(
     Path((plugin, operation)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let body: InvokeBody = if body.is_empty() { parse_body(b"{}")? } else { parse_body(&body)? };
+    let body: InvokeBody = if body.is_empty() {
+        parse_body(b"{}")?
+    } else {
+        parse_body(&body)?
+    };
     let deadline = match body.deadline_seconds {
         None => None,
-        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
-        Some(_) => return Err(Failure::invalid("deadline_seconds", "must be a number of seconds between 0 and 604800")),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => {
+            Some(Duration::from_secs_f64(s))
+        }
+        Some(_) => {
+            return Err(Failure::invalid(
+                "deadline_seconds",
+                "must be a number of seconds between 0 and 604800",
+            ))
+        }
     };
-    let call = PluginInvocation { operation, request: body.request, deadline, job: body.job, sync_volume: body.sync_volume };
+    let call = PluginInvocation {
+        operation,
+        request: body.request,
+        deadline,
+        job: body.job,
+        sync_volume: body.sync_volume,
+    };
     let result = engine.invoke_plugin(&plugin, call).await?;
     Ok(Json(InvokeResult { result }))
 }
@@ -308,7 +357,10 @@ async fn validate_parameters(
     })?;
     let params: Value = parse_body(&body)?;
     let redacted = engine.validate_parameters(&plugin, which, &params)?;
-    Ok(Json(Validated { valid: true, parameters: redacted }))
+    Ok(Json(Validated {
+        valid: true,
+        parameters: redacted,
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -317,9 +369,12 @@ pub async fn serve(
     engine: Arc<Engine>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(engine).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -336,21 +391,34 @@ struct JobQuery {
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobQuery),
     responses((status = 200, body = Vec<Job>)))]
-async fn list_jobs(State(engine): State<Arc<Engine>>, Query(q): Query<JobQuery>) -> Result<impl IntoResponse> {
+async fn list_jobs(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<JobQuery>,
+) -> Result<impl IntoResponse> {
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(doppel_model::JobState::parse(s).ok_or_else(|| {
-            Failure::invalid("state", "must be queued, running, succeeded, failed or canceled")
+            Failure::invalid(
+                "state",
+                "must be queued, running, succeeded, failed or canceled",
+            )
         })?),
     };
-    let filter = doppel_store::JobFilter { state, target: q.target, limit: Some(q.limit.unwrap_or(100)) };
+    let filter = doppel_store::JobFilter {
+        state,
+        target: q.target,
+        limit: Some(q.limit.unwrap_or(100)),
+    };
     Ok(Json(engine.jobs().list(&filter)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job}", tag = "jobs",
     params(("job" = String, Path, description = "`JOB-<n>`")),
     responses((status = 200, body = Job)))]
-async fn get_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
+async fn get_job(
+    State(engine): State<Arc<Engine>>,
+    Path(job): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().get(&job)?))
 }
 
@@ -378,7 +446,10 @@ async fn job_events(
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/cancel", tag = "jobs",
     params(("job" = String, Path, description = "`JOB-<n>`")),
     responses((status = 200, body = Job)))]
-async fn cancel_job(State(engine): State<Arc<Engine>>, Path(job): Path<String>) -> Result<impl IntoResponse> {
+async fn cancel_job(
+    State(engine): State<Arc<Engine>>,
+    Path(job): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().cancel(&job)?))
 }
 
@@ -404,7 +475,10 @@ async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl Int
 #[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
     request_body = AddEnvironment,
     responses((status = 202, description = "The job adding it", body = Job)))]
-async fn add_environment(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn add_environment(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: AddEnvironment = parse_body(&body)?;
     Ok(accepted(engine.add_environment(req)?))
 }
@@ -412,14 +486,20 @@ async fn add_environment(State(engine): State<Arc<Engine>>, body: Bytes) -> Resu
 #[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
     params(("env" = String, Path, description = "Reference or name")),
     responses((status = 200, body = Environment)))]
-async fn get_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+async fn get_environment(
+    State(engine): State<Arc<Engine>>,
+    Path(env): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/environments/{env}", tag = "environments",
     params(("env" = String, Path, description = "Reference or name")),
     responses((status = 200, description = "The deleted environment", body = Environment)))]
-async fn delete_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_environment(
+    State(engine): State<Arc<Engine>>,
+    Path(env): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_environment(&env).await?))
 }
 
@@ -427,14 +507,20 @@ async fn delete_environment(State(engine): State<Arc<Engine>>, Path(env): Path<S
 #[utoipa::path(post, path = "/api/v1/environments/{env}/refresh", tag = "environments",
     params(("env" = String, Path, description = "Reference or name")),
     responses((status = 202, description = "The refresh job", body = Job)))]
-async fn refresh_environment(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+async fn refresh_environment(
+    State(engine): State<Arc<Engine>>,
+    Path(env): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(accepted(engine.refresh_environment(&env)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/environments/{env}/users", tag = "environments",
     params(("env" = String, Path, description = "Reference or name")),
     responses((status = 200, body = Vec<EnvironmentUser>)))]
-async fn list_environment_users(State(engine): State<Arc<Engine>>, Path(env): Path<String>) -> Result<impl IntoResponse> {
+async fn list_environment_users(
+    State(engine): State<Arc<Engine>>,
+    Path(env): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?.users))
 }
 
@@ -448,7 +534,10 @@ async fn add_environment_user(
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironmentUser = parse_body(&body)?;
-    Ok((StatusCode::CREATED, Json(engine.add_environment_user(&env, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.add_environment_user(&env, req).await?),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/environments/{env}/users/{user}", tag = "environments",
@@ -473,20 +562,29 @@ struct EnvironmentQuery {
 
 #[utoipa::path(get, path = "/api/v1/repositories", tag = "environments", params(EnvironmentQuery),
     responses((status = 200, body = Vec<Repository>)))]
-async fn list_repositories(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
+async fn list_repositories(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<EnvironmentQuery>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_repositories(q.environment.as_deref())?))
 }
 
 #[utoipa::path(get, path = "/api/v1/sourceconfigs", tag = "environments", params(EnvironmentQuery),
     responses((status = 200, body = Vec<SourceConfig>)))]
-async fn list_source_configs(State(engine): State<Arc<Engine>>, Query(q): Query<EnvironmentQuery>) -> Result<impl IntoResponse> {
+async fn list_source_configs(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<EnvironmentQuery>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_source_configs(q.environment.as_deref())?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sourceconfigs", tag = "environments",
     request_body = AddSourceConfig,
     responses((status = 201, body = SourceConfig)))]
-async fn add_source_config(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn add_source_config(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: AddSourceConfig = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(engine.add_source_config(req)?)))
 }
@@ -494,7 +592,10 @@ async fn add_source_config(State(engine): State<Arc<Engine>>, body: Bytes) -> Re
 #[utoipa::path(get, path = "/api/v1/sourceconfigs/{sc}", tag = "environments",
     params(("sc" = String, Path, description = "`SOURCE_CONFIG-<n>`")),
     responses((status = 200, body = SourceConfig)))]
-async fn get_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
+async fn get_source_config(
+    State(engine): State<Arc<Engine>>,
+    Path(sc): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_source_config(&sc)?))
 }
 
@@ -522,7 +623,10 @@ async fn update_source_config(
 #[utoipa::path(delete, path = "/api/v1/sourceconfigs/{sc}", tag = "environments",
     params(("sc" = String, Path, description = "`SOURCE_CONFIG-<n>`")),
     responses((status = 200, description = "The deleted source config", body = SourceConfig)))]
-async fn delete_source_config(State(engine): State<Arc<Engine>>, Path(sc): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_source_config(
+    State(engine): State<Arc<Engine>>,
+    Path(sc): Path<String>,
+) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_source_config(&sc)?))
 }
 
@@ -534,15 +638,25 @@ mod tests {
     async fn internal_errors_answer_500_with_a_correlation_id() {
         let resp = Failure::from(EngineError::Internal("disk on fire".into())).into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
-        let id = v["error"]["correlation_id"].as_str().expect("a correlation id");
+        let id = v["error"]["correlation_id"]
+            .as_str()
+            .expect("a correlation id");
         assert_eq!(id.len(), 12);
         assert_eq!(v["error"]["code"], "internal");
         assert!(v["error"]["message"].as_str().unwrap().contains(id));
         // Other errors carry none.
-        let resp = Failure::from(EngineError::NotFound { kind: "vdb", id: "x".into() }).into_response();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let resp = Failure::from(EngineError::NotFound {
+            kind: "vdb",
+            id: "x".into(),
+        })
+        .into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert!(v["error"].get("correlation_id").is_none());
     }

@@ -64,12 +64,26 @@ pub fn openapi() -> Document {
     let mut doc = crate::documented_routes().into_openapi();
     let error = ResponseBuilder::new()
         .description("An error: `{\"error\": ApiError}`, with the status its code implies")
-        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
         .build();
     for item in doc.paths.paths.values_mut() {
-        let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
         for op in ops.into_iter().flatten() {
-            op.responses.responses.entry("default".into()).or_insert_with(|| error.clone().into());
+            op.responses
+                .responses
+                .entry("default".into())
+                .or_insert_with(|| error.clone().into());
             // OpenAPI requires every response to say something.
             for (status, response) in op.responses.responses.iter_mut() {
                 if let RefOr::T(r) = response {
@@ -92,7 +106,9 @@ pub fn openapi() -> Document {
 
 /// [`openapi`] as pretty JSON with a final newline: what `docs/openapi.json` holds.
 pub fn openapi_json() -> String {
-    let mut s = openapi().to_pretty_json().expect("the OpenAPI document serialises");
+    let mut s = openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
     s.push('\n');
     s
 }
@@ -102,5 +118,8 @@ pub fn openapi_json() -> String {
     responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json", body = Object)))]
 pub(crate) async fn serve_document() -> impl IntoResponse {
     static DOC: OnceLock<String> = OnceLock::new();
-    ([(header::CONTENT_TYPE, "application/json")], DOC.get_or_init(openapi_json).as_str())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(openapi_json).as_str(),
+    )
 }

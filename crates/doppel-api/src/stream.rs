@@ -32,7 +32,10 @@ struct Follow {
 }
 
 fn json_event(kind: &str, data: &impl serde::Serialize) -> Event {
-    Event::default().event(kind).json_data(data).unwrap_or_else(|_| Event::default().event(kind).data("null"))
+    Event::default()
+        .event(kind)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(kind).data("null"))
 }
 
 impl Follow {
@@ -42,7 +45,8 @@ impl Follow {
         let job: Job = match self.engine.jobs().get(&self.job) {
             Ok(j) => j,
             Err(e) => {
-                self.ready.push_back(json_event("error", &Failure::from(e).0));
+                self.ready
+                    .push_back(json_event("error", &Failure::from(e).0));
                 self.done = true;
                 return;
             }
@@ -51,11 +55,13 @@ impl Follow {
             Ok(events) => {
                 for e in events {
                     self.after = self.after.max(e.seq);
-                    self.ready.push_back(json_event("event", &e).id(e.seq.to_string()));
+                    self.ready
+                        .push_back(json_event("event", &e).id(e.seq.to_string()));
                 }
             }
             Err(e) => {
-                self.ready.push_back(json_event("error", &Failure::from(e).0));
+                self.ready
+                    .push_back(json_event("error", &Failure::from(e).0));
                 self.done = true;
                 return;
             }
@@ -87,8 +93,19 @@ pub(crate) async fn stream_job(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     engine.jobs().get(&job)?;
-    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    let follow = Follow { engine, job, after, last: None, ready: VecDeque::new(), done: false };
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let follow = Follow {
+        engine,
+        job,
+        after,
+        last: None,
+        ready: VecDeque::new(),
+        done: false,
+    };
     let events = stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(e) = f.ready.pop_front() {

@@ -20,8 +20,13 @@ fn checked_in_document_is_up_to_date() {
     }
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     if on_disk != generated {
-        let first = on_disk.lines().zip(generated.lines()).position(|(a, b)| a != b);
-        let at = first.map(|n| format!(" (first difference at line {})", n + 1)).unwrap_or_default();
+        let first = on_disk
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b);
+        let at = first
+            .map(|n| format!(" (first difference at line {})", n + 1))
+            .unwrap_or_default();
         panic!(
             "docs/openapi.json is out of date{at}: run `cargo run -p doppel -- openapi > docs/openapi.json` \
              (or `DOPPEL_BLESS=1 cargo test -p doppel-api --test openapi`)"
@@ -56,12 +61,24 @@ fn in_sources() -> (BTreeSet<(String, String)>, Vec<String>) {
         for (i, _) in text.match_indices("#[utoipa::path(") {
             let rest = &text[i + "#[utoipa::path(".len()..];
             let method = rest.split(',').next().unwrap().trim().to_owned();
-            let p = rest.split("path = \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            let p = rest
+                .split("path = \"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
             annotated.insert((method, p));
         }
         for (n, line) in text.lines().enumerate() {
             if line.contains(".route(\"/api/v1") || line.contains(".route(&format!(\"/api/v1") {
-                plain.push(format!("{}:{}: {}", path.file_name().unwrap().to_string_lossy(), n + 1, line.trim()));
+                plain.push(format!(
+                    "{}:{}: {}",
+                    path.file_name().unwrap().to_string_lossy(),
+                    n + 1,
+                    line.trim()
+                ));
             }
         }
     }
@@ -79,10 +96,20 @@ fn every_route_is_documented() {
     );
     let documented = documented();
     let missing: Vec<_> = annotated.difference(&documented).collect();
-    assert!(missing.is_empty(), "annotated handlers not registered with `.routes(routes!(...))`: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "annotated handlers not registered with `.routes(routes!(...))`: {missing:?}"
+    );
     let extra: Vec<_> = documented.difference(&annotated).collect();
-    assert!(extra.is_empty(), "documented paths without a handler: {extra:?}");
-    assert!(documented.len() >= 50, "only {} operations documented", documented.len());
+    assert!(
+        extra.is_empty(),
+        "documented paths without a handler: {extra:?}"
+    );
+    assert!(
+        documented.len() >= 50,
+        "only {} operations documented",
+        documented.len()
+    );
     assert!(documented.contains(&("get".into(), "/api/v1/jobs/{job}/stream".into())));
 }
 

@@ -38,14 +38,24 @@ impl Config {
 
     /// Writes the configuration readable by its owner only.
     pub fn save(&self) -> std::io::Result<PathBuf> {
-        let path = path().ok_or_else(|| std::io::Error::other("no home directory (set HOME or XDG_CONFIG_HOME)"))?;
+        let path = path().ok_or_else(|| {
+            std::io::Error::other("no home directory (set HOME or XDG_CONFIG_HOME)")
+        })?;
         let dir = path.parent().expect("has a parent");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(serde_json::to_string_pretty(self).expect("serialisable").as_bytes())?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .expect("serialisable")
+                .as_bytes(),
+        )?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
@@ -57,7 +67,8 @@ impl Config {
         if let Some(t) = std::env::var("DOPPEL_TOKEN").ok().filter(|t| !t.is_empty()) {
             return Some(t);
         }
-        let same = self.url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url.trim_end_matches('/'));
+        let same =
+            self.url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url.trim_end_matches('/'));
         if same {
             self.token.clone()
         } else {

@@ -21,7 +21,11 @@ pub enum ClientError {
     #[error("cannot reach the Doppel engine at {url}: {reason}. Is `doppel serve` running? (set --url or DOPPEL_URL)")]
     Unreachable { url: String, reason: String },
     #[error("the engine at {url} answered HTTP {status} with something that is not a Doppel answer: {body:.300}")]
-    Unexpected { url: String, status: u16, body: String },
+    Unexpected {
+        url: String,
+        status: u16,
+        body: String,
+    },
 }
 
 impl ClientError {
@@ -48,12 +52,19 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("a plain HTTP client builds");
-        Client { base: url.trim_end_matches('/').to_owned(), http, token: None }
+        Client {
+            base: url.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        }
     }
 
     /// A client that authenticates with `token` (from `doppel login`).
     pub fn with_token(url: &str, token: Option<String>) -> Client {
-        Client { token, ..Client::new(url) }
+        Client {
+            token,
+            ..Client::new(url)
+        }
     }
 
     pub fn url_base(&self) -> &str {
@@ -69,21 +80,39 @@ impl Client {
 
     /// `<base>/api/v1/<segments...>`, each segment percent-encoded.
     fn url(&self, segments: &[&str]) -> reqwest::Url {
-        let mut url = reqwest::Url::parse(&self.base).unwrap_or_else(|_| reqwest::Url::parse(DEFAULT_URL).expect("valid"));
-        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend(["api", "v1"]).extend(segments);
+        let mut url = reqwest::Url::parse(&self.base)
+            .unwrap_or_else(|_| reqwest::Url::parse(DEFAULT_URL).expect("valid"));
+        url.path_segments_mut()
+            .expect("http URLs have paths")
+            .pop_if_empty()
+            .extend(["api", "v1"])
+            .extend(segments);
         url
     }
 
     fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
-        let resp = self.authed(req).send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        let resp = self
+            .authed(req)
+            .send()
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
         self.decode(resp)
     }
 
     fn decode<T: DeserializeOwned>(&self, resp: Response) -> Result<T, ClientError> {
         let status = resp.status().as_u16();
-        let body = resp.text().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        let body = resp.text().map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
         if (200..300).contains(&status) {
-            return serde_json::from_str(&body).map_err(|_| ClientError::Unexpected { url: self.base.clone(), status, body });
+            return serde_json::from_str(&body).map_err(|_| ClientError::Unexpected {
+                url: self.base.clone(),
+                status,
+                body,
+            });
         }
         #[derive(serde::Deserialize)]
         struct Wrapper {
@@ -91,7 +120,11 @@ impl Client {
         }
         match serde_json::from_str::<Wrapper>(&body) {
             Ok(w) => Err(ClientError::Api(w.error)),
-            Err(_) => Err(ClientError::Unexpected { url: self.base.clone(), status, body }),
+            Err(_) => Err(ClientError::Unexpected {
+                url: self.base.clone(),
+                status,
+                body,
+            }),
         }
     }
 
@@ -100,7 +133,12 @@ impl Client {
     }
 
     pub fn install_plugin(&self, artifact: Vec<u8>) -> Result<PluginSummary, ClientError> {
-        self.send(self.http.post(self.url(&["plugins"])).header("content-type", "application/json").body(artifact))
+        self.send(
+            self.http
+                .post(self.url(&["plugins"]))
+                .header("content-type", "application/json")
+                .body(artifact),
+        )
     }
 
     pub fn list_plugins(&self) -> Result<Vec<PluginSummary>, ClientError> {
@@ -115,12 +153,21 @@ impl Client {
         self.send(self.http.delete(self.url(&["plugins", plugin])))
     }
 
-    pub fn plugin_logs(&self, plugin: &str, level: &str, tail: Option<usize>) -> Result<Value, ClientError> {
+    pub fn plugin_logs(
+        &self,
+        plugin: &str,
+        level: &str,
+        tail: Option<usize>,
+    ) -> Result<Value, ClientError> {
         let mut q = vec![("level", level.to_owned())];
         if let Some(t) = tail {
             q.push(("tail", t.to_string()));
         }
-        self.send(self.http.get(self.url(&["plugins", plugin, "logs"])).query(&q))
+        self.send(
+            self.http
+                .get(self.url(&["plugins", plugin, "logs"]))
+                .query(&q),
+        )
     }
 
     pub fn plugin_worker(&self, plugin: &str) -> Result<Value, ClientError> {
@@ -128,7 +175,13 @@ impl Client {
     }
 
     /// Calls one plugin operation; returns its result as proto JSON.
-    pub fn invoke(&self, plugin: &str, operation: &str, request: Value, deadline_seconds: Option<f64>) -> Result<Value, ClientError> {
+    pub fn invoke(
+        &self,
+        plugin: &str,
+        operation: &str,
+        request: Value,
+        deadline_seconds: Option<f64>,
+    ) -> Result<Value, ClientError> {
         let mut body = json!({ "request": request });
         if let Some(d) = deadline_seconds {
             body["deadline_seconds"] = json!(d);
@@ -138,7 +191,12 @@ impl Client {
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
     }
 
-    pub fn validate(&self, plugin: &str, definition: &str, params: Value) -> Result<Value, ClientError> {
+    pub fn validate(
+        &self,
+        plugin: &str,
+        definition: &str,
+        params: Value,
+    ) -> Result<Value, ClientError> {
         let url = self.url(&["plugins", plugin, "validate", definition]);
         self.send(self.http.post(url).json(&params))
     }
@@ -154,7 +212,11 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 
 /// Jobs.
 impl Client {
-    pub fn list_jobs(&self, state: Option<&str>, limit: Option<usize>) -> Result<Vec<doppel_model::Job>, ClientError> {
+    pub fn list_jobs(
+        &self,
+        state: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<doppel_model::Job>, ClientError> {
         let mut q: Vec<(&str, String)> = Vec::new();
         if let Some(s) = state {
             q.push(("state", s.to_owned()));
@@ -169,8 +231,16 @@ impl Client {
         self.send(self.http.get(self.url(&["jobs", id])))
     }
 
-    pub fn job_events(&self, id: &str, after: i64) -> Result<Vec<doppel_model::JobEvent>, ClientError> {
-        self.send(self.http.get(self.url(&["jobs", id, "events"])).query(&[("after", after)]))
+    pub fn job_events(
+        &self,
+        id: &str,
+        after: i64,
+    ) -> Result<Vec<doppel_model::JobEvent>, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&["jobs", id, "events"]))
+                .query(&[("after", after)]),
+        )
     }
 
     pub fn cancel_job(&self, id: &str) -> Result<doppel_model::Job, ClientError> {
@@ -188,7 +258,10 @@ impl Client {
 
 /// Environments, their users, repositories and source configs.
 impl Client {
-    pub fn add_environment(&self, req: &doppel_model::AddEnvironment) -> Result<doppel_model::Job, ClientError> {
+    pub fn add_environment(
+        &self,
+        req: &doppel_model::AddEnvironment,
+    ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["environments"])).json(req))
     }
 
@@ -213,31 +286,50 @@ impl Client {
         env: &str,
         req: &doppel_model::AddEnvironmentUser,
     ) -> Result<doppel_model::EnvironmentUser, ClientError> {
-        self.send(self.http.post(self.url(&["environments", env, "users"])).json(req))
+        self.send(
+            self.http
+                .post(self.url(&["environments", env, "users"]))
+                .json(req),
+        )
     }
 
     pub fn delete_environment_user(&self, env: &str, user: &str) -> Result<(), ClientError> {
         let resp = self
-            .authed(self.http.delete(self.url(&["environments", env, "users", user])))
+            .authed(
+                self.http
+                    .delete(self.url(&["environments", env, "users", user])),
+            )
             .send()
-            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
         if resp.status().is_success() {
             return Ok(());
         }
         self.decode::<Value>(resp).map(|_| ())
     }
 
-    pub fn list_repositories(&self, env: Option<&str>) -> Result<Vec<doppel_model::Repository>, ClientError> {
+    pub fn list_repositories(
+        &self,
+        env: Option<&str>,
+    ) -> Result<Vec<doppel_model::Repository>, ClientError> {
         let q: Vec<(&str, &str)> = env.map(|e| vec![("environment", e)]).unwrap_or_default();
         self.send(self.http.get(self.url(&["repositories"])).query(&q))
     }
 
-    pub fn list_source_configs(&self, env: Option<&str>) -> Result<Vec<doppel_model::SourceConfig>, ClientError> {
+    pub fn list_source_configs(
+        &self,
+        env: Option<&str>,
+    ) -> Result<Vec<doppel_model::SourceConfig>, ClientError> {
         let q: Vec<(&str, &str)> = env.map(|e| vec![("environment", e)]).unwrap_or_default();
         self.send(self.http.get(self.url(&["sourceconfigs"])).query(&q))
     }
 
-    pub fn add_source_config(&self, req: &doppel_model::AddSourceConfig) -> Result<doppel_model::SourceConfig, ClientError> {
+    pub fn add_source_config(
+        &self,
+        req: &doppel_model::AddSourceConfig,
+    ) -> Result<doppel_model::SourceConfig, ClientError> {
         self.send(self.http.post(self.url(&["sourceconfigs"])).json(req))
     }
 
@@ -245,11 +337,22 @@ impl Client {
         self.send(self.http.get(self.url(&["sourceconfigs", sc])))
     }
 
-    pub fn update_source_config(&self, sc: &str, parameters: Value) -> Result<doppel_model::SourceConfig, ClientError> {
-        self.send(self.http.put(self.url(&["sourceconfigs", sc])).json(&json!({ "parameters": parameters })))
+    pub fn update_source_config(
+        &self,
+        sc: &str,
+        parameters: Value,
+    ) -> Result<doppel_model::SourceConfig, ClientError> {
+        self.send(
+            self.http
+                .put(self.url(&["sourceconfigs", sc]))
+                .json(&json!({ "parameters": parameters })),
+        )
     }
 
-    pub fn delete_source_config(&self, sc: &str) -> Result<doppel_model::SourceConfig, ClientError> {
+    pub fn delete_source_config(
+        &self,
+        sc: &str,
+    ) -> Result<doppel_model::SourceConfig, ClientError> {
         self.send(self.http.delete(self.url(&["sourceconfigs", sc])))
     }
 }
@@ -258,8 +361,15 @@ impl Client {
 impl Client {
     /// Checks a password and returns a new API token (this client keeps using
     /// whatever token it had).
-    pub fn login(&self, user: &str, password: &str) -> Result<doppel_model::LoginResponse, ClientError> {
-        let body = doppel_model::LoginRequest { user: user.to_owned(), password: password.to_owned() };
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<doppel_model::LoginResponse, ClientError> {
+        let body = doppel_model::LoginRequest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
         self.send(self.http.post(self.url(&["login"])).json(&body))
     }
 
@@ -271,7 +381,10 @@ impl Client {
         self.send(self.http.get(self.url(&["users"])))
     }
 
-    pub fn add_user(&self, req: &doppel_model::AddUser) -> Result<doppel_model::ApiUser, ClientError> {
+    pub fn add_user(
+        &self,
+        req: &doppel_model::AddUser,
+    ) -> Result<doppel_model::ApiUser, ClientError> {
         self.send(self.http.post(self.url(&["users"])).json(req))
     }
 
@@ -282,7 +395,10 @@ impl Client {
 
 /// dSources, snapshots, VDBs and mounts.
 impl Client {
-    pub fn link_dsource(&self, req: &doppel_model::LinkDSource) -> Result<doppel_model::Job, ClientError> {
+    pub fn link_dsource(
+        &self,
+        req: &doppel_model::LinkDSource,
+    ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["dsources"])).json(req))
     }
 
@@ -295,24 +411,39 @@ impl Client {
     }
 
     /// `parameters` None: a policy sync; `resync`: re-ingest everything.
-    pub fn sync_dsource(&self, ds: &str, parameters: Option<Value>, resync: bool) -> Result<doppel_model::Job, ClientError> {
+    pub fn sync_dsource(
+        &self,
+        ds: &str,
+        parameters: Option<Value>,
+        resync: bool,
+    ) -> Result<doppel_model::Job, ClientError> {
         let mut body = json!({ "resync": resync });
         if let Some(p) = parameters {
             body["parameters"] = p;
         }
-        self.send(self.http.post(self.url(&["dsources", ds, "sync"])).json(&body))
+        self.send(
+            self.http
+                .post(self.url(&["dsources", ds, "sync"]))
+                .json(&body),
+        )
     }
 
     pub fn delete_dsource(&self, ds: &str) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.delete(self.url(&["dsources", ds])))
     }
 
-    pub fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<doppel_model::Snapshot>, ClientError> {
+    pub fn list_snapshots(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<Vec<doppel_model::Snapshot>, ClientError> {
         let q: Vec<(&str, &str)> = dataset.map(|d| vec![("dataset", d)]).unwrap_or_default();
         self.send(self.http.get(self.url(&["snapshots"])).query(&q))
     }
 
-    pub fn provision_vdb(&self, req: &doppel_model::ProvisionVdb) -> Result<doppel_model::Job, ClientError> {
+    pub fn provision_vdb(
+        &self,
+        req: &doppel_model::ProvisionVdb,
+    ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["vdbs"])).json(req))
     }
 
@@ -325,13 +456,22 @@ impl Client {
     }
 
     /// `action`: `snapshot`, `refresh` or `rewind`; `to` a snapshot for the last two.
-    pub fn vdb_action(&self, vdb: &str, action: &str, to: Option<&str>) -> Result<doppel_model::Job, ClientError> {
+    pub fn vdb_action(
+        &self,
+        vdb: &str,
+        action: &str,
+        to: Option<&str>,
+    ) -> Result<doppel_model::Job, ClientError> {
         let body = match to {
             Some(t) => json!({ "to": t }),
             None => json!({}),
         };
         let req = self.http.post(self.url(&["vdbs", vdb, action]));
-        self.send(if action == "snapshot" { req } else { req.json(&body) })
+        self.send(if action == "snapshot" {
+            req
+        } else {
+            req.json(&body)
+        })
     }
 
     pub fn delete_vdb(&self, vdb: &str) -> Result<doppel_model::Job, ClientError> {
@@ -355,7 +495,10 @@ impl Client {
         self.send(self.http.post(self.url(&["vdbs", vdb, "power", action])))
     }
 
-    pub fn hooks(&self, object: &str) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+    pub fn hooks(
+        &self,
+        object: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
         self.send(self.http.get(self.url(&["hooks", object])))
     }
 
@@ -375,13 +518,19 @@ impl Client {
 }
 
 impl Client {
-    pub fn create_empty_vdb(&self, req: &doppel_model::CreateEmptyVdb) -> Result<doppel_model::Job, ClientError> {
+    pub fn create_empty_vdb(
+        &self,
+        req: &doppel_model::CreateEmptyVdb,
+    ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["empty-vdbs"])).json(req))
     }
 }
 
 impl Client {
-    pub fn export_snapshot(&self, req: &doppel_model::ExportSnapshot) -> Result<doppel_model::Job, ClientError> {
+    pub fn export_snapshot(
+        &self,
+        req: &doppel_model::ExportSnapshot,
+    ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["exports"])).json(req))
     }
 }

@@ -40,7 +40,12 @@ async fn timed(engine: &Arc<Engine>, start: Instant, job: Job) -> (f64, f64) {
                 .events(&job.id, 0)
                 .unwrap()
                 .iter()
-                .filter_map(|e| e.message.strip_prefix("plugin ").and_then(|m| m.rsplit_once(" in ")).and_then(|(_, ms)| ms.trim_end_matches(" ms").parse::<f64>().ok()))
+                .filter_map(|e| {
+                    e.message
+                        .strip_prefix("plugin ")
+                        .and_then(|m| m.rsplit_once(" in "))
+                        .and_then(|(_, ms)| ms.trim_end_matches(" ms").parse::<f64>().ok())
+                })
                 .sum();
             return (wall, plugin);
         }
@@ -62,7 +67,10 @@ fn fill(dir: &std::path::Path, bytes: u64, files: u64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::var("DOPPEL_BENCH_QUICK").is_ok();
-    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
     let sizes: [(&str, u64, u64); 2] = if quick {
         [("20 MiB", 20 << 20, 400), ("200 MiB", 200 << 20, 4_000)]
     } else {
@@ -75,15 +83,26 @@ async fn main() {
     let engine = Engine::open(EngineConfig {
         data_dir: data.path().to_owned(),
         // The embedded default: a loop-mounted btrfs pool.
-        pool: doppel_engine::PoolOptions { size: 16 << 30, reserve: 64 << 20, ..Default::default() },
+        pool: doppel_engine::PoolOptions {
+            size: 16 << 30,
+            reserve: 64 << 20,
+            ..Default::default()
+        },
         python: plugins::python(),
         deadlines: Default::default(),
         auth: Default::default(),
     })
     .await
     .unwrap();
-    assert_eq!(format!("{:?}", engine.pool().info().kind), "Btrfs", "the benchmark measures the btrfs pool");
-    engine.install_plugin(&std::fs::read(plugins::build_plugin("all-ops-staged")).unwrap()).await.unwrap();
+    assert_eq!(
+        format!("{:?}", engine.pool().info().kind),
+        "Btrfs",
+        "the benchmark measures the btrfs pool"
+    );
+    engine
+        .install_plugin(&std::fs::read(plugins::build_plugin("all-ops-staged")).unwrap())
+        .await
+        .unwrap();
     common::add_env(&engine, "host", host, "delphix").await;
     let configs = engine.list_source_configs(None).unwrap();
 
@@ -105,8 +124,19 @@ async fn main() {
         timed(&engine, Instant::now(), j).await;
         // The data goes straight into the dSource's dataset, then a sync snapshots it.
         let ds = engine.get_dsource(&name).unwrap();
-        fill(&engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap()), *bytes, *files);
-        timed(&engine, Instant::now(), engine.sync_dsource(&name, None, false).unwrap()).await;
+        fill(
+            &engine
+                .pool()
+                .volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap()),
+            *bytes,
+            *files,
+        );
+        timed(
+            &engine,
+            Instant::now(),
+            engine.sync_dsource(&name, None, false).unwrap(),
+        )
+        .await;
     }
 
     // Per size: provision, snapshot, refresh, rewind overheads.
@@ -125,12 +155,24 @@ async fn main() {
             };
             let (w, p) = timed(&engine, Instant::now(), engine.provision_vdb(req).unwrap()).await;
             s[0].push(w - p);
-            let first = engine.list_snapshots(Some(&vdb)).unwrap()[0].reference.clone();
+            let first = engine.list_snapshots(Some(&vdb)).unwrap()[0]
+                .reference
+                .clone();
             let (w, p) = timed(&engine, Instant::now(), engine.snapshot_vdb(&vdb).unwrap()).await;
             s[1].push(w - p);
-            let (w, p) = timed(&engine, Instant::now(), engine.refresh_vdb(&vdb, None, false).unwrap()).await;
+            let (w, p) = timed(
+                &engine,
+                Instant::now(),
+                engine.refresh_vdb(&vdb, None, false).unwrap(),
+            )
+            .await;
             s[2].push(w - p);
-            let (w, p) = timed(&engine, Instant::now(), engine.refresh_vdb(&vdb, Some(&first), true).unwrap()).await;
+            let (w, p) = timed(
+                &engine,
+                Instant::now(),
+                engine.refresh_vdb(&vdb, Some(&first), true).unwrap(),
+            )
+            .await;
             s[3].push(w - p);
             timed(&engine, Instant::now(), engine.delete_vdb(&vdb).unwrap()).await;
         }
@@ -138,10 +180,21 @@ async fn main() {
     let table: Vec<(String, f64, f64, f64, f64)> = sizes
         .iter()
         .zip(samples)
-        .map(|((label, ..), [a, b, c, d])| (label.to_string(), median(a), median(b), median(c), median(d)))
+        .map(|((label, ..), [a, b, c, d])| {
+            (
+                label.to_string(),
+                median(a),
+                median(b),
+                median(c),
+                median(d),
+            )
+        })
         .collect();
     println!("engine overhead (job wall time minus plugin operations), median of {rounds}, btrfs pool, all-ops plugin");
-    println!("{:<10} {:>12} {:>12} {:>12} {:>12}", "dataset", "provision ms", "snapshot ms", "refresh ms", "rewind ms");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>12}",
+        "dataset", "provision ms", "snapshot ms", "refresh ms", "rewind ms"
+    );
     for (label, a, b, c, d) in &table {
         println!("{label:<10} {a:>12.1} {b:>12.1} {c:>12.1} {d:>12.1}");
     }
@@ -155,7 +208,12 @@ async fn main() {
         l.4 / s.4
     );
     for name in ["ds0", "ds1"] {
-        timed(&engine, Instant::now(), engine.delete_dsource(name).unwrap()).await;
+        timed(
+            &engine,
+            Instant::now(),
+            engine.delete_dsource(name).unwrap(),
+        )
+        .await;
     }
     engine.shutdown().await;
     drop(engine);

@@ -25,13 +25,19 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let world = World::new(&["target"]);
     let host = world.host("target");
     host.mkdir("/srv/mnt", "delphix");
     let data = tempfile::tempdir().unwrap();
     let engine = common::open_engine(data.path()).await;
-    let env = common::add_env(&engine, "target", host, "delphix").await["reference"].as_str().unwrap().to_owned();
+    let env = common::add_env(&engine, "target", host, "delphix").await["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let v = doppel_storage::VolumeId::new("bench").unwrap();
     let path = engine.pool().create_volume(&v).unwrap();
     std::fs::write(path.join("f"), b"x").unwrap();
@@ -49,7 +55,9 @@ async fn main() {
     let mut bash = Vec::new();
     for _ in 0..rounds * 5 {
         let t = Instant::now();
-        conn.run_bash("true", &Default::default(), false).await.unwrap();
+        conn.run_bash("true", &Default::default(), false)
+            .await
+            .unwrap();
         bash.push(t.elapsed());
     }
 
@@ -76,9 +84,17 @@ async fn main() {
     let base = median(bash.clone());
     println!("remote dataset mount/unmount through the engine (sshfs passive + engine SFTP), {rounds} rounds");
     println!("{:<36} {:>10} {:>12}", "step", "median ms", "x baseline");
-    for (name, v) in [("baseline: run_bash(\"true\"), warm", bash), ("mount (ready on the host)", mount), ("unmount", unmount)] {
+    for (name, v) in [
+        ("baseline: run_bash(\"true\"), warm", bash),
+        ("mount (ready on the host)", mount),
+        ("unmount", unmount),
+    ] {
         let m = median(v);
-        println!("{name:<36} {:>10.2} {:>12.1}", ms(m), m.as_secs_f64() / base.as_secs_f64());
+        println!(
+            "{name:<36} {:>10.2} {:>12.1}",
+            ms(m),
+            m.as_secs_f64() / base.as_secs_f64()
+        );
     }
     engine.delete_environment(&env).await.unwrap();
     engine.shutdown().await;

@@ -97,11 +97,20 @@ pub struct Principal {
 
 impl Principal {
     fn of(u: &UserRecord) -> Principal {
-        Principal { user_id: u.id, name: u.name.clone(), admin: u.is_admin, created_at: u.created_at.clone() }
+        Principal {
+            user_id: u.id,
+            name: u.name.clone(),
+            admin: u.is_admin,
+            created_at: u.created_at.clone(),
+        }
     }
 
     pub fn to_api(&self) -> ApiUser {
-        ApiUser { name: self.name.clone(), admin: self.admin, created_at: self.created_at.clone() }
+        ApiUser {
+            name: self.name.clone(),
+            admin: self.admin,
+            created_at: self.created_at.clone(),
+        }
     }
 }
 
@@ -121,12 +130,16 @@ pub(crate) struct Auth {
 
 fn random_token() -> Result<String, EngineError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| EngineError::Internal(format!("no randomness for a token: {e}")))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| EngineError::Internal(format!("no randomness for a token: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn hash_password(password: &str) -> Result<String, EngineError> {
@@ -137,7 +150,9 @@ fn hash_password(password: &str) -> Result<String, EngineError> {
 }
 
 fn password_matches(password: &str, hash: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 /// A hash no password matches cheaply, so that an unknown user name costs
@@ -154,7 +169,9 @@ fn decoy_hash() -> &'static str {
 fn check_name(name: &str) -> Result<(), EngineError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
@@ -175,8 +192,12 @@ fn check_password(password: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Internal(format!("password task: {e}")))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("password task: {e}")))
 }
 
 fn unauthorized() -> EngineError {
@@ -185,13 +206,19 @@ fn unauthorized() -> EngineError {
 
 impl Auth {
     /// Makes the first `admin` user when the engine has none.
-    pub(crate) async fn open(store: Arc<Store>, layout: &Layout, config: AuthConfig) -> Result<Auth, EngineError> {
+    pub(crate) async fn open(
+        store: Arc<Store>,
+        layout: &Layout,
+        config: AuthConfig,
+    ) -> Result<Auth, EngineError> {
         if store.count_users()? == 0 {
             let (password, generated) = match &config.admin_password {
                 Some(p) => {
                     check_password(p).map_err(|e| EngineError::InvalidInput {
                         field: "admin password".into(),
-                        reason: format!("{e} (from --admin-password-file or DOPPEL_ADMIN_PASSWORD)"),
+                        reason: format!(
+                            "{e} (from --admin-password-file or DOPPEL_ADMIN_PASSWORD)"
+                        ),
                     })?;
                     (p.clone(), false)
                 }
@@ -221,7 +248,11 @@ impl Auth {
             }
             store.create_user(ADMIN_USER, &hash, true)?;
         }
-        Ok(Auth { store, config, failures: Mutex::default() })
+        Ok(Auth {
+            store,
+            config,
+            failures: Mutex::default(),
+        })
     }
 
     /// Refuses when this user has failed too often from this peer lately.
@@ -235,8 +266,14 @@ impl Auth {
             }
             if q.len() >= self.config.max_failed_logins {
                 let oldest = *q.front().expect("non-empty");
-                let retry_after = window.saturating_sub(now.duration_since(oldest)).as_secs().max(1);
-                return Err(EngineError::RateLimited { user: user.to_owned(), retry_after });
+                let retry_after = window
+                    .saturating_sub(now.duration_since(oldest))
+                    .as_secs()
+                    .max(1);
+                return Err(EngineError::RateLimited {
+                    user: user.to_owned(),
+                    retry_after,
+                });
             }
         }
         Ok(())
@@ -249,11 +286,16 @@ impl Auth {
         if f.len() > 10_000 {
             f.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
-        f.entry((user.to_owned(), peer.to_owned())).or_default().push_back(now);
+        f.entry((user.to_owned(), peer.to_owned()))
+            .or_default()
+            .push_back(now);
     }
 
     fn clear_failures(&self, user: &str, peer: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&(user.to_owned(), peer.to_owned()));
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(user.to_owned(), peer.to_owned()));
     }
 
     fn ttl(&self, kind: &TokenKind) -> Duration {
@@ -269,7 +311,12 @@ impl Auth {
 impl Engine {
     /// Checks a user's password. `peer` (the client's address) keys the
     /// brake on failed logins together with the user name.
-    pub async fn login(&self, user: &str, password: &str, peer: &str) -> Result<Principal, EngineError> {
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        peer: &str,
+    ) -> Result<Principal, EngineError> {
         let auth = &self.auth;
         auth.check_rate(user, peer)?;
         let record = auth.store.get_user(user)?;
@@ -291,16 +338,25 @@ impl Engine {
             _ => {
                 auth.record_failure(user, peer);
                 tracing::warn!(user, peer, "failed login");
-                Err(EngineError::Unauthorized("wrong user name or password".into()))
+                Err(EngineError::Unauthorized(
+                    "wrong user name or password".into(),
+                ))
             }
         }
     }
 
     /// A new token of `kind` for this user.
-    pub fn issue_token(&self, who: &Principal, kind: TokenKind) -> Result<IssuedToken, EngineError> {
+    pub fn issue_token(
+        &self,
+        who: &Principal,
+        kind: TokenKind,
+    ) -> Result<IssuedToken, EngineError> {
         let token = random_token()?;
         let ttl = self.auth.ttl(&kind).as_secs() as i64;
-        let expires_at = self.auth.store.put_token(&digest(&token), who.user_id, &kind.as_stored(), ttl)?;
+        let expires_at =
+            self.auth
+                .store
+                .put_token(&digest(&token), who.user_id, &kind.as_stored(), ttl)?;
         Ok(IssuedToken { token, expires_at })
     }
 
@@ -314,7 +370,12 @@ impl Engine {
     }
 
     /// Uses up a single-use token of `kind`, which must belong to `who`.
-    pub fn redeem_token(&self, token: &str, kind: &TokenKind, who: &Principal) -> Result<(), EngineError> {
+    pub fn redeem_token(
+        &self,
+        token: &str,
+        kind: &TokenKind,
+        who: &Principal,
+    ) -> Result<(), EngineError> {
         debug_assert!(kind.single_use());
         let hash = digest(token);
         match self.auth.store.find_token(&hash)? {
@@ -331,7 +392,11 @@ impl Engine {
     /// The plugin a live, unused download token is for.
     pub fn download_token_plugin(&self, token: &str) -> Result<String, EngineError> {
         match self.auth.store.find_token(&digest(token))? {
-            Some(t) if !t.used => t.kind.strip_prefix("download:").map(str::to_owned).ok_or_else(unauthorized),
+            Some(t) if !t.used => t
+                .kind
+                .strip_prefix("download:")
+                .map(str::to_owned)
+                .ok_or_else(unauthorized),
             _ => Err(unauthorized()),
         }
     }
@@ -346,7 +411,10 @@ impl Engine {
         if who.admin {
             Ok(())
         } else {
-            Err(EngineError::Forbidden(format!("user {:?} is not an administrator; only administrators manage users", who.name)))
+            Err(EngineError::Forbidden(format!(
+                "user {:?} is not an administrator; only administrators manage users",
+                who.name
+            )))
         }
     }
 
@@ -367,7 +435,13 @@ impl Engine {
 
     pub fn list_users(&self, who: &Principal) -> Result<Vec<ApiUser>, EngineError> {
         Self::require_admin(who)?;
-        Ok(self.auth.store.list_users()?.iter().map(|u| Principal::of(u).to_api()).collect())
+        Ok(self
+            .auth
+            .store
+            .list_users()?
+            .iter()
+            .map(|u| Principal::of(u).to_api())
+            .collect())
     }
 
     /// Deletes a user and ends all their tokens.
@@ -378,10 +452,13 @@ impl Engine {
                 tracing::info!(user = %name, by = %who.name, "user deleted");
                 Ok(())
             }
-            UserDeletion::NotFound => Err(EngineError::NotFound { kind: "user", id: name.to_owned() }),
-            UserDeletion::LastAdmin => {
-                Err(EngineError::Conflict(format!("{name:?} is the last administrator; add another administrator first")))
-            }
+            UserDeletion::NotFound => Err(EngineError::NotFound {
+                kind: "user",
+                id: name.to_owned(),
+            }),
+            UserDeletion::LastAdmin => Err(EngineError::Conflict(format!(
+                "{name:?} is the last administrator; add another administrator first"
+            ))),
         }
     }
 }
@@ -406,23 +483,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         let store = Arc::new(Store::open_in_memory().unwrap());
-        Auth::open(store.clone(), &layout, AuthConfig::default()).await.unwrap();
+        Auth::open(store.clone(), &layout, AuthConfig::default())
+            .await
+            .unwrap();
         let file = layout.admin_password_file();
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
         let admin = store.get_user(ADMIN_USER).unwrap().unwrap();
         assert!(admin.is_admin && password_matches(&password, &admin.password_hash));
         assert!(!admin.password_hash.contains(&password));
         // Generated once: a second start changes nothing.
-        Auth::open(store.clone(), &layout, AuthConfig { admin_password: Some("other-password".into()), ..Default::default() })
-            .await
-            .unwrap();
-        assert_eq!(store.get_user(ADMIN_USER).unwrap().unwrap().password_hash, admin.password_hash);
+        Auth::open(
+            store.clone(),
+            &layout,
+            AuthConfig {
+                admin_password: Some("other-password".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.get_user(ADMIN_USER).unwrap().unwrap().password_hash,
+            admin.password_hash
+        );
         // A given password that is too short is refused, naming where it came from.
-        let err = Auth::open(Arc::new(Store::open_in_memory().unwrap()), &layout, AuthConfig { admin_password: Some("short".into()), ..Default::default() })
-            .await
-            .err()
-            .unwrap();
+        let err = Auth::open(
+            Arc::new(Store::open_in_memory().unwrap()),
+            &layout,
+            AuthConfig {
+                admin_password: Some("short".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("--admin-password-file"), "{err}");
     }
 
@@ -431,6 +530,9 @@ mod tests {
         let t = random_token().unwrap();
         assert_eq!(t.len(), 43);
         assert_ne!(t, random_token().unwrap());
-        assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

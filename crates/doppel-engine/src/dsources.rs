@@ -13,7 +13,9 @@ use doppel_model::{EventLevel, Job, PluginKind};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::CallContext;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
-use doppel_store::{DSourceRecord, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord};
+use doppel_store::{
+    DSourceRecord, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord,
+};
 
 use serde_json::{json, Value};
 
@@ -26,11 +28,10 @@ use crate::{Engine, EngineError};
 const DSOURCE_PREFIX: &str = "DSOURCE-";
 const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
 
-
-
-
 fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn pdo(v: &Value) -> Value {
@@ -45,7 +46,11 @@ fn mount_json(env: &EnvironmentRecord, path: &str) -> Value {
 }
 
 fn plugin_kind(p: &PluginRecord) -> PluginKind {
-    if p.definition.pointer("/linkedSourceDefinition/type").and_then(|t| t.as_str()) == Some("PluginLinkedDirectSourceDefinition") {
+    if p.definition
+        .pointer("/linkedSourceDefinition/type")
+        .and_then(|t| t.as_str())
+        == Some("PluginLinkedDirectSourceDefinition")
+    {
         PluginKind::Direct
     } else {
         PluginKind::Staged
@@ -66,15 +71,20 @@ struct Ctx {
 impl Engine {
     fn dsource_model(&self, d: &DSourceRecord) -> Result<DSource, EngineError> {
         let plugin = self.store.get_plugin(&d.plugin_id)?;
-        let schema = plugin.map(|p| p.definition["linkedSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
-        let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&d.parameters)?).unwrap_or(Value::Null);
+        let schema = plugin
+            .map(|p| p.definition["linkedSourceDefinition"]["parameters"].clone())
+            .unwrap_or(Value::Null);
+        let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&d.parameters)?)
+            .unwrap_or(Value::Null);
         let snaps = self.store.list_snapshots(Some(&d.volume))?;
         Ok(DSource {
             reference: format!("{DSOURCE_PREFIX}{}", d.id),
             name: d.name.clone(),
             plugin: d.plugin_id.clone(),
             source_config: format!("SOURCE_CONFIG-{}", d.source_config_id),
-            staging_environment: d.staging_environment_id.map(|e| format!("{ENVIRONMENT_PREFIX}{e}")),
+            staging_environment: d
+                .staging_environment_id
+                .map(|e| format!("{ENVIRONMENT_PREFIX}{e}")),
             staging_mount: self
                 .store
                 .list_mounts(None)?
@@ -96,11 +106,18 @@ impl Engine {
             Some(id) => self.store.get_dsource(id)?,
             None => self.store.find_dsource_by_name(reference)?,
         };
-        found.ok_or_else(|| EngineError::NotFound { kind: "dSource", id: reference.to_owned() })
+        found.ok_or_else(|| EngineError::NotFound {
+            kind: "dSource",
+            id: reference.to_owned(),
+        })
     }
 
     pub fn list_dsources(&self) -> Result<Vec<DSource>, EngineError> {
-        self.store.list_dsources()?.iter().map(|d| self.dsource_model(d)).collect()
+        self.store
+            .list_dsources()?
+            .iter()
+            .map(|d| self.dsource_model(d))
+            .collect()
     }
 
     pub fn get_dsource(&self, reference: &str) -> Result<DSource, EngineError> {
@@ -116,9 +133,20 @@ impl Engine {
         let plugin = self.loaded(&ctx.plugin)?;
         let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
         let (status_op, size_op) = if ctx.staging.is_some() {
-            let mount = self.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
-            let env = mount.as_ref().and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
-            req["staged_source"] = self.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())));
+            let mount = self
+                .store
+                .list_mounts(None)?
+                .into_iter()
+                .find(|m| m.volume == ds.volume);
+            let env = mount
+                .as_ref()
+                .and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
+            req["staged_source"] = self.staged_source(
+                &ctx,
+                env.as_ref()
+                    .zip(mount.as_ref())
+                    .map(|(e, m)| (e, m.mount_path.as_str())),
+            );
             ("linked.status", "linked.staged_source_size")
         } else {
             req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
@@ -127,27 +155,41 @@ impl Engine {
         };
         let call = CallContext::default();
         if let Ok(op) = self.host.operation(&plugin, status_op) {
-            let out = self.host.invoke(&plugin, op, req.clone(), &call, None).await?;
-            model.status = out["status"].as_str().map(str::to_owned).or(Some("ACTIVE".into()));
+            let out = self
+                .host
+                .invoke(&plugin, op, req.clone(), &call, None)
+                .await?;
+            model.status = out["status"]
+                .as_str()
+                .map(str::to_owned)
+                .or(Some("ACTIVE".into()));
         }
         if let Ok(op) = self.host.operation(&plugin, size_op) {
             let out = self.host.invoke(&plugin, op, req, &call, None).await?;
             // uint64 travels as a string in proto JSON.
-            model.size_bytes = out["database_size"].as_str().and_then(|s| s.parse().ok()).or(out["database_size"].as_u64());
+            model.size_bytes = out["database_size"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .or(out["database_size"].as_u64());
         }
         Ok(model)
     }
 
     /// Snapshots of one dSource or VDB (or all), oldest first, with their unique size.
     pub fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<Snapshot>, EngineError> {
-        let volume = dataset.map(|d| self.dataset_of(d).map(|(v, _)| v)).transpose()?;
+        let volume = dataset
+            .map(|d| self.dataset_of(d).map(|(v, _)| v))
+            .transpose()?;
         Ok(self
             .store
             .list_snapshots(volume.as_deref())?
             .into_iter()
             .map(|s| {
                 let unique_bytes = (|| {
-                    let r = SnapshotRef::new(VolumeId::new(s.volume.as_str()).ok()?, SnapshotId::new(s.pool_snapshot.as_str()).ok()?);
+                    let r = SnapshotRef::new(
+                        VolumeId::new(s.volume.as_str()).ok()?,
+                        SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
+                    );
                     self.pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
                 })();
                 Snapshot {
@@ -166,13 +208,27 @@ impl Engine {
     /// What a V2P call of this dSource's plugin needs: the plugin, the
     /// operations' group prefix, and the request without physical_source
     /// and snapshot.
-    pub(crate) fn dsource_v2p_request(&self, ds: DSourceRecord) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+    pub(crate) fn dsource_v2p_request(
+        &self,
+        ds: DSourceRecord,
+    ) -> Result<(PluginRecord, &'static str, Value), EngineError> {
         let ctx = self.dsource_ctx(ds.clone())?;
         let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
         let prefix = if ctx.staging.is_some() {
-            let mount = self.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
-            let env = mount.as_ref().and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
-            req["staged_source"] = self.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())));
+            let mount = self
+                .store
+                .list_mounts(None)?
+                .into_iter()
+                .find(|m| m.volume == ds.volume);
+            let env = mount
+                .as_ref()
+                .and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
+            req["staged_source"] = self.staged_source(
+                &ctx,
+                env.as_ref()
+                    .zip(mount.as_ref())
+                    .map(|(e, m)| (e, m.mount_path.as_str())),
+            );
             "linked.staged_"
         } else {
             req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
@@ -185,57 +241,134 @@ impl Engine {
     /// Deletes a snapshot of a dSource or VDB; refused while a VDB's current
     /// timeflow starts at it.
     pub async fn delete_snapshot(&self, reference: &str) -> Result<Snapshot, EngineError> {
-        let id = parse_ref(reference, SNAPSHOT_PREFIX)
-            .ok_or_else(|| EngineError::InvalidInput { field: "snapshot".into(), reason: "must look like SNAPSHOT-<n>".into() })?;
-        let record = self.store.get_snapshot(id)?.ok_or_else(|| EngineError::NotFound { kind: "snapshot", id: reference.to_owned() })?;
+        let id =
+            parse_ref(reference, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
+                field: "snapshot".into(),
+                reason: "must look like SNAPSHOT-<n>".into(),
+            })?;
+        let record = self
+            .store
+            .get_snapshot(id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "snapshot",
+                id: reference.to_owned(),
+            })?;
         let users = self.store.vdbs_on_snapshot(id)?;
         if !users.is_empty() {
             return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
         }
-        let shown = self.list_snapshots(None)?.into_iter().find(|s| s.reference == reference).expect("listed");
-        let r = SnapshotRef::new(VolumeId::new(record.volume.as_str())?, SnapshotId::new(record.pool_snapshot.as_str())?);
+        let shown = self
+            .list_snapshots(None)?
+            .into_iter()
+            .find(|s| s.reference == reference)
+            .expect("listed");
+        let r = SnapshotRef::new(
+            VolumeId::new(record.volume.as_str())?,
+            SnapshotId::new(record.pool_snapshot.as_str())?,
+        );
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.destroy_snapshot(&r)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || pool.destroy_snapshot(&r))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
         self.store.delete_snapshot(id)?;
         Ok(shown)
     }
 
-
     fn dsource_ctx(&self, ds: DSourceRecord) -> Result<Ctx, EngineError> {
-        let plugin = self.store.get_plugin(&ds.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: ds.plugin_id.clone() })?;
-        let sc = self.store.get_source_config(ds.source_config_id)?.ok_or_else(|| EngineError::Internal("dSource without source config".into()))?;
-        let repo = self.store.get_repository(sc.repository_id)?.ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
-        let env = self.store.get_environment(repo.environment_id)?.ok_or_else(|| EngineError::Internal("repository without environment".into()))?;
+        let plugin =
+            self.store
+                .get_plugin(&ds.plugin_id)?
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "plugin",
+                    id: ds.plugin_id.clone(),
+                })?;
+        let sc = self
+            .store
+            .get_source_config(ds.source_config_id)?
+            .ok_or_else(|| EngineError::Internal("dSource without source config".into()))?;
+        let repo = self
+            .store
+            .get_repository(sc.repository_id)?
+            .ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
+        let env = self
+            .store
+            .get_environment(repo.environment_id)?
+            .ok_or_else(|| EngineError::Internal("repository without environment".into()))?;
         let source = (env.clone(), self.env_user(&env, None)?);
         let staging = match (ds.staging_environment_id, ds.staging_user_id) {
             (Some(e), Some(u)) => {
-                let env = self.store.get_environment(e)?.ok_or_else(|| EngineError::Internal("missing staging environment".into()))?;
-                let user = self.store.get_environment_user(u)?.ok_or_else(|| EngineError::Internal("missing staging user".into()))?;
+                let env = self
+                    .store
+                    .get_environment(e)?
+                    .ok_or_else(|| EngineError::Internal("missing staging environment".into()))?;
+                let user = self
+                    .store
+                    .get_environment_user(u)?
+                    .ok_or_else(|| EngineError::Internal("missing staging user".into()))?;
                 Some((env, user))
             }
             _ => None,
         };
         let params = serde_json::from_str(&self.hosts.secrets.open_sealed(&ds.parameters)?)
             .map_err(|e| EngineError::Internal(format!("dSource parameters: {e}")))?;
-        Ok(Ctx { ds, plugin, params, repository: repo.parameters, source_config: sc.parameters, source, staging })
+        Ok(Ctx {
+            ds,
+            plugin,
+            params,
+            repository: repo.parameters,
+            source_config: sc.parameters,
+            source,
+            staging,
+        })
     }
 
     /// Checks the request, then links in a job: dataset, record, staging
     /// mount and start (staged), first sync as a resync. A failure leaves
     /// no dataset, mount or record behind.
     pub fn link_dsource(self: &Arc<Self>, req: LinkDSource) -> Result<Job, EngineError> {
-        let invalid = |field: &str, reason: String| EngineError::InvalidInput { field: field.into(), reason };
+        let invalid = |field: &str, reason: String| EngineError::InvalidInput {
+            field: field.into(),
+            reason,
+        };
         crate::environments::check_name("name", &req.name)?;
         if self.store.find_dsource_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!("a dSource named {:?} exists already", req.name)));
+            return Err(EngineError::Conflict(format!(
+                "a dSource named {:?} exists already",
+                req.name
+            )));
         }
         let sc = self.find_source_config(&req.source_config)?;
-        let repo = self.store.get_repository(sc.repository_id)?.ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
-        let plugin = self.store.get_plugin(&repo.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: repo.plugin_id.clone() })?;
+        let repo = self
+            .store
+            .get_repository(sc.repository_id)?
+            .ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
+        let plugin =
+            self.store
+                .get_plugin(&repo.plugin_id)?
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "plugin",
+                    id: repo.plugin_id.clone(),
+                })?;
         let kind = plugin_kind(&plugin);
         let staging = match (kind, &req.staging_environment) {
-            (PluginKind::Staged, None) => return Err(invalid("staging_environment", format!("plugin {} is staged: name a staging environment", plugin.name))),
-            (PluginKind::Direct, Some(_)) => return Err(invalid("staging_environment", format!("plugin {} is direct: it takes no staging environment", plugin.name))),
+            (PluginKind::Staged, None) => {
+                return Err(invalid(
+                    "staging_environment",
+                    format!(
+                        "plugin {} is staged: name a staging environment",
+                        plugin.name
+                    ),
+                ))
+            }
+            (PluginKind::Direct, Some(_)) => {
+                return Err(invalid(
+                    "staging_environment",
+                    format!(
+                        "plugin {} is direct: it takes no staging environment",
+                        plugin.name
+                    ),
+                ))
+            }
             (PluginKind::Staged, Some(e)) => {
                 let env = self.find_environment(e)?;
                 let user = self.env_user(&env, req.staging_user.as_deref())?;
@@ -245,12 +378,15 @@ impl Engine {
         };
         Engine::check_hook_points(&req.hooks)?;
         let hooks = req.hooks.clone();
-        let schema = ParameterSchema::new(&plugin.definition["linkedSourceDefinition"]["parameters"])
-            .map_err(|e| EngineError::Internal(format!("plugin {}: {e}", plugin.name)))?;
-        schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
-            what: "linked source parameters".into(),
-            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-        })?;
+        let schema =
+            ParameterSchema::new(&plugin.definition["linkedSourceDefinition"]["parameters"])
+                .map_err(|e| EngineError::Internal(format!("plugin {}: {e}", plugin.name)))?;
+        schema
+            .validate(&req.parameters)
+            .map_err(|errs| EngineError::InvalidParameters {
+                what: "linked source parameters".into(),
+                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+            })?;
         let record = DSourceRecord {
             id: 0,
             name: req.name.clone(),
@@ -305,7 +441,11 @@ impl Engine {
     /// `{"resync": true}` when the plugin's snapshot parameters have a
     /// `resync` flag (the docs' convention), else a policy sync's `null`.
     fn resync_parameters(&self, plugin: &PluginRecord) -> Value {
-        if plugin.definition.pointer("/snapshotParametersDefinition/schema/properties/resync").is_some() {
+        if plugin
+            .definition
+            .pointer("/snapshotParametersDefinition/schema/properties/resync")
+            .is_some()
+        {
             json!({"resync": true})
         } else {
             Value::Null
@@ -325,22 +465,45 @@ impl Engine {
         v
     }
 
-    async fn call(&self, ctx: &Ctx, job: &JobHandle, op: &str, request: Value, sync: bool) -> Result<Value, EngineError> {
+    async fn call(
+        &self,
+        ctx: &Ctx,
+        job: &JobHandle,
+        op: &str,
+        request: Value,
+        sync: bool,
+    ) -> Result<Value, EngineError> {
         let plugin = self.loaded(&ctx.plugin)?;
         let op = self.host.operation(&plugin, op)?;
-        let sync_target = sync.then(|| VolumeId::new(ctx.ds.volume.as_str()).map(|v| self.pool.volume_path(&v))).transpose()?;
-        let call = CallContext { job: Some(job.id().to_owned()), sync_target, log_sink: Some(job.plugin_log_sink()) };
+        let sync_target = sync
+            .then(|| VolumeId::new(ctx.ds.volume.as_str()).map(|v| self.pool.volume_path(&v)))
+            .transpose()?;
+        let call = CallContext {
+            job: Some(job.id().to_owned()),
+            sync_target,
+            log_sink: Some(job.plugin_log_sink()),
+        };
         let started = std::time::Instant::now();
         let out = self.host.invoke(&plugin, op, request, &call, None).await;
         job.event(
-            if out.is_ok() { EventLevel::Info } else { EventLevel::Error },
-            &format!("plugin {} {} in {:.3} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_secs_f64() * 1000.0),
+            if out.is_ok() {
+                EventLevel::Info
+            } else {
+                EventLevel::Error
+            },
+            &format!(
+                "plugin {} {} in {:.3} ms",
+                op.name(),
+                if out.is_ok() { "succeeded" } else { "failed" },
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         );
         Ok(out?)
     }
 
     fn implements(&self, ctx: &Ctx, op: &str) -> bool {
-        self.loaded(&ctx.plugin).is_ok_and(|p| self.host.operation(&p, op).is_ok())
+        self.loaded(&ctx.plugin)
+            .is_ok_and(|p| self.host.operation(&p, op).is_ok())
     }
 
     /// Staged enable: mount where the plugin says, then start_staging.
@@ -349,31 +512,62 @@ impl Engine {
         if self.implements(ctx, "linked.start_staging") {
             let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
                              "staged_source": self.staged_source(ctx, Some((&env, &path)))});
-            self.call(ctx, job, "linked.start_staging", req, false).await?;
+            self.call(ctx, job, "linked.start_staging", req, false)
+                .await?;
         }
         Ok(())
     }
 
     /// Asks the plugin where the staging dataset goes and makes sure it is
     /// mounted there; returns the environment and path.
-    async fn mount_staging(&self, job: &JobHandle, ctx: &Ctx) -> Result<(EnvironmentRecord, String), EngineError> {
+    async fn mount_staging(
+        &self,
+        job: &JobHandle,
+        ctx: &Ctx,
+    ) -> Result<(EnvironmentRecord, String), EngineError> {
         let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "staged_source": self.staged_source(ctx, None)});
-        let spec = self.call(ctx, job, "linked.mount_specification", req, false).await?;
-        let mount = spec.get("staged_mount").filter(|m| m.get("mount_path").is_some()).or_else(|| spec["mounts"].get(0)).cloned()
-            .ok_or_else(|| EngineError::Internal(format!("plugin {} gave no staging mount", ctx.plugin.name)))?;
-        let env_ref = mount.pointer("/remote_environment/reference").and_then(|r| r.as_str()).unwrap_or_default();
+        let spec = self
+            .call(ctx, job, "linked.mount_specification", req, false)
+            .await?;
+        let mount = spec
+            .get("staged_mount")
+            .filter(|m| m.get("mount_path").is_some())
+            .or_else(|| spec["mounts"].get(0))
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::Internal(format!("plugin {} gave no staging mount", ctx.plugin.name))
+            })?;
+        let env_ref = mount
+            .pointer("/remote_environment/reference")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default();
         let path = mount["mount_path"].as_str().unwrap_or_default().to_owned();
         let env = self.find_environment(env_ref)?;
         let (staging_env, staging_user) = ctx.staging.as_ref().expect("staged");
-        let user = if env.id == staging_env.id { staging_user.clone() } else { self.env_user(&env, None)? };
+        let user = if env.id == staging_env.id {
+            staging_user.clone()
+        } else {
+            self.env_user(&env, None)?
+        };
         if let Some(existing) = self.store.find_mount(env.id, &path)? {
             if existing.volume == ctx.ds.volume {
                 return Ok((env, path));
             }
-            return Err(EngineError::Conflict(format!("{path} on {} is in use by dataset {}", env.name, existing.volume)));
+            return Err(EngineError::Conflict(format!(
+                "{path} on {} is in use by dataset {}",
+                env.name, existing.volume
+            )));
         }
-        job.progress(15, &format!("mounting dataset {} on {} at {path}", ctx.ds.volume, env.name));
-        let owner = spec.get("ownership_spec").and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
+        job.progress(
+            15,
+            &format!(
+                "mounting dataset {} on {} at {path}",
+                ctx.ds.volume, env.name
+            ),
+        );
+        let owner = spec
+            .get("ownership_spec")
+            .and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
         self.mount_volume(MountRequest {
             environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
             user: Some(user.name.clone()),
@@ -397,7 +591,13 @@ impl Engine {
 
     /// Pre-Sync hook, the sync, and the Post-Sync hook (which runs even when
     /// the sync failed; the sync's error wins).
-    async fn sync_steps(&self, job: &JobHandle, ctx: &Ctx, params: Value, start: u8) -> Result<Value, EngineError> {
+    async fn sync_steps(
+        &self,
+        job: &JobHandle,
+        ctx: &Ctx,
+        params: Value,
+        start: u8,
+    ) -> Result<Value, EngineError> {
         let object = format!("{DSOURCE_PREFIX}{}", ctx.ds.id);
         let (env, user) = self.hook_host(ctx);
         self.run_hook(job, &object, "pre-sync", env, user).await?;
@@ -409,7 +609,13 @@ impl Engine {
     }
 
     /// pre_snapshot → pool snapshot → post_snapshot → metadata recorded.
-    async fn sync_data(&self, job: &JobHandle, ctx: &Ctx, params: Value, start: u8) -> Result<Value, EngineError> {
+    async fn sync_data(
+        &self,
+        job: &JobHandle,
+        ctx: &Ctx,
+        params: Value,
+        start: u8,
+    ) -> Result<Value, EngineError> {
         let sp = json!({"parameters": pdo(&params)});
         let base = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
                           "snapshot_parameters": sp});
@@ -417,12 +623,22 @@ impl Engine {
             let (env, path) = self.mount_staging(job, ctx).await?;
             let mut r = base.clone();
             r["staged_source"] = self.staged_source(ctx, Some((&env, &path)));
-            (r, "linked.staged_pre_snapshot", "linked.staged_post_snapshot", false)
+            (
+                r,
+                "linked.staged_pre_snapshot",
+                "linked.staged_post_snapshot",
+                false,
+            )
         } else {
             let mut r = base.clone();
             r["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
                 "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ctx.ds.id), "parameters": pdo(&ctx.params)}});
-            (r, "linked.direct_pre_snapshot", "linked.direct_post_snapshot", true)
+            (
+                r,
+                "linked.direct_pre_snapshot",
+                "linked.direct_post_snapshot",
+                true,
+            )
         };
         job.check_canceled()?;
         if self.implements(ctx, pre) {
@@ -432,10 +648,19 @@ impl Engine {
         job.check_canceled()?;
         job.progress(start + 50, "taking the snapshot");
         let volume = VolumeId::new(ctx.ds.volume.as_str())?;
-        let snap = SnapshotId::new(format!("s{}", uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap_or_default()))?;
+        let snap = SnapshotId::new(format!(
+            "s{}",
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..12)
+                .unwrap_or_default()
+        ))?;
         let pool = self.pool.clone();
         let (v, s) = (volume.clone(), snap.clone());
-        tokio::task::spawn_blocking(move || pool.create_snapshot(&v, &s)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || pool.create_snapshot(&v, &s))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
         let undo = || {
             let pool = self.pool.clone();
             let r = SnapshotRef::new(volume.clone(), snap.clone());
@@ -450,8 +675,12 @@ impl Engine {
                 return Err(e);
             }
         };
-        let text = metadata.pointer("/snapshot/parameters/json").and_then(|j| j.as_str()).unwrap_or("{}");
-        let metadata: Value = serde_json::from_str(text).map_err(|e| EngineError::Internal(format!("snapshot metadata is not JSON: {e}")))?;
+        let text = metadata
+            .pointer("/snapshot/parameters/json")
+            .and_then(|j| j.as_str())
+            .unwrap_or("{}");
+        let metadata: Value = serde_json::from_str(text)
+            .map_err(|e| EngineError::Internal(format!("snapshot metadata is not JSON: {e}")))?;
         if let Ok(schema) = ParameterSchema::new(&ctx.plugin.definition["snapshotSchema"]) {
             if let Err(errs) = schema.validate(&metadata) {
                 undo().await;
@@ -461,8 +690,18 @@ impl Engine {
                 });
             }
         }
-        let timeflow = self.store.current_timeflow(ctx.ds.id)?.ok_or_else(|| EngineError::Internal("dSource without timeflow".into()))?;
-        let record = SnapshotRecord { id: 0, timeflow_id: timeflow, volume: ctx.ds.volume.clone(), pool_snapshot: snap.to_string(), metadata: metadata.clone(), created_at: now() };
+        let timeflow = self
+            .store
+            .current_timeflow(ctx.ds.id)?
+            .ok_or_else(|| EngineError::Internal("dSource without timeflow".into()))?;
+        let record = SnapshotRecord {
+            id: 0,
+            timeflow_id: timeflow,
+            volume: ctx.ds.volume.clone(),
+            pool_snapshot: snap.to_string(),
+            metadata: metadata.clone(),
+            created_at: now(),
+        };
         let id = match self.store.insert_snapshot(&record) {
             Ok(id) => id,
             Err(e) => {
@@ -476,39 +715,65 @@ impl Engine {
 
     /// Syncs a dSource in a job (`params`: the user's snapshot parameters,
     /// checked against the plugin's schema; None for a policy sync).
-    pub fn sync_dsource(self: &Arc<Self>, reference: &str, params: Option<Value>, resync: bool) -> Result<Job, EngineError> {
+    pub fn sync_dsource(
+        self: &Arc<Self>,
+        reference: &str,
+        params: Option<Value>,
+        resync: bool,
+    ) -> Result<Job, EngineError> {
         let ds = self.find_dsource(reference)?;
         if !ds.enabled {
-            return Err(EngineError::Conflict(format!("dSource {} is disabled; enable it first", ds.name)));
+            return Err(EngineError::Conflict(format!(
+                "dSource {} is disabled; enable it first",
+                ds.name
+            )));
         }
         let ctx = self.dsource_ctx(ds)?;
         let params = match (params, resync) {
             (_, true) => self.resync_parameters(&ctx.plugin),
             (None, false) => Value::Null,
             (Some(p), false) => {
-                let schema = ParameterSchema::new(&ctx.plugin.definition["snapshotParametersDefinition"]["schema"])
-                    .map_err(|e| EngineError::Internal(e.to_string()))?;
-                schema.validate(&p).map_err(|errs| EngineError::InvalidParameters {
-                    what: "snapshot parameters".into(),
-                    violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-                })?;
+                let schema = ParameterSchema::new(
+                    &ctx.plugin.definition["snapshotParametersDefinition"]["schema"],
+                )
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+                schema
+                    .validate(&p)
+                    .map_err(|errs| EngineError::InvalidParameters {
+                        what: "snapshot parameters".into(),
+                        violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+                    })?;
                 p
             }
         };
         let engine = self.clone();
-        let kind = if resync { "DSOURCE_RESYNC" } else { "DSOURCE_SYNC" };
-        self.jobs.spawn(kind, Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)), move |job| async move {
-            engine.sync_steps(&job, &ctx, params, 0).await
-        })
+        let kind = if resync {
+            "DSOURCE_RESYNC"
+        } else {
+            "DSOURCE_SYNC"
+        };
+        self.jobs.spawn(
+            kind,
+            Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)),
+            move |job| async move { engine.sync_steps(&job, &ctx, params, 0).await },
+        )
     }
 
     /// Enables (mount where the plugin says, start_staging) or disables
     /// (stop_staging, unmount) a staged dSource, in a job. Direct dSources
     /// make no plugin call.
-    pub fn dsource_power(self: &Arc<Self>, reference: &str, enable: bool) -> Result<Job, EngineError> {
+    pub fn dsource_power(
+        self: &Arc<Self>,
+        reference: &str,
+        enable: bool,
+    ) -> Result<Job, EngineError> {
         let ds = self.find_dsource(reference)?;
         let engine = self.clone();
-        let kind = if enable { "DSOURCE_ENABLE" } else { "DSOURCE_DISABLE" };
+        let kind = if enable {
+            "DSOURCE_ENABLE"
+        } else {
+            "DSOURCE_DISABLE"
+        };
         self.jobs.spawn(kind, Some(format!("{DSOURCE_PREFIX}{}", ds.id)), move |job| async move {
             let ctx = engine.dsource_ctx(ds.clone())?;
             if ctx.staging.is_some() {
@@ -535,9 +800,19 @@ impl Engine {
     /// Deletes a dSource: stop_staging, unmount, destroy its data and records.
     pub fn delete_dsource(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let ds = self.find_dsource(reference)?;
-        let vdbs: Vec<String> = self.store.list_vdbs()?.into_iter().filter(|v| v.parent_volume == ds.volume).map(|v| v.name).collect();
+        let vdbs: Vec<String> = self
+            .store
+            .list_vdbs()?
+            .into_iter()
+            .filter(|v| v.parent_volume == ds.volume)
+            .map(|v| v.name)
+            .collect();
         if !vdbs.is_empty() {
-            return Err(EngineError::Conflict(format!("dSource {} has VDBs: {}; delete them first", ds.name, vdbs.join(", "))));
+            return Err(EngineError::Conflict(format!(
+                "dSource {} has VDBs: {}; delete them first",
+                ds.name,
+                vdbs.join(", ")
+            )));
         }
         let engine = self.clone();
         self.jobs.spawn("DSOURCE_DELETE", Some(format!("{DSOURCE_PREFIX}{}", ds.id)), move |job| async move {
@@ -563,11 +838,17 @@ impl Engine {
     /// Best-effort removal of everything a dSource has: mounts, snapshots,
     /// dataset, record. Used to undo a failed link and by delete.
     pub(crate) async fn remove_dsource(&self, ds: &DSourceRecord) -> Result<(), EngineError> {
-        for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ds.volume) {
+        for m in self
+            .store
+            .list_mounts(None)?
+            .into_iter()
+            .filter(|m| m.volume == ds.volume)
+        {
             self.unmount(m.id).await?;
         }
         self.destroy_dataset(&ds.volume).await?;
-        self.store.delete_hooks(&format!("{DSOURCE_PREFIX}{}", ds.id), None)?;
+        self.store
+            .delete_hooks(&format!("{DSOURCE_PREFIX}{}", ds.id), None)?;
         self.store.delete_dsource(ds.id)?;
         Ok(())
     }

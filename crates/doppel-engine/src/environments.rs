@@ -6,13 +6,16 @@
 use std::sync::Arc;
 
 use doppel_model::{
-    AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, EventLevel, Job, Repository,
-    SourceConfig, UserCredentials,
+    AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, EventLevel,
+    Job, Repository, SourceConfig, UserCredentials,
 };
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::CallContext;
 use doppel_remote::{Connection, Credentials, HostKeyPolicy};
-use doppel_store::{DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, RepositoryRecord, SourceConfigRecord};
+use doppel_store::{
+    DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, RepositoryRecord,
+    SourceConfigRecord,
+};
 use serde_json::{json, Value};
 
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX, USER_PREFIX};
@@ -23,11 +26,16 @@ const REPOSITORY_PREFIX: &str = "REPOSITORY-";
 const SOURCE_CONFIG_PREFIX: &str = "SOURCE_CONFIG-";
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::InvalidInput { field: field.into(), reason: reason.into() }
+    EngineError::InvalidInput {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Shell-quotes one word for a POSIX shell.
@@ -39,37 +47,67 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), EngineError> {
     if name.is_empty() || name.len() > 128 {
         return Err(invalid(field, "must be 1 to 128 characters"));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(invalid(field, "may contain only letters, digits, '-', '_' and '.'"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            field,
+            "may contain only letters, digits, '-', '_' and '.'",
+        ));
     }
     Ok(())
 }
 
 fn check_user_name(field: &str, name: &str) -> Result<(), EngineError> {
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(invalid(field, "must be an OS user name (letters, digits, '-', '_', '.')"));
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            field,
+            "must be an OS user name (letters, digits, '-', '_', '.')",
+        ));
     }
     Ok(())
 }
 
 /// The secret as stored (sealed), and the SSH credentials to try now.
-fn seal_credentials(engine: &Engine, creds: &UserCredentials) -> Result<(String, String, Credentials), EngineError> {
+fn seal_credentials(
+    engine: &Engine,
+    creds: &UserCredentials,
+) -> Result<(String, String, Credentials), EngineError> {
     match creds {
         UserCredentials::Password { password } => {
             if password.is_empty() {
                 return Err(invalid("credentials.password", "must not be empty"));
             }
-            Ok(("password".into(), engine.hosts.secrets.seal(password), Credentials::Password(password.clone())))
+            Ok((
+                "password".into(),
+                engine.hosts.secrets.seal(password),
+                Credentials::Password(password.clone()),
+            ))
         }
-        UserCredentials::Key { private_key, passphrase } => {
+        UserCredentials::Key {
+            private_key,
+            passphrase,
+        } => {
             if !private_key.contains("PRIVATE KEY") {
-                return Err(invalid("credentials.private_key", "must be a private key in OpenSSH or PEM form"));
+                return Err(invalid(
+                    "credentials.private_key",
+                    "must be a private key in OpenSSH or PEM form",
+                ));
             }
             let stored = json!({"private_key": private_key, "passphrase": passphrase}).to_string();
             Ok((
                 "key".into(),
                 engine.hosts.secrets.seal(&stored),
-                Credentials::KeyPair { private_key_pem: private_key.clone(), passphrase: passphrase.clone() },
+                Credentials::KeyPair {
+                    private_key_pem: private_key.clone(),
+                    passphrase: passphrase.clone(),
+                },
             ))
         }
     }
@@ -93,23 +131,39 @@ fn pdo(v: &Value) -> Value {
 }
 
 /// identity = the identity fields' values as a JSON array; name = the name field.
-fn identity_and_name(params: &Value, identity_fields: &Value, name_field: &Value) -> (String, String) {
+fn identity_and_name(
+    params: &Value,
+    identity_fields: &Value,
+    name_field: &Value,
+) -> (String, String) {
     let fields: Vec<&str> = match identity_fields {
         Value::Array(a) => a.iter().filter_map(|f| f.as_str()).collect(),
         Value::String(s) => vec![s.as_str()],
         _ => Vec::new(),
     };
-    let identity = Value::Array(fields.iter().map(|f| params.get(*f).cloned().unwrap_or(Value::Null)).collect()).to_string();
+    let identity = Value::Array(
+        fields
+            .iter()
+            .map(|f| params.get(*f).cloned().unwrap_or(Value::Null))
+            .collect(),
+    )
+    .to_string();
     let name = name_field
         .as_str()
         .and_then(|f| params.get(f))
-        .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        })
         .unwrap_or_default();
     (identity, name)
 }
 
 fn plugin_runs_on_unix(p: &PluginRecord) -> bool {
-    p.definition["hostTypes"].as_array().is_some_and(|a| a.iter().any(|h| h == "UNIX"))
+    p.definition["hostTypes"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|h| h == "UNIX"))
 }
 
 impl Engine {
@@ -139,27 +193,46 @@ impl Engine {
     }
 
     /// An environment by reference or name.
-    pub(crate) fn find_environment(&self, reference: &str) -> Result<EnvironmentRecord, EngineError> {
+    pub(crate) fn find_environment(
+        &self,
+        reference: &str,
+    ) -> Result<EnvironmentRecord, EngineError> {
         let found = match parse_ref(reference, ENVIRONMENT_PREFIX) {
             Some(id) => self.store.get_environment(id)?,
             None => self.store.find_environment_by_name(reference)?,
         };
-        found.ok_or_else(|| EngineError::NotFound { kind: "environment", id: reference.to_owned() })
+        found.ok_or_else(|| EngineError::NotFound {
+            kind: "environment",
+            id: reference.to_owned(),
+        })
     }
 
     /// A user of `env`: the one named (by name or `HOST_USER-<n>`), or the
     /// primary user when none is named.
-    pub(crate) fn env_user(&self, env: &EnvironmentRecord, name: Option<&str>) -> Result<EnvironmentUserRecord, EngineError> {
+    pub(crate) fn env_user(
+        &self,
+        env: &EnvironmentRecord,
+        name: Option<&str>,
+    ) -> Result<EnvironmentUserRecord, EngineError> {
         let users = self.store.environment_users(env.id)?;
         let found = match name {
             None => users.into_iter().find(|u| u.is_primary),
-            Some(n) => users.into_iter().find(|u| u.name == n || format!("{USER_PREFIX}{}", u.id) == n),
+            Some(n) => users
+                .into_iter()
+                .find(|u| u.name == n || format!("{USER_PREFIX}{}", u.id) == n),
         };
-        found.ok_or_else(|| EngineError::NotFound { kind: "environment user", id: name.unwrap_or("(primary)").to_owned() })
+        found.ok_or_else(|| EngineError::NotFound {
+            kind: "environment user",
+            id: name.unwrap_or("(primary)").to_owned(),
+        })
     }
 
     pub fn list_environments(&self) -> Result<Vec<Environment>, EngineError> {
-        self.store.list_environments()?.iter().map(|e| self.environment_model(e)).collect()
+        self.store
+            .list_environments()?
+            .iter()
+            .map(|e| self.environment_model(e))
+            .collect()
     }
 
     pub fn get_environment(&self, reference: &str) -> Result<Environment, EngineError> {
@@ -172,7 +245,10 @@ impl Engine {
     pub fn add_environment(self: &Arc<Self>, req: AddEnvironment) -> Result<Job, EngineError> {
         check_name("name", &req.name)?;
         if parse_ref(&req.name, ENVIRONMENT_PREFIX).is_some() {
-            return Err(invalid("name", "must not look like an environment reference"));
+            return Err(invalid(
+                "name",
+                "must not look like an environment reference",
+            ));
         }
         if req.host.trim().is_empty() || req.host.contains(char::is_whitespace) {
             return Err(invalid("host", "must be a host name or address"));
@@ -187,13 +263,22 @@ impl Engine {
             }
         }
         if self.store.find_environment_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!("an environment named {:?} exists already", req.name)));
+            return Err(EngineError::Conflict(format!(
+                "an environment named {:?} exists already",
+                req.name
+            )));
         }
         let (auth, sealed, creds) = seal_credentials(self, &req.credentials)?;
         let engine = self.clone();
-        self.jobs.spawn("ENVIRONMENT_ADD", Some(format!("environment:{}", req.name)), move |job| async move {
-            engine.add_environment_job(&job, req, auth, sealed, creds).await
-        })
+        self.jobs.spawn(
+            "ENVIRONMENT_ADD",
+            Some(format!("environment:{}", req.name)),
+            move |job| async move {
+                engine
+                    .add_environment_job(&job, req, auth, sealed, creds)
+                    .await
+            },
+        )
     }
 
     async fn add_environment_job(
@@ -204,23 +289,68 @@ impl Engine {
         sealed: String,
         creds: Credentials,
     ) -> Result<Value, EngineError> {
-        job.progress(5, &format!("connecting to {}:{} as {}", req.host, req.port, req.user));
-        let conn = Connection::connect(&req.host, req.port, &req.user, &creds, &HostKeyPolicy::AcceptFirst).await?;
+        job.progress(
+            5,
+            &format!("connecting to {}:{} as {}", req.host, req.port, req.user),
+        );
+        let conn = Connection::connect(
+            &req.host,
+            req.port,
+            &req.user,
+            &creds,
+            &HostKeyPolicy::AcceptFirst,
+        )
+        .await?;
         let key = conn.host_key().clone();
-        job.event(EventLevel::Info, &format!("host key {} pinned", key.fingerprint()));
+        job.event(
+            EventLevel::Info,
+            &format!("host key {} pinned", key.fingerprint()),
+        );
         job.check_canceled()?;
-        job.progress(20, "checking bash and preparing the toolkit and scratch directories");
+        job.progress(
+            20,
+            "checking bash and preparing the toolkit and scratch directories",
+        );
         if !conn.has_bash().await? {
-            return Err(invalid("host", format!("{} has no bash for {}: plugins need bash on the host", req.host, req.user)));
+            return Err(invalid(
+                "host",
+                format!(
+                    "{} has no bash for {}: plugins need bash on the host",
+                    req.host, req.user
+                ),
+            ));
         }
-        let home = conn.run_bash("printf %s \"$HOME\"", &Default::default(), false).await?.stdout_str();
-        let toolkit = req.toolkit_path.clone().unwrap_or_else(|| format!("{}/.doppel/toolkit", home.trim_end_matches('/')));
+        let home = conn
+            .run_bash("printf %s \"$HOME\"", &Default::default(), false)
+            .await?
+            .stdout_str();
+        let toolkit = req
+            .toolkit_path
+            .clone()
+            .unwrap_or_else(|| format!("{}/.doppel/toolkit", home.trim_end_matches('/')));
         let scratch = format!("{}/scratch", toolkit.trim_end_matches('/'));
         let mk = conn
-            .run_bash(&format!("mkdir -p {} {} && test -w {}", sh_quote(&toolkit), sh_quote(&scratch), sh_quote(&toolkit)), &Default::default(), false)
+            .run_bash(
+                &format!(
+                    "mkdir -p {} {} && test -w {}",
+                    sh_quote(&toolkit),
+                    sh_quote(&scratch),
+                    sh_quote(&toolkit)
+                ),
+                &Default::default(),
+                false,
+            )
             .await?;
         if mk.exit_code != 0 {
-            return Err(invalid("toolkit_path", format!("cannot create {toolkit} on {} as {}: {}", req.host, req.user, mk.stderr_str().trim())));
+            return Err(invalid(
+                "toolkit_path",
+                format!(
+                    "cannot create {toolkit} on {} as {}: {}",
+                    req.host,
+                    req.user,
+                    mk.stderr_str().trim()
+                ),
+            ));
         }
         drop(conn);
         job.check_canceled()?;
@@ -238,7 +368,14 @@ impl Engine {
             host_key_fingerprint: key.fingerprint().to_owned(),
             created_at: now(),
         };
-        let user = EnvironmentUserRecord { id: 0, environment_id: 0, name: req.user.clone(), auth, secret: sealed, is_primary: true };
+        let user = EnvironmentUserRecord {
+            id: 0,
+            environment_id: 0,
+            name: req.user.clone(),
+            auth,
+            secret: sealed,
+            is_primary: true,
+        };
         let id = self.store.insert_environment(&record, &user, &[])?;
         let undo = |e: EngineError| {
             if let Err(d) = self.store.delete_environment(id) {
@@ -246,22 +383,44 @@ impl Engine {
             }
             e
         };
-        let env = self.store.get_environment(id)?.ok_or_else(|| undo(EngineError::Internal("environment vanished".into())))?;
+        let env = self
+            .store
+            .get_environment(id)?
+            .ok_or_else(|| undo(EngineError::Internal("environment vanished".into())))?;
         let found = self.discover(job, &env, 40).await.map_err(undo)?;
-        self.store.apply_discovery(id, &found).map_err(|e| undo(e.into()))?;
+        self.store
+            .apply_discovery(id, &found)
+            .map_err(|e| undo(e.into()))?;
         let model = self.environment_model(&env)?;
-        job.progress(100, &format!("environment {} added as {}", model.name, model.reference));
+        job.progress(
+            100,
+            &format!("environment {} added as {}", model.name, model.reference),
+        );
         Ok(serde_json::to_value(model).expect("serialisable"))
     }
 
     /// Runs discovery for every installed Unix plugin on `env` as its
     /// primary user; validates every result against the plugin's schemas.
-    async fn discover(&self, job: &JobHandle, env: &EnvironmentRecord, start: u8) -> Result<Vec<DiscoveredRepository>, EngineError> {
+    async fn discover(
+        &self,
+        job: &JobHandle,
+        env: &EnvironmentRecord,
+        start: u8,
+    ) -> Result<Vec<DiscoveredRepository>, EngineError> {
         let user = self.env_user(env, None)?;
         let conn_json = connection_json(env, &user);
-        let plugins: Vec<PluginRecord> = self.store.list_plugins()?.into_iter().filter(plugin_runs_on_unix).collect();
+        let plugins: Vec<PluginRecord> = self
+            .store
+            .list_plugins()?
+            .into_iter()
+            .filter(plugin_runs_on_unix)
+            .collect();
         let mut found = Vec::new();
-        let ctx = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) };
+        let ctx = CallContext {
+            job: Some(job.id().to_owned()),
+            sync_target: None,
+            log_sink: Some(job.plugin_log_sink()),
+        };
         for (i, p) in plugins.iter().enumerate() {
             job.check_canceled()?;
             let pct = start + ((100 - start as usize - 5) * i / plugins.len().max(1)) as u8;
@@ -272,28 +431,68 @@ impl Engine {
             if manifest["hasRepositoryDiscovery"] != true {
                 continue;
             }
-            let repo_schema = ParameterSchema::new(&d["repositorySchema"])
-                .map_err(|e| EngineError::Internal(format!("plugin {}: repository schema: {e}", p.name)))?;
-            let sc_schema = ParameterSchema::new(&d["sourceConfigSchema"])
-                .map_err(|e| EngineError::Internal(format!("plugin {}: source config schema: {e}", p.name)))?;
+            let repo_schema = ParameterSchema::new(&d["repositorySchema"]).map_err(|e| {
+                EngineError::Internal(format!("plugin {}: repository schema: {e}", p.name))
+            })?;
+            let sc_schema = ParameterSchema::new(&d["sourceConfigSchema"]).map_err(|e| {
+                EngineError::Internal(format!("plugin {}: source config schema: {e}", p.name))
+            })?;
             let op = self.host.operation(&plugin, "discovery.repository")?;
-            let out = self.host.invoke(&plugin, op, json!({"source_connection": conn_json}), &ctx, None).await?;
+            let out = self
+                .host
+                .invoke(
+                    &plugin,
+                    op,
+                    json!({"source_connection": conn_json}),
+                    &ctx,
+                    None,
+                )
+                .await?;
             for r in out["repositories"].as_array().into_iter().flatten() {
-                let params = checked_output(&repo_schema, &r["parameters"], &format!("repository discovered by plugin {} on {}", p.name, env.name))?;
-                let (identity, name) = identity_and_name(&params, &d["repositoryIdentityFields"], &d["repositoryNameField"]);
-                let mut repo = DiscoveredRepository { plugin_id: p.id.clone(), identity, name, parameters: params.clone(), source_configs: Vec::new() };
+                let params = checked_output(
+                    &repo_schema,
+                    &r["parameters"],
+                    &format!("repository discovered by plugin {} on {}", p.name, env.name),
+                )?;
+                let (identity, name) = identity_and_name(
+                    &params,
+                    &d["repositoryIdentityFields"],
+                    &d["repositoryNameField"],
+                );
+                let mut repo = DiscoveredRepository {
+                    plugin_id: p.id.clone(),
+                    identity,
+                    name,
+                    parameters: params.clone(),
+                    source_configs: Vec::new(),
+                };
                 if manifest["hasSourceConfigDiscovery"] == true {
                     let op = self.host.operation(&plugin, "discovery.source_config")?;
                     let req = json!({"source_connection": conn_json, "repository": {"parameters": pdo(&params)}});
                     let out = self.host.invoke(&plugin, op, req, &ctx, None).await?;
                     for sc in out["source_configs"].as_array().into_iter().flatten() {
-                        let what = format!("source config discovered by plugin {} on {}", p.name, env.name);
+                        let what = format!(
+                            "source config discovered by plugin {} on {}",
+                            p.name, env.name
+                        );
                         let sp = checked_output(&sc_schema, &sc["parameters"], &what)?;
-                        let (identity, name) = identity_and_name(&sp, &d["sourceConfigIdentityFields"], &d["sourceConfigNameField"]);
+                        let (identity, name) = identity_and_name(
+                            &sp,
+                            &d["sourceConfigIdentityFields"],
+                            &d["sourceConfigNameField"],
+                        );
                         repo.source_configs.push((identity, name, sp));
                     }
                 }
-                job.event(EventLevel::Info, &format!("plugin {} found repository {} with {} source config(s)", p.name, repo.name, repo.source_configs.len()));
+                job.event(
+                    EventLevel::Info,
+                    &format!(
+                        "plugin {} found repository {} with {} source config(s)",
+                        p.name,
+                        repo.name,
+                        repo.source_configs.len()
+                    ),
+                );
                 found.push(repo);
             }
         }
@@ -305,36 +504,63 @@ impl Engine {
         let env = self.find_environment(reference)?;
         let engine = self.clone();
         let target = format!("{ENVIRONMENT_PREFIX}{}", env.id);
-        self.jobs.spawn("ENVIRONMENT_REFRESH", Some(target), move |job| async move {
-            job.progress(5, &format!("connecting to {}", env.name));
-            let user = engine.env_user(&env, None)?;
-            engine.hosts.connect(&env, &user).await?;
-            let found = engine.discover(&job, &env, 20).await?;
-            engine.store.apply_discovery(env.id, &found)?;
-            Ok(serde_json::to_value(engine.environment_model(&env)?).expect("serialisable"))
-        })
+        self.jobs
+            .spawn("ENVIRONMENT_REFRESH", Some(target), move |job| async move {
+                job.progress(5, &format!("connecting to {}", env.name));
+                let user = engine.env_user(&env, None)?;
+                engine.hosts.connect(&env, &user).await?;
+                let found = engine.discover(&job, &env, 20).await?;
+                engine.store.apply_discovery(env.id, &found)?;
+                Ok(serde_json::to_value(engine.environment_model(&env)?).expect("serialisable"))
+            })
     }
 
     /// Removes an environment and everything found on it.
     pub async fn delete_environment(&self, reference: &str) -> Result<Environment, EngineError> {
         let env = self.find_environment(reference)?;
         let model = self.environment_model(&env)?;
-        let repos: Vec<i64> = self.store.list_repositories(Some(env.id))?.iter().map(|r| r.id).collect();
-        let configs: Vec<i64> = self.store.list_source_configs(None)?.into_iter().filter(|c| repos.contains(&c.repository_id)).map(|c| c.id).collect();
+        let repos: Vec<i64> = self
+            .store
+            .list_repositories(Some(env.id))?
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let configs: Vec<i64> = self
+            .store
+            .list_source_configs(None)?
+            .into_iter()
+            .filter(|c| repos.contains(&c.repository_id))
+            .map(|c| c.id)
+            .collect();
         let mut users: Vec<String> = self
             .store
             .list_dsources()?
             .into_iter()
-            .filter(|d| d.staging_environment_id == Some(env.id) || configs.contains(&d.source_config_id))
+            .filter(|d| {
+                d.staging_environment_id == Some(env.id) || configs.contains(&d.source_config_id)
+            })
             .map(|d| format!("dSource {}", d.name))
             .collect();
-        users.extend(self.store.list_vdbs()?.into_iter().filter(|v| v.environment_id == env.id).map(|v| format!("VDB {}", v.name)));
+        users.extend(
+            self.store
+                .list_vdbs()?
+                .into_iter()
+                .filter(|v| v.environment_id == env.id)
+                .map(|v| format!("VDB {}", v.name)),
+        );
         if !users.is_empty() {
-            return Err(EngineError::Conflict(format!("{} is used by {}; delete those first", env.name, users.join(", "))));
+            return Err(EngineError::Conflict(format!(
+                "{} is used by {}; delete those first",
+                env.name,
+                users.join(", ")
+            )));
         }
         let mounts = self.store.count_mounts(env.id)?;
         if mounts > 0 {
-            return Err(EngineError::Conflict(format!("{} has {mounts} dataset mount(s); unmount them first", env.name)));
+            return Err(EngineError::Conflict(format!(
+                "{} has {mounts} dataset mount(s); unmount them first",
+                env.name
+            )));
         }
         self.store.delete_environment(env.id)?;
         self.hosts.forget(&env).await;
@@ -342,15 +568,34 @@ impl Engine {
     }
 
     /// Adds a user after checking it can log in.
-    pub async fn add_environment_user(&self, reference: &str, req: AddEnvironmentUser) -> Result<EnvironmentUser, EngineError> {
+    pub async fn add_environment_user(
+        &self,
+        reference: &str,
+        req: AddEnvironmentUser,
+    ) -> Result<EnvironmentUser, EngineError> {
         let env = self.find_environment(reference)?;
         check_user_name("name", &req.name)?;
-        if self.store.environment_users(env.id)?.iter().any(|u| u.name == req.name) {
-            return Err(EngineError::Conflict(format!("{} already has a user {}", env.name, req.name)));
+        if self
+            .store
+            .environment_users(env.id)?
+            .iter()
+            .any(|u| u.name == req.name)
+        {
+            return Err(EngineError::Conflict(format!(
+                "{} already has a user {}",
+                env.name, req.name
+            )));
         }
         let (auth, sealed, creds) = seal_credentials(self, &req.credentials)?;
         let key = doppel_remote::HostKey::from_openssh(&env.host_key)?;
-        Connection::connect(&env.host, env.port, &req.name, &creds, &HostKeyPolicy::Pinned(key)).await?;
+        Connection::connect(
+            &env.host,
+            env.port,
+            &req.name,
+            &creds,
+            &HostKeyPolicy::Pinned(key),
+        )
+        .await?;
         let id = self.store.insert_environment_user(&EnvironmentUserRecord {
             id: 0,
             environment_id: env.id,
@@ -359,18 +604,33 @@ impl Engine {
             secret: sealed,
             is_primary: false,
         })?;
-        Ok(EnvironmentUser { reference: format!("{USER_PREFIX}{id}"), name: req.name, auth, primary: false })
+        Ok(EnvironmentUser {
+            reference: format!("{USER_PREFIX}{id}"),
+            name: req.name,
+            auth,
+            primary: false,
+        })
     }
 
-    pub async fn delete_environment_user(&self, reference: &str, user: &str) -> Result<(), EngineError> {
+    pub async fn delete_environment_user(
+        &self,
+        reference: &str,
+        user: &str,
+    ) -> Result<(), EngineError> {
         let env = self.find_environment(reference)?;
         let users = self.store.environment_users(env.id)?;
         let u = users
             .iter()
             .find(|u| u.name == user || format!("{USER_PREFIX}{}", u.id) == user)
-            .ok_or_else(|| EngineError::NotFound { kind: "environment user", id: user.to_owned() })?;
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "environment user",
+                id: user.to_owned(),
+            })?;
         if u.is_primary {
-            return Err(EngineError::Conflict(format!("{} is the primary user of {}; delete the environment instead", u.name, env.name)));
+            return Err(EngineError::Conflict(format!(
+                "{} is the primary user of {}; delete the environment instead",
+                u.name, env.name
+            )));
         }
         self.store.delete_environment_user(u.id)?;
         self.hosts.forget(&env).await;
@@ -387,20 +647,39 @@ impl Engine {
         })
     }
 
-    pub fn list_repositories(&self, environment: Option<&str>) -> Result<Vec<Repository>, EngineError> {
+    pub fn list_repositories(
+        &self,
+        environment: Option<&str>,
+    ) -> Result<Vec<Repository>, EngineError> {
         let env = environment.map(|e| self.find_environment(e)).transpose()?;
-        self.store.list_repositories(env.map(|e| e.id))?.iter().map(|r| self.repository_model(r)).collect()
+        self.store
+            .list_repositories(env.map(|e| e.id))?
+            .iter()
+            .map(|r| self.repository_model(r))
+            .collect()
     }
 
     fn find_repository(&self, reference: &str) -> Result<RepositoryRecord, EngineError> {
-        let id = parse_ref(reference, REPOSITORY_PREFIX).ok_or_else(|| invalid("repository", "must look like REPOSITORY-<n>"))?;
-        self.store.get_repository(id)?.ok_or_else(|| EngineError::NotFound { kind: "repository", id: reference.to_owned() })
+        let id = parse_ref(reference, REPOSITORY_PREFIX)
+            .ok_or_else(|| invalid("repository", "must look like REPOSITORY-<n>"))?;
+        self.store
+            .get_repository(id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "repository",
+                id: reference.to_owned(),
+            })
     }
 
     fn source_config_model(&self, sc: &SourceConfigRecord) -> Result<SourceConfig, EngineError> {
-        let repo = self.store.get_repository(sc.repository_id)?.ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
+        let repo = self
+            .store
+            .get_repository(sc.repository_id)?
+            .ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
         let plugin = self.store.get_plugin(&repo.plugin_id)?;
-        let schema = plugin.as_ref().map(|p| p.definition["discoveryDefinition"]["sourceConfigSchema"].clone()).unwrap_or(Value::Null);
+        let schema = plugin
+            .as_ref()
+            .map(|p| p.definition["discoveryDefinition"]["sourceConfigSchema"].clone())
+            .unwrap_or(Value::Null);
         Ok(SourceConfig {
             reference: format!("{SOURCE_CONFIG_PREFIX}{}", sc.id),
             repository: format!("{REPOSITORY_PREFIX}{}", repo.id),
@@ -412,9 +691,17 @@ impl Engine {
         })
     }
 
-    pub fn list_source_configs(&self, environment: Option<&str>) -> Result<Vec<SourceConfig>, EngineError> {
+    pub fn list_source_configs(
+        &self,
+        environment: Option<&str>,
+    ) -> Result<Vec<SourceConfig>, EngineError> {
         let env = environment.map(|e| self.find_environment(e)).transpose()?;
-        let repos: Vec<i64> = self.store.list_repositories(env.map(|e| e.id))?.iter().map(|r| r.id).collect();
+        let repos: Vec<i64> = self
+            .store
+            .list_repositories(env.map(|e| e.id))?
+            .iter()
+            .map(|r| r.id)
+            .collect();
         self.store
             .list_source_configs(None)?
             .iter()
@@ -423,9 +710,18 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn find_source_config(&self, reference: &str) -> Result<SourceConfigRecord, EngineError> {
-        let id = parse_ref(reference, SOURCE_CONFIG_PREFIX).ok_or_else(|| invalid("source config", "must look like SOURCE_CONFIG-<n>"))?;
-        self.store.get_source_config(id)?.ok_or_else(|| EngineError::NotFound { kind: "source config", id: reference.to_owned() })
+    pub(crate) fn find_source_config(
+        &self,
+        reference: &str,
+    ) -> Result<SourceConfigRecord, EngineError> {
+        let id = parse_ref(reference, SOURCE_CONFIG_PREFIX)
+            .ok_or_else(|| invalid("source config", "must look like SOURCE_CONFIG-<n>"))?;
+        self.store
+            .get_source_config(id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "source config",
+                id: reference.to_owned(),
+            })
     }
 
     pub fn get_source_config(&self, reference: &str) -> Result<SourceConfig, EngineError> {
@@ -434,25 +730,56 @@ impl Engine {
 
     /// Checks parameters against the plugin's source config schema and
     /// returns (identity, name).
-    fn check_source_config(&self, repo: &RepositoryRecord, params: &Value) -> Result<(String, String), EngineError> {
-        let plugin = self.store.get_plugin(&repo.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: repo.plugin_id.clone() })?;
+    fn check_source_config(
+        &self,
+        repo: &RepositoryRecord,
+        params: &Value,
+    ) -> Result<(String, String), EngineError> {
+        let plugin =
+            self.store
+                .get_plugin(&repo.plugin_id)?
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "plugin",
+                    id: repo.plugin_id.clone(),
+                })?;
         let d = &plugin.definition["discoveryDefinition"];
         if d["manualSourceConfigDiscovery"] == false {
-            return Err(invalid("repository", format!("plugin {} does not allow source configs added by hand", plugin.name)));
+            return Err(invalid(
+                "repository",
+                format!(
+                    "plugin {} does not allow source configs added by hand",
+                    plugin.name
+                ),
+            ));
         }
-        let schema = ParameterSchema::new(&d["sourceConfigSchema"]).map_err(|e| EngineError::Internal(format!("plugin {}: {e}", plugin.name)))?;
-        schema.validate(params).map_err(|errs| EngineError::InvalidParameters {
-            what: "source config parameters".into(),
-            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-        })?;
-        Ok(identity_and_name(params, &d["sourceConfigIdentityFields"], &d["sourceConfigNameField"]))
+        let schema = ParameterSchema::new(&d["sourceConfigSchema"])
+            .map_err(|e| EngineError::Internal(format!("plugin {}: {e}", plugin.name)))?;
+        schema
+            .validate(params)
+            .map_err(|errs| EngineError::InvalidParameters {
+                what: "source config parameters".into(),
+                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+            })?;
+        Ok(identity_and_name(
+            params,
+            &d["sourceConfigIdentityFields"],
+            &d["sourceConfigNameField"],
+        ))
     }
 
     pub fn add_source_config(&self, req: AddSourceConfig) -> Result<SourceConfig, EngineError> {
         let repo = self.find_repository(&req.repository)?;
         let (identity, name) = self.check_source_config(&repo, &req.parameters)?;
-        if self.store.list_source_configs(Some(repo.id))?.iter().any(|sc| sc.identity == identity) {
-            return Err(EngineError::Conflict(format!("{} already has a source config with identity {identity}", req.repository)));
+        if self
+            .store
+            .list_source_configs(Some(repo.id))?
+            .iter()
+            .any(|sc| sc.identity == identity)
+        {
+            return Err(EngineError::Conflict(format!(
+                "{} already has a source config with identity {identity}",
+                req.repository
+            )));
         }
         let id = self.store.insert_source_config(&SourceConfigRecord {
             id: 0,
@@ -465,12 +792,27 @@ impl Engine {
         self.get_source_config(&format!("{SOURCE_CONFIG_PREFIX}{id}"))
     }
 
-    pub fn update_source_config(&self, reference: &str, parameters: Value) -> Result<SourceConfig, EngineError> {
+    pub fn update_source_config(
+        &self,
+        reference: &str,
+        parameters: Value,
+    ) -> Result<SourceConfig, EngineError> {
         let mut sc = self.find_source_config(reference)?;
-        let repo = self.store.get_repository(sc.repository_id)?.ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
+        let repo = self
+            .store
+            .get_repository(sc.repository_id)?
+            .ok_or_else(|| EngineError::Internal("source config without repository".into()))?;
         let (identity, name) = self.check_source_config(&repo, &parameters)?;
-        if self.store.list_source_configs(Some(repo.id))?.iter().any(|o| o.identity == identity && o.id != sc.id) {
-            return Err(EngineError::Conflict(format!("another source config of {} has identity {identity}", format!("{REPOSITORY_PREFIX}{}", repo.id))));
+        if self
+            .store
+            .list_source_configs(Some(repo.id))?
+            .iter()
+            .any(|o| o.identity == identity && o.id != sc.id)
+        {
+            return Err(EngineError::Conflict(format!(
+                "another source config of {} has identity {identity}",
+                format!("{REPOSITORY_PREFIX}{}", repo.id)
+            )));
         }
         sc.identity = identity;
         sc.name = name;
@@ -481,9 +823,18 @@ impl Engine {
 
     pub fn delete_source_config(&self, reference: &str) -> Result<SourceConfig, EngineError> {
         let sc = self.find_source_config(reference)?;
-        let users: Vec<String> = self.store.list_dsources()?.into_iter().filter(|d| d.source_config_id == sc.id).map(|d| d.name).collect();
+        let users: Vec<String> = self
+            .store
+            .list_dsources()?
+            .into_iter()
+            .filter(|d| d.source_config_id == sc.id)
+            .map(|d| d.name)
+            .collect();
         if !users.is_empty() {
-            return Err(EngineError::Conflict(format!("{reference} is linked by dSource(s) {}; delete them first", users.join(", "))));
+            return Err(EngineError::Conflict(format!(
+                "{reference} is linked by dSource(s) {}; delete them first",
+                users.join(", ")
+            )));
         }
         let model = self.source_config_model(&sc)?;
         self.store.delete_source_config(sc.id)?;
@@ -495,11 +846,13 @@ impl Engine {
 /// against its schema: plugins are not trusted to honour their own schemas.
 fn checked_output(schema: &ParameterSchema, pdo: &Value, what: &str) -> Result<Value, EngineError> {
     let text = pdo["json"].as_str().unwrap_or("null");
-    let params: Value =
-        serde_json::from_str(text).map_err(|e| EngineError::Internal(format!("{what}: parameters are not JSON ({e})")))?;
-    schema.validate(&params).map_err(|errs| EngineError::InvalidParameters {
-        what: what.to_owned(),
-        violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-    })?;
+    let params: Value = serde_json::from_str(text)
+        .map_err(|e| EngineError::Internal(format!("{what}: parameters are not JSON ({e})")))?;
+    schema
+        .validate(&params)
+        .map_err(|errs| EngineError::InvalidParameters {
+            what: what.to_owned(),
+            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+        })?;
     Ok(params)
 }

@@ -11,7 +11,10 @@ pub enum EngineError {
     #[error("{field}: {reason}")]
     InvalidInput { field: String, reason: String },
     #[error("{what} do not match the plugin's schema")]
-    InvalidParameters { what: String, violations: Vec<String> },
+    InvalidParameters {
+        what: String,
+        violations: Vec<String>,
+    },
     #[error("no {kind} named {id:?}")]
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
@@ -25,12 +28,19 @@ pub enum EngineError {
     #[error("storage pool: {0}")]
     Storage(#[from] doppel_storage::StorageError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Internal(String),
     /// A user hook exited non-zero.
     #[error("the {point} hook failed (exit {exit_code})")]
-    HookFailed { point: String, exit_code: i32, output: String },
+    HookFailed {
+        point: String,
+        exit_code: i32,
+        output: String,
+    },
     /// The job was canceled at a step boundary.
     #[error("canceled")]
     Canceled,
@@ -63,7 +73,9 @@ impl EngineError {
             EngineError::Plugin(e) => match e {
                 InvokeError::User { .. } => ErrorCode::PluginUserError,
                 InvokeError::Deadline { .. } => ErrorCode::PluginTimeout,
-                InvokeError::NotImplemented { .. } | InvokeError::UnknownOperation { .. } => ErrorCode::InvalidInput,
+                InvokeError::NotImplemented { .. } | InvokeError::UnknownOperation { .. } => {
+                    ErrorCode::InvalidInput
+                }
                 // A plugin that cannot load is refused at install: the artifact is at fault.
                 InvokeError::Load { .. } => ErrorCode::InvalidArtifact,
                 InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
@@ -74,15 +86,16 @@ impl EngineError {
             EngineError::Storage(e) => match e {
                 doppel_storage::StorageError::InsufficientSpace { .. } => ErrorCode::PoolFull,
                 doppel_storage::StorageError::InvalidId { .. } => ErrorCode::InvalidInput,
-                doppel_storage::StorageError::VolumeNotFound(_) | doppel_storage::StorageError::SnapshotNotFound { .. } => {
-                    ErrorCode::NotFound
-                }
+                doppel_storage::StorageError::VolumeNotFound(_)
+                | doppel_storage::StorageError::SnapshotNotFound { .. } => ErrorCode::NotFound,
                 doppel_storage::StorageError::VolumeExists(_)
                 | doppel_storage::StorageError::SnapshotExists { .. }
                 | doppel_storage::StorageError::HasSnapshots { .. } => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },
-            EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => ErrorCode::Internal,
+            EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => {
+                ErrorCode::Internal
+            }
             EngineError::Unauthorized(_) => ErrorCode::Unauthorized,
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::RateLimited { .. } => ErrorCode::RateLimited,
@@ -91,7 +104,14 @@ impl EngineError {
 
     /// The API's view of this error.
     pub fn to_api(&self) -> ApiError {
-        let mut err = ApiError { code: self.code(), message: self.to_string(), action: None, details: Vec::new(), output: None, correlation_id: None };
+        let mut err = ApiError {
+            code: self.code(),
+            message: self.to_string(),
+            action: None,
+            details: Vec::new(),
+            output: None,
+            correlation_id: None,
+        };
         match self {
             EngineError::InvalidArtifact(a) => err.details = a.details(),
             EngineError::InvalidParameters { violations, .. } => err.details = violations.clone(),
@@ -99,8 +119,12 @@ impl EngineError {
                 err.action = Some(action.clone()).filter(|a| !a.is_empty());
                 err.output = Some(output.clone()).filter(|o| !o.is_empty());
             }
-            EngineError::Plugin(e) => err.output = e.detail().map(str::to_owned).filter(|d| !d.is_empty()),
-            EngineError::HookFailed { output, .. } => err.output = Some(output.clone()).filter(|o| !o.is_empty()),
+            EngineError::Plugin(e) => {
+                err.output = e.detail().map(str::to_owned).filter(|d| !d.is_empty())
+            }
+            EngineError::HookFailed { output, .. } => {
+                err.output = Some(output.clone()).filter(|o| !o.is_empty())
+            }
             _ => {}
         }
         err

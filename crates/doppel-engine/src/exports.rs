@@ -23,36 +23,82 @@ use crate::{Engine, EngineError};
 impl Engine {
     /// Exports a snapshot into a host directory, in a job.
     pub fn export_snapshot(self: &Arc<Self>, req: ExportSnapshot) -> Result<Job, EngineError> {
-        let invalid = |field: &str, reason: &str| EngineError::InvalidInput { field: field.into(), reason: reason.into() };
-        let snap_id = parse_ref(&req.snapshot, "SNAPSHOT-").ok_or_else(|| invalid("snapshot", "must look like SNAPSHOT-<n>"))?;
-        let snapshot = self.store.get_snapshot(snap_id)?.ok_or_else(|| EngineError::NotFound { kind: "snapshot", id: req.snapshot.clone() })?;
-        if !req.target_directory.starts_with('/') || req.target_directory.contains(['\0', '\n']) || req.target_directory == "/" {
-            return Err(invalid("target_directory", "must be an absolute directory other than /"));
+        let invalid = |field: &str, reason: &str| EngineError::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        let snap_id = parse_ref(&req.snapshot, "SNAPSHOT-")
+            .ok_or_else(|| invalid("snapshot", "must look like SNAPSHOT-<n>"))?;
+        let snapshot = self
+            .store
+            .get_snapshot(snap_id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "snapshot",
+                id: req.snapshot.clone(),
+            })?;
+        if !req.target_directory.starts_with('/')
+            || req.target_directory.contains(['\0', '\n'])
+            || req.target_directory == "/"
+        {
+            return Err(invalid(
+                "target_directory",
+                "must be an absolute directory other than /",
+            ));
         }
         let env = self.find_environment(&req.environment)?;
         let user = match &req.user {
-            None => self.store.environment_users(env.id)?.into_iter().find(|u| u.is_primary),
-            Some(u) => self.store.environment_users(env.id)?.into_iter().find(|x| &x.name == u),
+            None => self
+                .store
+                .environment_users(env.id)?
+                .into_iter()
+                .find(|u| u.is_primary),
+            Some(u) => self
+                .store
+                .environment_users(env.id)?
+                .into_iter()
+                .find(|x| &x.name == u),
         }
-        .ok_or_else(|| EngineError::NotFound { kind: "environment user", id: req.user.clone().unwrap_or_default() })?;
+        .ok_or_else(|| EngineError::NotFound {
+            kind: "environment user",
+            id: req.user.clone().unwrap_or_default(),
+        })?;
         // The snapshot's owner decides the operations.
-        let (plugin, prefix, mut request, target) = if let Some(ds) = self.store.list_dsources()?.into_iter().find(|d| d.volume == snapshot.volume) {
+        let (plugin, prefix, mut request, target) = if let Some(ds) = self
+            .store
+            .list_dsources()?
+            .into_iter()
+            .find(|d| d.volume == snapshot.volume)
+        {
             let target = format!("DSOURCE-{}", ds.id);
             let (p, prefix, r) = self.dsource_v2p_request(ds)?;
             (p, prefix, r, target)
-        } else if let Some(v) = self.store.list_vdbs()?.into_iter().find(|v| v.volume == snapshot.volume) {
+        } else if let Some(v) = self
+            .store
+            .list_vdbs()?
+            .into_iter()
+            .find(|v| v.volume == snapshot.volume)
+        {
             let target = format!("VDB-{}", v.id);
             let (p, prefix, r) = self.vdb_v2p_request(v)?;
             (p, prefix, r, target)
         } else {
-            return Err(EngineError::Internal(format!("{} belongs to no dSource or VDB", req.snapshot)));
+            return Err(EngineError::Internal(format!(
+                "{} belongs to no dSource or VDB",
+                req.snapshot
+            )));
         };
-        if let Some(schema) = plugin.definition.pointer("/virtualToPhysicalDefinition/parameters") {
-            let schema = ParameterSchema::new(schema).map_err(|e| EngineError::Internal(e.to_string()))?;
-            schema.validate(&req.parameters).map_err(|errs| EngineError::InvalidParameters {
-                what: "V2P parameters".into(),
-                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-            })?;
+        if let Some(schema) = plugin
+            .definition
+            .pointer("/virtualToPhysicalDefinition/parameters")
+        {
+            let schema =
+                ParameterSchema::new(schema).map_err(|e| EngineError::Internal(e.to_string()))?;
+            schema
+                .validate(&req.parameters)
+                .map_err(|errs| EngineError::InvalidParameters {
+                    what: "V2P parameters".into(),
+                    violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+                })?;
         }
         request["snapshot"] = json!({"parameters": {"json": snapshot.metadata.to_string()}});
         request["physical_source"] = json!({"guid": format!("V2P-{}", uuid::Uuid::new_v4().simple()), "connection": connection_json(&env, &user),
@@ -87,11 +133,23 @@ impl Engine {
         user: &str,
         target: &str,
     ) -> Result<(), EngineError> {
-        let temp = VolumeId::new(format!("v2p-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
-        let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
+        let temp = VolumeId::new(format!(
+            "v2p-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))?;
+        let from = SnapshotRef::new(
+            VolumeId::new(snapshot.volume.as_str())?,
+            SnapshotId::new(snapshot.pool_snapshot.as_str())?,
+        );
         let (pool, to) = (self.pool.clone(), temp.clone());
-        tokio::task::spawn_blocking(move || pool.create_clone(&from, &to)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
-        let mount_path = format!("{}/doppel-v2p-{}", env.scratch_path.trim_end_matches('/'), temp);
+        tokio::task::spawn_blocking(move || pool.create_clone(&from, &to))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let mount_path = format!(
+            "{}/doppel-v2p-{}",
+            env.scratch_path.trim_end_matches('/'),
+            temp
+        );
         let copied = async {
             let mount = self
                 .mount_volume(MountRequest {
@@ -124,7 +182,10 @@ impl Engine {
         }
         .await;
         if let Err(e) = self.destroy_dataset(temp.as_str()).await {
-            job.event(EventLevel::Warning, &format!("the temporary clone {temp} was not removed: {e}"));
+            job.event(
+                EventLevel::Warning,
+                &format!("the temporary clone {temp} was not removed: {e}"),
+            );
         }
         copied
     }

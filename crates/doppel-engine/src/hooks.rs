@@ -36,13 +36,21 @@ fn check_point(point: &str) -> Result<(), EngineError> {
     if POINTS.contains(&point) {
         Ok(())
     } else {
-        Err(EngineError::InvalidInput { field: "hook".into(), reason: format!("{point:?} is not a hook point; use one of {}", POINTS.join(", ")) })
+        Err(EngineError::InvalidInput {
+            field: "hook".into(),
+            reason: format!(
+                "{point:?} is not a hook point; use one of {}",
+                POINTS.join(", ")
+            ),
+        })
     }
 }
 
 fn tail(text: &str) -> &str {
     let start = text.len().saturating_sub(OUTPUT_IN_EVENTS);
-    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
     &text[start..]
 }
 
@@ -56,7 +64,11 @@ impl Engine {
     }
 
     /// Sets the hooks given by point name (an empty script removes one).
-    pub(crate) fn store_hooks(&self, object: &str, hooks: &BTreeMap<String, String>) -> Result<(), EngineError> {
+    pub(crate) fn store_hooks(
+        &self,
+        object: &str,
+        hooks: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
         for (point, script) in hooks {
             check_point(point)?;
             if script.trim().is_empty() {
@@ -74,7 +86,11 @@ impl Engine {
     }
 
     /// Sets or replaces the hooks of a dSource or VDB.
-    pub fn set_hooks(&self, reference: &str, hooks: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, EngineError> {
+    pub fn set_hooks(
+        &self,
+        reference: &str,
+        hooks: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, EngineError> {
         let object = self.hook_object(reference)?;
         Self::check_hook_points(hooks)?;
         self.store_hooks(&object, hooks)?;
@@ -96,8 +112,13 @@ impl Engine {
         env: &EnvironmentRecord,
         user: &EnvironmentUserRecord,
     ) -> Result<(), EngineError> {
-        let Some(script) = self.store.get_hook(object, point)? else { return Ok(()) };
-        job.event(EventLevel::Info, &format!("running the {point} hook on {} as {}", env.name, user.name));
+        let Some(script) = self.store.get_hook(object, point)? else {
+            return Ok(());
+        };
+        job.event(
+            EventLevel::Info,
+            &format!("running the {point} hook on {} as {}", env.name, user.name),
+        );
         let conn = self.hosts.connect(env, user).await?;
         let vars = BTreeMap::from([
             ("DOPPEL_OBJECT".to_owned(), object.to_owned()),
@@ -107,10 +128,17 @@ impl Engine {
         let out = conn.run_bash(&script, &vars, true).await?;
         let output = format!("{}{}", out.stdout_str(), out.stderr_str());
         if !output.trim().is_empty() {
-            job.event(EventLevel::Info, &format!("{point} hook output:\n{}", tail(output.trim_end())));
+            job.event(
+                EventLevel::Info,
+                &format!("{point} hook output:\n{}", tail(output.trim_end())),
+            );
         }
         if out.exit_code != 0 {
-            return Err(EngineError::HookFailed { point: point.to_owned(), exit_code: out.exit_code, output: tail(&output).to_owned() });
+            return Err(EngineError::HookFailed {
+                point: point.to_owned(),
+                exit_code: out.exit_code,
+                output: tail(&output).to_owned(),
+            });
         }
         Ok(())
     }

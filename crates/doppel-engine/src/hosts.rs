@@ -27,11 +27,15 @@ pub fn parse_ref(reference: &str, prefix: &str) -> Option<i64> {
 }
 
 /// The stored secret of a user, decrypted into SSH credentials.
-fn credentials(secrets: &SecretBox, user: &EnvironmentUserRecord) -> Result<Credentials, EngineError> {
+fn credentials(
+    secrets: &SecretBox,
+    user: &EnvironmentUserRecord,
+) -> Result<Credentials, EngineError> {
     let plain = secrets.open_sealed(&user.secret)?;
     Ok(match user.auth.as_str() {
         "key" => {
-            let v: Value = serde_json::from_str(&plain).map_err(|e| EngineError::Internal(format!("stored key of {}: {e}", user.name)))?;
+            let v: Value = serde_json::from_str(&plain)
+                .map_err(|e| EngineError::Internal(format!("stored key of {}: {e}", user.name)))?;
             Credentials::KeyPair {
                 private_key_pem: v["private_key"].as_str().unwrap_or_default().to_owned(),
                 passphrase: v["passphrase"].as_str().map(str::to_owned),
@@ -49,14 +53,31 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn new(store: Arc<Store>, secrets: Arc<SecretBox>) -> Hosts {
-        Hosts { store, secrets, ssh: doppel_remote::Pool::default() }
+        Hosts {
+            store,
+            secrets,
+            ssh: doppel_remote::Pool::default(),
+        }
     }
 
     /// A warm connection to `env` as `user`, over its pinned host key.
-    pub async fn connect(&self, env: &EnvironmentRecord, user: &EnvironmentUserRecord) -> Result<Connection, EngineError> {
+    pub async fn connect(
+        &self,
+        env: &EnvironmentRecord,
+        user: &EnvironmentUserRecord,
+    ) -> Result<Connection, EngineError> {
         let key = HostKey::from_openssh(&env.host_key)?;
         let creds = credentials(&self.secrets, user)?;
-        Ok(self.ssh.get(&env.host, env.port, &user.name, &creds, &HostKeyPolicy::Pinned(key)).await?)
+        Ok(self
+            .ssh
+            .get(
+                &env.host,
+                env.port,
+                &user.name,
+                &creds,
+                &HostKeyPolicy::Pinned(key),
+            )
+            .await?)
     }
 
     /// Forgets pooled connections to a host (after its users or key changed).
@@ -66,19 +87,38 @@ impl Hosts {
 
     /// The environment and user a plugin's `RemoteConnection` names; the
     /// user must belong to the environment.
-    pub fn resolve_connection(&self, conn: &Value) -> Result<(EnvironmentRecord, EnvironmentUserRecord), String> {
-        let env_ref = conn.pointer("/environment/reference").and_then(|v| v.as_str()).unwrap_or_default();
-        let user_ref = conn.pointer("/user/reference").and_then(|v| v.as_str()).unwrap_or_default();
-        let env_id = parse_ref(env_ref, ENVIRONMENT_PREFIX).ok_or_else(|| format!("{env_ref:?} is not an environment reference"))?;
+    pub fn resolve_connection(
+        &self,
+        conn: &Value,
+    ) -> Result<(EnvironmentRecord, EnvironmentUserRecord), String> {
+        let env_ref = conn
+            .pointer("/environment/reference")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let user_ref = conn
+            .pointer("/user/reference")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let env_id = parse_ref(env_ref, ENVIRONMENT_PREFIX)
+            .ok_or_else(|| format!("{env_ref:?} is not an environment reference"))?;
         let env = self
             .store
             .get_environment(env_id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no environment {env_ref}"))?;
-        let users = self.store.environment_users(env.id).map_err(|e| e.to_string())?;
+        let users = self
+            .store
+            .environment_users(env.id)
+            .map_err(|e| e.to_string())?;
         let user = match parse_ref(user_ref, USER_PREFIX) {
-            Some(uid) => users.into_iter().find(|u| u.id == uid).ok_or_else(|| format!("{user_ref} is not a user of {env_ref}"))?,
-            None => users.into_iter().find(|u| u.is_primary).ok_or_else(|| format!("{env_ref} has no primary user"))?,
+            Some(uid) => users
+                .into_iter()
+                .find(|u| u.id == uid)
+                .ok_or_else(|| format!("{user_ref} is not a user of {env_ref}"))?,
+            None => users
+                .into_iter()
+                .find(|u| u.is_primary)
+                .ok_or_else(|| format!("{env_ref} has no primary user"))?,
         };
         Ok((env, user))
     }
@@ -90,11 +130,22 @@ impl Hosts {
         let command = req["command"].as_str().unwrap_or_default();
         let variables: BTreeMap<String, String> = req["variables"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
         let out = match call.method {
             "run_expect" => conn.run_expect(command, &variables).await,
-            _ => conn.run_bash(command, &variables, req["use_login_shell"].as_bool().unwrap_or(false)).await,
+            _ => {
+                conn.run_bash(
+                    command,
+                    &variables,
+                    req["use_login_shell"].as_bool().unwrap_or(false),
+                )
+                .await
+            }
         }
         .map_err(|e| e.to_string())?;
         let mut stderr = out.stderr_str();
@@ -107,7 +158,9 @@ impl Hosts {
                 out.stderr_bytes
             ));
         }
-        Ok(json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}))
+        Ok(
+            json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}),
+        )
     }
 
     /// Mirrors a directory of the connection's host into the dataset the
@@ -119,21 +172,39 @@ impl Hosts {
         let req = &call.request;
         let (env, mut user) = self.resolve_connection(&req["remote_connection"])?;
         // rsync_user names the OS user that can read the directory.
-        if let Some(name) = req["rsync_user"].as_str().filter(|n| !n.is_empty() && *n != user.name) {
+        if let Some(name) = req["rsync_user"]
+            .as_str()
+            .filter(|n| !n.is_empty() && *n != user.name)
+        {
             user = self
                 .store
                 .environment_users(env.id)
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .find(|u| u.name == name)
-                .ok_or_else(|| format!("rsync_user {name} is not a user of environment {}", env.name))?;
+                .ok_or_else(|| {
+                    format!(
+                        "rsync_user {name} is not a user of environment {}",
+                        env.name
+                    )
+                })?;
         }
         let conn = self.connect(&env, &user).await.map_err(|e| e.to_string())?;
         let strings = |k: &str| -> Vec<String> {
-            req[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            req[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let sync = doppel_remote::SyncRequest {
-            source_directory: req["source_directory"].as_str().unwrap_or_default().to_owned(),
+            source_directory: req["source_directory"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             destination: target.to_owned(),
             exclude_paths: strings("exclude_paths"),
             sym_links_to_follow: strings("sym_links_to_follow"),
@@ -148,29 +219,42 @@ impl Hosts {
         match s("type").as_deref() {
             Some("NamedPasswordCredential") => {
                 let password = s("password").ok_or("a NamedPasswordCredential needs a password")?;
-                Ok(json!({"return_value": {"username": s("username").unwrap_or_default(), "password": password}}))
+                Ok(
+                    json!({"return_value": {"username": s("username").unwrap_or_default(), "password": password}}),
+                )
             }
             Some("NamedKeyPairCredential") => {
-                let private_key = s("privateKey").ok_or("a NamedKeyPairCredential needs a privateKey")?;
-                Ok(json!({"return_value": {"username": s("username").unwrap_or_default(),
-                    "key_pair": {"private_key": private_key, "public_key": s("publicKey").unwrap_or_default()}}}))
+                let private_key =
+                    s("privateKey").ok_or("a NamedKeyPairCredential needs a privateKey")?;
+                Ok(
+                    json!({"return_value": {"username": s("username").unwrap_or_default(),
+                    "key_pair": {"private_key": private_key, "public_key": s("publicKey").unwrap_or_default()}}}),
+                )
             }
-            Some(kind @ ("CyberArkVaultCredential" | "HashiCorpVaultCredential")) => {
-                Err(format!("{kind} is not supported by this engine yet: no vault is configured"))
-            }
+            Some(kind @ ("CyberArkVaultCredential" | "HashiCorpVaultCredential")) => Err(format!(
+                "{kind} is not supported by this engine yet: no vault is configured"
+            )),
             other => Err(format!("unknown credentials supplier type {other:?}")),
         }
     }
 }
 
 impl LibraryHandler for Hosts {
-    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
+    fn call<'a>(
+        &'a self,
+        call: LibraryCall<'a>,
+    ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
         Box::pin(async move {
             let answer = match call.method {
                 "run_bash" | "run_expect" => self.script_call(&call).await,
-                "run_powershell" => Err("run_powershell needs a Windows host; this environment is a Unix host".to_owned()),
+                "run_powershell" => Err(
+                    "run_powershell needs a Windows host; this environment is a Unix host"
+                        .to_owned(),
+                ),
                 "retrieve_credentials" => self.retrieve_credentials(&call),
-                "upgrade_password" => Err("upgrade_password is only allowed while a plugin upgrade runs".to_owned()),
+                "upgrade_password" => {
+                    Err("upgrade_password is only allowed while a plugin upgrade runs".to_owned())
+                }
                 "run_sync" => self.run_sync(&call).await,
                 other => Err(format!("unknown library call {other}")),
             };

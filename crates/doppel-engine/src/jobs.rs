@@ -95,11 +95,19 @@ impl JobRunner {
         if !failed.is_empty() {
             tracing::warn!(jobs = ?failed, "marked interrupted jobs failed");
         }
-        Ok(JobRunner { store, running: Default::default() })
+        Ok(JobRunner {
+            store,
+            running: Default::default(),
+        })
     }
 
     /// Records a job and runs `work` in the background once `target` is free.
-    pub fn spawn<F, Fut>(&self, kind: &str, target: Option<String>, work: F) -> Result<Job, EngineError>
+    pub fn spawn<F, Fut>(
+        &self,
+        kind: &str,
+        target: Option<String>,
+        work: F,
+    ) -> Result<Job, EngineError>
     where
         F: FnOnce(JobHandle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Value, EngineError>> + Send + 'static,
@@ -119,7 +127,10 @@ impl JobRunner {
             match &target {
                 None => Claim::Free,
                 Some(t) => {
-                    let (lock, holder) = r.targets.entry(t.clone()).or_insert_with(|| (Default::default(), None));
+                    let (lock, holder) = r
+                        .targets
+                        .entry(t.clone())
+                        .or_insert_with(|| (Default::default(), None));
                     match lock.clone().try_lock_owned() {
                         Ok(guard) => {
                             *holder = Some(job.id.clone());
@@ -135,7 +146,11 @@ impl JobRunner {
                 }
             }
         };
-        let handle = JobHandle { id: job.id.clone(), store: self.store.clone(), cancel };
+        let handle = JobHandle {
+            id: job.id.clone(),
+            store: self.store.clone(),
+            cancel,
+        };
         let running = self.running.clone();
         tokio::spawn(async move {
             let _guard = match claim {
@@ -161,11 +176,19 @@ impl JobRunner {
                 work(handle.clone()).await
             };
             let stored = match &outcome {
-                Ok(v) => handle.store.finish_job(&handle.id, JobState::Succeeded, None, Some(v)),
-                Err(EngineError::Canceled) => handle.store.finish_job(&handle.id, JobState::Canceled, None, None),
+                Ok(v) => handle
+                    .store
+                    .finish_job(&handle.id, JobState::Succeeded, None, Some(v)),
+                Err(EngineError::Canceled) => {
+                    handle
+                        .store
+                        .finish_job(&handle.id, JobState::Canceled, None, None)
+                }
                 Err(e) => {
                     tracing::warn!(job = %handle.id, error = %e, "job failed");
-                    handle.store.finish_job(&handle.id, JobState::Failed, Some(&e.to_api()), None)
+                    handle
+                        .store
+                        .finish_job(&handle.id, JobState::Failed, Some(&e.to_api()), None)
                 }
             };
             if let Err(e) = stored {
@@ -188,7 +211,12 @@ impl JobRunner {
     }
 
     pub fn get(&self, id: &str) -> Result<Job, EngineError> {
-        self.store.get_job(id)?.ok_or_else(|| EngineError::NotFound { kind: "job", id: id.to_owned() })
+        self.store
+            .get_job(id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "job",
+                id: id.to_owned(),
+            })
     }
 
     pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, EngineError> {
@@ -204,12 +232,17 @@ impl JobRunner {
     pub fn cancel(&self, id: &str) -> Result<Job, EngineError> {
         let job = self.get(id)?;
         if job.state.is_finished() {
-            return Err(EngineError::Conflict(format!("{id} already {}", job.state.as_str())));
+            return Err(EngineError::Conflict(format!(
+                "{id} already {}",
+                job.state.as_str()
+            )));
         }
         let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = r.tokens.get(id) {
             t.cancel();
-            let _ = self.store.add_job_event(id, EventLevel::Warning, "cancel requested");
+            let _ = self
+                .store
+                .add_job_event(id, EventLevel::Warning, "cancel requested");
         }
         drop(r);
         self.get(id)
@@ -247,23 +280,30 @@ mod tests {
             })
             .unwrap();
         let o2 = order.clone();
-        let b = r.spawn("B", Some("X".into()), move |_| async move {
-            o2.lock().unwrap().push("b");
-            Ok(serde_json::json!({"made": "b"}))
-        })
-        .unwrap();
+        let b = r
+            .spawn("B", Some("X".into()), move |_| async move {
+                o2.lock().unwrap().push("b");
+                Ok(serde_json::json!({"made": "b"}))
+            })
+            .unwrap();
         let o3 = order.clone();
-        let c = r.spawn("C", Some("Y".into()), move |_| async move {
-            o3.lock().unwrap().push("c");
-            Ok(Value::Null)
-        })
-        .unwrap();
+        let c = r
+            .spawn("C", Some("Y".into()), move |_| async move {
+                o3.lock().unwrap().push("c");
+                Ok(Value::Null)
+            })
+            .unwrap();
         // C, on another object, finishes while A still holds X and B waits.
         assert_eq!(wait_finished(&r, &c.id).await.state, JobState::Succeeded);
         assert_eq!(r.get(&b.id).unwrap().state, JobState::Queued);
         assert_eq!(r.get(&a.id).unwrap().progress, 50);
         let waiting = r.events(&b.id, 0).unwrap();
-        assert!(waiting[0].message.contains(&format!("queued behind {}", a.id)), "{waiting:?}");
+        assert!(
+            waiting[0]
+                .message
+                .contains(&format!("queued behind {}", a.id)),
+            "{waiting:?}"
+        );
         gate.notify_one();
         assert_eq!(wait_finished(&r, &b.id).await.result.unwrap()["made"], "b");
         assert_eq!(*order.lock().unwrap(), vec!["c", "a", "b"]);
@@ -273,7 +313,12 @@ mod tests {
     async fn failure_and_cancellation_are_recorded() {
         let r = JobRunner::new(Arc::new(Store::open_in_memory().unwrap())).unwrap();
         let f = r
-            .spawn("F", None, |_| async { Err(EngineError::NotFound { kind: "thing", id: "t1".into() }) })
+            .spawn("F", None, |_| async {
+                Err(EngineError::NotFound {
+                    kind: "thing",
+                    id: "t1".into(),
+                })
+            })
             .unwrap();
         let failed = wait_finished(&r, &f.id).await;
         assert_eq!(failed.state, JobState::Failed);
@@ -294,6 +339,9 @@ mod tests {
         r.cancel(&c.id).unwrap();
         assert_eq!(wait_finished(&r, &c.id).await.state, JobState::Canceled);
         assert!(matches!(r.cancel(&c.id), Err(EngineError::Conflict(_))));
-        assert!(matches!(r.get("JOB-999"), Err(EngineError::NotFound { .. })));
+        assert!(matches!(
+            r.get("JOB-999"),
+            Err(EngineError::NotFound { .. })
+        ));
     }
 }

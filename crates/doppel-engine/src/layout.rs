@@ -20,7 +20,8 @@ impl Layout {
 
     pub fn create(&self) -> Result<(), EngineError> {
         for dir in [self.root.clone(), self.plugins_dir(), self.runtime_dir()] {
-            std::fs::create_dir_all(&dir).map_err(EngineError::io(format!("creating {}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(EngineError::io(format!("creating {}", dir.display())))?;
         }
         Ok(())
     }
@@ -59,7 +60,8 @@ impl Layout {
 
     /// The extracted code of one plugin version.
     pub fn plugin_code_dir(&self, plugin_id: &str, build_number: &str) -> PathBuf {
-        self.plugin_dir(plugin_id).join(format!("build-{build_number}"))
+        self.plugin_dir(plugin_id)
+            .join(format!("build-{build_number}"))
     }
 
     pub fn plugin_log_dir(&self, plugin_id: &str) -> PathBuf {
@@ -69,6 +71,7 @@ impl Layout {
     /// A scratch directory for an install in progress; `.tmp` names are
     /// swept at start-up.
     pub fn plugin_staging_dir(&self, plugin_id: &str) -> PathBuf {
-        self.plugin_dir(plugin_id).join(format!("install-{}.tmp", uuid::Uuid::new_v4()))
+        self.plugin_dir(plugin_id)
+            .join(format!("install-{}.tmp", uuid::Uuid::new_v4()))
     }
 }

@@ -11,19 +11,19 @@ mod error;
 pub mod exports;
 pub mod hooks;
 mod hosts;
-pub mod mounts;
-pub mod vdbs;
 pub mod jobs;
-mod secrets;
 pub mod layout;
+pub mod mounts;
 mod plugins;
+mod secrets;
+pub mod vdbs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::EngineError;
 pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
+pub use error::EngineError;
 pub use plugins::{ParameterDefinition, PluginInvocation};
 
 use doppel_plugin_host::{HostConfig, PluginHost, WORKER_SCRIPT};
@@ -82,8 +82,10 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let layout = Layout::new(&config.data_dir);
         layout.create()?;
-        std::fs::write(layout.worker_script(), WORKER_SCRIPT)
-            .map_err(EngineError::io(format!("writing {}", layout.worker_script().display())))?;
+        std::fs::write(layout.worker_script(), WORKER_SCRIPT).map_err(EngineError::io(format!(
+            "writing {}",
+            layout.worker_script().display()
+        )))?;
         check_python(&config.python).await?;
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
@@ -102,7 +104,17 @@ impl Engine {
             },
             hosts.clone(),
         );
-        let engine = Engine { layout, store, jobs, pool, hosts, mount_sessions: Default::default(), host, plugin_lock: tokio::sync::Mutex::new(()), auth };
+        let engine = Engine {
+            layout,
+            store,
+            jobs,
+            pool,
+            hosts,
+            mount_sessions: Default::default(),
+            host,
+            plugin_lock: tokio::sync::Mutex::new(()),
+            auth,
+        };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
         // Mounts died with the previous engine's SSH sessions; hosts may be
@@ -111,7 +123,10 @@ impl Engine {
         tokio::spawn(async move {
             let failed = restoring.restore_mounts().await;
             if !failed.is_empty() {
-                tracing::warn!(count = failed.len(), "some mounts could not be re-established");
+                tracing::warn!(
+                    count = failed.len(),
+                    "some mounts could not be re-established"
+                );
             }
             restoring.undo_unfinished().await;
         });
@@ -158,12 +173,19 @@ fn known_datasets(store: &Store) -> Result<doppel_storage::KnownSet, EngineError
             Ok(id) => {
                 known.volumes.insert(id);
             }
-            Err(e) => tracing::warn!(volume = %v, error = %e, "a dSource record names an invalid dataset id"),
+            Err(e) => {
+                tracing::warn!(volume = %v, error = %e, "a dSource record names an invalid dataset id")
+            }
         }
     }
     for s in store.list_snapshots(None)? {
-        if let (Ok(v), Ok(id)) = (doppel_storage::VolumeId::new(s.volume.as_str()), doppel_storage::SnapshotId::new(s.pool_snapshot.as_str())) {
-            known.snapshots.insert(doppel_storage::SnapshotRef::new(v, id));
+        if let (Ok(v), Ok(id)) = (
+            doppel_storage::VolumeId::new(s.volume.as_str()),
+            doppel_storage::SnapshotId::new(s.pool_snapshot.as_str()),
+        ) {
+            known
+                .snapshots
+                .insert(doppel_storage::SnapshotRef::new(v, id));
         }
     }
     for m in store.list_mounts(None)? {
@@ -171,20 +193,27 @@ fn known_datasets(store: &Store) -> Result<doppel_storage::KnownSet, EngineError
             Ok(id) => {
                 known.volumes.insert(id);
             }
-            Err(e) => tracing::warn!(mount = m.id, error = %e, "a mount record names an invalid dataset id"),
+            Err(e) => {
+                tracing::warn!(mount = m.id, error = %e, "a mount record names an invalid dataset id")
+            }
         }
     }
     Ok(known)
 }
 
-async fn open_pool(config: &EngineConfig, known: doppel_storage::KnownSet) -> Result<doppel_storage::Pool, EngineError> {
+async fn open_pool(
+    config: &EngineConfig,
+    known: doppel_storage::KnownSet,
+) -> Result<doppel_storage::Pool, EngineError> {
     let data_dir = config.data_dir.clone();
     let options = config.pool.clone();
     let (pool, report) = tokio::task::spawn_blocking(move || {
         let (pool, notices) = doppel_storage::open_default_pool(&data_dir, &options)?;
         for n in &notices {
             match n.level {
-                doppel_storage::NoticeLevel::Warning => tracing::warn!("storage pool: {}", n.message),
+                doppel_storage::NoticeLevel::Warning => {
+                    tracing::warn!("storage pool: {}", n.message)
+                }
                 _ => tracing::info!("storage pool: {}", n.message),
             }
         }
@@ -210,16 +239,26 @@ async fn check_python(python: &std::path::Path) -> Result<(), EngineError> {
                   assert sys.version_info[:2] == (3, 11), 'CPython 3.11 is required, this is ' + sys.version.split()[0]\n\
                   v = tuple(int(x) for x in google.protobuf.__version__.split('.')[:2])\n\
                   assert (6, 31) <= v < (7, 0), 'protobuf>=6.31.1,<7 is required, found ' + google.protobuf.__version__\n";
-    let out = tokio::process::Command::new(python).arg("-c").arg(script).output().await;
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await;
     let fix = "run scripts/setup.sh, or point DOPPEL_PYTHON at a CPython 3.11 with protobuf>=6.31.1,<7 and six==1.17.0";
     match out {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
             let last = err.lines().last().unwrap_or_default();
-            Err(EngineError::Internal(format!("plugin worker Python {} is not usable ({last}); {fix}", python.display())))
+            Err(EngineError::Internal(format!(
+                "plugin worker Python {} is not usable ({last}); {fix}",
+                python.display()
+            )))
         }
-        Err(e) => Err(EngineError::Internal(format!("plugin worker Python {} cannot run ({e}); {fix}", python.display()))),
+        Err(e) => Err(EngineError::Internal(format!(
+            "plugin worker Python {} cannot run ({e}); {fix}",
+            python.display()
+        ))),
     }
 }
 

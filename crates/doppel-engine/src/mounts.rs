@@ -25,8 +25,6 @@ use crate::{Engine, EngineError};
 /// How long a new mount may take to appear on the host.
 const MOUNT_READY: Duration = Duration::from_secs(20);
 
-
-
 fn model(m: &MountRecord) -> Mount {
     Mount {
         id: m.id,
@@ -50,13 +48,21 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     fn insert(&self, key: (i64, String), task: JoinHandle<doppel_remote::DuplexExit>) {
-        if let Some(old) = self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(key, task) {
+        if let Some(old) = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, task)
+        {
             old.abort();
         }
     }
 
     fn take(&self, key: &(i64, String)) -> Option<JoinHandle<doppel_remote::DuplexExit>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
     }
 
     /// Ends every session: the hosts' sshfs processes see EOF and exit.
@@ -68,7 +74,10 @@ impl Sessions {
 }
 
 fn check_mount_path(path: &str) -> Result<(), EngineError> {
-    let bad = |reason: &str| EngineError::InvalidInput { field: "mount_path".into(), reason: reason.into() };
+    let bad = |reason: &str| EngineError::InvalidInput {
+        field: "mount_path".into(),
+        reason: reason.into(),
+    };
     if !path.starts_with('/') || path == "/" {
         return Err(bad("must be an absolute path other than /"));
     }
@@ -80,7 +89,10 @@ fn check_mount_path(path: &str) -> Result<(), EngineError> {
 
 fn check_subdirectory(sub: &str) -> Result<(), EngineError> {
     if sub.starts_with('/') || sub.contains('\0') || sub.split('/').any(|c| c == "..") {
-        return Err(EngineError::InvalidInput { field: "subdirectory".into(), reason: "must be a relative path inside the dataset".into() });
+        return Err(EngineError::InvalidInput {
+            field: "subdirectory".into(),
+            reason: "must be a relative path inside the dataset".into(),
+        });
     }
     Ok(())
 }
@@ -90,15 +102,21 @@ async fn run(conn: &Connection, script: &str) -> Result<doppel_remote::ExecOutpu
 }
 
 impl Engine {
-
     /// The directory a mount serves.
     fn mount_root(&self, volume: &str, subdirectory: &str) -> Result<PathBuf, EngineError> {
         let id = doppel_storage::VolumeId::new(volume)?;
         let path = self.pool.volume_path(&id);
         if !path.is_dir() {
-            return Err(EngineError::NotFound { kind: "dataset", id: volume.to_owned() });
+            return Err(EngineError::NotFound {
+                kind: "dataset",
+                id: volume.to_owned(),
+            });
         }
-        Ok(if subdirectory.is_empty() { path } else { path.join(subdirectory) })
+        Ok(if subdirectory.is_empty() {
+            path
+        } else {
+            path.join(subdirectory)
+        })
     }
 
     /// Mounts a dataset on a host and records it.
@@ -114,7 +132,8 @@ impl Engine {
                 req.mount_path, env.name, m.id, m.volume
             )));
         }
-        std::fs::create_dir_all(&root).map_err(EngineError::io(format!("creating {}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(EngineError::io(format!("creating {}", root.display())))?;
         let conn = self.hosts.connect(&env, &user).await?;
         let (uid, gid) = match req.owner {
             Some(o) => o,
@@ -124,13 +143,22 @@ impl Engine {
                 let mut it = s.split_whitespace().map(|x| x.parse::<u32>());
                 match (it.next(), it.next()) {
                     (Some(Ok(u)), Some(Ok(g))) => (u, g),
-                    _ => return Err(EngineError::Internal(format!("cannot read the uid and gid of {} on {}: {s:?}", user.name, env.name))),
+                    _ => {
+                        return Err(EngineError::Internal(format!(
+                            "cannot read the uid and gid of {} on {}: {s:?}",
+                            user.name, env.name
+                        )))
+                    }
                 }
             }
         };
         if !req.read_only {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
-                .map_err(|e| EngineError::Internal(format!("cannot give {} to {uid}:{gid}: {e}", root.display())))?;
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).map_err(|e| {
+                EngineError::Internal(format!(
+                    "cannot give {} to {uid}:{gid}: {e}",
+                    root.display()
+                ))
+            })?;
         }
         let record = MountRecord {
             id: 0,
@@ -139,11 +167,18 @@ impl Engine {
             volume: req.volume.clone(),
             subdirectory: req.subdirectory.clone(),
             mount_path: req.mount_path.clone(),
-            kind: if shares_mount_namespace(&conn).await? { "bind" } else { "sshfs" }.into(),
+            kind: if shares_mount_namespace(&conn).await? {
+                "bind"
+            } else {
+                "sshfs"
+            }
+            .into(),
             read_only: req.read_only,
             uid: Some(uid),
             gid: Some(gid),
-            created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            created_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
         };
         self.start_mount(&env, &conn, &record, root).await?;
         match self.store.insert_mount(&record) {
@@ -158,14 +193,25 @@ impl Engine {
         }
     }
 
-    async fn start_mount(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+    async fn start_mount(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+        root: PathBuf,
+    ) -> Result<(), EngineError> {
         match m.kind.as_str() {
             "bind" => self.start_bind(env, conn, m, root).await,
             _ => self.start_sshfs(env, conn, m, root).await,
         }
     }
 
-    async fn stop_mount(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+    async fn stop_mount(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+    ) -> Result<(), EngineError> {
         match m.kind.as_str() {
             "bind" => self.stop_bind(env, conn, m).await,
             _ => self.stop_sshfs(env, conn, m).await,
@@ -175,13 +221,24 @@ impl Engine {
     /// The host sees the engine's own mounts: the engine bind-mounts the
     /// dataset at the path itself (the host's user makes the directory, so
     /// it is a place that user may use).
-    async fn start_bind(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+    async fn start_bind(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+        root: PathBuf,
+    ) -> Result<(), EngineError> {
         let path = sh_quote(&m.mount_path);
         let prep = run(conn, &format!("mkdir -p -- {path} && test -d {path}")).await?;
         if prep.exit_code != 0 {
             return Err(EngineError::InvalidInput {
                 field: "mount_path".into(),
-                reason: format!("cannot mount on {} at {}: {}", env.name, m.mount_path, prep.stderr_str().trim()),
+                reason: format!(
+                    "cannot mount on {} at {}: {}",
+                    env.name,
+                    m.mount_path,
+                    prep.stderr_str().trim()
+                ),
             });
         }
         let options = if m.read_only { "bind,ro" } else { "bind" };
@@ -204,7 +261,12 @@ impl Engine {
         Ok(())
     }
 
-    async fn stop_bind(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+    async fn stop_bind(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+    ) -> Result<(), EngineError> {
         if is_mounted_here(&m.mount_path) {
             let out = tokio::process::Command::new("umount")
                 .arg("--")
@@ -220,18 +282,37 @@ impl Engine {
                         "{} on {} is busy{}; stop those processes and unmount again",
                         m.mount_path,
                         env.name,
-                        if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) }
+                        if holders.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", held by {}", holders.join(", "))
+                        }
                     )));
                 }
-                return Err(EngineError::Internal(format!("cannot unmount {} on {}: {}", m.mount_path, env.name, why.trim())));
+                return Err(EngineError::Internal(format!(
+                    "cannot unmount {} on {}: {}",
+                    m.mount_path,
+                    env.name,
+                    why.trim()
+                )));
             }
         }
-        let _ = run(conn, &format!("rmdir -- {} 2>/dev/null; true", sh_quote(&m.mount_path))).await;
+        let _ = run(
+            conn,
+            &format!("rmdir -- {} 2>/dev/null; true", sh_quote(&m.mount_path)),
+        )
+        .await;
         Ok(())
     }
 
     /// Runs sshfs on the host and serves it; returns once the mount is there.
-    async fn start_sshfs(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord, root: PathBuf) -> Result<(), EngineError> {
+    async fn start_sshfs(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+        root: PathBuf,
+    ) -> Result<(), EngineError> {
         let path = sh_quote(&m.mount_path);
         let mut opts = String::from("passive");
         if m.read_only {
@@ -241,10 +322,17 @@ impl Engine {
         if prep.exit_code != 0 {
             return Err(EngineError::InvalidInput {
                 field: "mount_path".into(),
-                reason: format!("cannot mount on {} at {}: {}", env.name, m.mount_path, prep.stderr_str().trim()),
+                reason: format!(
+                    "cannot mount on {} at {}: {}",
+                    env.name,
+                    m.mount_path,
+                    prep.stderr_str().trim()
+                ),
             });
         }
-        let exec = conn.exec_duplex(&format!("exec sshfs -f -o {opts} :/ {path}")).await?;
+        let exec = conn
+            .exec_duplex(&format!("exec sshfs -f -o {opts} :/ {path}"))
+            .await?;
         let (stream, waiter) = exec.into_parts();
         let options = doppel_sftp::ServeOptions {
             read_only: m.read_only,
@@ -274,7 +362,9 @@ impl Engine {
                 return Ok(());
             }
             if task.is_finished() {
-                let exit = task.await.map_err(|e| EngineError::Internal(format!("mount session: {e}")))?;
+                let exit = task
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("mount session: {e}")))?;
                 return Err(EngineError::Internal(format!(
                     "sshfs could not mount {} on {} as {} (exit {:?}): {}",
                     m.mount_path,
@@ -298,7 +388,12 @@ impl Engine {
     }
 
     /// Unmounts on the host. A busy mount is refused, naming what holds it.
-    async fn stop_sshfs(&self, env: &EnvironmentRecord, conn: &Connection, m: &MountRecord) -> Result<(), EngineError> {
+    async fn stop_sshfs(
+        &self,
+        env: &EnvironmentRecord,
+        conn: &Connection,
+        m: &MountRecord,
+    ) -> Result<(), EngineError> {
         let path = sh_quote(&m.mount_path);
         let out = run(
             conn,
@@ -324,14 +419,26 @@ impl Engine {
                     "{} on {} is busy{}; stop those processes and unmount again",
                     m.mount_path,
                     env.name,
-                    if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) }
+                    if holders.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", held by {}", holders.join(", "))
+                    }
                 )));
             }
-            return Err(EngineError::Internal(format!("cannot unmount {} on {}: {}", m.mount_path, env.name, why.trim())));
+            return Err(EngineError::Internal(format!(
+                "cannot unmount {} on {}: {}",
+                m.mount_path,
+                env.name,
+                why.trim()
+            )));
         }
         if let Some(task) = self.mount_sessions.take(&(env.id, m.mount_path.clone())) {
             // sshfs exits once unmounted, which ends the session.
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!(path = %m.mount_path, "sftp session did not end after unmount");
             }
         }
@@ -341,11 +448,19 @@ impl Engine {
 
     /// Unmounts a recorded mount and forgets it.
     pub async fn unmount(&self, id: i64) -> Result<Mount, EngineError> {
-        let m = self.store.get_mount(id)?.ok_or_else(|| EngineError::NotFound { kind: "mount", id: id.to_string() })?;
+        let m = self
+            .store
+            .get_mount(id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "mount",
+                id: id.to_string(),
+            })?;
         let env = self
             .store
             .get_environment(m.environment_id)?
-            .ok_or_else(|| EngineError::Internal(format!("mount {id} names a missing environment")))?;
+            .ok_or_else(|| {
+                EngineError::Internal(format!("mount {id} names a missing environment"))
+            })?;
         let user = self
             .store
             .get_environment_user(m.user_id)?
@@ -379,13 +494,20 @@ impl Engine {
     }
 
     async fn restore_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
-        let env = self.store.get_environment(m.environment_id)?.ok_or_else(|| EngineError::Internal("missing environment".into()))?;
-        let user = self.store.get_environment_user(m.user_id)?.ok_or_else(|| EngineError::Internal("missing user".into()))?;
+        let env = self
+            .store
+            .get_environment(m.environment_id)?
+            .ok_or_else(|| EngineError::Internal("missing environment".into()))?;
+        let user = self
+            .store
+            .get_environment_user(m.user_id)?
+            .ok_or_else(|| EngineError::Internal("missing user".into()))?;
         let conn = self.hosts.connect(&env, &user).await?;
         if m.kind == "bind" {
             // Bind mounts outlive the engine; make one only where it is gone.
             if !is_mounted_here(&m.mount_path) {
-                self.start_bind(&env, &conn, m, self.mount_root(&m.volume, &m.subdirectory)?).await?;
+                self.start_bind(&env, &conn, m, self.mount_root(&m.volume, &m.subdirectory)?)
+                    .await?;
                 tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "bind mount re-established");
             }
             return Ok(());
@@ -393,9 +515,20 @@ impl Engine {
         // A mount whose server died answers "transport endpoint is not connected": drop it first.
         let path = sh_quote(&m.mount_path);
         run(&conn, &format!("if ! ls -- {path} >/dev/null 2>&1; then fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; fi; true")).await?;
-        if run(&conn, &format!("mountpoint -q -- {path}")).await?.exit_code == 0 && self.mount_sessions.take(&(env.id, m.mount_path.clone())).is_none() {
+        if run(&conn, &format!("mountpoint -q -- {path}"))
+            .await?
+            .exit_code
+            == 0
+            && self
+                .mount_sessions
+                .take(&(env.id, m.mount_path.clone()))
+                .is_none()
+        {
             // Mounted, but not served by this engine: someone else's mount is in the way.
-            return Err(EngineError::Conflict(format!("{} on {} is mounted by something else", m.mount_path, env.name)));
+            return Err(EngineError::Conflict(format!(
+                "{} on {} is mounted by something else",
+                m.mount_path, env.name
+            )));
         }
         let root = self.mount_root(&m.volume, &m.subdirectory)?;
         self.start_sshfs(&env, &conn, m, root).await?;
@@ -408,26 +541,36 @@ impl Engine {
 /// (the engine's machine, not merely the same machine id).
 async fn shares_mount_namespace(conn: &Connection) -> Result<bool, EngineError> {
     let remote = run(conn, "readlink /proc/self/ns/mnt").await?.stdout_str();
-    let local = std::fs::read_link("/proc/self/ns/mnt").map_err(EngineError::io("reading the engine's mount namespace"))?;
+    let local = std::fs::read_link("/proc/self/ns/mnt")
+        .map_err(EngineError::io("reading the engine's mount namespace"))?;
     Ok(remote.trim() == local.to_string_lossy())
 }
 
 /// Whether `path` is a mount point in the engine's namespace.
 fn is_mounted_here(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(path)))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(path))
+        })
         .unwrap_or(false)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(field: &str) -> String {
-    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Processes whose working directory, root or open files are under `path`.
 fn holders_here(path: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
         let name = p.file_name().to_string_lossy().into_owned();
         if !name.bytes().all(|b| b.is_ascii_digit()) {
@@ -438,7 +581,10 @@ fn holders_here(path: &str) -> Vec<String> {
         if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
             links.extend(fds.flatten().map(|f| f.path()));
         }
-        let holds = links.iter().filter_map(|l| std::fs::read_link(l).ok()).any(|t| t.starts_with(path));
+        let holds = links
+            .iter()
+            .filter_map(|l| std::fs::read_link(l).ok())
+            .any(|t| t.starts_with(path));
         if holds {
             let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             out.push(format!("pid {name} ({})", comm.trim()));

@@ -49,7 +49,9 @@ impl ParameterDefinition {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
     }
 
     /// Where the schema sits in artifact.json.
@@ -86,7 +88,11 @@ fn now_rfc3339() -> String {
 
 impl Engine {
     pub(crate) fn loaded(&self, rec: &PluginRecord) -> Result<LoadedPlugin, EngineError> {
-        let kind = match rec.definition.pointer("/linkedSourceDefinition/type").and_then(|v| v.as_str()) {
+        let kind = match rec
+            .definition
+            .pointer("/linkedSourceDefinition/type")
+            .and_then(|v| v.as_str())
+        {
             Some("PluginLinkedDirectSourceDefinition") => PluginKind::Direct,
             _ => PluginKind::Staged,
         };
@@ -95,8 +101,15 @@ impl Engine {
             name: rec.name.clone(),
             build_number: rec.build_number.clone(),
             kind,
-            entry_point: rec.definition["entryPoint"].as_str().unwrap_or_default().to_owned(),
-            manifest: rec.definition.get("manifest").cloned().unwrap_or(Value::Null),
+            entry_point: rec.definition["entryPoint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            manifest: rec
+                .definition
+                .get("manifest")
+                .cloned()
+                .unwrap_or(Value::Null),
             code_dir: self.layout.root().join(&rec.code_dir),
             log: Arc::new(PluginLog::new(self.layout.plugin_log_dir(&rec.id))),
         })
@@ -104,9 +117,18 @@ impl Engine {
 
     fn summary(&self, rec: &PluginRecord) -> PluginSummary {
         let d = &rec.definition;
-        let kind = self.loaded(rec).map(|l| l.kind).unwrap_or(PluginKind::Staged);
+        let kind = self
+            .loaded(rec)
+            .map(|l| l.kind)
+            .unwrap_or(PluginKind::Staged);
         let strs = |v: &Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let manifest = d.get("manifest").cloned().unwrap_or(Value::Null);
         let operations = doppel_plugin_host::operations::ALL
@@ -120,7 +142,10 @@ impl Engine {
             id: rec.id.clone(),
             name: rec.name.clone(),
             build_number: rec.build_number.clone(),
-            external_version: d.get("externalVersion").and_then(|v| v.as_str()).map(str::to_owned),
+            external_version: d
+                .get("externalVersion")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
             kind,
             language: d["language"].as_str().unwrap_or_default().to_owned(),
             host_types: strs(&d["hostTypes"]),
@@ -136,11 +161,18 @@ impl Engine {
         if let Some(p) = self.store.get_plugin(&reference.to_ascii_lowercase())? {
             return Ok(p);
         }
-        let matches: Vec<PluginRecord> =
-            self.store.list_plugins()?.into_iter().filter(|p| p.name == reference).collect();
+        let matches: Vec<PluginRecord> = self
+            .store
+            .list_plugins()?
+            .into_iter()
+            .filter(|p| p.name == reference)
+            .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(EngineError::NotFound { kind: "plugin", id: reference.to_owned() }),
+            0 => Err(EngineError::NotFound {
+                kind: "plugin",
+                id: reference.to_owned(),
+            }),
             n => Err(EngineError::InvalidInput {
                 field: "plugin".into(),
                 reason: format!("{n} plugins are named {reference:?}; use the plugin id"),
@@ -165,11 +197,16 @@ impl Engine {
                 )));
             }
             let old_ids = self.summary(old).migration_ids;
-            let missing: Vec<&String> = old_ids.iter().filter(|m| !artifact.migration_ids.contains(m)).collect();
+            let missing: Vec<&String> = old_ids
+                .iter()
+                .filter(|m| !artifact.migration_ids.contains(m))
+                .collect();
             if !missing.is_empty() {
                 return Err(EngineError::InvalidInput {
                     field: "manifest.migrationIdList".into(),
-                    reason: format!("the upgrade drops migrations the installed build has: {missing:?}"),
+                    reason: format!(
+                        "the upgrade drops migrations the installed build has: {missing:?}"
+                    ),
                 });
             }
             self.refuse_if_in_use(old, "upgrade")?;
@@ -177,7 +214,10 @@ impl Engine {
 
         let staging = self.layout.plugin_staging_dir(&artifact.id);
         let probe_logs = staging.with_extension("logs.tmp");
-        let _cleanup = Cleanup { paths: vec![staging.clone(), probe_logs.clone()], plugin_dir: self.layout.plugin_dir(&artifact.id) };
+        let _cleanup = Cleanup {
+            paths: vec![staging.clone(), probe_logs.clone()],
+            plugin_dir: self.layout.plugin_dir(&artifact.id),
+        };
         artifact.extract_source(&staging)?;
         let probe = LoadedPlugin {
             id: artifact.id.clone(),
@@ -199,10 +239,18 @@ impl Engine {
         let build = artifact.build_number.to_string();
         let code_dir = self.layout.plugin_code_dir(&artifact.id, &build);
         if code_dir.exists() {
-            std::fs::remove_dir_all(&code_dir).map_err(EngineError::io(format!("removing {}", code_dir.display())))?;
+            std::fs::remove_dir_all(&code_dir)
+                .map_err(EngineError::io(format!("removing {}", code_dir.display())))?;
         }
-        std::fs::rename(&staging, &code_dir).map_err(EngineError::io(format!("moving plugin code to {}", code_dir.display())))?;
-        let rel = code_dir.strip_prefix(self.layout.root()).unwrap_or(&code_dir).to_string_lossy().into_owned();
+        std::fs::rename(&staging, &code_dir).map_err(EngineError::io(format!(
+            "moving plugin code to {}",
+            code_dir.display()
+        )))?;
+        let rel = code_dir
+            .strip_prefix(self.layout.root())
+            .unwrap_or(&code_dir)
+            .to_string_lossy()
+            .into_owned();
         let record = PluginRecord {
             id: artifact.id.clone(),
             name: artifact.name.clone(),
@@ -216,8 +264,19 @@ impl Engine {
             return Err(e.into());
         }
         let log = PluginLog::new(self.layout.plugin_log_dir(&record.id));
-        let verb = if existing.is_some() { "upgraded" } else { "installed" };
-        log.write(PluginLogLevel::Info, &LogContext::default(), &format!("plugin {} build {} {verb}", record.name, record.build_number));
+        let verb = if existing.is_some() {
+            "upgraded"
+        } else {
+            "installed"
+        };
+        log.write(
+            PluginLogLevel::Info,
+            &LogContext::default(),
+            &format!(
+                "plugin {} build {} {verb}",
+                record.name, record.build_number
+            ),
+        );
         if let Some(old) = existing {
             self.host.stop(&self.loaded(&old)?).await;
             let old_dir = self.layout.root().join(&old.code_dir);
@@ -230,7 +289,12 @@ impl Engine {
     }
 
     pub fn list_plugins(&self) -> Result<Vec<PluginSummary>, EngineError> {
-        Ok(self.store.list_plugins()?.iter().map(|p| self.summary(p)).collect())
+        Ok(self
+            .store
+            .list_plugins()?
+            .iter()
+            .map(|p| self.summary(p))
+            .collect())
     }
 
     pub fn get_plugin(&self, reference: &str) -> Result<PluginSummary, EngineError> {
@@ -259,12 +323,19 @@ impl Engine {
     }
 
     /// Calls one operation of a plugin with a request the caller built.
-    pub async fn invoke_plugin(&self, reference: &str, call: PluginInvocation) -> Result<Value, EngineError> {
+    pub async fn invoke_plugin(
+        &self,
+        reference: &str,
+        call: PluginInvocation,
+    ) -> Result<Value, EngineError> {
         let rec = self.find_plugin(reference)?;
         let plugin = self.loaded(&rec)?;
         let op = self.host.operation(&plugin, &call.operation)?;
         if !call.request.is_object() {
-            return Err(EngineError::InvalidInput { field: "request".into(), reason: "must be a JSON object".into() });
+            return Err(EngineError::InvalidInput {
+                field: "request".into(),
+                reason: "must be a JSON object".into(),
+            });
         }
         let sync_target = match &call.sync_volume {
             None => None,
@@ -272,13 +343,23 @@ impl Engine {
                 let id = doppel_storage::VolumeId::new(v.as_str())?;
                 let path = self.pool.volume_path(&id);
                 if !path.is_dir() {
-                    return Err(EngineError::NotFound { kind: "dataset", id: v.clone() });
+                    return Err(EngineError::NotFound {
+                        kind: "dataset",
+                        id: v.clone(),
+                    });
                 }
                 Some(path)
             }
         };
-        let ctx = CallContext { job: call.job, sync_target, log_sink: None };
-        Ok(self.host.invoke(&plugin, op, call.request, &ctx, call.deadline).await?)
+        let ctx = CallContext {
+            job: call.job,
+            sync_target,
+            log_sink: None,
+        };
+        Ok(self
+            .host
+            .invoke(&plugin, op, call.request, &ctx, call.deadline)
+            .await?)
     }
 
     pub async fn plugin_worker_pid(&self, reference: &str) -> Result<Option<u32>, EngineError> {
@@ -286,28 +367,52 @@ impl Engine {
         Ok(self.host.worker_pid(&self.loaded(&rec)?).await)
     }
 
-    pub fn plugin_logs(&self, reference: &str, level: PluginLogLevel, tail: Option<usize>) -> Result<Vec<String>, EngineError> {
+    pub fn plugin_logs(
+        &self,
+        reference: &str,
+        level: PluginLogLevel,
+        tail: Option<usize>,
+    ) -> Result<Vec<String>, EngineError> {
         let rec = self.find_plugin(reference)?;
         PluginLog::new(self.layout.plugin_log_dir(&rec.id))
             .read(level, tail)
-            .map_err(EngineError::io(format!("reading logs of plugin {}", rec.name)))
+            .map_err(EngineError::io(format!(
+                "reading logs of plugin {}",
+                rec.name
+            )))
     }
 
     /// Checks user parameters against one of the plugin's schemas, reporting
     /// every violation. Returns the parameters with secrets redacted, fit
     /// for logs and answers.
-    pub fn validate_parameters(&self, reference: &str, which: ParameterDefinition, params: &Value) -> Result<Value, EngineError> {
+    pub fn validate_parameters(
+        &self,
+        reference: &str,
+        which: ParameterDefinition,
+        params: &Value,
+    ) -> Result<Value, EngineError> {
         let rec = self.find_plugin(reference)?;
-        let schema = rec.definition.pointer(which.pointer()).cloned().ok_or_else(|| EngineError::InvalidInput {
-            field: "definition".into(),
-            reason: format!("plugin {} has no {} schema", rec.name, which.name()),
+        let schema = rec
+            .definition
+            .pointer(which.pointer())
+            .cloned()
+            .ok_or_else(|| EngineError::InvalidInput {
+                field: "definition".into(),
+                reason: format!("plugin {} has no {} schema", rec.name, which.name()),
+            })?;
+        let compiled = ParameterSchema::new(&schema).map_err(|e| {
+            EngineError::Internal(format!(
+                "plugin {} has an unusable {} schema: {e}",
+                rec.name,
+                which.name()
+            ))
         })?;
-        let compiled = ParameterSchema::new(&schema)
-            .map_err(|e| EngineError::Internal(format!("plugin {} has an unusable {} schema: {e}", rec.name, which.name())))?;
-        compiled.validate(params).map_err(|errs| EngineError::InvalidParameters {
-            what: format!("{} parameters", which.name()),
-            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-        })?;
+        compiled
+            .validate(params)
+            .map_err(|errs| EngineError::InvalidParameters {
+                what: format!("{} parameters", which.name()),
+                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+            })?;
         Ok(redact_secrets(&schema, params))
     }
 
@@ -327,9 +432,13 @@ impl Engine {
 
     /// Removes install scratch directories left by a crash.
     pub(crate) fn sweep_plugin_leftovers(&self) -> Result<(), EngineError> {
-        let Ok(plugins) = std::fs::read_dir(self.layout.plugins_dir()) else { return Ok(()) };
+        let Ok(plugins) = std::fs::read_dir(self.layout.plugins_dir()) else {
+            return Ok(());
+        };
         for p in plugins.flatten() {
-            let Ok(entries) = std::fs::read_dir(p.path()) else { continue };
+            let Ok(entries) = std::fs::read_dir(p.path()) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().ends_with(".tmp") {
                     tracing::info!(path = %e.path().display(), "removing an interrupted plugin install");

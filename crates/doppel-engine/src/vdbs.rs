@@ -11,7 +11,9 @@ use doppel_model::{EventLevel, Job};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::CallContext;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
-use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord, VdbRecord};
+use doppel_store::{
+    EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord, VdbRecord,
+};
 
 use serde_json::{json, Value};
 
@@ -24,18 +26,25 @@ use crate::{Engine, EngineError};
 const VDB_PREFIX: &str = "VDB-";
 const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
 
-
-
 fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn pdo(v: &Value) -> Value {
     json!({"json": v.to_string()})
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T, EngineError>> {
-    async move { tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Internal(e.to_string()))?.map_err(Into::into) }
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, EngineError>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+            .map_err(Into::into)
+    }
 }
 
 struct Ctx {
@@ -49,15 +58,28 @@ struct Ctx {
 
 impl Engine {
     fn vdb_model(&self, v: &VdbRecord) -> Result<Vdb, EngineError> {
-        let schema = self.store.get_plugin(&v.plugin_id)?.map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
-        let counts = (self.store.vdb_timeflows(v.id)?.len(), self.store.list_snapshots(Some(&v.volume))?.len());
+        let schema = self
+            .store
+            .get_plugin(&v.plugin_id)?
+            .map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone())
+            .unwrap_or(Value::Null);
+        let counts = (
+            self.store.vdb_timeflows(v.id)?.len(),
+            self.store.list_snapshots(Some(&v.volume))?.len(),
+        );
         self.vdb_model_with(v, &schema, counts)
     }
 
     /// A VDB as shown, from what the caller already loaded (the plugin's
     /// virtual source schema, the timeflow and snapshot counts).
-    fn vdb_model_with(&self, v: &VdbRecord, schema: &Value, (timeflows, snapshots): (usize, usize)) -> Result<Vdb, EngineError> {
-        let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?).unwrap_or(Value::Null);
+    fn vdb_model_with(
+        &self,
+        v: &VdbRecord,
+        schema: &Value,
+        (timeflows, snapshots): (usize, usize),
+    ) -> Result<Vdb, EngineError> {
+        let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?)
+            .unwrap_or(Value::Null);
         Ok(Vdb {
             reference: format!("{VDB_PREFIX}{}", v.id),
             name: v.name.clone(),
@@ -78,20 +100,32 @@ impl Engine {
             Some(id) => self.store.get_vdb(id)?,
             None => self.store.find_vdb_by_name(reference)?,
         };
-        found.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: reference.to_owned() })
+        found.ok_or_else(|| EngineError::NotFound {
+            kind: "VDB",
+            id: reference.to_owned(),
+        })
     }
 
     /// Every VDB: plugin schemas and counts are read once for the whole list.
     pub fn list_vdbs(&self) -> Result<Vec<Vdb>, EngineError> {
         let counts = self.store.vdb_counts()?;
-        let mut schemas: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        let mut schemas: std::collections::HashMap<String, Value> =
+            std::collections::HashMap::new();
         let mut out = Vec::new();
         for v in self.store.list_vdbs()? {
             if !schemas.contains_key(&v.plugin_id) {
-                let schema = self.store.get_plugin(&v.plugin_id)?.map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone()).unwrap_or(Value::Null);
+                let schema = self
+                    .store
+                    .get_plugin(&v.plugin_id)?
+                    .map(|p| p.definition["virtualSourceDefinition"]["parameters"].clone())
+                    .unwrap_or(Value::Null);
                 schemas.insert(v.plugin_id.clone(), schema);
             }
-            out.push(self.vdb_model_with(&v, &schemas[&v.plugin_id], counts.get(&v.id).copied().unwrap_or_default())?);
+            out.push(self.vdb_model_with(
+                &v,
+                &schemas[&v.plugin_id],
+                counts.get(&v.id).copied().unwrap_or_default(),
+            )?);
         }
         Ok(out)
     }
@@ -102,7 +136,10 @@ impl Engine {
 
     /// The dataset (volume) and plugin of a dSource or VDB named by the user.
     pub(crate) fn dataset_of(&self, reference: &str) -> Result<(String, String), EngineError> {
-        if let Some(v) = parse_ref(reference, VDB_PREFIX).and_then(|id| self.store.get_vdb(id).ok().flatten()).or(self.store.find_vdb_by_name(reference)?) {
+        if let Some(v) = parse_ref(reference, VDB_PREFIX)
+            .and_then(|id| self.store.get_vdb(id).ok().flatten())
+            .or(self.store.find_vdb_by_name(reference)?)
+        {
             return Ok((v.volume, v.plugin_id));
         }
         let ds = self.get_dsource(reference)?;
@@ -110,24 +147,63 @@ impl Engine {
     }
 
     /// A snapshot of `volume`: the one named, or the latest.
-    fn pick_snapshot(&self, volume: &str, name: Option<&str>) -> Result<SnapshotRecord, EngineError> {
+    fn pick_snapshot(
+        &self,
+        volume: &str,
+        name: Option<&str>,
+    ) -> Result<SnapshotRecord, EngineError> {
         let snaps = self.store.list_snapshots(Some(volume))?;
         match name {
-            None => snaps.last().cloned().ok_or_else(|| EngineError::Conflict(format!("dataset {volume} has no snapshot yet"))),
+            None => snaps.last().cloned().ok_or_else(|| {
+                EngineError::Conflict(format!("dataset {volume} has no snapshot yet"))
+            }),
             Some(n) => {
-                let id = parse_ref(n, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput { field: "snapshot".into(), reason: "must look like SNAPSHOT-<n>".into() })?;
-                snaps.into_iter().find(|s| s.id == id).ok_or_else(|| EngineError::NotFound { kind: "snapshot of that dataset", id: n.to_owned() })
+                let id =
+                    parse_ref(n, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
+                        field: "snapshot".into(),
+                        reason: "must look like SNAPSHOT-<n>".into(),
+                    })?;
+                snaps
+                    .into_iter()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| EngineError::NotFound {
+                        kind: "snapshot of that dataset",
+                        id: n.to_owned(),
+                    })
             }
         }
     }
 
     fn vdb_ctx(&self, vdb: VdbRecord) -> Result<Ctx, EngineError> {
-        let plugin = self.store.get_plugin(&vdb.plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: vdb.plugin_id.clone() })?;
-        let repo = self.store.get_repository(vdb.repository_id)?.ok_or_else(|| EngineError::Internal("VDB without repository".into()))?;
-        let env = self.store.get_environment(vdb.environment_id)?.ok_or_else(|| EngineError::Internal("VDB without environment".into()))?;
-        let user = self.store.get_environment_user(vdb.user_id)?.ok_or_else(|| EngineError::Internal("VDB without user".into()))?;
-        let params = serde_json::from_str(&self.hosts.secrets.open_sealed(&vdb.parameters)?).map_err(|e| EngineError::Internal(e.to_string()))?;
-        Ok(Ctx { vdb, plugin, params, repository: repo.parameters, env, user })
+        let plugin =
+            self.store
+                .get_plugin(&vdb.plugin_id)?
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "plugin",
+                    id: vdb.plugin_id.clone(),
+                })?;
+        let repo = self
+            .store
+            .get_repository(vdb.repository_id)?
+            .ok_or_else(|| EngineError::Internal("VDB without repository".into()))?;
+        let env = self
+            .store
+            .get_environment(vdb.environment_id)?
+            .ok_or_else(|| EngineError::Internal("VDB without environment".into()))?;
+        let user = self
+            .store
+            .get_environment_user(vdb.user_id)?
+            .ok_or_else(|| EngineError::Internal("VDB without user".into()))?;
+        let params = serde_json::from_str(&self.hosts.secrets.open_sealed(&vdb.parameters)?)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(Ctx {
+            vdb,
+            plugin,
+            params,
+            repository: repo.parameters,
+            env,
+            user,
+        })
     }
 
     fn virtual_source(&self, ctx: &Ctx, mounts: &[Value]) -> Value {
@@ -135,14 +211,44 @@ impl Engine {
                "parameters": pdo(&ctx.params), "mounts": mounts})
     }
 
-    async fn vcall(&self, ctx: &Ctx, job: &JobHandle, op: &str, request: Value) -> Result<Option<Value>, EngineError> {
+    async fn vcall(
+        &self,
+        ctx: &Ctx,
+        job: &JobHandle,
+        op: &str,
+        request: Value,
+    ) -> Result<Option<Value>, EngineError> {
         let plugin = self.loaded(&ctx.plugin)?;
-        let Ok(op) = self.host.operation(&plugin, op) else { return Ok(None) };
+        let Ok(op) = self.host.operation(&plugin, op) else {
+            return Ok(None);
+        };
         let started = std::time::Instant::now();
-        let out = self.host.invoke(&plugin, op, request, &CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) }, None).await;
+        let out = self
+            .host
+            .invoke(
+                &plugin,
+                op,
+                request,
+                &CallContext {
+                    job: Some(job.id().to_owned()),
+                    sync_target: None,
+                    log_sink: Some(job.plugin_log_sink()),
+                },
+                None,
+            )
+            .await;
         job.event(
-            if out.is_ok() { EventLevel::Info } else { EventLevel::Error },
-            &format!("plugin {} {} in {:.3} ms", op.name(), if out.is_ok() { "succeeded" } else { "failed" }, started.elapsed().as_secs_f64() * 1000.0),
+            if out.is_ok() {
+                EventLevel::Info
+            } else {
+                EventLevel::Error
+            },
+            &format!(
+                "plugin {} {} in {:.3} ms",
+                op.name(),
+                if out.is_ok() { "succeeded" } else { "failed" },
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         );
         Ok(Some(out?))
     }
@@ -151,31 +257,58 @@ impl Engine {
     /// mounts as the plugin's requests describe them.
     async fn mount_vdb(&self, job: &JobHandle, ctx: &Ctx) -> Result<Vec<Value>, EngineError> {
         let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "virtual_source": self.virtual_source(ctx, &[])});
-        let spec = self.vcall(ctx, job, "virtual.mount_specification", req).await?.unwrap_or_default();
-        let owner = spec.get("ownership_spec").and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
+        let spec = self
+            .vcall(ctx, job, "virtual.mount_specification", req)
+            .await?
+            .unwrap_or_default();
+        let owner = spec
+            .get("ownership_spec")
+            .and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
         let mut mounts = Vec::new();
         for m in spec["mounts"].as_array().into_iter().flatten() {
-            let env_ref = m.pointer("/remote_environment/reference").and_then(|r| r.as_str()).unwrap_or_default();
+            let env_ref = m
+                .pointer("/remote_environment/reference")
+                .and_then(|r| r.as_str())
+                .unwrap_or_default();
             let env = self.find_environment(env_ref)?;
             let path = m["mount_path"].as_str().unwrap_or_default().to_owned();
-            let shared = m["shared_path"].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
-            let user = if env.id == ctx.env.id { ctx.user.name.clone() } else { self.env_user(&env, None)?.name };
-            let already = self.store.find_mount(env.id, &path)?.is_some_and(|m| m.volume == ctx.vdb.volume && m.subdirectory == shared);
+            let shared = m["shared_path"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned();
+            let user = if env.id == ctx.env.id {
+                ctx.user.name.clone()
+            } else {
+                self.env_user(&env, None)?.name
+            };
+            let already = self
+                .store
+                .find_mount(env.id, &path)?
+                .is_some_and(|m| m.volume == ctx.vdb.volume && m.subdirectory == shared);
             if !already {
-            job.event(EventLevel::Info, &format!("mounting dataset {} on {} at {path}", ctx.vdb.volume, env.name));
-            self.mount_volume(MountRequest {
-                environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
-                user: Some(user),
-                volume: ctx.vdb.volume.clone(),
-                subdirectory: shared.clone(),
-                mount_path: path.clone(),
-                read_only: false,
-                owner,
-            })
-            .await?;
+                job.event(
+                    EventLevel::Info,
+                    &format!(
+                        "mounting dataset {} on {} at {path}",
+                        ctx.vdb.volume, env.name
+                    ),
+                );
+                self.mount_volume(MountRequest {
+                    environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
+                    user: Some(user),
+                    volume: ctx.vdb.volume.clone(),
+                    subdirectory: shared.clone(),
+                    mount_path: path.clone(),
+                    read_only: false,
+                    owner,
+                })
+                .await?;
             }
-            let mut entry = json!({"remote_environment": m["remote_environment"].clone(), "mount_path": path});
-            entry["remote_environment"]["reference"] = json!(format!("{ENVIRONMENT_PREFIX}{}", env.id));
+            let mut entry =
+                json!({"remote_environment": m["remote_environment"].clone(), "mount_path": path});
+            entry["remote_environment"]["reference"] =
+                json!(format!("{ENVIRONMENT_PREFIX}{}", env.id));
             if !shared.is_empty() {
                 entry["shared_path"] = json!(shared);
             }
@@ -184,9 +317,13 @@ impl Engine {
         Ok(mounts)
     }
 
-
     async fn unmount_vdb(&self, ctx: &Ctx) -> Result<(), EngineError> {
-        for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ctx.vdb.volume) {
+        for m in self
+            .store
+            .list_mounts(None)?
+            .into_iter()
+            .filter(|m| m.volume == ctx.vdb.volume)
+        {
             self.unmount(m.id).await?;
         }
         Ok(())
@@ -212,9 +349,12 @@ impl Engine {
     /// runs even when the snapshot failed; the snapshot's error wins).
     async fn snapshot_vdb_steps(&self, job: &JobHandle, ctx: &Ctx) -> Result<String, EngineError> {
         let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
-        self.run_hook(job, &object, "pre-snapshot", &ctx.env, &ctx.user).await?;
+        self.run_hook(job, &object, "pre-snapshot", &ctx.env, &ctx.user)
+            .await?;
         let taken = self.take_vdb_snapshot(job, ctx).await;
-        let post = self.run_hook(job, &object, "post-snapshot", &ctx.env, &ctx.user).await;
+        let post = self
+            .run_hook(job, &object, "post-snapshot", &ctx.env, &ctx.user)
+            .await;
         let out = taken?;
         post?;
         Ok(out)
@@ -226,14 +366,22 @@ impl Engine {
         let req = json!({"repository": {"parameters": pdo(&ctx.repository)},
                          "source_config": {"parameters": pdo(ctx.vdb.source_config.as_ref().unwrap_or(&json!({})))},
                          "virtual_source": self.virtual_source(ctx, &mounts)});
-        self.vcall(ctx, job, "virtual.pre_snapshot", req.clone()).await?;
+        self.vcall(ctx, job, "virtual.pre_snapshot", req.clone())
+            .await?;
         let volume = VolumeId::new(ctx.vdb.volume.as_str())?;
-        let snap = SnapshotId::new(format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
+        let snap = SnapshotId::new(format!(
+            "s{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))?;
         let (pool, v, s) = (self.pool.clone(), volume.clone(), snap.clone());
         blocking(move || pool.create_snapshot(&v, &s).map(|_| ())).await?;
         let metadata = match self.vcall(ctx, job, "virtual.post_snapshot", req).await {
             Ok(out) => out
-                .and_then(|o| o.pointer("/snapshot/parameters/json").and_then(|j| j.as_str()).map(str::to_owned))
+                .and_then(|o| {
+                    o.pointer("/snapshot/parameters/json")
+                        .and_then(|j| j.as_str())
+                        .map(str::to_owned)
+                })
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_else(|| json!({})),
             Err(e) => {
@@ -242,8 +390,18 @@ impl Engine {
                 return Err(e);
             }
         };
-        let timeflow = self.store.current_vdb_timeflow(ctx.vdb.id)?.ok_or_else(|| EngineError::Internal("VDB without timeflow".into()))?;
-        let id = self.store.insert_snapshot(&SnapshotRecord { id: 0, timeflow_id: timeflow, volume: ctx.vdb.volume.clone(), pool_snapshot: snap.to_string(), metadata, created_at: now() })?;
+        let timeflow = self
+            .store
+            .current_vdb_timeflow(ctx.vdb.id)?
+            .ok_or_else(|| EngineError::Internal("VDB without timeflow".into()))?;
+        let id = self.store.insert_snapshot(&SnapshotRecord {
+            id: 0,
+            timeflow_id: timeflow,
+            volume: ctx.vdb.volume.clone(),
+            pool_snapshot: snap.to_string(),
+            metadata,
+            created_at: now(),
+        })?;
         Ok(format!("{SNAPSHOT_PREFIX}{id}"))
     }
 
@@ -262,20 +420,34 @@ impl Engine {
     ) -> Result<VdbRecord, EngineError> {
         crate::environments::check_name("name", name)?;
         if self.store.find_vdb_by_name(name)?.is_some() {
-            return Err(EngineError::Conflict(format!("a VDB named {name:?} exists already")));
+            return Err(EngineError::Conflict(format!(
+                "a VDB named {name:?} exists already"
+            )));
         }
         let env = self.find_environment(environment)?;
         let user = self.env_user(&env, user)?;
-        let repo = self.store.list_repositories(Some(env.id))?.into_iter().find(|r| r.plugin_id == plugin.id).ok_or_else(|| EngineError::InvalidInput {
-            field: "environment".into(),
-            reason: format!("plugin {} found no repository on {}; refresh the environment", plugin.name, env.name),
-        })?;
+        let repo = self
+            .store
+            .list_repositories(Some(env.id))?
+            .into_iter()
+            .find(|r| r.plugin_id == plugin.id)
+            .ok_or_else(|| EngineError::InvalidInput {
+                field: "environment".into(),
+                reason: format!(
+                    "plugin {} found no repository on {}; refresh the environment",
+                    plugin.name, env.name
+                ),
+            })?;
         Engine::check_hook_points(hooks)?;
-        let schema = ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"]).map_err(|e| EngineError::Internal(e.to_string()))?;
-        schema.validate(parameters).map_err(|errs| EngineError::InvalidParameters {
-            what: "virtual source parameters".into(),
-            violations: errs.violations().iter().map(|v| v.to_string()).collect(),
-        })?;
+        let schema =
+            ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"])
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        schema
+            .validate(parameters)
+            .map_err(|errs| EngineError::InvalidParameters {
+                what: "virtual source parameters".into(),
+                violations: errs.violations().iter().map(|v| v.to_string()).collect(),
+            })?;
         Ok(VdbRecord {
             id: 0,
             name: name.to_owned(),
@@ -294,31 +466,55 @@ impl Engine {
 
     /// Stores a new VDB's record (starting a timeflow at `parent`) once its
     /// dataset exists; if that fails the dataset goes too.
-    async fn store_new_vdb(&self, record: &VdbRecord, parent: Option<i64>) -> Result<VdbRecord, EngineError> {
-        let stored = self.store.insert_vdb(record, parent).and_then(|(id, _)| self.store.get_vdb(id));
+    async fn store_new_vdb(
+        &self,
+        record: &VdbRecord,
+        parent: Option<i64>,
+    ) -> Result<VdbRecord, EngineError> {
+        let stored = self
+            .store
+            .insert_vdb(record, parent)
+            .and_then(|(id, _)| self.store.get_vdb(id));
         match stored {
             Ok(Some(vdb)) => Ok(vdb),
             Ok(None) | Err(_) => {
                 if let Err(undo) = self.destroy_dataset(&record.volume).await {
                     tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a VDB that was not recorded");
                 }
-                Err(stored.err().map(Into::into).unwrap_or_else(|| EngineError::Internal("VDB vanished".into())))
+                Err(stored
+                    .err()
+                    .map(Into::into)
+                    .unwrap_or_else(|| EngineError::Internal("VDB vanished".into())))
             }
         }
     }
 
     /// Ends a VDB's creating job: ready when `outcome` succeeded, otherwise
     /// removed with everything it had (the job fails with `outcome`'s error).
-    async fn finish_new_vdb(&self, job: &JobHandle, vdb: &VdbRecord, outcome: Result<(), EngineError>) -> Result<Value, EngineError> {
+    async fn finish_new_vdb(
+        &self,
+        job: &JobHandle,
+        vdb: &VdbRecord,
+        outcome: Result<(), EngineError>,
+    ) -> Result<Value, EngineError> {
         if let Err(e) = outcome {
-            job.event(EventLevel::Error, &format!("creating VDB {} failed, undoing: {e}", vdb.name));
+            job.event(
+                EventLevel::Error,
+                &format!("creating VDB {} failed, undoing: {e}", vdb.name),
+            );
             if let Err(undo) = self.remove_vdb(vdb).await {
-                job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
+                job.event(
+                    EventLevel::Error,
+                    &format!("could not undo everything: {undo}"),
+                );
             }
             return Err(e);
         }
         self.store.mark_ready("vdb", vdb.id)?;
-        Ok(serde_json::to_value(self.vdb_model(&self.store.get_vdb(vdb.id)?.expect("stored"))?).expect("serialisable"))
+        Ok(
+            serde_json::to_value(self.vdb_model(&self.store.get_vdb(vdb.id)?.expect("stored"))?)
+                .expect("serialisable"),
+        )
     }
 
     /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
@@ -326,8 +522,22 @@ impl Engine {
     pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
         let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
         let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
-        let plugin = self.store.get_plugin(&plugin_id)?.ok_or_else(|| EngineError::NotFound { kind: "plugin", id: plugin_id.clone() })?;
-        let record = self.new_vdb_record(&req.name, &plugin, &req.environment, req.user.as_deref(), &req.parameters, &req.hooks, parent_volume)?;
+        let plugin = self
+            .store
+            .get_plugin(&plugin_id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "plugin",
+                id: plugin_id.clone(),
+            })?;
+        let record = self.new_vdb_record(
+            &req.name,
+            &plugin,
+            &req.environment,
+            req.user.as_deref(),
+            &req.parameters,
+            &req.hooks,
+            parent_volume,
+        )?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
@@ -364,7 +574,15 @@ impl Engine {
     /// then the Configure-Clone hook. A failure leaves nothing behind.
     pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
         let plugin = self.find_plugin(&req.plugin)?;
-        let record = self.new_vdb_record(&req.name, &plugin, &req.environment, req.user.as_deref(), &req.parameters, &req.hooks, String::new())?;
+        let record = self.new_vdb_record(
+            &req.name,
+            &plugin,
+            &req.environment,
+            req.user.as_deref(),
+            &req.parameters,
+            &req.hooks,
+            String::new(),
+        )?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
@@ -391,7 +609,10 @@ impl Engine {
     }
 
     /// What a V2P call of this VDB's plugin needs (see `dsource_v2p_request`).
-    pub(crate) fn vdb_v2p_request(&self, vdb: VdbRecord) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+    pub(crate) fn vdb_v2p_request(
+        &self,
+        vdb: VdbRecord,
+    ) -> Result<(PluginRecord, &'static str, Value), EngineError> {
         let ctx = self.vdb_ctx(vdb)?;
         let mounts = self.current_mounts(&ctx)?;
         let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
@@ -404,23 +625,42 @@ impl Engine {
     pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
         let engine = self.clone();
-        self.jobs.spawn("VDB_SNAPSHOT", Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
-            let ctx = engine.vdb_ctx(vdb)?;
-            Ok(json!({"snapshot": engine.snapshot_vdb_steps(&job, &ctx).await?}))
-        })
+        self.jobs.spawn(
+            "VDB_SNAPSHOT",
+            Some(format!("{VDB_PREFIX}{}", vdb.id)),
+            move |job| async move {
+                let ctx = engine.vdb_ctx(vdb)?;
+                Ok(json!({"snapshot": engine.snapshot_vdb_steps(&job, &ctx).await?}))
+            },
+        )
     }
 
     /// Refresh (to a snapshot of the parent, default its latest) or rewind
     /// (to one of the VDB's own snapshots): unconfigure, unmount, restore the
     /// dataset, new timeflow, mount, configure or reconfigure.
-    pub fn refresh_vdb(self: &Arc<Self>, reference: &str, to: Option<&str>, rewind: bool) -> Result<Job, EngineError> {
+    pub fn refresh_vdb(
+        self: &Arc<Self>,
+        reference: &str,
+        to: Option<&str>,
+        rewind: bool,
+    ) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
         if !rewind && vdb.parent_volume.is_empty() {
-            return Err(EngineError::Conflict(format!("VDB {} was created empty: it has no parent to refresh from", vdb.name)));
+            return Err(EngineError::Conflict(format!(
+                "VDB {} was created empty: it has no parent to refresh from",
+                vdb.name
+            )));
         }
-        let source_volume = if rewind { vdb.volume.clone() } else { vdb.parent_volume.clone() };
+        let source_volume = if rewind {
+            vdb.volume.clone()
+        } else {
+            vdb.parent_volume.clone()
+        };
         if rewind && to.is_none() {
-            return Err(EngineError::InvalidInput { field: "to".into(), reason: "rewind needs one of the VDB's snapshots".into() });
+            return Err(EngineError::InvalidInput {
+                field: "to".into(),
+                reason: "rewind needs one of the VDB's snapshots".into(),
+            });
         }
         let target = self.pick_snapshot(&source_volume, to)?;
         let engine = self.clone();
@@ -467,9 +707,19 @@ impl Engine {
     /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy.
     pub fn delete_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
-        let children: Vec<String> = self.store.list_vdbs()?.into_iter().filter(|c| c.parent_volume == vdb.volume).map(|c| c.name).collect();
+        let children: Vec<String> = self
+            .store
+            .list_vdbs()?
+            .into_iter()
+            .filter(|c| c.parent_volume == vdb.volume)
+            .map(|c| c.name)
+            .collect();
         if !children.is_empty() {
-            return Err(EngineError::Conflict(format!("VDB {} has child VDBs: {}; delete them first", vdb.name, children.join(", "))));
+            return Err(EngineError::Conflict(format!(
+                "VDB {} has child VDBs: {}; delete them first",
+                vdb.name,
+                children.join(", ")
+            )));
         }
         let engine = self.clone();
         self.jobs.spawn("VDB_DELETE", Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
@@ -493,7 +743,10 @@ impl Engine {
     pub fn vdb_power(self: &Arc<Self>, reference: &str, action: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
         if !["start", "stop", "enable", "disable"].contains(&action) {
-            return Err(EngineError::InvalidInput { field: "action".into(), reason: "must be start, stop, enable or disable".into() });
+            return Err(EngineError::InvalidInput {
+                field: "action".into(),
+                reason: "must be start, stop, enable or disable".into(),
+            });
         }
         let engine = self.clone();
         let action = action.to_owned();
@@ -565,7 +818,12 @@ impl Engine {
     /// first failure is returned (the record stays while its data does).
     pub(crate) async fn remove_vdb(&self, vdb: &VdbRecord) -> Result<(), EngineError> {
         let mut first_error = None;
-        for m in self.store.list_mounts(None)?.into_iter().filter(|m| m.volume == vdb.volume) {
+        for m in self
+            .store
+            .list_mounts(None)?
+            .into_iter()
+            .filter(|m| m.volume == vdb.volume)
+        {
             if let Err(e) = self.unmount(m.id).await {
                 tracing::warn!(mount = m.id, error = %e, "cannot unmount while removing a VDB");
                 first_error.get_or_insert(e);
@@ -575,7 +833,8 @@ impl Engine {
             return Err(e);
         }
         self.destroy_dataset(&vdb.volume).await?;
-        self.store.delete_hooks(&format!("{VDB_PREFIX}{}", vdb.id), None)?;
+        self.store
+            .delete_hooks(&format!("{VDB_PREFIX}{}", vdb.id), None)?;
         self.store.delete_vdb(vdb.id)?;
         Ok(())
     }

@@ -2,17 +2,14 @@
 //! host, the dataset mounted on the staging host, data copied by the
 //! plugin's rsync from the source host, snapshots in the pool.
 
-use doppel_model::LinkDSource;
 use doppel_engine::EngineError;
+use doppel_model::LinkDSource;
 use doppel_model::{AddSourceConfig, JobState};
 use doppel_testworld::{plugins, World};
 use serde_json::json;
 
 mod common;
 use common::{add_env, open_engine, trust, wait};
-
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
@@ -26,12 +23,22 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
 
     let data = tempfile::tempdir().unwrap();
     let engine = open_engine(data.path()).await;
-    engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
+    engine
+        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .await
+        .unwrap();
     add_env(&engine, "source", source, "delphix").await;
     add_env(&engine, "staging", staging, "alice").await;
-    let repo = engine.list_repositories(Some("source")).unwrap().pop().expect("a repository on the source host");
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .expect("a repository on the source host");
     let sc = engine
-        .add_source_config(AddSourceConfig { repository: repo.reference.clone(), parameters: json!({"name": "tree", "path": "/srv/data/tree"}) })
+        .add_source_config(AddSourceConfig {
+            repository: repo.reference.clone(),
+            parameters: json!({"name": "tree", "path": "/srv/data/tree"}),
+        })
         .unwrap();
     let link = |name: &str, host: String| LinkDSource {
         name: name.into(),
@@ -43,41 +50,92 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     };
 
     // Bad parameters are refused before any job starts.
-    let bad = LinkDSource { parameters: json!({"sshPort": "x"}), ..link("bad", String::new()) };
-    assert!(matches!(engine.link_dsource(bad), Err(EngineError::InvalidParameters { .. })));
+    let bad = LinkDSource {
+        parameters: json!({"sshPort": "x"}),
+        ..link("bad", String::new())
+    };
+    assert!(matches!(
+        engine.link_dsource(bad),
+        Err(EngineError::InvalidParameters { .. })
+    ));
 
     // A link whose first sync fails (the source host cannot be reached)
     // fails with the plugin's message and leaves nothing behind.
-    let failed = wait(&engine, engine.link_dsource(link("broken", "127.0.0.1".into())).unwrap()).await;
+    let failed = wait(
+        &engine,
+        engine
+            .link_dsource(link("broken", "127.0.0.1".into()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(failed.state, JobState::Failed);
     let err = failed.error.unwrap();
-    assert_eq!(err.code, doppel_model::ErrorCode::PluginUserError, "{err:?}");
+    assert_eq!(
+        err.code,
+        doppel_model::ErrorCode::PluginUserError,
+        "{err:?}"
+    );
     assert!(engine.list_dsources().unwrap().is_empty());
     assert!(engine.list_mounts().unwrap().is_empty());
-    assert!(engine.pool().list_volumes().unwrap().is_empty(), "no dataset left behind");
-    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0", "no mount left on the staging host");
+    assert!(
+        engine.pool().list_volumes().unwrap().is_empty(),
+        "no dataset left behind"
+    );
+    assert_eq!(
+        staging
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0",
+        "no mount left on the staging host"
+    );
 
     // The real link: mount on staging, rsync from source, first snapshot.
-    let linked = wait(&engine, engine.link_dsource(link("tree", source.address().to_string())).unwrap()).await;
+    let linked = wait(
+        &engine,
+        engine
+            .link_dsource(link("tree", source.address().to_string()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(linked.state, JobState::Succeeded, "{linked:?}");
     let ds = engine.get_dsource("tree").unwrap();
     assert_eq!(ds.snapshots, 1);
     // The plugin's log lines are part of the job's events.
     let events = engine.jobs().events(&linked.id, 0).unwrap();
-    assert!(events.iter().any(|e| e.message.starts_with("plugin: copying alice@")), "{events:?}");
-    let dataset = engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("plugin: copying alice@")),
+        "{events:?}"
+    );
+    let dataset = engine
+        .pool()
+        .volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
     assert_eq!(std::fs::read(dataset.join("a.txt")).unwrap(), b"one\n");
     assert_eq!(std::fs::read(dataset.join("sub/b.txt")).unwrap(), b"two\n");
     let mounts = engine.list_mounts().unwrap();
-    assert_eq!(mounts.len(), 1, "the staging dataset stays mounted while the dSource is enabled");
-    assert_eq!(staging.sh("alice", &format!("cat {}/a.txt", mounts[0].mount_path)), "one\n");
+    assert_eq!(
+        mounts.len(),
+        1,
+        "the staging dataset stays mounted while the dSource is enabled"
+    );
+    assert_eq!(
+        staging.sh("alice", &format!("cat {}/a.txt", mounts[0].mount_path)),
+        "one\n"
+    );
     let snaps = engine.list_snapshots(Some("tree")).unwrap();
     assert_eq!(snaps[0].metadata["fileCount"], 2, "{:?}", snaps[0].metadata);
 
     // Change the source, sync: a second snapshot; the first is unchanged.
     source.put_file("/srv/data/tree/a.txt", b"one, changed\n", "alice");
     source.put_file("/srv/data/tree/c.txt", b"three\n", "alice");
-    let synced = wait(&engine, engine.sync_dsource("tree", Some(json!({"resync": false})), false).unwrap()).await;
+    let synced = wait(
+        &engine,
+        engine
+            .sync_dsource("tree", Some(json!({"resync": false})), false)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(synced.state, JobState::Succeeded, "{synced:?}");
     let snaps = engine.list_snapshots(Some("tree")).unwrap();
     assert_eq!(snaps.len(), 2);
@@ -86,10 +144,16 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     let volume = doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap();
     let first = engine
         .pool()
-        .snapshot_path(&doppel_storage::SnapshotRef::new(volume.clone(), doppel_storage::SnapshotId::new(snaps[0].pool_snapshot.as_str()).unwrap()));
+        .snapshot_path(&doppel_storage::SnapshotRef::new(
+            volume.clone(),
+            doppel_storage::SnapshotId::new(snaps[0].pool_snapshot.as_str()).unwrap(),
+        ));
     assert_eq!(std::fs::read(first.join("a.txt")).unwrap(), b"one\n");
     assert!(!first.join("c.txt").exists());
-    assert_eq!(std::fs::read(dataset.join("a.txt")).unwrap(), b"one, changed\n");
+    assert_eq!(
+        std::fs::read(dataset.join("a.txt")).unwrap(),
+        b"one, changed\n"
+    );
     assert!(matches!(
         engine.sync_dsource("tree", Some(json!({"resync": "yes"})), false),
         Err(EngineError::InvalidParameters { .. })
@@ -102,14 +166,23 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     assert!(engine.list_mounts().unwrap().is_empty());
     assert!(engine.list_snapshots(None).unwrap().is_empty());
     assert!(engine.pool().list_volumes().unwrap().is_empty());
-    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    assert_eq!(
+        staging
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0"
+    );
     engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_plugin() {
     let world = World::new(&["source", "staging", "target"]);
-    let (source, staging, target) = (world.host("source"), world.host("staging"), world.host("target"));
+    let (source, staging, target) = (
+        world.host("source"),
+        world.host("staging"),
+        world.host("target"),
+    );
     source.mkdir("/srv/data/tree", "alice");
     source.put_file("/srv/data/tree/a.txt", b"v1\n", "alice");
     trust(staging, source, "alice");
@@ -117,12 +190,24 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
 
     let data = tempfile::tempdir().unwrap();
     let engine = open_engine(data.path()).await;
-    engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
+    engine
+        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .await
+        .unwrap();
     add_env(&engine, "source", source, "delphix").await;
     add_env(&engine, "staging", staging, "alice").await;
     add_env(&engine, "target", target, "delphix").await;
-    let repo = engine.list_repositories(Some("source")).unwrap().pop().unwrap();
-    let sc = engine.add_source_config(AddSourceConfig { repository: repo.reference, parameters: json!({"name": "tree", "path": "/srv/data/tree"}) }).unwrap();
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let sc = engine
+        .add_source_config(AddSourceConfig {
+            repository: repo.reference,
+            parameters: json!({"name": "tree", "path": "/srv/data/tree"}),
+        })
+        .unwrap();
     let link = LinkDSource {
         name: "tree".into(),
         source_config: sc.reference,
@@ -130,14 +215,28 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         staging_user: None,
         parameters: json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}),
         hooks: [
-            ("pre-sync".to_owned(), "echo \"pre-sync $DOPPEL_OBJECT\" >> ~/hooks.log".to_owned()),
-            ("post-sync".to_owned(), "echo post-sync >> ~/hooks.log".to_owned()),
+            (
+                "pre-sync".to_owned(),
+                "echo \"pre-sync $DOPPEL_OBJECT\" >> ~/hooks.log".to_owned(),
+            ),
+            (
+                "post-sync".to_owned(),
+                "echo post-sync >> ~/hooks.log".to_owned(),
+            ),
         ]
         .into(),
     };
-    assert_eq!(wait(&engine, engine.link_dsource(link).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(
+        wait(&engine, engine.link_dsource(link).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
     // Hooks of a staged dSource run on the staging host as its user.
-    assert_eq!(staging.sh("alice", "cat ~/hooks.log"), "pre-sync DSOURCE-1\npost-sync\n");
+    assert_eq!(
+        staging.sh("alice", "cat ~/hooks.log"),
+        "pre-sync DSOURCE-1\npost-sync\n"
+    );
     let first = engine.get_dsource("tree").unwrap().latest_snapshot.unwrap();
 
     use doppel_model::ProvisionVdb;
@@ -151,28 +250,57 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         hooks: Default::default(),
     };
     let with_hook = ProvisionVdb {
-        hooks: [("configure-clone".to_owned(), "echo configured > /srv/vdbs/dev/by-hook.txt".to_owned())].into(),
+        hooks: [(
+            "configure-clone".to_owned(),
+            "echo configured > /srv/vdbs/dev/by-hook.txt".to_owned(),
+        )]
+        .into(),
         ..provision("dev", "tree", "/srv/vdbs/dev")
     };
     let p = wait(&engine, engine.provision_vdb(with_hook).unwrap()).await;
     assert_eq!(p.state, JobState::Succeeded, "{p:?}");
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v1\n", "the VDB's files are on the target host");
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/a.txt"),
+        "v1\n",
+        "the VDB's files are on the target host"
+    );
     let vdb = engine.get_vdb("dev").unwrap();
     assert_eq!(vdb.source_config.as_ref().unwrap()["path"], "/srv/vdbs/dev");
     assert_eq!(vdb.snapshots, 1, "provision takes the first VDB snapshot");
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/by-hook.txt"), "configured\n", "configure-clone ran on the target");
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/by-hook.txt"),
+        "configured\n",
+        "configure-clone ran on the target"
+    );
 
     // A failing Pre hook stops the operation: no snapshot is taken.
-    engine.set_hooks("dev", &[("pre-snapshot".to_owned(), "echo not now >&2; exit 3".to_owned())].into()).unwrap();
+    engine
+        .set_hooks(
+            "dev",
+            &[(
+                "pre-snapshot".to_owned(),
+                "echo not now >&2; exit 3".to_owned(),
+            )]
+            .into(),
+        )
+        .unwrap();
     let refused = wait(&engine, engine.snapshot_vdb("dev").unwrap()).await;
     assert_eq!(refused.state, JobState::Failed);
     let err = refused.error.unwrap();
     assert_eq!(err.code, doppel_model::ErrorCode::HookFailed);
-    assert!(err.message.contains("pre-snapshot hook failed (exit 3)") && err.output.unwrap_or_default().contains("not now"));
+    assert!(
+        err.message.contains("pre-snapshot hook failed (exit 3)")
+            && err.output.unwrap_or_default().contains("not now")
+    );
     assert_eq!(engine.get_vdb("dev").unwrap().snapshots, 1);
-    engine.set_hooks("dev", &[("pre-snapshot".to_owned(), String::new())].into()).unwrap();
+    engine
+        .set_hooks("dev", &[("pre-snapshot".to_owned(), String::new())].into())
+        .unwrap();
     assert!(engine.hooks("dev").unwrap().get("pre-snapshot").is_none());
-    assert!(matches!(engine.set_hooks("dev", &[("pre-lunch".to_owned(), "x".to_owned())].into()), Err(EngineError::InvalidInput { .. })));
+    assert!(matches!(
+        engine.set_hooks("dev", &[("pre-lunch".to_owned(), "x".to_owned())].into()),
+        Err(EngineError::InvalidInput { .. })
+    ));
 
     // Post-Sync runs even when the sync fails.
     source.command(&["chmod", "000", "/srv/data/tree"]);
@@ -185,72 +313,200 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     target.sh("delphix", "echo local > /srv/vdbs/dev/local.txt");
     let vdb_snap = wait(&engine, engine.snapshot_vdb("dev").unwrap()).await;
     assert_eq!(vdb_snap.state, JobState::Succeeded, "{vdb_snap:?}");
-    let with_local = vdb_snap.result.unwrap()["snapshot"].as_str().unwrap().to_owned();
-    target.sh("delphix", "rm /srv/vdbs/dev/local.txt && echo mess > /srv/vdbs/dev/a.txt");
+    let with_local = vdb_snap.result.unwrap()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    target.sh(
+        "delphix",
+        "rm /srv/vdbs/dev/local.txt && echo mess > /srv/vdbs/dev/a.txt",
+    );
 
     // The source changes and is synced; refresh brings the VDB to it.
     source.put_file("/srv/data/tree/a.txt", b"v2\n", "alice");
-    assert_eq!(wait(&engine, engine.sync_dsource("tree", None, false).unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(
+        wait(&engine, engine.sync_dsource("tree", None, false).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
     let r = wait(&engine, engine.refresh_vdb("dev", None, false).unwrap()).await;
     assert_eq!(r.state, JobState::Succeeded, "{r:?}");
     assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v2\n");
     assert!(!target.exists("/srv/vdbs/dev/local.txt"));
-    assert_eq!(engine.get_vdb("dev").unwrap().timeflows, 2, "refresh starts a new timeflow, the old one stays");
+    assert_eq!(
+        engine.get_vdb("dev").unwrap().timeflows,
+        2,
+        "refresh starts a new timeflow, the old one stays"
+    );
 
     // Rewind to the VDB's own snapshot: its writes come back.
-    let w = wait(&engine, engine.refresh_vdb("dev", Some(&with_local), true).unwrap()).await;
+    let w = wait(
+        &engine,
+        engine.refresh_vdb("dev", Some(&with_local), true).unwrap(),
+    )
+    .await;
     assert_eq!(w.state, JobState::Succeeded, "{w:?}");
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt /srv/vdbs/dev/local.txt"), "v1\nlocal\n");
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/a.txt /srv/vdbs/dev/local.txt"),
+        "v1\nlocal\n"
+    );
     assert_eq!(engine.get_vdb("dev").unwrap().timeflows, 3);
 
     // Stop and start run the plugin and the hooks; disable unmounts, enable
     // (the plugin says INACTIVE) mounts and reconfigures again.
     let log = "echo \"$DOPPEL_HOOK\" >> ~/power.log";
-    engine.set_hooks("dev", &[("pre-stop".to_owned(), log.to_owned()), ("post-start".to_owned(), log.to_owned())].into()).unwrap();
+    engine
+        .set_hooks(
+            "dev",
+            &[
+                ("pre-stop".to_owned(), log.to_owned()),
+                ("post-start".to_owned(), log.to_owned()),
+            ]
+            .into(),
+        )
+        .unwrap();
     for action in ["stop", "start"] {
         let j = wait(&engine, engine.vdb_power("dev", action).unwrap()).await;
         assert_eq!(j.state, JobState::Succeeded, "{action}: {j:?}");
     }
-    assert_eq!(target.sh("delphix", "cat ~/power.log"), "pre-stop\npost-start\n");
-    assert_eq!(wait(&engine, engine.vdb_power("dev", "disable").unwrap()).await.state, JobState::Succeeded);
-    assert!(!target.sh_output("delphix", "mountpoint -q /srv/vdbs/dev").status.success(), "disabled: unmounted");
+    assert_eq!(
+        target.sh("delphix", "cat ~/power.log"),
+        "pre-stop\npost-start\n"
+    );
+    assert_eq!(
+        wait(&engine, engine.vdb_power("dev", "disable").unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
+    assert!(
+        !target
+            .sh_output("delphix", "mountpoint -q /srv/vdbs/dev")
+            .status
+            .success(),
+        "disabled: unmounted"
+    );
     assert!(!engine.get_vdb("dev").unwrap().enabled);
-    assert_eq!(wait(&engine, engine.vdb_power("dev", "enable").unwrap()).await.state, JobState::Succeeded);
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/a.txt"), "v1\n", "enabled: mounted again with its data");
+    assert_eq!(
+        wait(&engine, engine.vdb_power("dev", "enable").unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/a.txt"),
+        "v1\n",
+        "enabled: mounted again with its data"
+    );
     assert!(engine.get_vdb("dev").unwrap().enabled);
-    assert!(matches!(engine.vdb_power("dev", "reboot"), Err(EngineError::InvalidInput { .. })));
+    assert!(matches!(
+        engine.vdb_power("dev", "reboot"),
+        Err(EngineError::InvalidInput { .. })
+    ));
     // A disabled dSource is unmounted from staging and not synced.
-    assert_eq!(wait(&engine, engine.dsource_power("tree", false).unwrap()).await.state, JobState::Succeeded);
-    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
-    assert!(matches!(engine.sync_dsource("tree", None, false), Err(EngineError::Conflict(_))));
-    assert_eq!(wait(&engine, engine.dsource_power("tree", true).unwrap()).await.state, JobState::Succeeded);
-    assert_eq!(staging.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "1");
+    assert_eq!(
+        wait(&engine, engine.dsource_power("tree", false).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        staging
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0"
+    );
+    assert!(matches!(
+        engine.sync_dsource("tree", None, false),
+        Err(EngineError::Conflict(_))
+    ));
+    assert_eq!(
+        wait(&engine, engine.dsource_power("tree", true).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        staging
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "1"
+    );
 
     // A child VDB from the VDB's snapshot; an older dSource snapshot too.
-    let child = ProvisionVdb { snapshot: Some(with_local.clone()), ..provision("child", "dev", "/srv/vdbs/child") };
-    assert_eq!(wait(&engine, engine.provision_vdb(child).unwrap()).await.state, JobState::Succeeded);
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/child/local.txt"), "local\n");
-    let old = ProvisionVdb { snapshot: Some(first.clone()), ..provision("old", "tree", "/srv/vdbs/old") };
-    assert_eq!(wait(&engine, engine.provision_vdb(old).unwrap()).await.state, JobState::Succeeded);
+    let child = ProvisionVdb {
+        snapshot: Some(with_local.clone()),
+        ..provision("child", "dev", "/srv/vdbs/child")
+    };
+    assert_eq!(
+        wait(&engine, engine.provision_vdb(child).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/child/local.txt"),
+        "local\n"
+    );
+    let old = ProvisionVdb {
+        snapshot: Some(first.clone()),
+        ..provision("old", "tree", "/srv/vdbs/old")
+    };
+    assert_eq!(
+        wait(&engine, engine.provision_vdb(old).unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
     assert_eq!(target.sh("delphix", "cat /srv/vdbs/old/a.txt"), "v1\n");
 
     // Bad input: a taken mount path fails the job and leaves nothing; bad parameters are refused.
-    let taken = wait(&engine, engine.provision_vdb(provision("clash", "tree", "/srv/vdbs/dev")).unwrap()).await;
+    let taken = wait(
+        &engine,
+        engine
+            .provision_vdb(provision("clash", "tree", "/srv/vdbs/dev"))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(taken.state, JobState::Failed);
     assert!(taken.error.unwrap().message.contains("in use"));
     assert!(engine.get_vdb("clash").is_err());
-    assert!(matches!(engine.provision_vdb(ProvisionVdb { parameters: json!({}), ..provision("x", "tree", "/x") }), Err(EngineError::InvalidParameters { .. })));
-    assert!(matches!(engine.delete_dsource("tree"), Err(EngineError::Conflict(m)) if m.contains("dev")));
-    assert!(matches!(engine.delete_vdb("dev"), Err(EngineError::Conflict(m)) if m.contains("child")));
+    assert!(matches!(
+        engine.provision_vdb(ProvisionVdb {
+            parameters: json!({}),
+            ..provision("x", "tree", "/x")
+        }),
+        Err(EngineError::InvalidParameters { .. })
+    ));
+    assert!(
+        matches!(engine.delete_dsource("tree"), Err(EngineError::Conflict(m)) if m.contains("dev"))
+    );
+    assert!(
+        matches!(engine.delete_vdb("dev"), Err(EngineError::Conflict(m)) if m.contains("child"))
+    );
 
     for name in ["child", "dev", "old"] {
         let d = wait(&engine, engine.delete_vdb(name).unwrap()).await;
         assert_eq!(d.state, JobState::Succeeded, "{d:?}");
     }
-    assert_eq!(wait(&engine, engine.delete_dsource("tree").unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(
+        wait(&engine, engine.delete_dsource("tree").unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
     assert!(engine.list_vdbs().unwrap().is_empty() && engine.list_dsources().unwrap().is_empty());
     assert!(engine.list_mounts().unwrap().is_empty());
-    assert!(engine.pool().list_volumes().unwrap().is_empty(), "no dataset left");
-    assert_eq!(target.sh("delphix", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    assert!(
+        engine.pool().list_volumes().unwrap().is_empty(),
+        "no dataset left"
+    );
+    assert_eq!(
+        target
+            .sh("delphix", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0"
+    );
     engine.shutdown().await;
 }

@@ -3,19 +3,23 @@
 
 use std::time::Duration;
 
-use doppel_model::MountRequest;
 use doppel_engine::EngineError;
+use doppel_model::MountRequest;
 use doppel_testworld::World;
 
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restored_after_a_restart() {
+async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restored_after_a_restart()
+{
     let world = World::new(&["target"]);
     let host = world.host("target");
     let data = tempfile::tempdir().unwrap();
     let engine = common::open_engine(data.path()).await;
-    let env = common::add_env(&engine, "target", host, "delphix").await["reference"].as_str().unwrap().to_owned();
+    let env = common::add_env(&engine, "target", host, "delphix").await["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Where the host's admin lets the environment user mount.
     host.mkdir("/srv/mnt", "delphix");
 
@@ -42,27 +46,62 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
     assert_eq!(m.kind, "sshfs");
 
     // Seen from the host, over SSH: the files are there, and writable.
-    assert_eq!(host.sh("delphix", "cat /srv/mnt/v1/hello.txt"), "from the engine\n");
-    host.sh("delphix", "echo from the host > /srv/mnt/v1/written.txt && mkdir /srv/mnt/v1/dir");
-    assert_eq!(std::fs::read(p1.join("written.txt")).unwrap(), b"from the host\n");
+    assert_eq!(
+        host.sh("delphix", "cat /srv/mnt/v1/hello.txt"),
+        "from the engine\n"
+    );
+    host.sh(
+        "delphix",
+        "echo from the host > /srv/mnt/v1/written.txt && mkdir /srv/mnt/v1/dir",
+    );
+    assert_eq!(
+        std::fs::read(p1.join("written.txt")).unwrap(),
+        b"from the host\n"
+    );
     use std::os::unix::fs::MetadataExt;
     let uid = host.user("delphix").uid;
-    assert_eq!(std::fs::metadata(p1.join("written.txt")).unwrap().uid(), uid, "files the host makes belong to its user");
-    assert_eq!(std::fs::metadata(&p1).unwrap().uid(), uid, "the dataset's top belongs to the mounting user");
+    assert_eq!(
+        std::fs::metadata(p1.join("written.txt")).unwrap().uid(),
+        uid,
+        "files the host makes belong to its user"
+    );
+    assert_eq!(
+        std::fs::metadata(&p1).unwrap().uid(),
+        uid,
+        "the dataset's top belongs to the mounting user"
+    );
     // Not visible to the engine's own namespace, nor anything but v1 to the host.
     assert!(!std::path::Path::new("/srv/mnt/v1").exists());
     let listing = host.sh("delphix", "ls -A /srv/mnt/v1 | sort | tr '\\n' ' '");
     assert_eq!(listing, "dir hello.txt sibling written.txt ");
-    let escape = host.sh_output("delphix", "cat /srv/mnt/v1/sibling/secret.txt /srv/mnt/v1/../v2/secret.txt");
+    let escape = host.sh_output(
+        "delphix",
+        "cat /srv/mnt/v1/sibling/secret.txt /srv/mnt/v1/../v2/secret.txt",
+    );
     assert!(!escape.status.success());
-    assert!(!String::from_utf8_lossy(&escape.stdout).contains("secret"), "another dataset leaked through the mount");
+    assert!(
+        !String::from_utf8_lossy(&escape.stdout).contains("secret"),
+        "another dataset leaked through the mount"
+    );
 
     // The same path cannot be mounted twice; bad paths are refused.
-    assert!(matches!(engine.mount_volume(mount("/srv/mnt/v1")).await, Err(EngineError::Conflict(_))));
-    assert!(matches!(engine.mount_volume(mount("relative")).await, Err(EngineError::InvalidInput { .. })));
-    assert!(matches!(engine.mount_volume(mount("/srv/../etc")).await, Err(EngineError::InvalidInput { .. })));
+    assert!(matches!(
+        engine.mount_volume(mount("/srv/mnt/v1")).await,
+        Err(EngineError::Conflict(_))
+    ));
+    assert!(matches!(
+        engine.mount_volume(mount("relative")).await,
+        Err(EngineError::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        engine.mount_volume(mount("/srv/../etc")).await,
+        Err(EngineError::InvalidInput { .. })
+    ));
     // An environment with mounts cannot be deleted.
-    assert!(matches!(engine.delete_environment(&env).await, Err(EngineError::Conflict(_))));
+    assert!(matches!(
+        engine.delete_environment(&env).await,
+        Err(EngineError::Conflict(_))
+    ));
 
     // A restart: the sessions die with the engine, the next start restores them.
     engine.shutdown().await;
@@ -70,30 +109,52 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
     let engine = common::open_engine(data.path()).await;
     let mut restored = String::new();
     for _ in 0..200 {
-        restored = host.sh_output("delphix", "cat /srv/mnt/v1/hello.txt 2>/dev/null").stdout.iter().map(|&b| b as char).collect();
+        restored = host
+            .sh_output("delphix", "cat /srv/mnt/v1/hello.txt 2>/dev/null")
+            .stdout
+            .iter()
+            .map(|&b| b as char)
+            .collect();
         if restored == "from the engine\n" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(restored, "from the engine\n", "the mount came back after the restart");
+    assert_eq!(
+        restored, "from the engine\n",
+        "the mount came back after the restart"
+    );
     assert_eq!(engine.list_mounts().unwrap().len(), 1);
     // The restart reconciled the pool with the records: v1 (mounted) stays,
     // v2 (no record names it) is quarantined, not deleted.
-    let volumes: Vec<String> = engine.pool().list_volumes().unwrap().iter().map(|v| v.to_string()).collect();
+    let volumes: Vec<String> = engine
+        .pool()
+        .list_volumes()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     assert_eq!(volumes, vec!["v1".to_owned()]);
     assert_eq!(engine.pool().list_quarantine().unwrap().len(), 1);
 
     // A busy mount is not unmounted, and what holds it is named.
-    host.sh("delphix", "cd /srv/mnt/v1/dir && (setsid sleep 60 >/dev/null 2>&1 < /dev/null &)");
+    host.sh(
+        "delphix",
+        "cd /srv/mnt/v1/dir && (setsid sleep 60 >/dev/null 2>&1 < /dev/null &)",
+    );
     let busy = engine.unmount(m.id).await;
     match busy {
-        Err(EngineError::Conflict(msg)) => assert!(msg.contains("busy") && msg.contains("(sleep)"), "{msg}"),
+        Err(EngineError::Conflict(msg)) => {
+            assert!(msg.contains("busy") && msg.contains("(sleep)"), "{msg}")
+        }
         other => panic!("expected busy, got {other:?}"),
     }
     host.sh("delphix", "pkill -u delphix -x sleep; true");
     engine.unmount(m.id).await.unwrap();
-    assert!(!host.sh_output("delphix", "mountpoint -q /srv/mnt/v1").status.success());
+    assert!(!host
+        .sh_output("delphix", "mountpoint -q /srv/mnt/v1")
+        .status
+        .success());
     assert!(engine.list_mounts().unwrap().is_empty());
     assert!(p1.join("written.txt").exists(), "unmounting keeps the data");
     engine.delete_environment(&env).await.unwrap();

@@ -47,22 +47,44 @@ async fn a_direct_plugin_syncs_a_host_directory_into_a_dataset() {
     };
 
     // Without a dataset to fill, run_sync is refused and the plugin says so.
-    let err = engine.invoke_plugin("doppel-direct", call(None)).await.unwrap_err();
-    assert!(err.to_string().contains("only available during a direct dSource's sync"), "{err}");
+    let err = engine
+        .invoke_plugin("doppel-direct", call(None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only available during a direct dSource's sync"),
+        "{err}"
+    );
 
-    engine.invoke_plugin("doppel-direct", call(Some("ds-1"))).await.unwrap();
+    engine
+        .invoke_plugin("doppel-direct", call(Some("ds-1")))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha\n");
     assert_eq!(std::fs::read(dest.join("sub/b.txt")).unwrap(), b"beta\n");
-    assert!(!dest.join("stale.txt").exists(), "a sync mirrors the source");
+    assert!(
+        !dest.join("stale.txt").exists(),
+        "a sync mirrors the source"
+    );
 
     // Incremental: a change on the host arrives, a deletion is mirrored.
     host.put_file("/srv/direct/a.txt", b"alpha, changed\n", "delphix");
     host.command(&["rm", "/srv/direct/sub/b.txt"]);
-    engine.invoke_plugin("doppel-direct", call(Some("ds-1"))).await.unwrap();
-    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha, changed\n");
+    engine
+        .invoke_plugin("doppel-direct", call(Some("ds-1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dest.join("a.txt")).unwrap(),
+        b"alpha, changed\n"
+    );
     assert!(!dest.join("sub/b.txt").exists());
 
-    let err = engine.invoke_plugin("doppel-direct", call(Some("no-such"))).await.unwrap_err();
+    let err = engine
+        .invoke_plugin("doppel-direct", call(Some("no-such")))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no dataset"), "{err}");
     engine.shutdown().await;
 }
@@ -76,11 +98,21 @@ async fn a_direct_dsource_links_and_syncs_through_run_sync() {
     host.put_file("/srv/direct/a.txt", b"one\n", "delphix");
     let data = tempfile::tempdir().unwrap();
     let engine = common::open_engine(data.path()).await;
-    engine.install_plugin(&std::fs::read(plugins::build_plugin("direct")).unwrap()).await.unwrap();
+    engine
+        .install_plugin(&std::fs::read(plugins::build_plugin("direct")).unwrap())
+        .await
+        .unwrap();
     common::add_env(&engine, "source", host, "delphix").await;
-    let repo = engine.list_repositories(Some("source")).unwrap().pop().unwrap();
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
     let sc = engine
-        .add_source_config(AddSourceConfig { repository: repo.reference, parameters: json!({"name": "d", "path": "/srv/direct"}) })
+        .add_source_config(AddSourceConfig {
+            repository: repo.reference,
+            parameters: json!({"name": "d", "path": "/srv/direct"}),
+        })
         .unwrap();
     let link = LinkDSource {
         name: "direct".into(),
@@ -91,22 +123,45 @@ async fn a_direct_dsource_links_and_syncs_through_run_sync() {
         hooks: Default::default(),
     };
     // A direct plugin takes no staging environment.
-    let staged = LinkDSource { staging_environment: Some("source".into()), ..link.clone() };
+    let staged = LinkDSource {
+        staging_environment: Some("source".into()),
+        ..link.clone()
+    };
     assert!(engine.link_dsource(staged).is_err());
     let j = common::wait(&engine, engine.link_dsource(link).unwrap()).await;
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     let ds = engine.get_dsource("direct").unwrap();
-    let dir = engine.pool().volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
-    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"one\n", "run_sync filled the dataset");
-    assert!(engine.list_mounts().unwrap().is_empty(), "a direct dSource mounts nothing");
+    let dir = engine
+        .pool()
+        .volume_path(&doppel_storage::VolumeId::new(ds.dataset.as_str()).unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("a.txt")).unwrap(),
+        b"one\n",
+        "run_sync filled the dataset"
+    );
+    assert!(
+        engine.list_mounts().unwrap().is_empty(),
+        "a direct dSource mounts nothing"
+    );
     host.put_file("/srv/direct/b.txt", b"two\n", "delphix");
-    let j = common::wait(&engine, engine.sync_dsource("direct", Some(json!({"resync": false})), false).unwrap()).await;
+    let j = common::wait(
+        &engine,
+        engine
+            .sync_dsource("direct", Some(json!({"resync": false})), false)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     assert_eq!(std::fs::read(dir.join("b.txt")).unwrap(), b"two\n");
     let snaps = engine.list_snapshots(Some("direct")).unwrap();
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].metadata["path"], "/srv/direct");
-    assert_eq!(common::wait(&engine, engine.delete_dsource("direct").unwrap()).await.state, JobState::Succeeded);
+    assert_eq!(
+        common::wait(&engine, engine.delete_dsource("direct").unwrap())
+            .await
+            .state,
+        JobState::Succeeded
+    );
     assert!(engine.pool().list_volumes().unwrap().is_empty());
     engine.shutdown().await;
 }

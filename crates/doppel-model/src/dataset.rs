@@ -178,4 +178,3 @@ pub struct ExportSnapshot {
 fn empty_object() -> Value {
     Value::Object(Default::default())
 }
-

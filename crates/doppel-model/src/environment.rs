@@ -69,8 +69,13 @@ pub struct SourceConfig {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserCredentials {
-    Password { password: String },
-    Key { private_key: String, passphrase: Option<String> },
+    Password {
+        password: String,
+    },
+    Key {
+        private_key: String,
+        passphrase: Option<String>,
+    },
 }
 
 /// `POST /api/v1/environments`.

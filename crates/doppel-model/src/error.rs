@@ -63,7 +63,9 @@ impl ErrorCode {
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => 400,
+            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => {
+                400
+            }
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PluginUserError | ErrorCode::HookFailed => 422,

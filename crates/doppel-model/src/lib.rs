@@ -11,10 +11,13 @@ pub mod job;
 pub mod plugin;
 pub mod user;
 
-pub use dataset::{CreateEmptyVdb, DSource, ExportSnapshot, LinkDSource, Mount, MountRequest, ProvisionVdb, Snapshot, Vdb};
+pub use dataset::{
+    CreateEmptyVdb, DSource, ExportSnapshot, LinkDSource, Mount, MountRequest, ProvisionVdb,
+    Snapshot, Vdb,
+};
 pub use environment::{
-    AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository, SourceConfig,
-    UserCredentials,
+    AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, Repository,
+    SourceConfig, UserCredentials,
 };
 pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobState};

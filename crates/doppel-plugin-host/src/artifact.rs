@@ -26,7 +26,9 @@ const MAX_BUILD_API: (u64, u64) = (1, 11);
 /// Why an artifact was refused. Nothing is stored when this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("the artifact is not valid JSON ({0}); upload the artifact.json that `dvp build` wrote")]
+    #[error(
+        "the artifact is not valid JSON ({0}); upload the artifact.json that `dvp build` wrote"
+    )]
     NotJson(String),
     #[error("the artifact is invalid: {}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -37,7 +39,10 @@ pub enum ArtifactError {
     #[error("sourceCode holds {file}, compiled for another Python (magic {magic}); this engine runs CPython 3.11 bytecode")]
     WrongBytecode { file: String, magic: String },
     #[error("cannot extract sourceCode into {path}: {source}")]
-    Extract { path: PathBuf, source: std::io::Error },
+    Extract {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ArtifactError {
@@ -59,9 +64,14 @@ impl BuildNumber {
         let mut parts = Vec::new();
         for p in s.split('.') {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("buildNumber {s:?} must be dotted numbers like 1.2.3"));
+                return Err(format!(
+                    "buildNumber {s:?} must be dotted numbers like 1.2.3"
+                ));
             }
-            parts.push(p.parse::<u64>().map_err(|_| format!("buildNumber {s:?} has a part too large"))?);
+            parts.push(
+                p.parse::<u64>()
+                    .map_err(|_| format!("buildNumber {s:?} has a part too large"))?,
+            );
         }
         while parts.len() > 1 && parts.last() == Some(&0) {
             parts.pop();
@@ -102,8 +112,11 @@ pub struct Artifact {
 impl Artifact {
     /// Parses and checks artifact.json bytes. Returns every violation found.
     pub fn parse(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
-        let mut v: Value = serde_json::from_slice(bytes).map_err(|e| ArtifactError::NotJson(e.to_string()))?;
-        let obj = v.as_object_mut().ok_or_else(|| ArtifactError::Invalid(vec!["the artifact must be a JSON object".into()]))?;
+        let mut v: Value =
+            serde_json::from_slice(bytes).map_err(|e| ArtifactError::NotJson(e.to_string()))?;
+        let obj = v.as_object_mut().ok_or_else(|| {
+            ArtifactError::Invalid(vec!["the artifact must be a JSON object".into()])
+        })?;
         let source_b64 = obj.remove("sourceCode");
         let definition = Value::Object(obj.clone());
         let mut errs = Vec::new();
@@ -139,18 +152,28 @@ impl Artifact {
         }
         let entry_point = s("entryPoint", &mut errs);
         if !entry_point.is_empty() && !valid_entry_point(&entry_point) {
-            errs.push(format!("entryPoint {entry_point:?} must look like \"package.module:object\""));
+            errs.push(format!(
+                "entryPoint {entry_point:?} must look like \"package.module:object\""
+            ));
         }
         let build_raw = s("buildNumber", &mut errs);
         let build_number = if build_raw.is_empty() {
             None
         } else {
-            BuildNumber::parse(&build_raw).map_err(|e| errs.push(e)).ok()
+            BuildNumber::parse(&build_raw)
+                .map_err(|e| errs.push(e))
+                .ok()
         };
-        let external_version = definition.get("externalVersion").and_then(|v| v.as_str()).map(str::to_owned);
+        let external_version = definition
+            .get("externalVersion")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
 
         let host_types: Vec<String> = match definition.get("hostTypes") {
-            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
             _ => {
                 errs.push("hostTypes must be a list such as [\"UNIX\"]".into());
                 Vec::new()
@@ -169,7 +192,10 @@ impl Artifact {
         check_api_version(&definition, "buildApi", Some(MAX_BUILD_API), &mut errs);
         check_api_version(&definition, "engineApi", None, &mut errs);
 
-        let kind = match definition.pointer("/linkedSourceDefinition/type").and_then(|v| v.as_str()) {
+        let kind = match definition
+            .pointer("/linkedSourceDefinition/type")
+            .and_then(|v| v.as_str())
+        {
             Some("PluginLinkedStagedSourceDefinition") => Some(PluginKind::Staged),
             Some("PluginLinkedDirectSourceDefinition") => Some(PluginKind::Direct),
             Some(other) => {
@@ -185,17 +211,25 @@ impl Artifact {
         };
         for (key, ty) in [
             ("virtualSourceDefinition", "PluginVirtualSourceDefinition"),
-            ("snapshotParametersDefinition", "PluginSnapshotParametersDefinition"),
+            (
+                "snapshotParametersDefinition",
+                "PluginSnapshotParametersDefinition",
+            ),
             ("discoveryDefinition", "PluginDiscoveryDefinition"),
         ] {
-            match definition.get(key).and_then(|d| d.get("type")).and_then(|t| t.as_str()) {
+            match definition
+                .get(key)
+                .and_then(|d| d.get("type"))
+                .and_then(|t| t.as_str())
+            {
                 Some(t) if t == ty => {}
                 Some(t) => errs.push(format!("{key}.type must be {ty:?}, not {t:?}")),
                 None => errs.push(format!("{key} is missing or has no type")),
             }
         }
         if let Some(v2p) = definition.get("virtualToPhysicalDefinition") {
-            if v2p.get("type").and_then(|t| t.as_str()) != Some("PluginVirtualToPhysicalDefinition") {
+            if v2p.get("type").and_then(|t| t.as_str()) != Some("PluginVirtualToPhysicalDefinition")
+            {
                 errs.push("virtualToPhysicalDefinition.type must be \"PluginVirtualToPhysicalDefinition\"".into());
             }
         }
@@ -208,13 +242,15 @@ impl Artifact {
         }
 
         let source_code = match source_b64 {
-            Some(Value::String(b)) => match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    errs.push(format!("sourceCode is not valid base64 ({e})"));
-                    Vec::new()
+            Some(Value::String(b)) => {
+                match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        errs.push(format!("sourceCode is not valid base64 ({e})"));
+                        Vec::new()
+                    }
                 }
-            },
+            }
             Some(_) => {
                 errs.push("sourceCode must be a base64 string".into());
                 Vec::new()
@@ -229,7 +265,8 @@ impl Artifact {
             return Err(ArtifactError::Invalid(errs));
         }
         // Open the zip now so a corrupt archive is refused before anything is stored.
-        zip::ZipArchive::new(Cursor::new(&source_code)).map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+        zip::ZipArchive::new(Cursor::new(&source_code))
+            .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
         Ok(Artifact {
             id: id.to_ascii_lowercase(),
             name,
@@ -266,8 +303,12 @@ impl Artifact {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         for i in 0..zip.len() {
-            let mut entry = zip.by_index(i).map_err(|e| ArtifactError::NotZip(e.to_string()))?;
-            let rel = entry.enclosed_name().ok_or_else(|| ArtifactError::UnsafePath(entry.name().to_owned()))?;
+            let mut entry = zip
+                .by_index(i)
+                .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+            let rel = entry
+                .enclosed_name()
+                .ok_or_else(|| ArtifactError::UnsafePath(entry.name().to_owned()))?;
             let out = dir.join(&rel);
             if entry.is_dir() {
                 std::fs::create_dir_all(&out).map_err(io(&out))?;
@@ -277,11 +318,20 @@ impl Artifact {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
             let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data).map_err(|e| ArtifactError::NotZip(e.to_string()))?;
-            if out.extension().is_some_and(|e| e == "pyc") && data.len() >= 4 && data[..4] != PYC_MAGIC_311 {
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+            if out.extension().is_some_and(|e| e == "pyc")
+                && data.len() >= 4
+                && data[..4] != PYC_MAGIC_311
+            {
                 return Err(ArtifactError::WrongBytecode {
                     file: rel.display().to_string(),
-                    magic: data[..4].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+                    magic: data[..4]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 });
             }
             std::fs::write(&out, &data).map_err(io(&out))?;
@@ -291,10 +341,14 @@ impl Artifact {
 }
 
 fn valid_entry_point(s: &str) -> bool {
-    let Some((module, object)) = s.split_once(':') else { return false };
+    let Some((module, object)) = s.split_once(':') else {
+        return false;
+    };
     let ident = |x: &str| {
         !x.is_empty()
-            && x.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && x.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
             && x.chars().all(|c| c.is_alphanumeric() || c == '_')
     };
     !object.contains(':') && module.split('.').all(ident) && ident(object)
@@ -342,7 +396,9 @@ fn check_manifest(manifest: &Value, errs: &mut Vec<String>) -> Vec<String> {
                 for x in a {
                     match x.as_str().map(BuildNumber::parse) {
                         Some(Ok(b)) => ids.push((b.0.clone(), b.to_string())),
-                        _ => errs.push(format!("manifest.migrationIdList entry {x} is not a dotted number")),
+                        _ => errs.push(format!(
+                            "manifest.migrationIdList entry {x} is not a dotted number"
+                        )),
                     }
                 }
             }
@@ -359,10 +415,16 @@ mod tests {
 
     #[test]
     fn build_numbers_normalise_and_compare_numerically() {
-        assert_eq!(BuildNumber::parse("2.0.10.0").unwrap().to_string(), "2.0.10");
+        assert_eq!(
+            BuildNumber::parse("2.0.10.0").unwrap().to_string(),
+            "2.0.10"
+        );
         assert!(BuildNumber::parse("2.0.10").unwrap() > BuildNumber::parse("2.0.9").unwrap());
         assert!(BuildNumber::parse("1.10").unwrap() > BuildNumber::parse("1.9.9").unwrap());
-        assert_eq!(BuildNumber::parse("1.0").unwrap(), BuildNumber::parse("1").unwrap());
+        assert_eq!(
+            BuildNumber::parse("1.0").unwrap(),
+            BuildNumber::parse("1").unwrap()
+        );
         assert!(BuildNumber::parse("0.0").is_err());
         assert!(BuildNumber::parse("1.x").is_err());
         assert!(BuildNumber::parse("").is_err());
@@ -380,8 +442,14 @@ mod tests {
 
     #[test]
     fn not_json_and_not_object_are_refused() {
-        assert!(matches!(Artifact::parse(b"{\"type\": \"Plu"), Err(ArtifactError::NotJson(_))));
-        assert!(matches!(Artifact::parse(b"[1]"), Err(ArtifactError::Invalid(_))));
+        assert!(matches!(
+            Artifact::parse(b"{\"type\": \"Plu"),
+            Err(ArtifactError::NotJson(_))
+        ));
+        assert!(matches!(
+            Artifact::parse(b"[1]"),
+            Err(ArtifactError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -393,9 +461,21 @@ mod tests {
             "sourceCode": "!!!",
             "linkedSourceDefinition": {"type": "Weird"},
         });
-        let Err(ArtifactError::Invalid(errs)) = Artifact::parse(bad.to_string().as_bytes()) else { panic!() };
+        let Err(ArtifactError::Invalid(errs)) = Artifact::parse(bad.to_string().as_bytes()) else {
+            panic!()
+        };
         let all = errs.join("\n");
-        for needle in ["pluginId", "PYTHON27", "WINDOWS", "entryPoint", "all zeros", "buildApi 1.99", "base64", "Weird", "manifest is missing"] {
+        for needle in [
+            "pluginId",
+            "PYTHON27",
+            "WINDOWS",
+            "entryPoint",
+            "all zeros",
+            "buildApi 1.99",
+            "base64",
+            "Weird",
+            "manifest is missing",
+        ] {
             assert!(all.contains(needle), "{needle} not in:\n{all}");
         }
     }

@@ -8,10 +8,18 @@ use std::time::Duration;
 pub enum InvokeError {
     /// The plugin raised `UserError`: the user can act on it.
     #[error("{message}")]
-    User { message: String, action: String, output: String },
+    User {
+        message: String,
+        action: String,
+        output: String,
+    },
     /// A library call failed and the plugin did not catch it.
     #[error("the plugin did not handle a library error (id {error_id}): {message}")]
-    UnhandledLibrary { error_id: u32, message: String, call_stack: String },
+    UnhandledLibrary {
+        error_id: u32,
+        message: String,
+        call_stack: String,
+    },
     /// The SDK wrappers rejected what the plugin did (wrong return type...).
     #[error("plugin runtime error: {message}")]
     Runtime { message: String, call_stack: String },
@@ -20,7 +28,11 @@ pub enum InvokeError {
     GeneratedClasses { message: String, call_stack: String },
     /// Any other exception escaping the plugin, `SystemExit` included.
     #[error("the plugin raised {exception_type}: {message}")]
-    Generic { exception_type: String, message: String, call_stack: String },
+    Generic {
+        exception_type: String,
+        message: String,
+        call_stack: String,
+    },
     /// The plugin's manifest says it does not implement this operation.
     #[error("plugin {plugin} does not implement {operation}")]
     NotImplemented { plugin: String, operation: String },
@@ -29,13 +41,24 @@ pub enum InvokeError {
     UnknownOperation { plugin: String, operation: String },
     /// The worker did not answer in time and was killed; the next call starts a new one.
     #[error("{operation} did not finish within its deadline of {}s; the plugin worker was killed and will be restarted on the next call", .deadline.as_secs_f64())]
-    Deadline { operation: String, deadline: Duration },
+    Deadline {
+        operation: String,
+        deadline: Duration,
+    },
     /// The worker process exited or was killed while working.
     #[error("the plugin worker died during {operation} ({status}); it will be restarted on the next call.{}", tail_suffix(.stderr_tail))]
-    WorkerDied { operation: String, status: String, stderr_tail: String },
+    WorkerDied {
+        operation: String,
+        status: String,
+        stderr_tail: String,
+    },
     /// The plugin's code could not be imported.
     #[error("the plugin cannot be loaded: {exception_type}: {message}")]
-    Load { exception_type: String, message: String, call_stack: String },
+    Load {
+        exception_type: String,
+        message: String,
+        call_stack: String,
+    },
     /// The worker could not be started at all (no Python, wrong packages).
     #[error("cannot start the plugin worker: {0}")]
     Start(String),
@@ -69,9 +92,18 @@ impl InvokeError {
 
     /// Maps a `PluginErrorResult` JSON object (one key set) to an error.
     pub(crate) fn from_plugin_error(err: &serde_json::Value) -> InvokeError {
-        let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let s = |v: &serde_json::Value, k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
         if let Some(e) = err.get("user_error") {
-            return InvokeError::User { message: s(e, "message"), action: s(e, "action"), output: s(e, "output") };
+            return InvokeError::User {
+                message: s(e, "message"),
+                action: s(e, "action"),
+                output: s(e, "output"),
+            };
         }
         if let Some(e) = err.get("unhandled_library_error") {
             return InvokeError::UnhandledLibrary {
@@ -81,10 +113,16 @@ impl InvokeError {
             };
         }
         if let Some(e) = err.get("plugin_runtime_error") {
-            return InvokeError::Runtime { message: s(e, "message"), call_stack: s(e, "call_stack") };
+            return InvokeError::Runtime {
+                message: s(e, "message"),
+                call_stack: s(e, "call_stack"),
+            };
         }
         if let Some(e) = err.get("generated_classes_error") {
-            return InvokeError::GeneratedClasses { message: s(e, "message"), call_stack: s(e, "call_stack") };
+            return InvokeError::GeneratedClasses {
+                message: s(e, "message"),
+                call_stack: s(e, "call_stack"),
+            };
         }
         if let Some(e) = err.get("generic_plugin_error") {
             return InvokeError::Generic {

@@ -72,7 +72,11 @@ pub struct PluginHost {
 
 impl PluginHost {
     pub fn new(config: HostConfig, libs: Arc<dyn LibraryHandler>) -> Self {
-        PluginHost { config, libs, slots: std::sync::Mutex::new(HashMap::new()) }
+        PluginHost {
+            config,
+            libs,
+            slots: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -105,19 +109,33 @@ impl PluginHost {
     }
 
     /// Resolves `group.method` for this plugin, checking kind and manifest.
-    pub fn operation(&self, plugin: &LoadedPlugin, name: &str) -> Result<&'static Operation, InvokeError> {
-        let unknown = || InvokeError::UnknownOperation { plugin: plugin.name.clone(), operation: name.to_owned() };
+    pub fn operation(
+        &self,
+        plugin: &LoadedPlugin,
+        name: &str,
+    ) -> Result<&'static Operation, InvokeError> {
+        let unknown = || InvokeError::UnknownOperation {
+            plugin: plugin.name.clone(),
+            operation: name.to_owned(),
+        };
         let op = Operation::find(name).ok_or_else(unknown)?;
         if let Applies::Only(kind) = op.applies {
             if kind != plugin.kind {
                 return Err(InvokeError::UnknownOperation {
                     plugin: plugin.name.clone(),
-                    operation: format!("{name} (only for {} plugins; this one is {})", kind.as_str(), plugin.kind.as_str()),
+                    operation: format!(
+                        "{name} (only for {} plugins; this one is {})",
+                        kind.as_str(),
+                        plugin.kind.as_str()
+                    ),
                 });
             }
         }
         if !op.implemented_by(&plugin.manifest, plugin.kind) {
-            return Err(InvokeError::NotImplemented { plugin: plugin.name.clone(), operation: name.to_owned() });
+            return Err(InvokeError::NotImplemented {
+                plugin: plugin.name.clone(),
+                operation: name.to_owned(),
+            });
         }
         Ok(op)
     }
@@ -139,10 +157,14 @@ impl PluginHost {
             *guard = Some(Worker::start(&self.spec(plugin), plugin.log.clone()).await?);
         }
         let worker = guard.as_mut().expect("set above");
-        let result = worker.invoke(op, request, call, deadline, self.libs.as_ref()).await;
+        let result = worker
+            .invoke(op, request, call, deadline, self.libs.as_ref())
+            .await;
         if matches!(
             result,
-            Err(InvokeError::Deadline { .. } | InvokeError::WorkerDied { .. } | InvokeError::Protocol(_))
+            Err(InvokeError::Deadline { .. }
+                | InvokeError::WorkerDied { .. }
+                | InvokeError::Protocol(_))
         ) {
             guard.take();
         }

@@ -21,7 +21,10 @@ pub struct LibraryCall<'a> {
 
 /// Answers library callbacks with the method's `*Response` as proto JSON.
 pub trait LibraryHandler: Send + Sync {
-    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+    fn call<'a>(
+        &'a self,
+        call: LibraryCall<'a>,
+    ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
 }
 
 /// An actionable library error: the plugin sees a catchable `LibraryError`.
@@ -35,7 +38,10 @@ pub fn actionable_error(id: i32, message: impl Into<String>) -> Value {
 pub struct NoHostAccess;
 
 impl LibraryHandler for NoHostAccess {
-    fn call<'a>(&'a self, call: LibraryCall<'a>) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
+    fn call<'a>(
+        &'a self,
+        call: LibraryCall<'a>,
+    ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
         let message = match call.method {
             "upgrade_password" => "upgrade_password is only allowed while a plugin upgrade runs".to_owned(),
             "retrieve_credentials" => {

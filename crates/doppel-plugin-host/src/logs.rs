@@ -45,7 +45,10 @@ pub struct PluginLog {
 
 impl PluginLog {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        PluginLog { dir: dir.into(), files: Mutex::new(None) }
+        PluginLog {
+            dir: dir.into(),
+            files: Mutex::new(None),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -54,7 +57,12 @@ impl PluginLog {
 
     fn open(&self) -> std::io::Result<[File; 3]> {
         std::fs::create_dir_all(&self.dir)?;
-        let f = |name: &str| OpenOptions::new().create(true).append(true).open(self.dir.join(name));
+        let f = |name: &str| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+        };
         Ok([f("debug.log")?, f("info.log")?, f("error.log")?])
     }
 
@@ -129,13 +137,21 @@ mod tests {
     fn levels_fan_out_to_streams() {
         let dir = tempfile::tempdir().unwrap();
         let log = PluginLog::new(dir.path());
-        let ctx = LogContext { worker_pid: Some(42), job: Some("JOB-7".into()), operation: Some("virtual.status".into()) };
+        let ctx = LogContext {
+            worker_pid: Some(42),
+            job: Some("JOB-7".into()),
+            operation: Some("virtual.status".into()),
+        };
         log.write(PluginLogLevel::Debug, &ctx, "d");
         log.write(PluginLogLevel::Info, &ctx, "i");
         log.write(PluginLogLevel::Error, &ctx, "e1\ne2");
         let debug = log.read(PluginLogLevel::Debug, None).unwrap();
         assert_eq!(debug.len(), 4);
-        assert!(debug[0].ends_with("DEBUG [Worker-42|JOB-7|virtual.status] d"), "{}", debug[0]);
+        assert!(
+            debug[0].ends_with("DEBUG [Worker-42|JOB-7|virtual.status] d"),
+            "{}",
+            debug[0]
+        );
         assert_eq!(log.read(PluginLogLevel::Info, None).unwrap().len(), 3);
         let errors = log.read(PluginLogLevel::Error, Some(1)).unwrap();
         assert_eq!(errors.len(), 1);

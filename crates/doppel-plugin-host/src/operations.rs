@@ -52,7 +52,8 @@ impl Operation {
     /// Looks an operation up by its `group.method` name.
     pub fn find(name: &str) -> Option<&'static Operation> {
         let (group, method) = name.split_once('.')?;
-        ALL.iter().find(|op| op.group == group && op.method == method)
+        ALL.iter()
+            .find(|op| op.group == group && op.method == method)
     }
 
     /// Whether a plugin with this manifest implements the operation.
@@ -64,7 +65,10 @@ impl Operation {
         }
         match self.manifest_flag {
             None => true,
-            Some(flag) => manifest.get(flag).and_then(|v| v.as_bool()).unwrap_or(false),
+            Some(flag) => manifest
+                .get(flag)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         }
     }
 }
@@ -77,7 +81,14 @@ const fn op(
     deadline: DeadlineClass,
     applies: Applies,
 ) -> Operation {
-    Operation { group, method, request_type, manifest_flag, deadline, applies }
+    Operation {
+        group,
+        method,
+        request_type,
+        manifest_flag,
+        deadline,
+        applies,
+    }
 }
 
 use Applies::{Any, Only};
@@ -87,41 +98,279 @@ const DIRECT: Applies = Only(PluginKind::Direct);
 
 /// The whole contract, in the order of §2.3.
 pub const ALL: &[Operation] = &[
-    op("discovery", "repository", "RepositoryDiscoveryRequest", Some("hasRepositoryDiscovery"), Normal, Any),
-    op("discovery", "source_config", "SourceConfigDiscoveryRequest", Some("hasSourceConfigDiscovery"), Normal, Any),
-    op("linked", "direct_pre_snapshot", "DirectPreSnapshotRequest", Some("hasLinkedPreSnapshot"), Long, DIRECT),
-    op("linked", "direct_post_snapshot", "DirectPostSnapshotRequest", Some("hasLinkedPostSnapshot"), Long, DIRECT),
-    op("linked", "direct_source_size", "DirectSourceSizeRequest", Some("hasLinkedSourceSize"), Short, DIRECT),
-    op("linked", "direct_pre_source_to_physical", "DirectPreSourceToPhysicalRequest", Some("hasLinkedPreSourceToPhysical"), Long, DIRECT),
-    op("linked", "direct_source_to_physical", "DirectSourceToPhysicalRequest", Some("hasLinkedSourceToPhysical"), Long, DIRECT),
-    op("linked", "staged_pre_snapshot", "StagedPreSnapshotRequest", Some("hasLinkedPreSnapshot"), Long, STAGED),
-    op("linked", "staged_post_snapshot", "StagedPostSnapshotRequest", Some("hasLinkedPostSnapshot"), Long, STAGED),
-    op("linked", "start_staging", "StartStagingRequest", Some("hasLinkedStartStaging"), Normal, STAGED),
-    op("linked", "stop_staging", "StopStagingRequest", Some("hasLinkedStopStaging"), Normal, STAGED),
-    op("linked", "status", "StagedStatusRequest", Some("hasLinkedStatus"), Short, STAGED),
-    op("linked", "worker", "StagedWorkerRequest", Some("hasLinkedWorker"), Normal, STAGED),
-    op("linked", "mount_specification", "StagedMountSpecRequest", Some("hasLinkedMountSpecification"), Short, STAGED),
-    op("linked", "staged_source_size", "StagedSourceSizeRequest", Some("hasLinkedSourceSize"), Short, STAGED),
-    op("linked", "staged_pre_source_to_physical", "StagedPreSourceToPhysicalRequest", Some("hasLinkedPreSourceToPhysical"), Long, STAGED),
-    op("linked", "staged_source_to_physical", "StagedSourceToPhysicalRequest", Some("hasLinkedSourceToPhysical"), Long, STAGED),
-    op("virtual", "configure", "ConfigureRequest", Some("hasVirtualConfigure"), Normal, Any),
-    op("virtual", "unconfigure", "UnconfigureRequest", Some("hasVirtualUnconfigure"), Normal, Any),
-    op("virtual", "reconfigure", "ReconfigureRequest", Some("hasVirtualReconfigure"), Normal, Any),
-    op("virtual", "cleanup", "VirtualCleanupRequest", Some("hasVirtualCleanup"), Normal, Any),
-    op("virtual", "start", "StartRequest", Some("hasVirtualStart"), Normal, Any),
-    op("virtual", "stop", "StopRequest", Some("hasVirtualStop"), Normal, Any),
-    op("virtual", "pre_snapshot", "VirtualPreSnapshotRequest", Some("hasVirtualPreSnapshot"), Long, Any),
-    op("virtual", "post_snapshot", "VirtualPostSnapshotRequest", Some("hasVirtualPostSnapshot"), Long, Any),
-    op("virtual", "status", "VirtualStatusRequest", Some("hasVirtualStatus"), Short, Any),
-    op("virtual", "initialize", "InitializeRequest", Some("hasInitialize"), Normal, Any),
-    op("virtual", "mount_specification", "VirtualMountSpecRequest", Some("hasVirtualMountSpecification"), Short, Any),
-    op("virtual", "virtual_source_size", "VirtualSourceSizeRequest", Some("hasVirtualSourceSize"), Short, Any),
-    op("virtual", "virtual_pre_source_to_physical", "VirtualPreSourceToPhysicalRequest", Some("hasVirtualPreSourceToPhysical"), Long, Any),
-    op("virtual", "virtual_source_to_physical", "VirtualSourceToPhysicalRequest", Some("hasVirtualSourceToPhysical"), Long, Any),
+    op(
+        "discovery",
+        "repository",
+        "RepositoryDiscoveryRequest",
+        Some("hasRepositoryDiscovery"),
+        Normal,
+        Any,
+    ),
+    op(
+        "discovery",
+        "source_config",
+        "SourceConfigDiscoveryRequest",
+        Some("hasSourceConfigDiscovery"),
+        Normal,
+        Any,
+    ),
+    op(
+        "linked",
+        "direct_pre_snapshot",
+        "DirectPreSnapshotRequest",
+        Some("hasLinkedPreSnapshot"),
+        Long,
+        DIRECT,
+    ),
+    op(
+        "linked",
+        "direct_post_snapshot",
+        "DirectPostSnapshotRequest",
+        Some("hasLinkedPostSnapshot"),
+        Long,
+        DIRECT,
+    ),
+    op(
+        "linked",
+        "direct_source_size",
+        "DirectSourceSizeRequest",
+        Some("hasLinkedSourceSize"),
+        Short,
+        DIRECT,
+    ),
+    op(
+        "linked",
+        "direct_pre_source_to_physical",
+        "DirectPreSourceToPhysicalRequest",
+        Some("hasLinkedPreSourceToPhysical"),
+        Long,
+        DIRECT,
+    ),
+    op(
+        "linked",
+        "direct_source_to_physical",
+        "DirectSourceToPhysicalRequest",
+        Some("hasLinkedSourceToPhysical"),
+        Long,
+        DIRECT,
+    ),
+    op(
+        "linked",
+        "staged_pre_snapshot",
+        "StagedPreSnapshotRequest",
+        Some("hasLinkedPreSnapshot"),
+        Long,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "staged_post_snapshot",
+        "StagedPostSnapshotRequest",
+        Some("hasLinkedPostSnapshot"),
+        Long,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "start_staging",
+        "StartStagingRequest",
+        Some("hasLinkedStartStaging"),
+        Normal,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "stop_staging",
+        "StopStagingRequest",
+        Some("hasLinkedStopStaging"),
+        Normal,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "status",
+        "StagedStatusRequest",
+        Some("hasLinkedStatus"),
+        Short,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "worker",
+        "StagedWorkerRequest",
+        Some("hasLinkedWorker"),
+        Normal,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "mount_specification",
+        "StagedMountSpecRequest",
+        Some("hasLinkedMountSpecification"),
+        Short,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "staged_source_size",
+        "StagedSourceSizeRequest",
+        Some("hasLinkedSourceSize"),
+        Short,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "staged_pre_source_to_physical",
+        "StagedPreSourceToPhysicalRequest",
+        Some("hasLinkedPreSourceToPhysical"),
+        Long,
+        STAGED,
+    ),
+    op(
+        "linked",
+        "staged_source_to_physical",
+        "StagedSourceToPhysicalRequest",
+        Some("hasLinkedSourceToPhysical"),
+        Long,
+        STAGED,
+    ),
+    op(
+        "virtual",
+        "configure",
+        "ConfigureRequest",
+        Some("hasVirtualConfigure"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "unconfigure",
+        "UnconfigureRequest",
+        Some("hasVirtualUnconfigure"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "reconfigure",
+        "ReconfigureRequest",
+        Some("hasVirtualReconfigure"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "cleanup",
+        "VirtualCleanupRequest",
+        Some("hasVirtualCleanup"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "start",
+        "StartRequest",
+        Some("hasVirtualStart"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "stop",
+        "StopRequest",
+        Some("hasVirtualStop"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "pre_snapshot",
+        "VirtualPreSnapshotRequest",
+        Some("hasVirtualPreSnapshot"),
+        Long,
+        Any,
+    ),
+    op(
+        "virtual",
+        "post_snapshot",
+        "VirtualPostSnapshotRequest",
+        Some("hasVirtualPostSnapshot"),
+        Long,
+        Any,
+    ),
+    op(
+        "virtual",
+        "status",
+        "VirtualStatusRequest",
+        Some("hasVirtualStatus"),
+        Short,
+        Any,
+    ),
+    op(
+        "virtual",
+        "initialize",
+        "InitializeRequest",
+        Some("hasInitialize"),
+        Normal,
+        Any,
+    ),
+    op(
+        "virtual",
+        "mount_specification",
+        "VirtualMountSpecRequest",
+        Some("hasVirtualMountSpecification"),
+        Short,
+        Any,
+    ),
+    op(
+        "virtual",
+        "virtual_source_size",
+        "VirtualSourceSizeRequest",
+        Some("hasVirtualSourceSize"),
+        Short,
+        Any,
+    ),
+    op(
+        "virtual",
+        "virtual_pre_source_to_physical",
+        "VirtualPreSourceToPhysicalRequest",
+        Some("hasVirtualPreSourceToPhysical"),
+        Long,
+        Any,
+    ),
+    op(
+        "virtual",
+        "virtual_source_to_physical",
+        "VirtualSourceToPhysicalRequest",
+        Some("hasVirtualSourceToPhysical"),
+        Long,
+        Any,
+    ),
     op("upgrade", "repository", "UpgradeRequest", None, Normal, Any),
-    op("upgrade", "source_config", "UpgradeRequest", None, Normal, Any),
-    op("upgrade", "linked_source", "UpgradeRequest", None, Normal, Any),
-    op("upgrade", "virtual_source", "UpgradeRequest", None, Normal, Any),
+    op(
+        "upgrade",
+        "source_config",
+        "UpgradeRequest",
+        None,
+        Normal,
+        Any,
+    ),
+    op(
+        "upgrade",
+        "linked_source",
+        "UpgradeRequest",
+        None,
+        Normal,
+        Any,
+    ),
+    op(
+        "upgrade",
+        "virtual_source",
+        "UpgradeRequest",
+        None,
+        Normal,
+        Any,
+    ),
     op("upgrade", "snapshot", "UpgradeRequest", None, Normal, Any),
 ];
 
@@ -136,7 +385,12 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), n);
-        assert_eq!(Operation::find("linked.staged_pre_snapshot").unwrap().request_type, "StagedPreSnapshotRequest");
+        assert_eq!(
+            Operation::find("linked.staged_pre_snapshot")
+                .unwrap()
+                .request_type,
+            "StagedPreSnapshotRequest"
+        );
         assert!(Operation::find("linked.nope").is_none());
         assert!(Operation::find("nodot").is_none());
     }
@@ -147,7 +401,11 @@ mod tests {
         let staged_pre = Operation::find("linked.staged_pre_snapshot").unwrap();
         assert!(staged_pre.implemented_by(&manifest, PluginKind::Staged));
         assert!(!staged_pre.implemented_by(&manifest, PluginKind::Direct));
-        assert!(!Operation::find("virtual.status").unwrap().implemented_by(&manifest, PluginKind::Staged));
-        assert!(Operation::find("upgrade.snapshot").unwrap().implemented_by(&manifest, PluginKind::Direct));
+        assert!(!Operation::find("virtual.status")
+            .unwrap()
+            .implemented_by(&manifest, PluginKind::Staged));
+        assert!(Operation::find("upgrade.snapshot")
+            .unwrap()
+            .implemented_by(&manifest, PluginKind::Direct));
     }
 }

@@ -109,7 +109,11 @@ impl Worker {
             let log = log.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
-                let ctx = LogContext { worker_pid: Some(pid), job: None, operation: Some("stderr".into()) };
+                let ctx = LogContext {
+                    worker_pid: Some(pid),
+                    job: None,
+                    operation: Some("stderr".into()),
+                };
                 while let Ok(Some(line)) = lines.next_line().await {
                     log.write(PluginLogLevel::Debug, &ctx, &line);
                     let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,9 +124,21 @@ impl Worker {
                 }
             });
         }
-        let mut worker = Worker { child, pid, stdin, stdout, stderr_tail, log, next_id: 0 };
+        let mut worker = Worker {
+            child,
+            pid,
+            stdin,
+            stdout,
+            stderr_tail,
+            log,
+            next_id: 0,
+        };
         let deadline = Instant::now() + spec.start_deadline;
-        let ctx = LogContext { worker_pid: Some(pid), job: None, operation: Some("load".into()) };
+        let ctx = LogContext {
+            worker_pid: Some(pid),
+            job: None,
+            operation: Some("load".into()),
+        };
         loop {
             let msg = match worker.read(deadline).await {
                 Ok(m) => m,
@@ -147,18 +163,29 @@ impl Worker {
             };
             match msg.get("type").and_then(|t| t.as_str()) {
                 Some("ready") => {
-                    worker.log.write(PluginLogLevel::Debug, &ctx, &format!("worker ready: {msg}"));
+                    worker
+                        .log
+                        .write(PluginLogLevel::Debug, &ctx, &format!("worker ready: {msg}"));
                     return Ok(worker);
                 }
                 Some("load_error") => {
                     let e = msg.get("error").cloned().unwrap_or(Value::Null);
-                    let s = |k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                    let s = |k: &str| {
+                        e.get(k)
+                            .and_then(|x| x.as_str())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
                     let err = InvokeError::Load {
                         exception_type: s("type"),
                         message: s("message"),
                         call_stack: s("call_stack"),
                     };
-                    worker.log.write(PluginLogLevel::Error, &ctx, &format!("{err}\n{}", s("call_stack")));
+                    worker.log.write(
+                        PluginLogLevel::Error,
+                        &ctx,
+                        &format!("{err}\n{}", s("call_stack")),
+                    );
                     worker.reap().await;
                     return Err(err);
                 }
@@ -167,7 +194,9 @@ impl Worker {
                 }
                 _ => {
                     worker.kill().await;
-                    return Err(InvokeError::Protocol(format!("unexpected message while loading: {msg}")));
+                    return Err(InvokeError::Protocol(format!(
+                        "unexpected message while loading: {msg}"
+                    )));
                 }
             }
         }
@@ -190,7 +219,11 @@ impl Worker {
         self.next_id += 1;
         let id = self.next_id;
         let name = op.name();
-        let ctx = LogContext { worker_pid: Some(self.pid), job: call.job.clone(), operation: Some(name.clone()) };
+        let ctx = LogContext {
+            worker_pid: Some(self.pid),
+            job: call.job.clone(),
+            operation: Some(name.clone()),
+        };
         let msg = json!({
             "type": "invoke", "id": id, "group": op.group, "method": op.method,
             "request_type": op.request_type, "request": request,
@@ -209,14 +242,23 @@ impl Worker {
                 Ok(m) => m,
                 Err(ReadError::Timeout) => {
                     self.kill().await;
-                    let err = InvokeError::Deadline { operation: name, deadline };
-                    self.log.write(PluginLogLevel::Error, &ctx, &err.to_string());
+                    let err = InvokeError::Deadline {
+                        operation: name,
+                        deadline,
+                    };
+                    self.log
+                        .write(PluginLogLevel::Error, &ctx, &err.to_string());
                     return Err(err);
                 }
                 Err(ReadError::Closed) => {
                     let status = self.reap().await;
-                    let err = InvokeError::WorkerDied { operation: name, status, stderr_tail: self.stderr_text() };
-                    self.log.write(PluginLogLevel::Error, &ctx, &err.to_string());
+                    let err = InvokeError::WorkerDied {
+                        operation: name,
+                        status,
+                        stderr_tail: self.stderr_text(),
+                    };
+                    self.log
+                        .write(PluginLogLevel::Error, &ctx, &err.to_string());
                     return Err(err);
                 }
                 Err(ReadError::Garbled(e)) => {
@@ -233,11 +275,24 @@ impl Worker {
                 }
                 Some("lib_call") => {
                     let call_id = msg.get("call").cloned().unwrap_or(Value::Null);
-                    let method = msg.get("method").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+                    let method = msg
+                        .get("method")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or_default()
+                        .to_owned();
                     let request = msg.get("request").cloned().unwrap_or(Value::Null);
-                    self.log.write(PluginLogLevel::Debug, &ctx, &format!("library call {method}"));
+                    self.log.write(
+                        PluginLogLevel::Debug,
+                        &ctx,
+                        &format!("library call {method}"),
+                    );
                     let response = libs
-                        .call(LibraryCall { method: &method, request, job: call.job.as_deref(), sync_target: call.sync_target.as_deref() })
+                        .call(LibraryCall {
+                            method: &method,
+                            request,
+                            job: call.job.as_deref(),
+                            sync_target: call.sync_target.as_deref(),
+                        })
                         .await;
                     let reply = json!({"type": "lib_reply", "call": call_id, "response": response});
                     if let Err(e) = self.send(&reply).await {
@@ -257,14 +312,19 @@ impl Worker {
                     if let Some(e) = response.get("error") {
                         let err = InvokeError::from_plugin_error(e);
                         let detail = err.detail().unwrap_or_default();
-                        self.log.write(PluginLogLevel::Error, &ctx, &format!("{err}\n{detail}"));
+                        self.log
+                            .write(PluginLogLevel::Error, &ctx, &format!("{err}\n{detail}"));
                         return Err(err);
                     }
-                    return Err(InvokeError::Protocol(format!("result without return_value or error: {msg}")));
+                    return Err(InvokeError::Protocol(format!(
+                        "result without return_value or error: {msg}"
+                    )));
                 }
                 _ => {
                     self.kill().await;
-                    return Err(InvokeError::Protocol(format!("unexpected message during {name}: {msg}")));
+                    return Err(InvokeError::Protocol(format!(
+                        "unexpected message during {name}: {msg}"
+                    )));
                 }
             }
         }
@@ -273,7 +333,10 @@ impl Worker {
     /// Asks the worker to exit, killing it if it does not within a second.
     pub async fn shutdown(mut self) {
         let _ = self.send(&json!({"type": "shutdown"})).await;
-        if tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill().await;
         }
     }
@@ -284,7 +347,10 @@ impl Worker {
             Some("INFO") => PluginLogLevel::Info,
             _ => PluginLogLevel::Error,
         };
-        let text = msg.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+        let text = msg
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
         self.log.write(level, ctx, text);
         (level, text.to_owned())
     }
@@ -300,8 +366,11 @@ impl Worker {
         match timeout_at(until, self.stdout.next_line()).await {
             Err(_) => Err(ReadError::Timeout),
             Ok(Err(_)) | Ok(Ok(None)) => Err(ReadError::Closed),
-            Ok(Ok(Some(line))) => serde_json::from_str(&line)
-                .map_err(|e| ReadError::Garbled(format!("worker sent a line that is not JSON ({e}): {line:.200}"))),
+            Ok(Ok(Some(line))) => serde_json::from_str(&line).map_err(|e| {
+                ReadError::Garbled(format!(
+                    "worker sent a line that is not JSON ({e}): {line:.200}"
+                ))
+            }),
         }
     }
 

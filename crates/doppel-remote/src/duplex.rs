@@ -34,7 +34,10 @@ impl DuplexExec {
     /// Waits for the command to end.
     pub async fn wait(self) -> DuplexExit {
         let (exit_code, stderr) = self.done.await.unwrap_or((None, Vec::new()));
-        DuplexExit { exit_code, stderr: String::from_utf8_lossy(&stderr).into_owned() }
+        DuplexExit {
+            exit_code,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 
     /// Splits into the stream and a handle that waits for the end.
@@ -52,7 +55,10 @@ impl DuplexWait {
     /// Waits for the command to end.
     pub async fn wait(self) -> DuplexExit {
         let (exit_code, stderr) = self.done.await.unwrap_or((None, Vec::new()));
-        DuplexExit { exit_code, stderr: String::from_utf8_lossy(&stderr).into_owned() }
+        DuplexExit {
+            exit_code,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 
     /// Whether the command has ended.
@@ -65,9 +71,20 @@ impl Connection {
     /// Starts `command` (run by the user's login shell, as sshd runs it) with
     /// its stdin and stdout spliced to the returned stream.
     pub async fn exec_duplex(&self, command: &str) -> Result<DuplexExec> {
-        let exec_error = |reason: String| Error::Exec { target: self.target().clone(), command: command.to_owned(), reason };
-        let channel = self.handle.channel_open_session().await.map_err(|e| exec_error(format!("cannot open a channel: {e}")))?;
-        channel.exec(true, command.as_bytes()).await.map_err(|e| exec_error(format!("exec request failed: {e}")))?;
+        let exec_error = |reason: String| Error::Exec {
+            target: self.target().clone(),
+            command: command.to_owned(),
+            reason,
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| exec_error(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, command.as_bytes())
+            .await
+            .map_err(|e| exec_error(format!("exec request failed: {e}")))?;
         let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
         let (mut from_caller, mut to_caller) = tokio::io::split(theirs);
         let (mut reader, writer) = channel.split();
@@ -98,7 +115,9 @@ impl Connection {
                         }
                         ChannelMsg::ExtendedData { data, .. } => {
                             if stderr.len() < STDERR_CAP {
-                                stderr.extend_from_slice(&data[..data.len().min(STDERR_CAP - stderr.len())]);
+                                stderr.extend_from_slice(
+                                    &data[..data.len().min(STDERR_CAP - stderr.len())],
+                                );
                             }
                         }
                         ChannelMsg::Eof => {

@@ -96,8 +96,9 @@ fn row_snap(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
         timeflow_id: r.get(1)?,
         volume: r.get(2)?,
         pool_snapshot: r.get(3)?,
-        metadata: serde_json::from_str(&text)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+        metadata: serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         created_at: r.get(5)?,
     })
 }
@@ -113,18 +114,35 @@ impl Store {
             params![d.name, d.plugin_id, d.source_config_id, d.staging_environment_id, d.staging_user_id, d.parameters, d.volume, d.enabled, d.created_at],
         )?;
         let id = tx.last_insert_rowid();
-        tx.execute("INSERT INTO timeflow (dsource_id, created_at) VALUES (?1, ?2)", params![id, d.created_at])?;
+        tx.execute(
+            "INSERT INTO timeflow (dsource_id, created_at) VALUES (?1, ?2)",
+            params![id, d.created_at],
+        )?;
         let tf = tx.last_insert_rowid();
         tx.commit()?;
         Ok((id, tf))
     }
 
     pub fn get_dsource(&self, id: i64) -> Result<Option<DSourceRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {DS_COLS} FROM dsource WHERE id = ?1"), [id], row_ds).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DS_COLS} FROM dsource WHERE id = ?1"),
+                [id],
+                row_ds,
+            )
+            .optional()?)
     }
 
     pub fn find_dsource_by_name(&self, name: &str) -> Result<Option<DSourceRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {DS_COLS} FROM dsource WHERE name = ?1"), [name], row_ds).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DS_COLS} FROM dsource WHERE name = ?1"),
+                [name],
+                row_ds,
+            )
+            .optional()?)
     }
 
     pub fn list_dsources(&self) -> Result<Vec<DSourceRecord>, StoreError> {
@@ -136,14 +154,19 @@ impl Store {
 
     /// Deletes a dSource with its timeflows and snapshot records.
     pub fn delete_dsource(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM dsource WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM dsource WHERE id = ?1", [id])?
+            > 0)
     }
 
     /// The current (newest) timeflow of a dSource.
     pub fn current_timeflow(&self, dsource_id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT MAX(id) FROM timeflow WHERE dsource_id = ?1", [dsource_id], |r| r.get::<_, Option<i64>>(0))?)
+        Ok(self.conn().query_row(
+            "SELECT MAX(id) FROM timeflow WHERE dsource_id = ?1",
+            [dsource_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
     }
 
     pub fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<i64, StoreError> {
@@ -167,7 +190,11 @@ impl Store {
     }
 
     /// Records a VDB with its first timeflow, which starts at `parent_snapshot`.
-    pub fn insert_vdb(&self, v: &VdbRecord, parent_snapshot: Option<i64>) -> Result<(i64, i64), StoreError> {
+    pub fn insert_vdb(
+        &self,
+        v: &VdbRecord,
+        parent_snapshot: Option<i64>,
+    ) -> Result<(i64, i64), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -176,18 +203,35 @@ impl Store {
                     v.source_config.as_ref().map(|s| s.to_string()), v.volume, v.enabled, v.created_at],
         )?;
         let id = tx.last_insert_rowid();
-        tx.execute("INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)", params![id, parent_snapshot, v.created_at])?;
+        tx.execute(
+            "INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)",
+            params![id, parent_snapshot, v.created_at],
+        )?;
         let tf = tx.last_insert_rowid();
         tx.commit()?;
         Ok((id, tf))
     }
 
     pub fn get_vdb(&self, id: i64) -> Result<Option<VdbRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {VDB_COLS} FROM vdb WHERE id = ?1"), [id], row_vdb).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {VDB_COLS} FROM vdb WHERE id = ?1"),
+                [id],
+                row_vdb,
+            )
+            .optional()?)
     }
 
     pub fn find_vdb_by_name(&self, name: &str) -> Result<Option<VdbRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {VDB_COLS} FROM vdb WHERE name = ?1"), [name], row_vdb).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {VDB_COLS} FROM vdb WHERE name = ?1"),
+                [name],
+                row_vdb,
+            )
+            .optional()?)
     }
 
     pub fn list_vdbs(&self) -> Result<Vec<VdbRecord>, StoreError> {
@@ -197,8 +241,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn set_vdb_source_config(&self, id: i64, source_config: &serde_json::Value) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE vdb SET source_config = ?2 WHERE id = ?1", params![id, source_config.to_string()])?;
+    pub fn set_vdb_source_config(
+        &self,
+        id: i64,
+        source_config: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE vdb SET source_config = ?2 WHERE id = ?1",
+            params![id, source_config.to_string()],
+        )?;
         Ok(())
     }
 
@@ -206,23 +257,41 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // A rewind's timeflow starts at one of the VDB's own snapshots.
-        tx.execute("UPDATE timeflow SET parent_snapshot_id = NULL WHERE vdb_id = ?1", [id])?;
-        tx.execute("DELETE FROM snapshot WHERE timeflow_id IN (SELECT id FROM timeflow WHERE vdb_id = ?1)", [id])?;
+        tx.execute(
+            "UPDATE timeflow SET parent_snapshot_id = NULL WHERE vdb_id = ?1",
+            [id],
+        )?;
+        tx.execute(
+            "DELETE FROM snapshot WHERE timeflow_id IN (SELECT id FROM timeflow WHERE vdb_id = ?1)",
+            [id],
+        )?;
         let n = tx.execute("DELETE FROM vdb WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(n > 0)
     }
 
     /// Starts a new timeflow of a VDB (refresh, rewind) at a snapshot.
-    pub fn new_vdb_timeflow(&self, vdb_id: i64, parent_snapshot: i64, created_at: &str) -> Result<i64, StoreError> {
+    pub fn new_vdb_timeflow(
+        &self,
+        vdb_id: i64,
+        parent_snapshot: i64,
+        created_at: &str,
+    ) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.execute("INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)", params![vdb_id, parent_snapshot, created_at])?;
+        conn.execute(
+            "INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)",
+            params![vdb_id, parent_snapshot, created_at],
+        )?;
         Ok(conn.last_insert_rowid())
     }
 
     /// The current (newest) timeflow of a VDB.
     pub fn current_vdb_timeflow(&self, vdb_id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self.conn().query_row("SELECT MAX(id) FROM timeflow WHERE vdb_id = ?1", [vdb_id], |r| r.get::<_, Option<i64>>(0))?)
+        Ok(self.conn().query_row(
+            "SELECT MAX(id) FROM timeflow WHERE vdb_id = ?1",
+            [vdb_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
     }
 
     pub fn get_snapshot(&self, id: i64) -> Result<Option<SnapshotRecord>, StoreError> {
@@ -235,8 +304,11 @@ impl Store {
     /// Per VDB id: (timeflows, snapshots), in two queries for all VDBs.
     pub fn vdb_counts(&self) -> Result<std::collections::HashMap<i64, (usize, usize)>, StoreError> {
         let conn = self.conn();
-        let mut counts: std::collections::HashMap<i64, (usize, usize)> = std::collections::HashMap::new();
-        let mut stmt = conn.prepare("SELECT vdb_id, COUNT(*) FROM timeflow WHERE vdb_id IS NOT NULL GROUP BY vdb_id")?;
+        let mut counts: std::collections::HashMap<i64, (usize, usize)> =
+            std::collections::HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT vdb_id, COUNT(*) FROM timeflow WHERE vdb_id IS NOT NULL GROUP BY vdb_id",
+        )?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
             let (id, n) = row?;
             counts.entry(id).or_default().0 = n as usize;
@@ -266,7 +338,10 @@ impl Store {
     pub fn delete_snapshot(&self, id: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("UPDATE timeflow SET parent_snapshot_id = NULL WHERE parent_snapshot_id = ?1", [id])?;
+        tx.execute(
+            "UPDATE timeflow SET parent_snapshot_id = NULL WHERE parent_snapshot_id = ?1",
+            [id],
+        )?;
         let n = tx.execute("DELETE FROM snapshot WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(n > 0)
@@ -283,7 +358,8 @@ impl Store {
     /// Every dSource and VDB volume, for the pool's reconciliation.
     pub fn dataset_volumes(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT volume FROM dsource UNION ALL SELECT volume FROM vdb")?;
+        let mut stmt =
+            conn.prepare("SELECT volume FROM dsource UNION ALL SELECT volume FROM vdb")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -314,7 +390,9 @@ impl Store {
     /// dSources whose link never finished.
     pub fn unfinished_dsources(&self) -> Result<Vec<DSourceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {DS_COLS} FROM dsource WHERE state = 'creating'"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {DS_COLS} FROM dsource WHERE state = 'creating'"
+        ))?;
         let rows = stmt.query_map([], row_ds)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -322,7 +400,9 @@ impl Store {
     /// VDBs whose provision never finished.
     pub fn unfinished_vdbs(&self) -> Result<Vec<VdbRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {VDB_COLS} FROM vdb WHERE state = 'creating'"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {VDB_COLS} FROM vdb WHERE state = 'creating'"
+        ))?;
         let rows = stmt.query_map([], row_vdb)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -343,20 +423,28 @@ impl Store {
     pub fn get_hook(&self, object: &str, point: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT script FROM hook WHERE object = ?1 AND point = ?2", params![object, point], |r| r.get(0))
+            .query_row(
+                "SELECT script FROM hook WHERE object = ?1 AND point = ?2",
+                params![object, point],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     /// (point, script) of an object, by point.
     pub fn list_hooks(&self, object: &str) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT point, script FROM hook WHERE object = ?1 ORDER BY point")?;
+        let mut stmt =
+            conn.prepare("SELECT point, script FROM hook WHERE object = ?1 ORDER BY point")?;
         let rows = stmt.query_map([object], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Removes one hook, or all of an object's when `point` is None.
     pub fn delete_hooks(&self, object: &str, point: Option<&str>) -> Result<usize, StoreError> {
-        Ok(self.conn().execute("DELETE FROM hook WHERE object = ?1 AND (?2 IS NULL OR point = ?2)", params![object, point])?)
+        Ok(self.conn().execute(
+            "DELETE FROM hook WHERE object = ?1 AND (?2 IS NULL OR point = ?2)",
+            params![object, point],
+        )?)
     }
 }

@@ -67,10 +67,13 @@ pub struct DiscoveredRepository {
 
 fn json_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
     let text: String = r.get(i)?;
-    serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
-const ENV_COLS: &str = "id, name, host, port, toolkit_path, scratch_path, host_key, host_key_fingerprint, created_at";
+const ENV_COLS: &str =
+    "id, name, host, port, toolkit_path, scratch_path, host_key, host_key_fingerprint, created_at";
 
 fn row_env(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvironmentRecord> {
     Ok(EnvironmentRecord {
@@ -146,26 +149,50 @@ impl Store {
     }
 
     pub fn get_environment(&self, id: i64) -> Result<Option<EnvironmentRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {ENV_COLS} FROM environment WHERE id = ?1"), [id], row_env).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {ENV_COLS} FROM environment WHERE id = ?1"),
+                [id],
+                row_env,
+            )
+            .optional()?)
     }
 
-    pub fn find_environment_by_name(&self, name: &str) -> Result<Option<EnvironmentRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {ENV_COLS} FROM environment WHERE name = ?1"), [name], row_env).optional()?)
+    pub fn find_environment_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<EnvironmentRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {ENV_COLS} FROM environment WHERE name = ?1"),
+                [name],
+                row_env,
+            )
+            .optional()?)
     }
 
     pub fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {ENV_COLS} FROM environment ORDER BY name"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {ENV_COLS} FROM environment ORDER BY name"))?;
         let rows = stmt.query_map([], row_env)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes an environment with its users, repositories and source configs.
     pub fn delete_environment(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM environment WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM environment WHERE id = ?1", [id])?
+            > 0)
     }
 
-    pub fn environment_users(&self, environment_id: i64) -> Result<Vec<EnvironmentUserRecord>, StoreError> {
+    pub fn environment_users(
+        &self,
+        environment_id: i64,
+    ) -> Result<Vec<EnvironmentUserRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, environment_id, name, auth, secret, is_primary FROM environment_user
@@ -175,7 +202,10 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn get_environment_user(&self, id: i64) -> Result<Option<EnvironmentUserRecord>, StoreError> {
+    pub fn get_environment_user(
+        &self,
+        id: i64,
+    ) -> Result<Option<EnvironmentUserRecord>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -196,12 +226,19 @@ impl Store {
     }
 
     pub fn delete_environment_user(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM environment_user WHERE id = ?1 AND is_primary = 0", [id])? > 0)
+        Ok(self.conn().execute(
+            "DELETE FROM environment_user WHERE id = ?1 AND is_primary = 0",
+            [id],
+        )? > 0)
     }
 
     /// Applies a fresh discovery of one environment in one transaction (see
     /// [`merge_discovery`]).
-    pub fn apply_discovery(&self, environment_id: i64, discovered: &[DiscoveredRepository]) -> Result<(), StoreError> {
+    pub fn apply_discovery(
+        &self,
+        environment_id: i64,
+        discovered: &[DiscoveredRepository],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         merge_discovery(&tx, environment_id, discovered)?;
@@ -209,7 +246,10 @@ impl Store {
         Ok(())
     }
 
-    pub fn list_repositories(&self, environment_id: Option<i64>) -> Result<Vec<RepositoryRecord>, StoreError> {
+    pub fn list_repositories(
+        &self,
+        environment_id: Option<i64>,
+    ) -> Result<Vec<RepositoryRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, environment_id, plugin_id, identity, name, parameters FROM repository
@@ -222,7 +262,11 @@ impl Store {
     /// How many repositories and source configs belong to a plugin.
     pub fn plugin_object_counts(&self, plugin_id: &str) -> Result<(i64, i64), StoreError> {
         let conn = self.conn();
-        let repos = conn.query_row("SELECT COUNT(*) FROM repository WHERE plugin_id = ?1", [plugin_id], |r| r.get(0))?;
+        let repos = conn.query_row(
+            "SELECT COUNT(*) FROM repository WHERE plugin_id = ?1",
+            [plugin_id],
+            |r| r.get(0),
+        )?;
         let configs = conn.query_row(
             "SELECT COUNT(*) FROM source_config WHERE repository_id IN (SELECT id FROM repository WHERE plugin_id = ?1)",
             [plugin_id],
@@ -242,7 +286,10 @@ impl Store {
             .optional()?)
     }
 
-    pub fn list_source_configs(&self, repository_id: Option<i64>) -> Result<Vec<SourceConfigRecord>, StoreError> {
+    pub fn list_source_configs(
+        &self,
+        repository_id: Option<i64>,
+    ) -> Result<Vec<SourceConfigRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, repository_id, identity, name, parameters, discovered FROM source_config
@@ -283,7 +330,10 @@ impl Store {
     }
 
     pub fn delete_source_config(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM source_config WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM source_config WHERE id = ?1", [id])?
+            > 0)
     }
 }
 
@@ -292,8 +342,13 @@ impl Store {
 /// configs added by hand are kept. Repositories of plugins not in
 /// `discovered` are left alone only if the plugin was not asked (callers
 /// pass every plugin they ran discovery for).
-fn merge_discovery(tx: &Transaction<'_>, environment_id: i64, discovered: &[DiscoveredRepository]) -> Result<(), StoreError> {
-    let plugins: std::collections::BTreeSet<&str> = discovered.iter().map(|d| d.plugin_id.as_str()).collect();
+fn merge_discovery(
+    tx: &Transaction<'_>,
+    environment_id: i64,
+    discovered: &[DiscoveredRepository],
+) -> Result<(), StoreError> {
+    let plugins: std::collections::BTreeSet<&str> =
+        discovered.iter().map(|d| d.plugin_id.as_str()).collect();
     let mut kept_repos = Vec::new();
     for d in discovered {
         let existing: Option<i64> = tx
@@ -348,21 +403,29 @@ fn merge_discovery(tx: &Transaction<'_>, environment_id: i64, discovered: &[Disc
             kept_configs.push(id);
         }
         // Vanished discovered configs go; hand-added ones stay.
-        let mut stmt = tx.prepare("SELECT id FROM source_config WHERE repository_id = ?1 AND discovered = 1")?;
-        let ids: Vec<i64> = stmt.query_map([repo_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt =
+            tx.prepare("SELECT id FROM source_config WHERE repository_id = ?1 AND discovered = 1")?;
+        let ids: Vec<i64> = stmt
+            .query_map([repo_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         for id in ids.into_iter().filter(|id| !kept_configs.contains(id)) {
             tx.execute("DELETE FROM source_config WHERE id = ?1", [id])?;
         }
     }
     // Vanished repositories of the plugins asked go, unless a hand-added source config needs them.
     let mut stmt = tx.prepare("SELECT id, plugin_id FROM repository WHERE environment_id = ?1")?;
-    let repos: Vec<(i64, String)> = stmt.query_map([environment_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let repos: Vec<(i64, String)> = stmt
+        .query_map([environment_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     for (id, plugin) in repos {
         if kept_repos.contains(&id) || !plugins.contains(plugin.as_str()) {
             continue;
         }
-        let manual: i64 =
-            tx.query_row("SELECT COUNT(*) FROM source_config WHERE repository_id = ?1 AND discovered = 0", [id], |r| r.get(0))?;
+        let manual: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM source_config WHERE repository_id = ?1 AND discovered = 0",
+            [id],
+            |r| r.get(0),
+        )?;
         if manual == 0 {
             tx.execute("DELETE FROM repository WHERE id = ?1", [id])?;
         }
@@ -389,7 +452,14 @@ mod tests {
     }
 
     fn user() -> EnvironmentUserRecord {
-        EnvironmentUserRecord { id: 0, environment_id: 0, name: "delphix".into(), auth: "password".into(), secret: "enc".into(), is_primary: true }
+        EnvironmentUserRecord {
+            id: 0,
+            environment_id: 0,
+            name: "delphix".into(),
+            auth: "password".into(),
+            secret: "enc".into(),
+            is_primary: true,
+        }
     }
 
     fn repo(identity: &str, configs: &[&str]) -> DiscoveredRepository {
@@ -398,7 +468,10 @@ mod tests {
             identity: identity.into(),
             name: identity.into(),
             parameters: serde_json::json!({"name": identity}),
-            source_configs: configs.iter().map(|c| (c.to_string(), c.to_string(), serde_json::json!({"name": c}))).collect(),
+            source_configs: configs
+                .iter()
+                .map(|c| (c.to_string(), c.to_string(), serde_json::json!({"name": c})))
+                .collect(),
         }
     }
 
@@ -419,9 +492,25 @@ mod tests {
     #[test]
     fn discovery_merges_by_identity_and_keeps_hand_added_configs() {
         let s = store_with_plugin();
-        let id = s.insert_environment(&env(), &user(), &[repo("r1", &["a", "b"]), repo("r2", &["c"])]).unwrap();
-        let r1 = s.list_repositories(Some(id)).unwrap().into_iter().find(|r| r.identity == "r1").unwrap();
-        let a_before = s.list_source_configs(Some(r1.id)).unwrap().into_iter().find(|c| c.identity == "a").unwrap();
+        let id = s
+            .insert_environment(
+                &env(),
+                &user(),
+                &[repo("r1", &["a", "b"]), repo("r2", &["c"])],
+            )
+            .unwrap();
+        let r1 = s
+            .list_repositories(Some(id))
+            .unwrap()
+            .into_iter()
+            .find(|r| r.identity == "r1")
+            .unwrap();
+        let a_before = s
+            .list_source_configs(Some(r1.id))
+            .unwrap()
+            .into_iter()
+            .find(|c| c.identity == "a")
+            .unwrap();
         s.insert_source_config(&SourceConfigRecord {
             id: 0,
             repository_id: r1.id,
@@ -434,13 +523,22 @@ mod tests {
         // r2 vanished; in r1, b vanished and d appeared.
         s.apply_discovery(id, &[repo("r1", &["a", "d"])]).unwrap();
         let repos = s.list_repositories(Some(id)).unwrap();
-        assert_eq!(repos.iter().map(|r| r.identity.as_str()).collect::<Vec<_>>(), vec!["r1"]);
+        assert_eq!(
+            repos
+                .iter()
+                .map(|r| r.identity.as_str())
+                .collect::<Vec<_>>(),
+            vec!["r1"]
+        );
         assert_eq!(repos[0].id, r1.id, "a matched repository keeps its id");
         let configs = s.list_source_configs(Some(r1.id)).unwrap();
         let mut idents: Vec<&str> = configs.iter().map(|c| c.identity.as_str()).collect();
         idents.sort();
         assert_eq!(idents, vec!["a", "d", "manual"]);
-        assert_eq!(configs.iter().find(|c| c.identity == "a").unwrap().id, a_before.id);
+        assert_eq!(
+            configs.iter().find(|c| c.identity == "a").unwrap().id,
+            a_before.id
+        );
         // A duplicate identity is refused by the store.
         assert!(s
             .insert_source_config(&SourceConfigRecord {
@@ -465,9 +563,17 @@ mod tests {
         assert!(users[0].is_primary);
         assert!(!s.delete_environment_user(users[0].id).unwrap());
         let extra = s
-            .insert_environment_user(&EnvironmentUserRecord { environment_id: id, is_primary: false, name: "alice".into(), ..user() })
+            .insert_environment_user(&EnvironmentUserRecord {
+                environment_id: id,
+                is_primary: false,
+                name: "alice".into(),
+                ..user()
+            })
             .unwrap();
         assert!(s.delete_environment_user(extra).unwrap());
-        assert!(s.insert_environment(&env(), &user(), &[]).is_err(), "names are unique");
+        assert!(
+            s.insert_environment(&env(), &user(), &[]).is_err(),
+            "names are unique"
+        );
     }
 }

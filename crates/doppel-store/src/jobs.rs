@@ -31,7 +31,8 @@ fn level_str(l: EventLevel) -> &'static str {
     }
 }
 
-const JOB_COLUMNS: &str = "id, kind, target, state, progress, step, created_at, started_at, finished_at, error, result";
+const JOB_COLUMNS: &str =
+    "id, kind, target, state, progress, step, created_at, started_at, finished_at, error, result";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = r.get(3)?;
@@ -61,14 +62,24 @@ impl Store {
             params![kind, target, now()],
         )?;
         let id = conn.last_insert_rowid();
-        Ok(conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"), [id], row_to_job)?)
+        Ok(conn.query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"),
+            [id],
+            row_to_job,
+        )?)
     }
 
     pub fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let Some(n) = job_number(id) else { return Ok(None) };
+        let Some(n) = job_number(id) else {
+            return Ok(None);
+        };
         Ok(self
             .conn()
-            .query_row(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"), [n], row_to_job)
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"),
+                [n],
+                row_to_job,
+            )
             .optional()?)
     }
 
@@ -81,7 +92,10 @@ impl Store {
              ORDER BY id DESC LIMIT ?3"
         ))?;
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-        let rows = stmt.query_map(params![filter.state.map(JobState::as_str), filter.target, limit], row_to_job)?;
+        let rows = stmt.query_map(
+            params![filter.state.map(JobState::as_str), filter.target, limit],
+            row_to_job,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -113,7 +127,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = job_number(id);
-        let progress = if state == JobState::Succeeded { 100 } else { -1 };
+        let progress = if state == JobState::Succeeded {
+            100
+        } else {
+            -1
+        };
         tx.execute(
             "UPDATE job SET state = ?2, finished_at = ?3, error = ?4, result = ?5,
                progress = CASE WHEN ?6 >= 0 THEN ?6 ELSE progress END WHERE id = ?1",
@@ -137,7 +155,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn add_job_event(&self, id: &str, level: EventLevel, message: &str) -> Result<(), StoreError> {
+    pub fn add_job_event(
+        &self,
+        id: &str,
+        level: EventLevel,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let conn = self.conn();
         insert_event(&conn, job_number(id), level, message)
     }
@@ -168,8 +191,11 @@ impl Store {
     pub fn fail_interrupted_jobs(&self, error: &ApiError) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT id FROM job WHERE state IN ('queued', 'running') ORDER BY id")?;
-            let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = conn
+                .prepare("SELECT id FROM job WHERE state IN ('queued', 'running') ORDER BY id")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
             ids.into_iter().map(|n| format!("JOB-{n}")).collect()
         };
         for id in &ids {
@@ -179,7 +205,12 @@ impl Store {
     }
 }
 
-fn insert_event(conn: &rusqlite::Connection, job: Option<i64>, level: EventLevel, message: &str) -> Result<(), StoreError> {
+fn insert_event(
+    conn: &rusqlite::Connection,
+    job: Option<i64>,
+    level: EventLevel,
+    message: &str,
+) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO job_event (job_id, seq, at, level, message)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_event WHERE job_id = ?1), ?2, ?3, ?4)",
@@ -201,10 +232,20 @@ mod tests {
         assert!(j.id.starts_with("JOB-"));
         s.start_job(&j.id).unwrap();
         s.set_job_progress(&j.id, 40, "copying").unwrap();
-        s.add_job_event(&j.id, EventLevel::Info, "step one").unwrap();
+        s.add_job_event(&j.id, EventLevel::Info, "step one")
+            .unwrap();
         let got = s.get_job(&j.id).unwrap().unwrap();
-        assert_eq!((got.state, got.progress, got.step.as_str()), (JobState::Running, 40, "copying"));
-        s.finish_job(&j.id, JobState::Succeeded, None, Some(&serde_json::json!({"ok": 1}))).unwrap();
+        assert_eq!(
+            (got.state, got.progress, got.step.as_str()),
+            (JobState::Running, 40, "copying")
+        );
+        s.finish_job(
+            &j.id,
+            JobState::Succeeded,
+            None,
+            Some(&serde_json::json!({"ok": 1})),
+        )
+        .unwrap();
         let got = s.get_job(&j.id).unwrap().unwrap();
         assert_eq!((got.state, got.progress), (JobState::Succeeded, 100));
         assert_eq!(got.result.unwrap()["ok"], 1);
@@ -221,20 +262,32 @@ mod tests {
         let b = s.create_job("B", None).unwrap();
         let c = s.create_job("C", None).unwrap();
         s.start_job(&b.id).unwrap();
-        s.finish_job(&c.id, JobState::Succeeded, None, None).unwrap();
+        s.finish_job(&c.id, JobState::Succeeded, None, None)
+            .unwrap();
         let reason = ApiError {
             code: ErrorCode::Internal,
             message: "the engine restarted".into(),
             action: None,
             details: vec![],
             output: None,
-        correlation_id: None,
+            correlation_id: None,
         };
         let failed = s.fail_interrupted_jobs(&reason).unwrap();
         assert_eq!(failed, vec![a.id.clone(), b.id.clone()]);
-        assert_eq!(s.get_job(&b.id).unwrap().unwrap().error.unwrap().message, "the engine restarted");
-        assert_eq!(s.get_job(&c.id).unwrap().unwrap().state, JobState::Succeeded);
-        let running = s.list_jobs(&JobFilter { state: Some(JobState::Failed), ..Default::default() }).unwrap();
+        assert_eq!(
+            s.get_job(&b.id).unwrap().unwrap().error.unwrap().message,
+            "the engine restarted"
+        );
+        assert_eq!(
+            s.get_job(&c.id).unwrap().unwrap().state,
+            JobState::Succeeded
+        );
+        let running = s
+            .list_jobs(&JobFilter {
+                state: Some(JobState::Failed),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(running.len(), 2);
         assert_eq!(running[0].id, b.id, "newest first");
     }

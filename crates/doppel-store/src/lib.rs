@@ -10,16 +10,19 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod datasets;
 mod environments;
 mod jobs;
-mod datasets;
 mod mounts;
-pub use environments::{DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord, SourceConfigRecord};
+pub use environments::{
+    DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
+    SourceConfigRecord,
+};
 pub use jobs::JobFilter;
 mod users;
-pub use users::{TokenRecord, UserDeletion, UserRecord};
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
+pub use users::{TokenRecord, UserDeletion, UserRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -185,7 +188,10 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("metadata store {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("metadata store is at schema version {found}, newer than this engine knows ({known}); upgrade the engine")]
     TooNew { found: i64, known: i64 },
     #[error("metadata store: {0}")]
@@ -213,19 +219,29 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-        let store = Store { conn: Mutex::new(conn) };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
 
     /// An in-memory store, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let store = Store { conn: Mutex::new(Connection::open_in_memory()?) };
+        let store = Store {
+            conn: Mutex::new(Connection::open_in_memory()?),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -239,7 +255,10 @@ impl Store {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew { found: version, known });
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
@@ -288,7 +307,10 @@ impl Store {
 
     /// Deletes a plugin; returns whether it existed.
     pub fn delete_plugin(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM plugin WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM plugin WHERE id = ?1", [id])?
+            > 0)
     }
 }
 
@@ -304,7 +326,10 @@ fn row_to_plugin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PluginRecord,
             code_dir: r.get(4)?,
             installed_at: r.get(5)?,
         }),
-        Err(e) => Err(StoreError::Corrupt { what: format!("plugin {id}"), detail: e.to_string() }),
+        Err(e) => Err(StoreError::Corrupt {
+            what: format!("plugin {id}"),
+            detail: e.to_string(),
+        }),
     })
 }
 
@@ -331,7 +356,10 @@ mod tests {
         let all = s.list_plugins().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].build_number, "1.1");
-        assert_eq!(s.get_plugin(&all[0].id).unwrap().unwrap().definition["name"], "p");
+        assert_eq!(
+            s.get_plugin(&all[0].id).unwrap().unwrap().definition["name"],
+            "p"
+        );
         assert!(s.delete_plugin(&all[0].id).unwrap());
         assert!(!s.delete_plugin(&all[0].id).unwrap());
         assert!(s.get_plugin(&all[0].id).unwrap().is_none());
@@ -341,9 +369,18 @@ mod tests {
     fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        Store::open(&path).unwrap().put_plugin(&record("2")).unwrap();
+        Store::open(&path)
+            .unwrap()
+            .put_plugin(&record("2"))
+            .unwrap();
         assert_eq!(Store::open(&path).unwrap().list_plugins().unwrap().len(), 1);
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

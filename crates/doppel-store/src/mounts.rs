@@ -54,29 +54,53 @@ impl Store {
     }
 
     pub fn get_mount(&self, id: i64) -> Result<Option<MountRecord>, StoreError> {
-        Ok(self.conn().query_row(&format!("SELECT {COLS} FROM mount WHERE id = ?1"), [id], row).optional()?)
-    }
-
-    pub fn find_mount(&self, environment_id: i64, mount_path: &str) -> Result<Option<MountRecord>, StoreError> {
         Ok(self
             .conn()
-            .query_row(&format!("SELECT {COLS} FROM mount WHERE environment_id = ?1 AND mount_path = ?2"), params![environment_id, mount_path], row)
+            .query_row(
+                &format!("SELECT {COLS} FROM mount WHERE id = ?1"),
+                [id],
+                row,
+            )
+            .optional()?)
+    }
+
+    pub fn find_mount(
+        &self,
+        environment_id: i64,
+        mount_path: &str,
+    ) -> Result<Option<MountRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLS} FROM mount WHERE environment_id = ?1 AND mount_path = ?2"),
+                params![environment_id, mount_path],
+                row,
+            )
             .optional()?)
     }
 
     pub fn list_mounts(&self, environment_id: Option<i64>) -> Result<Vec<MountRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM mount WHERE ?1 IS NULL OR environment_id = ?1 ORDER BY id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLS} FROM mount WHERE ?1 IS NULL OR environment_id = ?1 ORDER BY id"
+        ))?;
         let rows = stmt.query_map([environment_id], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn delete_mount(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM mount WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM mount WHERE id = ?1", [id])?
+            > 0)
     }
 
     /// How many mounts use an environment (it cannot be deleted meanwhile).
     pub fn count_mounts(&self, environment_id: i64) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM mount WHERE environment_id = ?1", [environment_id], |r| r.get(0))?)
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM mount WHERE environment_id = ?1",
+            [environment_id],
+            |r| r.get(0),
+        )?)
     }
 }

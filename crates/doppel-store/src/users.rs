@@ -69,11 +69,18 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
 
 impl Store {
     pub fn count_users(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM api_user", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM api_user", [], |r| r.get(0))?)
     }
 
     /// Adds a user; `None` when the name is taken.
-    pub fn create_user(&self, name: &str, password_hash: &str, is_admin: bool) -> Result<Option<UserRecord>, StoreError> {
+    pub fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> Result<Option<UserRecord>, StoreError> {
         let conn = self.conn();
         let n = conn.execute(
             "INSERT INTO api_user (name, password_hash, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -84,19 +91,29 @@ impl Store {
             return Ok(None);
         }
         let id = conn.last_insert_rowid();
-        Ok(Some(conn.query_row(&format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.id = ?1"), [id], row_to_user)?))
+        Ok(Some(conn.query_row(
+            &format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.id = ?1"),
+            [id],
+            row_to_user,
+        )?))
     }
 
     pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         Ok(self
             .conn()
-            .query_row(&format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.name = ?1"), [name], row_to_user)
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.name = ?1"),
+                [name],
+                row_to_user,
+            )
             .optional()?)
     }
 
     pub fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM api_user u ORDER BY u.name"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {USER_COLUMNS} FROM api_user u ORDER BY u.name"
+        ))?;
         let rows = stmt.query_map([], row_to_user)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -106,11 +123,21 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let user = tx
-            .query_row(&format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.name = ?1"), [name], row_to_user)
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.name = ?1"),
+                [name],
+                row_to_user,
+            )
             .optional()?;
-        let Some(user) = user else { return Ok(UserDeletion::NotFound) };
+        let Some(user) = user else {
+            return Ok(UserDeletion::NotFound);
+        };
         if user.is_admin {
-            let admins: i64 = tx.query_row("SELECT COUNT(*) FROM api_user WHERE is_admin = 1", [], |r| r.get(0))?;
+            let admins: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM api_user WHERE is_admin = 1",
+                [],
+                |r| r.get(0),
+            )?;
             if admins <= 1 {
                 return Ok(UserDeletion::LastAdmin);
             }
@@ -123,12 +150,21 @@ impl Store {
 
     /// Records a token digest for a user, valid for `ttl_seconds`; returns
     /// when it expires.
-    pub fn put_token(&self, token_hash: &str, user_id: i64, kind: &str, ttl_seconds: i64) -> Result<String, StoreError> {
+    pub fn put_token(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        kind: &str,
+        ttl_seconds: i64,
+    ) -> Result<String, StoreError> {
         let created = time::OffsetDateTime::now_utc();
         let expires = created + time::Duration::seconds(ttl_seconds);
         let conn = self.conn();
         // Expired tokens are of no use to anyone: sweep them on the way.
-        conn.execute("DELETE FROM api_token WHERE expires_at <= ?1", [stamp(created)])?;
+        conn.execute(
+            "DELETE FROM api_token WHERE expires_at <= ?1",
+            [stamp(created)],
+        )?;
         conn.execute(
             "INSERT INTO api_token (token_hash, user_id, kind, created_at, expires_at, used) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
             params![token_hash, user_id, kind, stamp(created), stamp(expires)],
@@ -170,7 +206,10 @@ impl Store {
     }
 
     pub fn delete_token(&self, token_hash: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM api_token WHERE token_hash = ?1", [token_hash])? == 1)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM api_token WHERE token_hash = ?1", [token_hash])?
+            == 1)
     }
 }
 

@@ -39,7 +39,6 @@
 
 #![deny(missing_docs)]
 
-
 pub mod plugins;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -357,7 +356,10 @@ impl Host {
             .expect("read the host's mount namespace")
             .to_string_lossy()
             .into_owned();
-        host.ns_handle = Some(fs::File::open(format!("/proc/{sshd_pid}/ns/mnt")).expect("hold the host's mount namespace"));
+        host.ns_handle = Some(
+            fs::File::open(format!("/proc/{sshd_pid}/ns/mnt"))
+                .expect("hold the host's mount namespace"),
+        );
         let record = format!("{} {}\n", sshd_pid, host.mnt_ns);
         host.reserved.record(&record);
         host
@@ -890,7 +892,12 @@ fn sshd_config(reserved: &ReservedAddress, root: &Path) -> String {
 
 /// The script run by `unshare` inside the new mount namespace; it ends by
 /// exec'ing sshd, so the spawned pid is sshd's.
-fn setup_script(root_path: &Path, users: &[User], without_bash: bool, exposed: &[PathBuf]) -> String {
+fn setup_script(
+    root_path: &Path,
+    users: &[User],
+    without_bash: bool,
+    exposed: &[PathBuf],
+) -> String {
     let root = root_path.display();
     let mut s = String::new();
     s.push_str("set -eu\n");
@@ -911,10 +918,20 @@ fn setup_script(root_path: &Path, users: &[User], without_bash: bool, exposed: &
     // Exposed paths under a private directory are bound into its private
     // copy first; the recursive binds below carry them along.
     for path in exposed {
-        for (dir, backing) in [("/home", "fs/home"), ("/srv", "fs/srv"), ("/run", "fs/run"), ("/tmp", "fs/tmp"), ("/var/tmp", "fs/var_tmp")] {
+        for (dir, backing) in [
+            ("/home", "fs/home"),
+            ("/srv", "fs/srv"),
+            ("/run", "fs/run"),
+            ("/tmp", "fs/tmp"),
+            ("/var/tmp", "fs/var_tmp"),
+        ] {
             if let Ok(rel) = path.strip_prefix(dir) {
                 let inside = Path::new(backing).join(rel);
-                s.push_str(&format!("mkdir -p '{0}' && mount --bind '{1}' '{0}'\n", inside.display(), path.display()));
+                s.push_str(&format!(
+                    "mkdir -p '{0}' && mount --bind '{1}' '{0}'\n",
+                    inside.display(),
+                    path.display()
+                ));
             }
         }
     }

@@ -9,12 +9,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 fn tool(env: &str, default: &str) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| workspace_root().join(default));
-    assert!(p.exists(), "{} not found; run scripts/test.sh (or scripts/setup.sh --test), or set {env}", p.display());
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(default));
+    assert!(
+        p.exists(),
+        "{} not found; run scripts/test.sh (or scripts/setup.sh --test), or set {env}",
+        p.display()
+    );
     p
 }
 
@@ -29,7 +38,9 @@ pub fn dvp() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -52,7 +63,11 @@ fn tree_hash(dir: &Path) -> String {
         "find . -type f ! -path './build/*' ! -path './src/generated/*' ! -name artifact.json ! -name '.dvp-gen-output' -print0 \
          | sort -z | xargs -0 sha256sum | sha256sum",
     ).current_dir(dir));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 type Cache = Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>;
@@ -60,19 +75,37 @@ type Cache = Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>;
 /// Builds `tests/plugins/<name>` after `tweak` edits a copy of it; returns
 /// the artifact.json. `variant` names the tweak in the cache.
 pub fn build_plugin_with(name: &str, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
-    build_from(&workspace_root().join("tests/plugins").join(name), variant, tweak)
+    build_from(
+        &workspace_root().join("tests/plugins").join(name),
+        variant,
+        tweak,
+    )
 }
 
 /// Builds the example plugin `examples/plugins/<name>`.
 pub fn build_example(name: &str) -> PathBuf {
-    build_from(&workspace_root().join("examples/plugins").join(name), "example", |_| {})
+    build_from(
+        &workspace_root().join("examples/plugins").join(name),
+        "example",
+        |_| {},
+    )
 }
 
 fn build_from(source: &Path, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
-    let name = source.file_name().expect("a plugin directory").to_string_lossy().into_owned();
+    let name = source
+        .file_name()
+        .expect("a plugin directory")
+        .to_string_lossy()
+        .into_owned();
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let key = format!("{name}-{variant}");
-    let cell = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+    let cell = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
     cell.get_or_init(|| {
         let base = build_dir();
         let scratch = tempfile::tempdir_in(&base).expect("scratch directory");
@@ -104,7 +137,9 @@ pub fn template_artifact() -> PathBuf {
             let scratch = tempfile::tempdir_in(build_dir()).expect("scratch directory");
             let dir = scratch.path().join("tmpl");
             std::fs::create_dir(&dir).expect("template directory");
-            run(Command::new(dvp()).args(["init", "-n", "template", "-s", "STAGED", "-t", "UNIX"]).current_dir(&dir));
+            run(Command::new(dvp())
+                .args(["init", "-n", "template", "-s", "STAGED", "-t", "UNIX"])
+                .current_dir(&dir));
             run(Command::new(dvp()).arg("build").current_dir(&dir));
             let out = build_dir().join(format!("template-{}.json", std::process::id()));
             std::fs::copy(dir.join("artifact.json"), &out).expect("copy template artifact");

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{Key, XChaCha20Poly1305};
-use doppel_store::{DSourceRecord, DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, SnapshotRecord, Store, VdbRecord};
+use doppel_store::{
+    DSourceRecord, DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, SnapshotRecord,
+    Store, VdbRecord,
+};
 use serde_json::{json, Value};
 use support::*;
 
@@ -32,7 +35,10 @@ fn seal(cipher: &XChaCha20Poly1305, plaintext: &str) -> String {
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let mut out = nonce.to_vec();
     out.extend_from_slice(&cipher.encrypt(&nonce, plaintext.as_bytes()).unwrap());
-    format!("v1:{}", base64::engine::general_purpose::STANDARD.encode(out))
+    format!(
+        "v1:{}",
+        base64::engine::general_purpose::STANDARD.encode(out)
+    )
 }
 
 /// 1,000 VDB records, from one snapshot of one dSource, on one environment.
@@ -104,7 +110,10 @@ fn seed(engine: &Engine, plugin_id: &str) {
             environment_id: env_id,
             user_id: user.id,
             parent_volume: "bench-source".into(),
-            parameters: seal(&cipher, &json!({"mountPath": format!("/mnt/vdb-{i:04}"), "behavior": "ok"}).to_string()),
+            parameters: seal(
+                &cipher,
+                &json!({"mountPath": format!("/mnt/vdb-{i:04}"), "behavior": "ok"}).to_string(),
+            ),
             source_config: Some(json!({"name": format!("vdb-{i:04}")})),
             volume: format!("bench-vdb-{i:04}"),
             enabled: true,
@@ -139,16 +148,29 @@ fn measure(engine: &Engine, path: &str, clients: usize, total: usize) -> (f64, D
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let elapsed = start.elapsed();
     lat.sort();
-    (lat.len() as f64 / elapsed.as_secs_f64(), lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+    (
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+    )
 }
 
 fn main() {
-    let clients: usize = std::env::var("DOPPEL_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
-    let requests: usize = std::env::var("DOPPEL_BENCH_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let clients: usize = std::env::var("DOPPEL_BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let requests: usize = std::env::var("DOPPEL_BENCH_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let engine = Engine::start();
     let plugin = engine.install(&build_plugin("all-ops-staged"));
     let t = Instant::now();
@@ -156,21 +178,48 @@ fn main() {
     let seeded = t.elapsed();
 
     let http = reqwest::blocking::Client::new();
-    let list: Vec<Value> =
-        http.get(format!("{}/api/v1/vdbs", engine.url)).bearer_auth(&engine.token).send().unwrap().json().unwrap();
+    let list: Vec<Value> = http
+        .get(format!("{}/api/v1/vdbs", engine.url))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(list.len(), VDBS, "the engine lists every seeded VDB");
     let one = list[VDBS / 2]["reference"].as_str().unwrap().to_owned();
-    let body_bytes = http.get(format!("{}/api/v1/vdbs", engine.url)).bearer_auth(&engine.token).send().unwrap().bytes().unwrap().len();
+    let body_bytes = http
+        .get(format!("{}/api/v1/vdbs", engine.url))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .len();
 
     // Warm up, then measure.
     measure(&engine, "/api/v1/health", clients, 200);
     let rows = [
-        ("GET /api/v1/health (baseline)", "/api/v1/health".to_owned(), requests),
-        ("GET /api/v1/vdbs/{vdb}", format!("/api/v1/vdbs/{one}"), requests),
-        ("GET /api/v1/vdbs (1,000 VDBs)", "/api/v1/vdbs".to_owned(), (requests / 10).max(clients)),
+        (
+            "GET /api/v1/health (baseline)",
+            "/api/v1/health".to_owned(),
+            requests,
+        ),
+        (
+            "GET /api/v1/vdbs/{vdb}",
+            format!("/api/v1/vdbs/{one}"),
+            requests,
+        ),
+        (
+            "GET /api/v1/vdbs (1,000 VDBs)",
+            "/api/v1/vdbs".to_owned(),
+            (requests / 10).max(clients),
+        ),
     ];
     println!("API throughput: {clients} concurrent clients on 127.0.0.1 (seeded {VDBS} VDBs in {:.1} s; list body {} KiB)", seeded.as_secs_f64(), body_bytes / 1024);
-    println!("{:<32} {:>9} {:>10} {:>10} {:>10}", "request", "count", "req/s", "median ms", "p99 ms");
+    println!(
+        "{:<32} {:>9} {:>10} {:>10} {:>10}",
+        "request", "count", "req/s", "median ms", "p99 ms"
+    );
     for (name, path, count) in rows {
         let (rps, median, p99) = measure(&engine, &path, clients, count);
         println!(

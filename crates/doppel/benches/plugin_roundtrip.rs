@@ -32,7 +32,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let artifact = build_plugin("all-ops-staged");
     let request = json!({
         "repository": {"parameters": pdo(json!({"name": "r"}))},
@@ -73,13 +76,17 @@ fn main() {
     let engine = rt
         .block_on(doppel_engine::Engine::open(doppel_engine::EngineConfig {
             data_dir: data.path().to_owned(),
-            pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+            pool: doppel_engine::PoolOptions {
+                driver: Some(doppel_engine::DriverKind::Copy),
+                ..Default::default()
+            },
             python: python(),
             deadlines: Default::default(),
             auth: Default::default(),
         }))
         .unwrap();
-    rt.block_on(engine.install_plugin(&std::fs::read(&artifact).unwrap())).unwrap();
+    rt.block_on(engine.install_plugin(&std::fs::read(&artifact).unwrap()))
+        .unwrap();
     let call = || doppel_engine::PluginInvocation {
         operation: "virtual.status".into(),
         request: request.clone(),
@@ -90,7 +97,9 @@ fn main() {
     let mut worker = Vec::with_capacity(rounds);
     for i in 0..rounds + 50 {
         let t = Instant::now();
-        let out = rt.block_on(engine.invoke_plugin("doppel-all-ops-staged", call())).unwrap();
+        let out = rt
+            .block_on(engine.invoke_plugin("doppel-all-ops-staged", call()))
+            .unwrap();
         if i >= 50 {
             worker.push(t.elapsed());
         }
@@ -105,7 +114,14 @@ fn main() {
     let mut http = Vec::with_capacity(rounds);
     for i in 0..rounds + 50 {
         let t = Instant::now();
-        client.invoke("doppel-all-ops-staged", "virtual.status", request.clone(), None).unwrap();
+        client
+            .invoke(
+                "doppel-all-ops-staged",
+                "virtual.status",
+                request.clone(),
+                None,
+            )
+            .unwrap();
         if i >= 50 {
             http.push(t.elapsed());
         }
@@ -113,11 +129,26 @@ fn main() {
 
     let base = median(baseline.clone());
     println!("plugin operation round trip (virtual.status, warm worker), {rounds} calls each");
-    println!("{:<34} {:>10} {:>10} {:>12}", "path", "median ms", "p99 ms", "x baseline");
-    for (name, v) in [("baseline: python JSON echo", &baseline), ("engine -> worker (in-process)", &worker), ("HTTP API -> engine -> worker", &http)] {
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "path", "median ms", "p99 ms", "x baseline"
+    );
+    for (name, v) in [
+        ("baseline: python JSON echo", &baseline),
+        ("engine -> worker (in-process)", &worker),
+        ("HTTP API -> engine -> worker", &http),
+    ] {
         let m = median(v.clone());
-        println!("{name:<34} {:>10.3} {:>10.3} {:>12.2}", ms(m), ms(p99(v.clone())), m.as_secs_f64() / base.as_secs_f64());
+        println!(
+            "{name:<34} {:>10.3} {:>10.3} {:>12.2}",
+            ms(m),
+            ms(p99(v.clone())),
+            m.as_secs_f64() / base.as_secs_f64()
+        );
     }
     let m = median(worker);
-    println!("target: engine -> worker median under 5 ms: {}", if ms(m) < 5.0 { "met" } else { "NOT met" });
+    println!(
+        "target: engine -> worker median under 5 ms: {}",
+        if ms(m) < 5.0 { "met" } else { "NOT met" }
+    );
 }

@@ -7,8 +7,14 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "doppel", version, about = "Doppel: thin, instant copies of any dataset, provisioned anywhere.")]
-#[command(after_help = "Examples:\n  doppel serve --data-dir /var/lib/doppel\n  doppel plugin install artifact.json\n  doppel plugin list -o json")]
+#[command(
+    name = "doppel",
+    version,
+    about = "Doppel: thin, instant copies of any dataset, provisioned anywhere."
+)]
+#[command(
+    after_help = "Examples:\n  doppel serve --data-dir /var/lib/doppel\n  doppel plugin install artifact.json\n  doppel plugin list -o json"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use doppel_engine::{Deadlines, Engine, EngineConfig};
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  DOPPEL_PYTHON=.venv/worker/bin/python doppel serve --data-dir /var/lib/doppel --listen 127.0.0.1:7878")]
+#[command(
+    after_help = "Example:\n  DOPPEL_PYTHON=.venv/worker/bin/python doppel serve --data-dir /var/lib/doppel --listen 127.0.0.1:7878"
+)]
 pub struct ServeArgs {
     /// Where metadata, plugins and the storage pool live.
     #[arg(long, env = "DOPPEL_DATA_DIR", default_value = "/var/lib/doppel")]
@@ -44,10 +46,20 @@ pub struct ServeArgs {
     #[arg(long, env = "DOPPEL_ADMIN_PASSWORD_FILE")]
     admin_password_file: Option<PathBuf>,
     /// Seconds a Delphix-compatible cookie session lasts.
-    #[arg(long, env = "DOPPEL_SESSION_TTL", default_value_t = 3600.0, hide = true)]
+    #[arg(
+        long,
+        env = "DOPPEL_SESSION_TTL",
+        default_value_t = 3600.0,
+        hide = true
+    )]
     session_ttl: f64,
     /// Seconds a single-use upload or download token lasts.
-    #[arg(long, env = "DOPPEL_SINGLE_USE_TOKEN_TTL", default_value_t = 600.0, hide = true)]
+    #[arg(
+        long,
+        env = "DOPPEL_SINGLE_USE_TOKEN_TTL",
+        default_value_t = 600.0,
+        hide = true
+    )]
     single_use_token_ttl: f64,
     /// Log format: text or json.
     #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
@@ -64,7 +76,9 @@ fn parse_driver(s: &str) -> Result<doppel_engine::DriverKind, String> {
         "btrfs" => Ok(DriverKind::Btrfs),
         "reflink" => Ok(DriverKind::Reflink),
         "copy" => Ok(DriverKind::Copy),
-        _ => Err(format!("{s:?} is not a storage driver: use btrfs, reflink or copy")),
+        _ => Err(format!(
+            "{s:?} is not a storage driver: use btrfs, reflink or copy"
+        )),
     }
 }
 
@@ -72,13 +86,17 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err(format!("--{name} must be a positive number of seconds, not {v}"))
+        Err(format!(
+            "--{name} must be a positive number of seconds, not {v}"
+        ))
     }
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DOPPEL_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter)
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DOPPEL_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if args.log_format == "json" {
@@ -108,14 +126,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let pool = doppel_engine::PoolOptions {
         size: args.pool_size,
         reserve: args.pool_reserve,
         driver: args.pool_driver,
         ..Default::default()
     };
-    let config = EngineConfig { data_dir: args.data_dir, pool, python: args.python, deadlines, auth };
+    let config = EngineConfig {
+        data_dir: args.data_dir,
+        pool,
+        python: args.python,
+        deadlines,
+        auth,
+    };
     match runtime.block_on(serve(config, args.listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -130,10 +157,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
 fn auth_config(args: &ServeArgs) -> Result<doppel_engine::auth::AuthConfig, String> {
     let admin_password = match &args.admin_password_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("--admin-password-file {}: {e}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--admin-password-file {}: {e}", f.display()))?;
             Some(text.trim_end_matches(['\n', '\r']).to_owned())
         }
-        None => std::env::var("DOPPEL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()),
+        None => std::env::var("DOPPEL_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
     };
     Ok(doppel_engine::auth::AuthConfig {
         admin_password,

@@ -17,7 +17,10 @@ use serde_json::Value;
 pub async fn open_engine(dir: &Path) -> Arc<Engine> {
     Engine::open(EngineConfig {
         data_dir: dir.to_owned(),
-        pool: doppel_engine::PoolOptions { driver: Some(doppel_engine::DriverKind::Copy), ..Default::default() },
+        pool: doppel_engine::PoolOptions {
+            driver: Some(doppel_engine::DriverKind::Copy),
+            ..Default::default()
+        },
         python: plugins::python(),
         deadlines: Default::default(),
         auth: Default::default(),
@@ -43,8 +46,13 @@ pub async fn wait(engine: &Arc<Engine>, job: Job) -> Job {
 pub async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) -> Value {
     let u = host.user(user);
     let credentials = match &u.password {
-        Some(p) => UserCredentials::Password { password: p.clone() },
-        None => UserCredentials::Key { private_key: u.private_key_pem.clone().unwrap(), passphrase: None },
+        Some(p) => UserCredentials::Password {
+            password: p.clone(),
+        },
+        None => UserCredentials::Key {
+            private_key: u.private_key_pem.clone().unwrap(),
+            passphrase: None,
+        },
     };
     let job = engine
         .add_environment(AddEnvironment {
@@ -66,10 +74,21 @@ pub async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) 
 pub fn trust(from: &Host, to: &Host, user: &str) {
     let home = format!("/home/{user}/.ssh");
     to.mkdir(&home, user);
-    to.put_file(&format!("{home}/authorized_keys"), format!("{}\n", from.user(user).public_key.clone().unwrap()).as_bytes(), user);
+    to.put_file(
+        &format!("{home}/authorized_keys"),
+        format!("{}\n", from.user(user).public_key.clone().unwrap()).as_bytes(),
+        user,
+    );
     from.mkdir(&home, user);
-    from.put_file(&format!("{home}/id_ed25519"), from.user(user).private_key_pem.clone().unwrap().as_bytes(), user);
-    for (h, p) in [(to, format!("{home}/authorized_keys")), (from, format!("{home}/id_ed25519"))] {
+    from.put_file(
+        &format!("{home}/id_ed25519"),
+        from.user(user).private_key_pem.clone().unwrap().as_bytes(),
+        user,
+    );
+    for (h, p) in [
+        (to, format!("{home}/authorized_keys")),
+        (from, format!("{home}/id_ed25519")),
+    ] {
         h.command(&["chmod", "700", &home]);
         h.command(&["chmod", "600", &p]);
     }

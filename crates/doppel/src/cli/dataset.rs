@@ -11,7 +11,9 @@ use super::{json_arg, table, CliError, Ctx};
 pub enum DSourceCommand {
     /// Link a source config: create its dataset, mount it on the staging
     /// host (staged plugins), and run the first sync.
-    #[command(after_help = "Example:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging \\\n    --params '{\"sourceHost\": \"10.0.0.5\", \"sourceUser\": \"delphix\"}'")]
+    #[command(
+        after_help = "Example:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging \\\n    --params '{\"sourceHost\": \"10.0.0.5\", \"sourceUser\": \"delphix\"}'"
+    )]
     Link {
         /// Default: the source config's name.
         #[arg(long)]
@@ -47,7 +49,9 @@ pub enum DSourceCommand {
         no_wait: bool,
     },
     /// Copy a snapshot (default: the latest) into a directory of a host (V2P).
-    #[command(after_help = "Example:\n  doppel dsource export NAME --env restore --target /srv/restore")]
+    #[command(
+        after_help = "Example:\n  doppel dsource export NAME --env restore --target /srv/restore"
+    )]
     Export {
         dsource: String,
         #[command(flatten)]
@@ -66,14 +70,18 @@ pub enum DSourceCommand {
         no_wait: bool,
     },
     /// Show hooks, or set them with --set (an empty script removes one).
-    #[command(after_help = "Example:\n  doppel dsource hooks tree --set pre-sync=@quiesce.sh --set post-sync=")]
+    #[command(
+        after_help = "Example:\n  doppel dsource hooks tree --set pre-sync=@quiesce.sh --set post-sync="
+    )]
     Hooks {
         dsource: String,
         #[arg(long = "set", value_name = "POINT=SCRIPT|@FILE")]
         set: Vec<String>,
     },
     List,
-    Show { dsource: String },
+    Show {
+        dsource: String,
+    },
     /// Unmount and destroy a dSource and its snapshots (refused while VDBs use it).
     Delete {
         dsource: String,
@@ -97,7 +105,9 @@ pub enum SnapshotCommand {
 #[derive(Subcommand)]
 pub enum VdbCommand {
     /// Provision a writable thin copy of a snapshot onto a target environment.
-    #[command(after_help = "Example:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb provision --name old --from tree@SNAPSHOT-1 --env target --params @vdb.json")]
+    #[command(
+        after_help = "Example:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb provision --name old --from tree@SNAPSHOT-1 --env target --params @vdb.json"
+    )]
     Provision {
         #[arg(long)]
         name: String,
@@ -139,14 +149,19 @@ pub enum VdbCommand {
         no_wait: bool,
     },
     /// Copy a snapshot (default: the latest) into a directory of a host (V2P).
-    #[command(after_help = "Example:\n  doppel vdb export NAME --env restore --target /srv/restore")]
+    #[command(
+        after_help = "Example:\n  doppel vdb export NAME --env restore --target /srv/restore"
+    )]
     Export {
         vdb: String,
         #[command(flatten)]
         export: ExportArgs,
     },
     /// Create a VDB with no data, initialized by the plugin.
-    #[command(name = "create-empty", after_help = "Example:\n  doppel vdb create-empty --name scratch --plugin myplugin --env target --params @vdb.json")]
+    #[command(
+        name = "create-empty",
+        after_help = "Example:\n  doppel vdb create-empty --name scratch --plugin myplugin --env target --params @vdb.json"
+    )]
     CreateEmpty {
         #[arg(long)]
         name: String,
@@ -196,7 +211,9 @@ pub enum VdbCommand {
         set: Vec<String>,
     },
     List,
-    Show { vdb: String },
+    Show {
+        vdb: String,
+    },
     Delete {
         vdb: String,
         #[arg(long)]
@@ -224,15 +241,44 @@ fn ds_rows(list: &[DSource]) {
             ]
         })
         .collect();
-    table(&["NAME", "REFERENCE", "SOURCE CONFIG", "STAGING", "SNAPSHOTS", "LATEST"], rows);
+    table(
+        &[
+            "NAME",
+            "REFERENCE",
+            "SOURCE CONFIG",
+            "STAGING",
+            "SNAPSHOTS",
+            "LATEST",
+        ],
+        rows,
+    );
 }
 
 fn vdb_rows(list: &[Vdb]) {
     let rows = list
         .iter()
-        .map(|v| vec![v.name.clone(), v.reference.clone(), v.environment.clone(), v.parent_dataset.clone(), v.timeflows.to_string(), v.snapshots.to_string()])
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.reference.clone(),
+                v.environment.clone(),
+                v.parent_dataset.clone(),
+                v.timeflows.to_string(),
+                v.snapshots.to_string(),
+            ]
+        })
         .collect();
-    table(&["NAME", "REFERENCE", "ENVIRONMENT", "PARENT", "TIMEFLOWS", "SNAPSHOTS"], rows);
+    table(
+        &[
+            "NAME",
+            "REFERENCE",
+            "ENVIRONMENT",
+            "PARENT",
+            "TIMEFLOWS",
+            "SNAPSHOTS",
+        ],
+        rows,
+    );
 }
 
 fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&Value) {
@@ -280,14 +326,26 @@ fn export(ctx: &Ctx, dataset: &str, args: ExportArgs) -> Result<(), CliError> {
         target_directory: args.target,
         parameters: json_arg("--params", &args.params)?,
     };
-    run_job(ctx, ctx.client.export_snapshot(&req)?, args.no_wait, show_json)
+    run_job(
+        ctx,
+        ctx.client.export_snapshot(&req)?,
+        args.no_wait,
+        show_json,
+    )
 }
 
 /// Shows an object's hooks, after setting those given.
 fn hooks(ctx: &Ctx, object: &str, set: &[String]) -> Result<(), CliError> {
-    let current = if set.is_empty() { ctx.client.hooks(object)? } else { ctx.client.set_hooks(object, &hook_args(set)?)? };
+    let current = if set.is_empty() {
+        ctx.client.hooks(object)?
+    } else {
+        ctx.client.set_hooks(object, &hook_args(set)?)?
+    };
     ctx.print(&current, |h| {
-        let rows = h.iter().map(|(p, s)| vec![p.clone(), s.lines().next().unwrap_or_default().to_owned()]).collect();
+        let rows = h
+            .iter()
+            .map(|(p, s)| vec![p.clone(), s.lines().next().unwrap_or_default().to_owned()])
+            .collect();
         table(&["POINT", "SCRIPT (first line)"], rows);
     });
     Ok(())
@@ -297,9 +355,15 @@ fn hooks(ctx: &Ctx, object: &str, set: &[String]) -> Result<(), CliError> {
 fn hook_args(args: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     args.iter()
         .map(|a| {
-            let (point, script) = a.split_once('=').ok_or_else(|| CliError::Usage(format!("--hook {a:?}: expected POINT=SCRIPT or POINT=@FILE")))?;
+            let (point, script) = a.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--hook {a:?}: expected POINT=SCRIPT or POINT=@FILE"
+                ))
+            })?;
             let script = match script.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("--hook {point}: cannot read {path}: {e}")))?,
+                Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                    CliError::Usage(format!("--hook {point}: cannot read {path}: {e}"))
+                })?,
                 None => script.to_owned(),
             };
             Ok((point.to_owned(), script))
@@ -314,7 +378,15 @@ fn show_json(v: &Value) {
 pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
-        DSourceCommand::Link { name, source_config, staging_env, staging_user, params, hooks, no_wait } => {
+        DSourceCommand::Link {
+            name,
+            source_config,
+            staging_env,
+            staging_user,
+            params,
+            hooks,
+            no_wait,
+        } => {
             let name = match name {
                 Some(n) => n,
                 None => c.get_source_config(&source_config)?.name,
@@ -329,14 +401,41 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
             };
             run_job(ctx, c.link_dsource(&req)?, no_wait, show_as(ds_rows))?;
         }
-        DSourceCommand::Sync { dsource, params, no_wait } => {
+        DSourceCommand::Sync {
+            dsource,
+            params,
+            no_wait,
+        } => {
             let params = params.map(|p| json_arg("--params", &p)).transpose()?;
-            run_job(ctx, c.sync_dsource(&dsource, params, false)?, no_wait, show_json)?;
+            run_job(
+                ctx,
+                c.sync_dsource(&dsource, params, false)?,
+                no_wait,
+                show_json,
+            )?;
         }
-        DSourceCommand::Resync { dsource, no_wait } => run_job(ctx, c.sync_dsource(&dsource, None, true)?, no_wait, show_json)?,
-        DSourceCommand::Export { dsource, export: args } => export(ctx, &dsource, args)?,
-        DSourceCommand::Enable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "enable")?, no_wait, show_as(ds_rows))?,
-        DSourceCommand::Disable { dsource, no_wait } => run_job(ctx, c.dsource_power(&dsource, "disable")?, no_wait, show_as(ds_rows))?,
+        DSourceCommand::Resync { dsource, no_wait } => run_job(
+            ctx,
+            c.sync_dsource(&dsource, None, true)?,
+            no_wait,
+            show_json,
+        )?,
+        DSourceCommand::Export {
+            dsource,
+            export: args,
+        } => export(ctx, &dsource, args)?,
+        DSourceCommand::Enable { dsource, no_wait } => run_job(
+            ctx,
+            c.dsource_power(&dsource, "enable")?,
+            no_wait,
+            show_as(ds_rows),
+        )?,
+        DSourceCommand::Disable { dsource, no_wait } => run_job(
+            ctx,
+            c.dsource_power(&dsource, "disable")?,
+            no_wait,
+            show_as(ds_rows),
+        )?,
         DSourceCommand::Hooks { dsource, set } => hooks(ctx, &dsource, &set)?,
         DSourceCommand::List => {
             let l = c.list_dsources()?;
@@ -358,7 +457,11 @@ pub fn run_dsource(ctx: &Ctx, cmd: DSourceCommand) -> Result<(), CliError> {
                 }
             });
         }
-        DSourceCommand::Delete { dsource, no_wait } => run_job(ctx, c.delete_dsource(&dsource)?, no_wait, |_| println!("deleted {dsource}"))?,
+        DSourceCommand::Delete { dsource, no_wait } => {
+            run_job(ctx, c.delete_dsource(&dsource)?, no_wait, |_| {
+                println!("deleted {dsource}")
+            })?
+        }
     }
     Ok(())
 }
@@ -385,7 +488,17 @@ pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
                         ]
                     })
                     .collect();
-                table(&["SNAPSHOT", "DATASET", "TIMEFLOW", "CREATED", "UNIQUE BYTES", "METADATA"], rows);
+                table(
+                    &[
+                        "SNAPSHOT",
+                        "DATASET",
+                        "TIMEFLOW",
+                        "CREATED",
+                        "UNIQUE BYTES",
+                        "METADATA",
+                    ],
+                    rows,
+                );
             });
         }
     }
@@ -395,7 +508,15 @@ pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
 pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
-        VdbCommand::Provision { name, from, env, user, params, hooks, no_wait } => {
+        VdbCommand::Provision {
+            name,
+            from,
+            env,
+            user,
+            params,
+            hooks,
+            no_wait,
+        } => {
             let (from, snapshot) = match from.split_once('@') {
                 Some((f, s)) => (f.to_owned(), Some(s.to_owned())),
                 None => (from, None),
@@ -411,18 +532,62 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
             };
             run_job(ctx, c.provision_vdb(&req)?, no_wait, show_as(vdb_rows))?;
         }
-        VdbCommand::Snapshot { vdb, no_wait } => run_job(ctx, c.vdb_action(&vdb, "snapshot", None)?, no_wait, show_json)?,
-        VdbCommand::Refresh { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "refresh", to.as_deref())?, no_wait, show_as(vdb_rows))?,
-        VdbCommand::Rewind { vdb, to, no_wait } => run_job(ctx, c.vdb_action(&vdb, "rewind", Some(&to))?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Snapshot { vdb, no_wait } => run_job(
+            ctx,
+            c.vdb_action(&vdb, "snapshot", None)?,
+            no_wait,
+            show_json,
+        )?,
+        VdbCommand::Refresh { vdb, to, no_wait } => run_job(
+            ctx,
+            c.vdb_action(&vdb, "refresh", to.as_deref())?,
+            no_wait,
+            show_as(vdb_rows),
+        )?,
+        VdbCommand::Rewind { vdb, to, no_wait } => run_job(
+            ctx,
+            c.vdb_action(&vdb, "rewind", Some(&to))?,
+            no_wait,
+            show_as(vdb_rows),
+        )?,
         VdbCommand::Export { vdb, export: args } => export(ctx, &vdb, args)?,
-        VdbCommand::CreateEmpty { name, plugin, env, user, params, hooks, no_wait } => {
-            let req = doppel_model::CreateEmptyVdb { name, plugin, environment: env, user, parameters: json_arg("--params", &params)?, hooks: hook_args(&hooks)? };
+        VdbCommand::CreateEmpty {
+            name,
+            plugin,
+            env,
+            user,
+            params,
+            hooks,
+            no_wait,
+        } => {
+            let req = doppel_model::CreateEmptyVdb {
+                name,
+                plugin,
+                environment: env,
+                user,
+                parameters: json_arg("--params", &params)?,
+                hooks: hook_args(&hooks)?,
+            };
             run_job(ctx, c.create_empty_vdb(&req)?, no_wait, show_as(vdb_rows))?;
         }
-        VdbCommand::Start { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "start")?, no_wait, show_as(vdb_rows))?,
-        VdbCommand::Stop { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "stop")?, no_wait, show_as(vdb_rows))?,
-        VdbCommand::Enable { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "enable")?, no_wait, show_as(vdb_rows))?,
-        VdbCommand::Disable { vdb, no_wait } => run_job(ctx, c.vdb_power(&vdb, "disable")?, no_wait, show_as(vdb_rows))?,
+        VdbCommand::Start { vdb, no_wait } => {
+            run_job(ctx, c.vdb_power(&vdb, "start")?, no_wait, show_as(vdb_rows))?
+        }
+        VdbCommand::Stop { vdb, no_wait } => {
+            run_job(ctx, c.vdb_power(&vdb, "stop")?, no_wait, show_as(vdb_rows))?
+        }
+        VdbCommand::Enable { vdb, no_wait } => run_job(
+            ctx,
+            c.vdb_power(&vdb, "enable")?,
+            no_wait,
+            show_as(vdb_rows),
+        )?,
+        VdbCommand::Disable { vdb, no_wait } => run_job(
+            ctx,
+            c.vdb_power(&vdb, "disable")?,
+            no_wait,
+            show_as(vdb_rows),
+        )?,
         VdbCommand::Hooks { vdb, set } => hooks(ctx, &vdb, &set)?,
         VdbCommand::List => {
             let l = c.list_vdbs()?;
@@ -432,10 +597,16 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
             let v = c.get_vdb(&vdb)?;
             ctx.print(&v, |v| {
                 vdb_rows(std::slice::from_ref(v));
-                println!("dataset: {}\nsource config: {}", v.dataset, v.source_config.clone().unwrap_or_default());
+                println!(
+                    "dataset: {}\nsource config: {}",
+                    v.dataset,
+                    v.source_config.clone().unwrap_or_default()
+                );
             });
         }
-        VdbCommand::Delete { vdb, no_wait } => run_job(ctx, c.delete_vdb(&vdb)?, no_wait, |_| println!("deleted {vdb}"))?,
+        VdbCommand::Delete { vdb, no_wait } => run_job(ctx, c.delete_vdb(&vdb)?, no_wait, |_| {
+            println!("deleted {vdb}")
+        })?,
     }
     Ok(())
 }
@@ -447,9 +618,21 @@ pub fn run_mount(ctx: &Ctx, cmd: MountCommand) -> Result<(), CliError> {
             ctx.print(&l, |l| {
                 let rows = l
                     .iter()
-                    .map(|m| vec![m.id.to_string(), m.environment.clone(), m.mount_path.clone(), m.volume.clone(), m.kind.clone(), m.read_only.to_string()])
+                    .map(|m| {
+                        vec![
+                            m.id.to_string(),
+                            m.environment.clone(),
+                            m.mount_path.clone(),
+                            m.volume.clone(),
+                            m.kind.clone(),
+                            m.read_only.to_string(),
+                        ]
+                    })
                     .collect();
-                table(&["ID", "ENVIRONMENT", "PATH", "DATASET", "KIND", "READ ONLY"], rows);
+                table(
+                    &["ID", "ENVIRONMENT", "PATH", "DATASET", "KIND", "READ ONLY"],
+                    rows,
+                );
             });
         }
     }

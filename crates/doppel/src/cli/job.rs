@@ -45,7 +45,12 @@ fn rows(jobs: &[Job]) {
             ]
         })
         .collect();
-    table(&["ID", "KIND", "TARGET", "STATE", "PROGRESS", "STEP", "CREATED"], rows);
+    table(
+        &[
+            "ID", "KIND", "TARGET", "STATE", "PROGRESS", "STEP", "CREATED",
+        ],
+        rows,
+    );
 }
 
 pub fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
@@ -74,7 +79,9 @@ pub fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
         }
         JobCommand::Cancel { job } => {
             let j = c.cancel_job(&job)?;
-            ctx.print(&j, |j| println!("cancel requested for {} ({})", j.id, j.state.as_str()));
+            ctx.print(&j, |j| {
+                println!("cancel requested for {} ({})", j.id, j.state.as_str())
+            });
         }
     }
     Ok(())
@@ -104,9 +111,11 @@ pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new(100);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos:>3}% {wide_msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos:>3}% {wide_msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         b.set_prefix(id.to_owned());
         b.enable_steady_tick(Duration::from_millis(120));
@@ -118,7 +127,9 @@ pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            eprintln!("detached from {id}; it keeps running. Follow it again with: doppel job wait {id}");
+            eprintln!(
+                "detached from {id}; it keeps running. Follow it again with: doppel job wait {id}"
+            );
             std::process::exit(130);
         }
         let job = c.get_job(id)?;
@@ -144,9 +155,21 @@ pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
 
 /// What every job-starting command does: wait for the job (unless told
 /// not to) and print what it produced with `show`, or its error.
-pub fn run_job(ctx: &Ctx, job: Job, no_wait: bool, show: impl FnOnce(&serde_json::Value)) -> Result<(), CliError> {
+pub fn run_job(
+    ctx: &Ctx,
+    job: Job,
+    no_wait: bool,
+    show: impl FnOnce(&serde_json::Value),
+) -> Result<(), CliError> {
     if no_wait {
-        ctx.print(&job, |j| println!("{} {} (follow with: doppel job wait {})", j.id, j.state.as_str(), j.id));
+        ctx.print(&job, |j| {
+            println!(
+                "{} {} (follow with: doppel job wait {})",
+                j.id,
+                j.state.as_str(),
+                j.id
+            )
+        });
         return Ok(());
     }
     let done = follow(ctx, &job.id)?;

@@ -35,9 +35,11 @@ pub enum UserCommand {
 /// when stdin is not a terminal.
 fn read_password(prompt: &str, confirm: bool) -> Result<String, CliError> {
     if std::io::stdin().is_terminal() {
-        let p = rpassword::prompt_password(prompt).map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+        let p = rpassword::prompt_password(prompt)
+            .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
         if confirm {
-            let again = rpassword::prompt_password("Again: ").map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+            let again = rpassword::prompt_password("Again: ")
+                .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
             if again != p {
                 return Err(CliError::Usage("the passwords differ".into()));
             }
@@ -66,7 +68,9 @@ pub fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), CliError> {
         token: Some(answer.token.clone()),
         user: Some(answer.user.name.clone()),
     };
-    let path = config.save().map_err(|e| CliError::Usage(format!("cannot save the token: {e}")))?;
+    let path = config
+        .save()
+        .map_err(|e| CliError::Usage(format!("cannot save the token: {e}")))?;
     ctx.print(&serde_json::json!({"user": answer.user, "url": config.url, "expires_at": answer.expires_at}), |_| {
         println!(
             "Logged in to {} as {}; the token (until {}) is saved in {}.",
@@ -83,15 +87,33 @@ pub fn run_user(ctx: &Ctx, cmd: UserCommand) -> Result<(), CliError> {
     match cmd {
         UserCommand::Add { name, admin } => {
             let password = read_password(&format!("Password for {name}: "), true)?;
-            let user = ctx.client.add_user(&AddUser { name, password, admin })?;
-            ctx.print(&user, |u| println!("Added user {}{}.", u.name, if u.admin { " (administrator)" } else { "" }));
+            let user = ctx.client.add_user(&AddUser {
+                name,
+                password,
+                admin,
+            })?;
+            ctx.print(&user, |u| {
+                println!(
+                    "Added user {}{}.",
+                    u.name,
+                    if u.admin { " (administrator)" } else { "" }
+                )
+            });
         }
         UserCommand::List => {
             let users = ctx.client.list_users()?;
             ctx.print(&users, |us| {
                 table(
                     &["NAME", "ADMIN", "CREATED"],
-                    us.iter().map(|u| vec![u.name.clone(), if u.admin { "yes" } else { "no" }.into(), u.created_at.clone()]).collect(),
+                    us.iter()
+                        .map(|u| {
+                            vec![
+                                u.name.clone(),
+                                if u.admin { "yes" } else { "no" }.into(),
+                                u.created_at.clone(),
+                            ]
+                        })
+                        .collect(),
                 )
             });
         }

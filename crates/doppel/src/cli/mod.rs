@@ -34,7 +34,9 @@ pub enum Output {
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Linked sources: a dataset kept as a line of snapshots.
-    #[command(after_help = "Examples:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging --params @linked.json\n  doppel dsource sync tree\n  doppel dsource list -o json")]
+    #[command(
+        after_help = "Examples:\n  doppel dsource link --name tree --sourceconfig SOURCE_CONFIG-1 --staging-env staging --params @linked.json\n  doppel dsource sync tree\n  doppel dsource list -o json"
+    )]
     Dsource {
         #[command(flatten)]
         global: Global,
@@ -42,7 +44,9 @@ pub enum ClientCommand {
         command: dataset::DSourceCommand,
     },
     /// Snapshots of dSources and VDBs.
-    #[command(after_help = "Examples:\n  doppel snapshot list --dataset tree\n  doppel snapshot delete SNAPSHOT-3")]
+    #[command(
+        after_help = "Examples:\n  doppel snapshot list --dataset tree\n  doppel snapshot delete SNAPSHOT-3"
+    )]
     Snapshot {
         #[command(flatten)]
         global: Global,
@@ -50,7 +54,9 @@ pub enum ClientCommand {
         command: dataset::SnapshotCommand,
     },
     /// Virtual databases: writable thin copies of snapshots on target hosts.
-    #[command(after_help = "Examples:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb refresh dev\n  doppel vdb rewind dev --to SNAPSHOT-2")]
+    #[command(
+        after_help = "Examples:\n  doppel vdb provision --name dev --from tree --env target --params '{\"mountPath\": \"/srv/vdbs/dev\"}'\n  doppel vdb refresh dev\n  doppel vdb rewind dev --to SNAPSHOT-2"
+    )]
     Vdb {
         #[command(flatten)]
         global: Global,
@@ -66,7 +72,9 @@ pub enum ClientCommand {
         command: dataset::MountCommand,
     },
     /// Hosts the engine manages over SSH, and their users.
-    #[command(after_help = "Examples:\n  doppel env add --name source --host 10.0.0.5 --user delphix --password-file pw.txt\n  doppel env refresh source\n  doppel env user add source --name alice --key-file alice.key")]
+    #[command(
+        after_help = "Examples:\n  doppel env add --name source --host 10.0.0.5 --user delphix --password-file pw.txt\n  doppel env refresh source\n  doppel env user add source --name alice --key-file alice.key"
+    )]
     Env {
         #[command(flatten)]
         global: Global,
@@ -82,7 +90,10 @@ pub enum ClientCommand {
         command: env::RepositoryCommand,
     },
     /// Datasets on hosts: discovered, or added by hand.
-    #[command(name = "sourceconfig", after_help = "Examples:\n  doppel sourceconfig add --env source --repository REPOSITORY-1 --params '{\"name\": \"data\", \"path\": \"/srv/data\"}'\n  doppel sourceconfig list --env source")]
+    #[command(
+        name = "sourceconfig",
+        after_help = "Examples:\n  doppel sourceconfig add --env source --repository REPOSITORY-1 --params '{\"name\": \"data\", \"path\": \"/srv/data\"}'\n  doppel sourceconfig list --env source"
+    )]
     SourceConfig {
         #[command(flatten)]
         global: Global,
@@ -98,7 +109,9 @@ pub enum ClientCommand {
         command: pool::PoolCommand,
     },
     /// Follow and manage jobs: every long operation runs as one.
-    #[command(after_help = "Examples:\n  doppel job list --state running\n  doppel job wait JOB-12\n  doppel job cancel JOB-12")]
+    #[command(
+        after_help = "Examples:\n  doppel job list --state running\n  doppel job wait JOB-12\n  doppel job cancel JOB-12"
+    )]
     Job {
         #[command(flatten)]
         global: Global,
@@ -106,7 +119,9 @@ pub enum ClientCommand {
         command: job::JobCommand,
     },
     /// Install, inspect and exercise plugins (artifacts built by `dvp build`).
-    #[command(after_help = "Examples:\n  doppel plugin install artifact.json\n  doppel plugin logs myplugin --level error\n  doppel plugin invoke myplugin discovery.repository --request @request.json")]
+    #[command(
+        after_help = "Examples:\n  doppel plugin install artifact.json\n  doppel plugin logs myplugin --level error\n  doppel plugin invoke myplugin discovery.repository --request @request.json"
+    )]
     Plugin {
         #[command(flatten)]
         global: Global,
@@ -115,7 +130,9 @@ pub enum ClientCommand {
     },
     /// Log in: asks for the password (read from stdin when it is not a
     /// terminal) and saves a token in ~/.config/doppel/config.json (0600).
-    #[command(after_help = "Examples:\n  doppel login --url http://engine:7878 --user admin\n  doppel login --user admin < password-file\n\nDOPPEL_TOKEN, when set, is used instead of the saved token.")]
+    #[command(
+        after_help = "Examples:\n  doppel login --url http://engine:7878 --user admin\n  doppel login --user admin < password-file\n\nDOPPEL_TOKEN, when set, is used instead of the saved token."
+    )]
     Login {
         #[command(flatten)]
         global: Global,
@@ -123,7 +140,9 @@ pub enum ClientCommand {
         args: login::LoginArgs,
     },
     /// Users of the engine's API (administrators only).
-    #[command(after_help = "Examples:\n  doppel user add alice\n  doppel user list\n  doppel user delete alice")]
+    #[command(
+        after_help = "Examples:\n  doppel user add alice\n  doppel user list\n  doppel user delete alice"
+    )]
     User {
         #[command(flatten)]
         global: Global,
@@ -135,12 +154,20 @@ pub enum ClientCommand {
 pub fn run(cmd: ClientCommand) -> ExitCode {
     let result = match cmd {
         ClientCommand::Env { global, command } => env::run(&Ctx::new(&global), command),
-        ClientCommand::Dsource { global, command } => dataset::run_dsource(&Ctx::new(&global), command),
-        ClientCommand::Snapshot { global, command } => dataset::run_snapshot(&Ctx::new(&global), command),
+        ClientCommand::Dsource { global, command } => {
+            dataset::run_dsource(&Ctx::new(&global), command)
+        }
+        ClientCommand::Snapshot { global, command } => {
+            dataset::run_snapshot(&Ctx::new(&global), command)
+        }
         ClientCommand::Vdb { global, command } => dataset::run_vdb(&Ctx::new(&global), command),
         ClientCommand::Mount { global, command } => dataset::run_mount(&Ctx::new(&global), command),
-        ClientCommand::Repository { global, command } => env::run_repository(&Ctx::new(&global), command),
-        ClientCommand::SourceConfig { global, command } => env::run_source_config(&Ctx::new(&global), command),
+        ClientCommand::Repository { global, command } => {
+            env::run_repository(&Ctx::new(&global), command)
+        }
+        ClientCommand::SourceConfig { global, command } => {
+            env::run_source_config(&Ctx::new(&global), command)
+        }
         ClientCommand::Pool { global, command } => {
             let ctx = Ctx::new(&global);
             pool::run(&ctx, command)
@@ -170,15 +197,25 @@ pub struct Ctx {
 impl Ctx {
     fn new(global: &Global) -> Ctx {
         let config = doppel_client::config::Config::load();
-        let url = global.url.clone().or_else(|| config.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let url = global
+            .url
+            .clone()
+            .or_else(|| config.url.clone())
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
         let token = config.token_for(&url);
-        Ctx { client: Client::with_token(&url, token), output: global.output }
+        Ctx {
+            client: Client::with_token(&url, token),
+            output: global.output,
+        }
     }
 
     /// Prints JSON for scripts, or calls `table` for humans.
     pub fn print<T: serde::Serialize>(&self, value: &T, table: impl FnOnce(&T)) {
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("serialisable")),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serialisable")
+            ),
             Output::Table => table(value),
         }
     }
@@ -197,7 +234,9 @@ pub enum CliError {
 fn exit_code(code: Option<ErrorCode>) -> u8 {
     match code {
         None => 1,
-        Some(ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters) => 3,
+        Some(
+            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters,
+        ) => 3,
         Some(ErrorCode::NotFound) => 4,
         Some(ErrorCode::Conflict) => 5,
         Some(ErrorCode::PluginUserError | ErrorCode::PluginFailed | ErrorCode::HookFailed) => 6,
@@ -240,15 +279,18 @@ fn report(e: CliError) -> ExitCode {
 /// Reads `JSON` inline or `@file`.
 pub fn json_arg(name: &str, raw: &str) -> Result<serde_json::Value, CliError> {
     let text = match raw.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{name}: cannot read {path}: {e}")))?,
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("{name}: cannot read {path}: {e}")))?,
         None => raw.to_owned(),
     };
-    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{name}: not valid JSON ({e})")))
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{name}: not valid JSON ({e})")))
 }
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_header(header.to_vec());
     for r in rows {
         t.add_row(r);
     }

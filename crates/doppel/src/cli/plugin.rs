@@ -28,7 +28,9 @@ pub enum PluginCommand {
         tail: Option<usize>,
     },
     /// Call one plugin operation with a hand-built request (for plugin authors).
-    #[command(after_help = "Example:\n  doppel plugin invoke my-plugin virtual.status --request @request.json")]
+    #[command(
+        after_help = "Example:\n  doppel plugin invoke my-plugin virtual.status --request @request.json"
+    )]
     Invoke {
         plugin: String,
         /// `group.method`, e.g. linked.staged_pre_snapshot.
@@ -41,7 +43,9 @@ pub enum PluginCommand {
         deadline: Option<f64>,
     },
     /// Check parameters against one of a plugin's schemas.
-    #[command(after_help = "Example:\n  doppel plugin validate my-plugin linkedSource --params '{\"path\": \"/data\"}'")]
+    #[command(
+        after_help = "Example:\n  doppel plugin validate my-plugin linkedSource --params '{\"path\": \"/data\"}'"
+    )]
     Validate {
         plugin: String,
         /// linkedSource, virtualSource, snapshotParameters, sourceConfig, repository, virtualToPhysical or snapshot.
@@ -55,7 +59,15 @@ pub enum PluginCommand {
 fn summary_rows(list: &[PluginSummary]) {
     let rows = list
         .iter()
-        .map(|p| vec![p.name.clone(), p.build_number.clone(), p.kind.as_str().to_owned(), p.id.clone(), p.installed_at.clone()])
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.build_number.clone(),
+                p.kind.as_str().to_owned(),
+                p.id.clone(),
+                p.installed_at.clone(),
+            ]
+        })
         .collect();
     table(&["NAME", "BUILD", "KIND", "ID", "INSTALLED"], rows);
 }
@@ -65,7 +77,10 @@ fn show(p: &PluginSummary) {
         vec!["name".into(), p.name.clone()],
         vec!["id".into(), p.id.clone()],
         vec!["build".into(), p.build_number.clone()],
-        vec!["version".into(), p.external_version.clone().unwrap_or_default()],
+        vec![
+            "version".into(),
+            p.external_version.clone().unwrap_or_default(),
+        ],
         vec!["kind".into(), p.kind.as_str().into()],
         vec!["language".into(), p.language.clone()],
         vec!["host types".into(), p.host_types.join(", ")],
@@ -81,9 +96,15 @@ pub fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
     let c = &ctx.client;
     match cmd {
         PluginCommand::Install { file } => {
-            let bytes = std::fs::read(&file).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
             let p = c.install_plugin(bytes)?;
-            ctx.print(&p, |p| println!("installed plugin {} build {} ({})", p.name, p.build_number, p.id));
+            ctx.print(&p, |p| {
+                println!(
+                    "installed plugin {} build {} ({})",
+                    p.name, p.build_number, p.id
+                )
+            });
         }
         PluginCommand::List => {
             let list = c.list_plugins()?;
@@ -97,7 +118,11 @@ pub fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
             let p = c.delete_plugin(&plugin)?;
             ctx.print(&p, |p| println!("deleted plugin {} ({})", p.name, p.id));
         }
-        PluginCommand::Logs { plugin, level, tail } => {
+        PluginCommand::Logs {
+            plugin,
+            level,
+            tail,
+        } => {
             let v = c.plugin_logs(&plugin, &level, tail)?;
             ctx.print(&v, |v| {
                 for line in v["lines"].as_array().into_iter().flatten() {
@@ -105,13 +130,25 @@ pub fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
                 }
             });
         }
-        PluginCommand::Invoke { plugin, operation, request, deadline } => {
+        PluginCommand::Invoke {
+            plugin,
+            operation,
+            request,
+            deadline,
+        } => {
             let request = json_arg("--request", &request)?;
             let result = c.invoke(&plugin, &operation, request, deadline)?;
             // A result is already JSON; both formats print it as such.
-            println!("{}", serde_json::to_string_pretty(&result).expect("serialisable"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).expect("serialisable")
+            );
         }
-        PluginCommand::Validate { plugin, definition, params } => {
+        PluginCommand::Validate {
+            plugin,
+            definition,
+            params,
+        } => {
             let params = json_arg("--params", &params)?;
             let v: Value = c.validate(&plugin, &definition, params)?;
             ctx.print(&v, |_| println!("valid {definition} parameters"));

@@ -28,7 +28,12 @@ fn bytes(v: &Value) -> String {
 }
 
 fn yes(v: &Value) -> String {
-    if v.as_bool().unwrap_or(false) { "yes" } else { "no" }.into()
+    if v.as_bool().unwrap_or(false) {
+        "yes"
+    } else {
+        "no"
+    }
+    .into()
 }
 
 pub fn run(ctx: &Ctx, cmd: PoolCommand) -> Result<(), CliError> {
@@ -37,8 +42,14 @@ pub fn run(ctx: &Ctx, cmd: PoolCommand) -> Result<(), CliError> {
             let s = ctx.client.pool_status()?;
             ctx.print(&s, |s| {
                 let mut rows = vec![
-                    vec!["driver".into(), s["driver"].as_str().unwrap_or_default().to_owned()],
-                    vec!["root".into(), s["root"].as_str().unwrap_or_default().to_owned()],
+                    vec![
+                        "driver".into(),
+                        s["driver"].as_str().unwrap_or_default().to_owned(),
+                    ],
+                    vec![
+                        "root".into(),
+                        s["root"].as_str().unwrap_or_default().to_owned(),
+                    ],
                     vec!["thin clones".into(), yes(&s["thin_clone"])],
                     vec!["instant snapshots".into(), yes(&s["instant_snapshot"])],
                     vec!["atomic snapshots".into(), yes(&s["atomic_snapshot"])],

@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_doppel")).args(args).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "doppel {args:?} --help failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -24,6 +28,9 @@ fn every_command_group_shows_examples() {
     assert!(groups.len() >= 10, "{groups:?}");
     for g in groups {
         let text = help(&[&g]);
-        assert!(text.contains("Example"), "`doppel {g} --help` shows no example:\n{text}");
+        assert!(
+            text.contains("Example"),
+            "`doppel {g} --help` shows no example:\n{text}"
+        );
     }
 }

@@ -13,8 +13,14 @@ const ALL_OPS: &str = "doppel-all-ops-staged";
 /// Plugin workers of the engine whose data directory is `data`.
 fn worker_pids(data: &std::path::Path) -> Vec<u32> {
     let pattern = format!("doppel_worker.py --root {}", data.display());
-    let out = std::process::Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 #[test]
@@ -29,50 +35,129 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
     let mut engine = Engine::start();
     engine.install(&build_plugin("all-ops-staged"));
     engine
-        .cli(&["env", "add", "--name", "host", "--host", &host.address().to_string(), "--port", &host.port().to_string(), "--user", "delphix", "--password-file", pw.to_str().unwrap()])
+        .cli(&[
+            "env",
+            "add",
+            "--name",
+            "host",
+            "--host",
+            &host.address().to_string(),
+            "--port",
+            &host.port().to_string(),
+            "--user",
+            "delphix",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ])
         .ok();
     let configs = engine.cli(&["sourceconfig", "list", "-o", "json"]).json();
-    let (sc1, sc2) = (configs[0]["reference"].as_str().unwrap().to_owned(), configs[1]["reference"].as_str().unwrap().to_owned());
+    let (sc1, sc2) = (
+        configs[0]["reference"].as_str().unwrap().to_owned(),
+        configs[1]["reference"].as_str().unwrap().to_owned(),
+    );
     let link = |name: &str, sc: &str, behavior: &str| {
-        let params = json!({"behavior": behavior, "mountPath": format!("/srv/stage/{name}")}).to_string();
-        engine.cli(&["dsource", "link", "--name", name, "--sourceconfig", sc, "--staging-env", "host", "--params", &params, "--no-wait", "-o", "json"]).json()
+        let params =
+            json!({"behavior": behavior, "mountPath": format!("/srv/stage/{name}")}).to_string();
+        engine
+            .cli(&[
+                "dsource",
+                "link",
+                "--name",
+                name,
+                "--sourceconfig",
+                sc,
+                "--staging-env",
+                "host",
+                "--params",
+                &params,
+                "--no-wait",
+                "-o",
+                "json",
+            ])
+            .json()
     };
     let good = link("good", &sc1, "ok");
-    engine.cli(&["job", "wait", good["id"].as_str().unwrap()]).ok();
+    engine
+        .cli(&["job", "wait", good["id"].as_str().unwrap()])
+        .ok();
 
     // Two jobs that will be inside a plugin operation when the engine dies.
     let stuck_link = link("stuck", &sc2, "hang");
     let stuck_vdb = engine
-        .cli(&["vdb", "provision", "--name", "stuckvdb", "--from", "good", "--env", "host", "--params", r#"{"behavior": "hang", "mountPath": "/srv/stage/vdb"}"#, "--no-wait", "-o", "json"])
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "stuckvdb",
+            "--from",
+            "good",
+            "--env",
+            "host",
+            "--params",
+            r#"{"behavior": "hang", "mountPath": "/srv/stage/vdb"}"#,
+            "--no-wait",
+            "-o",
+            "json",
+        ])
         .json();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The link hangs inside the plugin; the provision has made its clone
         // and record and waits for the plugin's (single) worker.
         let log = engine.cli(&["plugin", "logs", ALL_OPS]).ok().to_owned();
-        let linking = log.contains(&format!("{}|linked.mount_specification] op linked.mount_specification", stuck_link["id"].as_str().unwrap()));
-        let provisioning = engine.cli(&["vdb", "list", "-o", "json"]).json().as_array().is_some_and(|v| !v.is_empty());
+        let linking = log.contains(&format!(
+            "{}|linked.mount_specification] op linked.mount_specification",
+            stuck_link["id"].as_str().unwrap()
+        ));
+        let provisioning = engine
+            .cli(&["vdb", "list", "-o", "json"])
+            .json()
+            .as_array()
+            .is_some_and(|v| !v.is_empty());
         if linking && provisioning {
             break;
         }
-        assert!(Instant::now() < deadline, "the jobs never got under way:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "the jobs never got under way:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let workers_before = worker_pids(engine.data_dir.path());
     assert!(!workers_before.is_empty());
-    assert_eq!(engine.cli(&["dsource", "list", "-o", "json"]).json().as_array().unwrap().len(), 2, "the half-made dSource exists before the crash");
+    assert_eq!(
+        engine
+            .cli(&["dsource", "list", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "the half-made dSource exists before the crash"
+    );
 
     engine.crash_and_restart();
 
     // The plugin workers died with the engine.
     std::thread::sleep(Duration::from_millis(300));
     for pid in &workers_before {
-        assert!(!worker_pids(engine.data_dir.path()).contains(pid), "worker {pid} outlived the engine");
+        assert!(
+            !worker_pids(engine.data_dir.path()).contains(pid),
+            "worker {pid} outlived the engine"
+        );
     }
     for job in [&stuck_link, &stuck_vdb] {
-        let j = engine.cli(&["job", "show", job["id"].as_str().unwrap(), "-o", "json"]).json();
+        let j = engine
+            .cli(&["job", "show", job["id"].as_str().unwrap(), "-o", "json"])
+            .json();
         assert_eq!(j["state"], "failed", "{j}");
-        assert!(j["error"]["message"].as_str().unwrap().contains("interrupted"), "{j}");
+        assert!(
+            j["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("interrupted"),
+            "{j}"
+        );
     }
     // Reconciliation runs in the background after the start.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -83,48 +168,117 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
             assert_eq!(dsources[0]["name"], "good");
             break;
         }
-        assert!(Instant::now() < deadline, "half-made objects stayed: {dsources} {vdbs}");
+        assert!(
+            Instant::now() < deadline,
+            "half-made objects stayed: {dsources} {vdbs}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let pool = engine.cli(&["pool", "status", "-o", "json"]).json();
-    assert_eq!(pool["volumes"], 1, "only the good dSource's dataset is left: {pool}");
+    assert_eq!(
+        pool["volumes"], 1,
+        "only the good dSource's dataset is left: {pool}"
+    );
     let mounts = engine.cli(&["mount", "list", "-o", "json"]).json();
     assert_eq!(mounts.as_array().unwrap().len(), 1, "{mounts}");
     assert_eq!(mounts[0]["mount_path"], "/srv/stage/good");
     // The good dSource's staging mount was re-established and works.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !host.sh_output("delphix", "mountpoint -q /srv/stage/good").status.success() {
-        assert!(Instant::now() < deadline, "the staging mount did not come back");
+    while !host
+        .sh_output("delphix", "mountpoint -q /srv/stage/good")
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the staging mount did not come back"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     engine.cli(&["dsource", "sync", "good"]).ok();
     // show asks the plugin: the all-ops plugin's status and size (8 KiB records by default).
-    let shown = engine.cli(&["dsource", "show", "good", "-o", "json"]).json();
+    let shown = engine
+        .cli(&["dsource", "show", "good", "-o", "json"])
+        .json();
     assert_eq!(shown["status"], "ACTIVE", "{shown}");
     assert_eq!(shown["size_bytes"], 8192, "{shown}");
-    assert_eq!(shown["staging_mount"], format!("{}:/srv/stage/good", shown["staging_environment"].as_str().unwrap()));
+    assert_eq!(
+        shown["staging_mount"],
+        format!(
+            "{}:/srv/stage/good",
+            shown["staging_environment"].as_str().unwrap()
+        )
+    );
 
     // A plugin UserError mid-provision: the job fails with the plugin's
     // message and action, and no clone, mount or record is left.
     let before = engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"].clone();
-    let failed = engine.cli(&["vdb", "provision", "--name", "refused", "--from", "good", "--env", "host", "--params", r#"{"behavior": "user_error", "mountPath": "/srv/stage/refused"}"#]);
+    let failed = engine.cli(&[
+        "vdb",
+        "provision",
+        "--name",
+        "refused",
+        "--from",
+        "good",
+        "--env",
+        "host",
+        "--params",
+        r#"{"behavior": "user_error", "mountPath": "/srv/stage/refused"}"#,
+    ]);
     let stderr = failed.fails(6);
-    assert!(stderr.contains("requested user error") && stderr.contains("action: Set behavior to ok."), "{stderr}");
+    assert!(
+        stderr.contains("requested user error") && stderr.contains("action: Set behavior to ok."),
+        "{stderr}"
+    );
     assert_eq!(engine.cli(&["vdb", "list", "-o", "json"]).json(), json!([]));
-    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], before);
-    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"],
+        before
+    );
+    assert_eq!(
+        engine
+            .cli(&["mount", "list", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // An empty VDB: mounted where the plugin says, initialized by the plugin.
     let empty = engine
-        .cli(&["vdb", "create-empty", "--name", "empty", "--plugin", ALL_OPS, "--env", "host", "--params", r#"{"behavior": "ok", "mountPath": "/srv/stage/empty"}"#, "-o", "json"])
+        .cli(&[
+            "vdb",
+            "create-empty",
+            "--name",
+            "empty",
+            "--plugin",
+            ALL_OPS,
+            "--env",
+            "host",
+            "--params",
+            r#"{"behavior": "ok", "mountPath": "/srv/stage/empty"}"#,
+            "-o",
+            "json",
+        ])
         .json();
     assert_eq!(empty["source_config"]["origin"], "initialize", "{empty}");
-    assert!(host.sh_output("delphix", "mountpoint -q /srv/stage/empty").status.success());
+    assert!(host
+        .sh_output("delphix", "mountpoint -q /srv/stage/empty")
+        .status
+        .success());
     host.sh("delphix", "echo fresh > /srv/stage/empty/new.txt");
     let refresh = engine.cli(&["vdb", "refresh", "empty"]);
-    assert!(refresh.fails(5).contains("created empty"), "{}", refresh.stderr);
+    assert!(
+        refresh.fails(5).contains("created empty"),
+        "{}",
+        refresh.stderr
+    );
     engine.cli(&["vdb", "snapshot", "empty"]).ok();
     engine.cli(&["vdb", "delete", "empty"]).ok();
     engine.cli(&["dsource", "delete", "good"]).ok();
-    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], 0);
+    assert_eq!(
+        engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"],
+        0
+    );
 }

@@ -18,7 +18,11 @@ const ALL_OPS: &str = "doppel-all-ops-staged";
 fn dvp_with_password(args: &[&str], password: &str, dir: &Path) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(dvp());
-    cmd.args(args).current_dir(dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: setsid(2) only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -27,12 +31,22 @@ fn dvp_with_password(args: &[&str], password: &str, dir: &Path) -> Output {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn show(o: &Output) -> String {
-    format!("{}\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn host_port(engine: &Engine) -> String {
@@ -45,7 +59,19 @@ fn dvp_upload_installs_and_upgrades_and_dvp_download_logs_fetches_the_logs() {
     let work = tempfile::tempdir().unwrap();
     let artifact = build_plugin("all-ops-staged");
     let e = host_port(&engine);
-    let out = dvp_with_password(&["upload", "-e", &e, "-u", "admin", "-a", artifact.to_str().unwrap()], ADMIN_PASSWORD, work.path());
+    let out = dvp_with_password(
+        &[
+            "upload",
+            "-e",
+            &e,
+            "-u",
+            "admin",
+            "-a",
+            artifact.to_str().unwrap(),
+        ],
+        ADMIN_PASSWORD,
+        work.path(),
+    );
     assert!(out.status.success(), "{}", show(&out));
     let plugin = engine.client().get_plugin(ALL_OPS_ID).unwrap();
     assert_eq!(plugin.build_number, "1");
@@ -53,19 +79,60 @@ fn dvp_upload_installs_and_upgrades_and_dvp_download_logs_fetches_the_logs() {
     // An upgrade, waiting for its job like a release script would.
     let v2 = build_plugin_with("all-ops-staged", "build-1.1", |src| {
         let cfg = src.join("plugin_config.yml");
-        let text = std::fs::read_to_string(&cfg).unwrap().replace("buildNumber: 1.0.0", "buildNumber: 1.1.0");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("buildNumber: 1.0.0", "buildNumber: 1.1.0");
         std::fs::write(cfg, text).unwrap();
     });
-    let out = dvp_with_password(&["upload", "--wait", "-e", &e, "-u", "admin", "-a", v2.to_str().unwrap()], ADMIN_PASSWORD, work.path());
+    let out = dvp_with_password(
+        &[
+            "upload",
+            "--wait",
+            "-e",
+            &e,
+            "-u",
+            "admin",
+            "-a",
+            v2.to_str().unwrap(),
+        ],
+        ADMIN_PASSWORD,
+        work.path(),
+    );
     assert!(out.status.success(), "{}", show(&out));
-    assert!(show(&out).contains("successfully uploaded"), "{}", show(&out));
-    assert!(show(&out).contains("plugin doppel-all-ops-staged build 1.1 is installed"), "job events are shown: {}", show(&out));
-    assert_eq!(engine.client().get_plugin(ALL_OPS_ID).unwrap().build_number, "1.1");
+    assert!(
+        show(&out).contains("successfully uploaded"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        show(&out).contains("plugin doppel-all-ops-staged build 1.1 is installed"),
+        "job events are shown: {}",
+        show(&out)
+    );
+    assert_eq!(
+        engine.client().get_plugin(ALL_OPS_ID).unwrap().build_number,
+        "1.1"
+    );
     let jobs = engine.client().list_jobs(None, None).unwrap();
-    assert!(jobs.iter().filter(|j| j.kind == "PLUGIN_UPLOAD").count() == 2, "{jobs:?}");
+    assert!(
+        jobs.iter().filter(|j| j.kind == "PLUGIN_UPLOAD").count() == 2,
+        "{jobs:?}"
+    );
 
     // The same build again is refused, and dvp says why.
-    let out = dvp_with_password(&["upload", "-e", &e, "-u", "admin", "-a", v2.to_str().unwrap()], ADMIN_PASSWORD, work.path());
+    let out = dvp_with_password(
+        &[
+            "upload",
+            "-e",
+            &e,
+            "-u",
+            "admin",
+            "-a",
+            v2.to_str().unwrap(),
+        ],
+        ADMIN_PASSWORD,
+        work.path(),
+    );
     assert!(!out.status.success());
     assert!(show(&out).contains("is not newer"), "{}", show(&out));
 
@@ -74,28 +141,70 @@ fn dvp_upload_installs_and_upgrades_and_dvp_download_logs_fetches_the_logs() {
     let logs = work.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let out = dvp_with_password(
-        &["download-logs", "-e", &e, "-u", "admin", "-c", config.to_str().unwrap(), "-d", logs.to_str().unwrap()],
+        &[
+            "download-logs",
+            "-e",
+            &e,
+            "-u",
+            "admin",
+            "-c",
+            config.to_str().unwrap(),
+            "-d",
+            logs.to_str().unwrap(),
+        ],
         ADMIN_PASSWORD,
         work.path(),
     );
     assert!(out.status.success(), "{}", show(&out));
-    let tarball = std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().path()).next().expect("a tarball");
+    let tarball = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("a tarball");
     let file = tarball.file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(file.starts_with(&format!("dlpx-plugin-logs-{ALL_OPS}-")) && file.ends_with(".tar.gz"), "{file}");
+    assert!(
+        file.starts_with(&format!("dlpx-plugin-logs-{ALL_OPS}-")) && file.ends_with(".tar.gz"),
+        "{file}"
+    );
     let unpacked = work.path().join("unpacked");
     std::fs::create_dir(&unpacked).unwrap();
-    let tar = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(&unpacked).output().unwrap();
+    let tar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
     assert!(tar.status.success(), "{}", show(&tar));
     let info = std::fs::read_to_string(unpacked.join(ALL_OPS).join("info.log")).unwrap();
-    assert!(info.contains("installed") && info.contains("upgraded"), "{info}");
+    assert!(
+        info.contains("installed") && info.contains("upgraded"),
+        "{info}"
+    );
     for f in ["debug.log", "error.log"] {
         assert!(unpacked.join(ALL_OPS).join(f).exists(), "{f}");
     }
 
     // A wrong password fails dvp with the engine's words.
-    let out = dvp_with_password(&["upload", "-e", &e, "-u", "admin", "-a", v2.to_str().unwrap()], "wrong-password", work.path());
+    let out = dvp_with_password(
+        &[
+            "upload",
+            "-e",
+            &e,
+            "-u",
+            "admin",
+            "-a",
+            v2.to_str().unwrap(),
+        ],
+        "wrong-password",
+        work.path(),
+    );
     assert!(!out.status.success());
-    assert!(show(&out).contains("wrong user name or password"), "{}", show(&out));
+    assert!(
+        show(&out).contains("wrong user name or password"),
+        "{}",
+        show(&out)
+    );
 }
 
 // ---- by hand ----
@@ -108,7 +217,11 @@ struct Web {
 
 impl Web {
     fn new(engine: &Engine) -> Web {
-        Web { base: format!("{}/resources/json/delphix/", engine.url), http: reqwest::blocking::Client::new(), cookie: None }
+        Web {
+            base: format!("{}/resources/json/delphix/", engine.url),
+            http: reqwest::blocking::Client::new(),
+            cookie: None,
+        }
     }
 
     fn send(&mut self, req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
@@ -122,11 +235,18 @@ impl Web {
         }
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        )
     }
 
     fn post(&mut self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        let req = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
         self.send(req)
     }
 
@@ -138,7 +258,10 @@ impl Web {
     fn login(&mut self, password: &str) -> (u16, Value) {
         let s = self.post("session", json!({"type": "APISession", "version": {"type": "APIVersion", "major": 1, "minor": 11, "micro": 51}}).to_string());
         assert_eq!(s.0, 200, "{s:?}");
-        self.post("login", json!({"type": "LoginRequest", "username": "admin", "password": password}).to_string())
+        self.post(
+            "login",
+            json!({"type": "LoginRequest", "username": "admin", "password": password}).to_string(),
+        )
     }
 
     fn upload(&mut self, token: &str, file: &[u8]) -> (u16, Value) {
@@ -167,8 +290,19 @@ fn error_result(r: (u16, Value), status: u16, code: &str) -> Value {
     assert_eq!(r.1["type"], "ErrorResult", "{}", r.1);
     assert_eq!(r.1["status"], "ERROR");
     assert_eq!(r.1["error"]["type"], "APIError");
-    assert_eq!(r.1["error"]["id"], format!("exception.doppel.{code}"), "{}", r.1);
-    assert!(r.1["error"]["details"].as_str().is_some_and(|d| !d.is_empty()), "{}", r.1);
+    assert_eq!(
+        r.1["error"]["id"],
+        format!("exception.doppel.{code}"),
+        "{}",
+        r.1
+    );
+    assert!(
+        r.1["error"]["details"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{}",
+        r.1
+    );
     r.1
 }
 
@@ -178,22 +312,44 @@ fn sessions_answer_bad_input_and_bad_credentials_with_error_results() {
     let mut web = Web::new(&engine);
     // Nothing without a logged-in session.
     error_result(web.get("toolkit"), 401, "unauthorized");
-    error_result(web.post("toolkit/requestUploadToken", ""), 401, "unauthorized");
-    error_result(web.post("login", json!({"type": "LoginRequest", "username": "admin", "password": ADMIN_PASSWORD}).to_string()), 401, "unauthorized");
+    error_result(
+        web.post("toolkit/requestUploadToken", ""),
+        401,
+        "unauthorized",
+    );
+    error_result(
+        web.post(
+            "login",
+            json!({"type": "LoginRequest", "username": "admin", "password": ADMIN_PASSWORD})
+                .to_string(),
+        ),
+        401,
+        "unauthorized",
+    );
     error_result(web.get("nothing/here"), 404, "not_found");
 
     // Malformed JSON, unknown fields, wrong types, wrong type tags, oversized bodies.
     error_result(web.post("session", "{not json"), 400, "invalid_input");
     let v = error_result(web.post("session", json!({"type": "APISession", "version": {"type": "APIVersion", "major": 1, "minor": 11, "micro": 51}, "extra": 1}).to_string()), 400, "invalid_input");
-    assert!(v["error"]["details"].as_str().unwrap().contains("extra"), "{v}");
+    assert!(
+        v["error"]["details"].as_str().unwrap().contains("extra"),
+        "{v}"
+    );
     error_result(web.post("session", json!({"type": "APISession", "version": {"type": "APIVersion", "major": "1", "minor": 11, "micro": 51}}).to_string()), 400, "invalid_input");
     error_result(web.post("session", json!({"type": "LoginRequest", "version": {"type": "APIVersion", "major": 1, "minor": 11, "micro": 51}}).to_string()), 400, "invalid_input");
-    error_result(web.post("session", vec![b' '; 100 * 1024]), 413, "invalid_input");
+    error_result(
+        web.post("session", vec![b' '; 100 * 1024]),
+        413,
+        "invalid_input",
+    );
     assert!(web.cookie.is_none(), "no session from bad input");
 
     // A wrong password.
     let v = error_result(web.login("wrong-password"), 401, "unauthorized");
-    assert!(v["error"]["details"].as_str().unwrap().contains("wrong user name or password"));
+    assert!(v["error"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("wrong user name or password"));
     error_result(web.get("toolkit"), 401, "unauthorized");
 
     // The right one: OKResult, a new session cookie, and the list.
@@ -202,11 +358,27 @@ fn sessions_answer_bad_input_and_bad_credentials_with_error_results() {
     assert_eq!(v["type"], "OKResult");
     assert!(web.cookie.as_deref().unwrap().starts_with("JSESSIONID="));
     let (status, v) = web.get("toolkit");
-    assert_eq!((status, v["type"].as_str()), (200, Some("ListResult")), "{v}");
+    assert_eq!(
+        (status, v["type"].as_str()),
+        (200, Some("ListResult")),
+        "{v}"
+    );
     assert_eq!(v["result"], json!([]));
-    error_result(web.post("service/support/bundle/generate", json!({"type": "SupportBundleGenerateParameters", "bundleType": "MDS", "plugin": "x"}).to_string()), 400, "invalid_input");
+    error_result(
+        web.post(
+            "service/support/bundle/generate",
+            json!({"type": "SupportBundleGenerateParameters", "bundleType": "MDS", "plugin": "x"})
+                .to_string(),
+        ),
+        400,
+        "invalid_input",
+    );
     error_result(web.post("service/support/bundle/generate", json!({"type": "SupportBundleGenerateParameters", "bundleType": "PLUGIN_LOG", "plugin": "nope"}).to_string()), 404, "not_found");
-    error_result(web.get("data/downloadOutputStream?token=forged"), 401, "unauthorized");
+    error_result(
+        web.get("data/downloadOutputStream?token=forged"),
+        401,
+        "unauthorized",
+    );
     error_result(web.get("action/ACTION-999"), 404, "not_found");
 
     // Logged out: the cookie no longer works.
@@ -232,7 +404,11 @@ fn upload_tokens_are_single_use_and_expire_and_bad_uploads_change_nothing() {
 
     // A broken artifact: refused with the install's own error; nothing installed.
     let t = web.upload_token();
-    let v = error_result(web.upload(&t, b"{\"not\": \"an artifact\"}"), 400, "invalid_artifact");
+    let v = error_result(
+        web.upload(&t, b"{\"not\": \"an artifact\"}"),
+        400,
+        "invalid_artifact",
+    );
     assert!(v["error"]["details"].as_str().unwrap().len() > 10, "{v}");
     // Neither a forged token nor a used one.
     error_result(web.upload("forged", &artifact), 401, "unauthorized");
@@ -276,11 +452,18 @@ fn upload_tokens_are_single_use_and_expire_and_bad_uploads_change_nothing() {
     let token = v["result"].as_str().unwrap().to_owned();
     let cookie = web.cookie.clone().unwrap();
     let resp = reqwest::blocking::Client::new()
-        .get(format!("{}data/downloadOutputStream?token={token}", web.base))
+        .get(format!(
+            "{}data/downloadOutputStream?token={token}",
+            web.base
+        ))
         .header("cookie", &cookie)
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(&resp.bytes().unwrap()[..2], &[0x1f, 0x8b], "gzip");
-    error_result(web.get(&format!("data/downloadOutputStream?token={token}")), 401, "unauthorized");
+    error_result(
+        web.get(&format!("data/downloadOutputStream?token={token}")),
+        401,
+        "unauthorized",
+    );
 }

@@ -1,14 +1,14 @@
 //! End-to-end tests of the `doppel` binary: a real engine process, real
 //! plugin workers running artifacts built by the real `dvp build`.
 
+mod auth;
+mod cli_help;
+mod crash;
+mod delphix;
+mod environments;
+mod openapi;
 mod plugin_errors;
 mod plugins;
-mod support;
 mod pool;
-mod environments;
-mod auth;
-mod delphix;
+mod support;
 mod tutorial;
-mod openapi;
-mod crash;
-mod cli_help;

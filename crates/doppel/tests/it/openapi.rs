@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// The engine serves the document the code generates (what `doppel openapi`
@@ -17,7 +20,10 @@ fn http() -> reqwest::blocking::Client {
 #[test]
 fn engine_serves_the_generated_document() {
     let engine = Engine::start();
-    let resp = http().get(format!("{}/api/v1/openapi.json", engine.url)).send().unwrap();
+    let resp = http()
+        .get(format!("{}/api/v1/openapi.json", engine.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let served = resp.text().unwrap();
@@ -44,7 +50,11 @@ fn every_documented_operation_is_served() {
             if path == "/api/v1/logout" {
                 continue;
             }
-            let url = format!("{}{}", engine.url, path.replace('{', "NOPE-").replace('}', ""));
+            let url = format!(
+                "{}{}",
+                engine.url,
+                path.replace('{', "NOPE-").replace('}', "")
+            );
             let req = match method.as_str() {
                 "get" => client.get(&url),
                 "post" => client.post(&url).body("["),
@@ -56,7 +66,10 @@ fn every_documented_operation_is_served() {
             let status = resp.status().as_u16();
             let body = resp.text().unwrap();
             assert_ne!(status, 405, "{method} {path}: {body}");
-            assert!(!body.contains("no such API endpoint"), "{method} {path} is documented but not routed: {body}");
+            assert!(
+                !body.contains("no such API endpoint"),
+                "{method} {path} is documented but not routed: {body}"
+            );
             checked += 1;
         }
     }
@@ -71,7 +84,11 @@ fn read_events(resp: reqwest::blocking::Response) -> Vec<(String, Option<String>
         let line = line.unwrap();
         if line.is_empty() {
             if !data.is_empty() {
-                out.push((kind.clone(), id.take(), serde_json::from_str(&data).unwrap()));
+                out.push((
+                    kind.clone(),
+                    id.take(),
+                    serde_json::from_str(&data).unwrap(),
+                ));
             }
             kind = "message".into();
             data.clear();
@@ -93,17 +110,33 @@ fn job_progress_streams_as_server_sent_events() {
     let stream_url = |job: &str| format!("{}/api/v1/jobs/{job}/stream", engine.url);
 
     // A job that fails: adding a host nobody listens on.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let add = json!({"name": "nobody", "host": "127.0.0.1", "port": free, "user": "u",
                      "credentials": {"password": {"password": "p"}}});
-    let resp = client.post(format!("{}/api/v1/environments", engine.url)).bearer_auth(&engine.token).json(&add).send().unwrap();
+    let resp = client
+        .post(format!("{}/api/v1/environments", engine.url))
+        .bearer_auth(&engine.token)
+        .json(&add)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 202);
     let job: Value = resp.json().unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
 
-    let resp = client.get(stream_url(&id)).bearer_auth(&engine.token).send().unwrap();
+    let resp = client
+        .get(stream_url(&id))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = read_events(resp);
     let (last_kind, _, last) = events.last().expect("some events");
     assert_eq!(last_kind, "end", "{events:?}");
@@ -116,7 +149,11 @@ fn job_progress_streams_as_server_sent_events() {
     }
 
     // The job events, in order, each with its seq as the id: the same as polling gives.
-    let streamed: Vec<&Value> = events.iter().filter(|e| e.0 == "event").map(|e| &e.2).collect();
+    let streamed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.0 == "event")
+        .map(|e| &e.2)
+        .collect();
     for (_, sse_id, data) in events.iter().filter(|e| e.0 == "event") {
         assert_eq!(sse_id.as_deref(), Some(data["seq"].to_string().as_str()));
     }
@@ -132,16 +169,35 @@ fn job_progress_streams_as_server_sent_events() {
 
     // A finished job streams at once; Last-Event-ID resumes after that event.
     let first_seq = polled[0]["seq"].as_i64().unwrap();
-    let resp = client.get(stream_url(&id)).bearer_auth(&engine.token).header("Last-Event-ID", first_seq.to_string()).send().unwrap();
+    let resp = client
+        .get(stream_url(&id))
+        .bearer_auth(&engine.token)
+        .header("Last-Event-ID", first_seq.to_string())
+        .send()
+        .unwrap();
     let again = read_events(resp);
-    let seqs: Vec<i64> = again.iter().filter(|e| e.0 == "event").map(|e| e.2["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, polled[1..].iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>());
+    let seqs: Vec<i64> = again
+        .iter()
+        .filter(|e| e.0 == "event")
+        .map(|e| e.2["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        polled[1..]
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    );
     assert_eq!(again.last().unwrap().0, "end");
 
     // Authenticated like every route; unknown jobs are 404 errors.
     let resp = client.get(stream_url(&id)).send().unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = client.get(stream_url("JOB-999999")).bearer_auth(&engine.token).send().unwrap();
+    let resp = client
+        .get(stream_url("JOB-999999"))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().unwrap();
     assert_eq!(body["error"]["code"], "not_found");

@@ -11,20 +11,37 @@ fn serve_creates_a_btrfs_pool_on_first_start_and_reuses_it_after_a_restart() {
     assert_eq!(status["instant_snapshot"], true);
     assert_eq!(status["reserve"], 64 * 1024 * 1024);
     let size = status["size"].as_u64().unwrap();
-    assert!(size > 1024 * 1024 * 1024 && size <= 2 * 1024 * 1024 * 1024, "pool size {size}");
+    assert!(
+        size > 1024 * 1024 * 1024 && size <= 2 * 1024 * 1024 * 1024,
+        "pool size {size}"
+    );
     let image = engine.data_dir.path().join("pool.img");
     let meta = std::fs::metadata(&image).unwrap();
-    assert_eq!(meta.len(), 2 * 1024 * 1024 * 1024, "the pool file has the configured size");
+    assert_eq!(
+        meta.len(),
+        2 * 1024 * 1024 * 1024,
+        "the pool file has the configured size"
+    );
     use std::os::unix::fs::MetadataExt;
-    assert!(meta.blocks() * 512 < meta.len() / 4, "the pool file is sparse");
+    assert!(
+        meta.blocks() * 512 < meta.len() / 4,
+        "the pool file is sparse"
+    );
 
     let table = engine.cli(&["pool", "status"]);
-    assert!(table.ok().contains("thin clones") && table.stdout.contains("yes"), "{}", table.stdout);
+    assert!(
+        table.ok().contains("thin clones") && table.stdout.contains("yes"),
+        "{}",
+        table.stdout
+    );
 
     engine.restart();
     let again = engine.cli(&["pool", "status", "-o", "json"]).json();
     assert_eq!(again["driver"], "btrfs");
-    assert_eq!(again["size"], status["size"], "the same pool is mounted again");
+    assert_eq!(
+        again["size"], status["size"],
+        "the same pool is mounted again"
+    );
 }
 
 #[test]
@@ -35,5 +52,9 @@ fn a_forced_copy_driver_says_it_is_neither_thin_nor_instant() {
     assert_eq!(status["thin_clone"], false);
     assert_eq!(status["instant_snapshot"], false);
     let bad = engine.cli(&["pool", "status", "--url", "http://127.0.0.1:1"]);
-    assert!(bad.fails(1).contains("cannot reach the Doppel engine"), "{}", bad.stderr);
+    assert!(
+        bad.fails(1).contains("cannot reach the Doppel engine"),
+        "{}",
+        bad.stderr
+    );
 }

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 // Plugins are built with the real `dvp build` by the shared test support.
 #[allow(unused_imports)]
-pub use doppel_testworld::plugins::{build_plugin, build_plugin_with, dvp, python, template_artifact, workspace_root};
+pub use doppel_testworld::plugins::{
+    build_plugin, build_plugin_with, dvp, python, template_artifact, workspace_root,
+};
 
 /// The `admin` password every test engine starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
@@ -66,16 +68,30 @@ impl Engine {
     }
 
     fn launch(&mut self) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         self.url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("engine.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("engine.log"))
+            .unwrap();
         let password_file = self.data_dir.path().join("test-admin-password");
         std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n")).unwrap();
         let mut command = match self.namespace_of {
             // nsenter execs the engine, so the child's pid is the engine's.
             Some(pid) => {
                 let mut c = Command::new("nsenter");
-                c.args(["-t", &pid.to_string(), "-m", "--", env!("CARGO_BIN_EXE_doppel")]);
+                c.args([
+                    "-t",
+                    &pid.to_string(),
+                    "-m",
+                    "--",
+                    env!("CARGO_BIN_EXE_doppel"),
+                ]);
                 c
             }
             None => Command::new(env!("CARGO_BIN_EXE_doppel")),
@@ -102,13 +118,19 @@ impl Engine {
         loop {
             if Client::new(&self.url).health().is_ok() {
                 let login = Client::new(&self.url).login("admin", ADMIN_PASSWORD);
-                self.token = login.unwrap_or_else(|e| panic!("cannot log in as admin: {e}\n{}", self.log())).token;
+                self.token = login
+                    .unwrap_or_else(|e| panic!("cannot log in as admin: {e}\n{}", self.log()))
+                    .token;
                 return;
             }
             if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
                 panic!("doppel serve exited ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "doppel serve did not answer:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "doppel serve did not answer:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -130,7 +152,9 @@ impl Engine {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: plain kill(2) of our own child.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
@@ -162,14 +186,24 @@ impl Engine {
 
     /// Runs `doppel <args>` with this token (none: no DOPPEL_TOKEN), this
     /// configuration directory (none: an empty one) and this standard input.
-    pub fn cli_as(&self, args: &[&str], token: Option<&str>, config_home: Option<&Path>, stdin: Option<&str>) -> Cli {
+    pub fn cli_as(
+        &self,
+        args: &[&str],
+        token: Option<&str>,
+        config_home: Option<&Path>,
+        stdin: Option<&str>,
+    ) -> Cli {
         let empty = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doppel"));
         cmd.args(args)
             .env("DOPPEL_URL", &self.url)
             .env_remove("DOPPEL_TOKEN")
             .env("XDG_CONFIG_HOME", config_home.unwrap_or(empty.path()))
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(t) = token {
@@ -178,7 +212,12 @@ impl Engine {
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         let out = child.wait_with_output().unwrap();
         Cli {
@@ -191,7 +230,14 @@ impl Engine {
 
     /// Installs an artifact through the CLI and returns the plugin's summary.
     pub fn install(&self, artifact: &Path) -> Value {
-        self.cli(&["plugin", "install", artifact.to_str().unwrap(), "-o", "json"]).json()
+        self.cli(&[
+            "plugin",
+            "install",
+            artifact.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .json()
     }
 }
 
@@ -201,10 +247,17 @@ impl Drop for Engine {
         // The engine leaves its pool mounted for the next start; tests do not.
         let pool = self.data_dir.path().join("pool");
         let mounted = std::fs::read_to_string("/proc/self/mounts")
-            .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(pool.to_str().unwrap())))
+            .map(|m| {
+                m.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some(pool.to_str().unwrap()))
+            })
             .unwrap_or(false);
         if mounted {
-            let ok = Command::new("umount").arg(&pool).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new("umount")
+                .arg(&pool)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(&pool).status();
             }
@@ -222,17 +275,26 @@ pub struct Cli {
 
 impl Cli {
     pub fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "doppel {:?} failed:\n{}\n{}", self.args, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "doppel {:?} failed:\n{}\n{}",
+            self.args, self.stdout, self.stderr
+        );
         &self.stdout
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 
     /// Asserts a failure with this exit code and returns stderr.
     pub fn fails(&self, code: i32) -> &str {
-        assert_eq!(self.code, code, "doppel {:?}: expected exit {code}:\n{}\n{}", self.args, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "doppel {:?}: expected exit {code}:\n{}\n{}",
+            self.args, self.stdout, self.stderr
+        );
         &self.stderr
     }
 }

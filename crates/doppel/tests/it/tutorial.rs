@@ -15,9 +15,21 @@ fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> String {
 /// The staging host's alice may ssh to the source host's alice.
 fn trust(from: &Host, to: &Host) {
     to.mkdir("/home/alice/.ssh", "alice");
-    to.put_file("/home/alice/.ssh/authorized_keys", format!("{}\n", from.user("alice").public_key.clone().unwrap()).as_bytes(), "alice");
+    to.put_file(
+        "/home/alice/.ssh/authorized_keys",
+        format!("{}\n", from.user("alice").public_key.clone().unwrap()).as_bytes(),
+        "alice",
+    );
     from.mkdir("/home/alice/.ssh", "alice");
-    from.put_file("/home/alice/.ssh/id_ed25519", from.user("alice").private_key_pem.clone().unwrap().as_bytes(), "alice");
+    from.put_file(
+        "/home/alice/.ssh/id_ed25519",
+        from.user("alice")
+            .private_key_pem
+            .clone()
+            .unwrap()
+            .as_bytes(),
+        "alice",
+    );
     for (h, f) in [(to, "authorized_keys"), (from, "id_ed25519")] {
         h.command(&["chmod", "700", "/home/alice/.ssh"]);
         h.command(&["chmod", "600", &format!("/home/alice/.ssh/{f}")]);
@@ -27,74 +39,201 @@ fn trust(from: &Host, to: &Host) {
 #[test]
 fn the_tutorial_from_link_to_rewind_through_the_cli() {
     let world = World::new(&["source", "staging", "target"]);
-    let (source, staging, target) = (world.host("source"), world.host("staging"), world.host("target"));
+    let (source, staging, target) = (
+        world.host("source"),
+        world.host("staging"),
+        world.host("target"),
+    );
     source.mkdir("/srv/data/tree", "alice");
     source.put_file("/srv/data/tree/hello.txt", b"version 1\n", "alice");
     trust(staging, source);
     target.mkdir("/srv/vdbs", "delphix");
     let secrets = tempfile::tempdir().unwrap();
-    let pw = |h: &Host, n: &str| secret_file(secrets.path(), n, h.user("delphix").password.as_deref().unwrap());
-    let key = secret_file(secrets.path(), "alice-key", staging.user("alice").private_key_pem.as_deref().unwrap());
+    let pw = |h: &Host, n: &str| {
+        secret_file(
+            secrets.path(),
+            n,
+            h.user("delphix").password.as_deref().unwrap(),
+        )
+    };
+    let key = secret_file(
+        secrets.path(),
+        "alice-key",
+        staging.user("alice").private_key_pem.as_deref().unwrap(),
+    );
 
     let engine = Engine::start();
-    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["driver"], "btrfs");
+    assert_eq!(
+        engine.cli(&["pool", "status", "-o", "json"]).json()["driver"],
+        "btrfs"
+    );
     engine.install(&plugins::build_example("directory"));
     for (name, host, user, flag, file) in [
-        ("source", source, "delphix", "--password-file", pw(source, "pw-source")),
+        (
+            "source",
+            source,
+            "delphix",
+            "--password-file",
+            pw(source, "pw-source"),
+        ),
         ("staging", staging, "alice", "--key-file", key.clone()),
-        ("target", target, "delphix", "--password-file", pw(target, "pw-target")),
+        (
+            "target",
+            target,
+            "delphix",
+            "--password-file",
+            pw(target, "pw-target"),
+        ),
     ] {
         engine
-            .cli(&["env", "add", "--name", name, "--host", &host.address().to_string(), "--port", &host.port().to_string(), "--user", user, flag, &file])
+            .cli(&[
+                "env",
+                "add",
+                "--name",
+                name,
+                "--host",
+                &host.address().to_string(),
+                "--port",
+                &host.port().to_string(),
+                "--user",
+                user,
+                flag,
+                &file,
+            ])
             .ok();
     }
-    let repo = engine.cli(&["repository", "list", "--env", "source", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+    let repo = engine
+        .cli(&["repository", "list", "--env", "source", "-o", "json"])
+        .json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sc = engine
-        .cli(&["sourceconfig", "add", "--env", "source", "--repository", &repo, "--params", r#"{"name": "tree", "path": "/srv/data/tree"}"#, "-o", "json"])
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "source",
+            "--repository",
+            &repo,
+            "--params",
+            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
+            "-o",
+            "json",
+        ])
         .json()["reference"]
         .as_str()
         .unwrap()
         .to_owned();
     let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}).to_string();
     // No --name: the dSource takes the source config's name.
-    let linked = engine.cli(&["dsource", "link", "--sourceconfig", &sc, "--staging-env", "staging", "--params", &params, "-o", "json"]).json();
+    let linked = engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "staging",
+            "--params",
+            &params,
+            "-o",
+            "json",
+        ])
+        .json();
     assert_eq!(linked["snapshots"], 1, "{linked}");
     assert_eq!(linked["name"], "tree");
 
     let vdb = engine
-        .cli(&["vdb", "provision", "--name", "dev", "--from", "tree", "--env", "target", "--params", r#"{"mountPath": "/srv/vdbs/dev"}"#, "-o", "json"])
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "dev",
+            "--from",
+            "tree",
+            "--env",
+            "target",
+            "--params",
+            r#"{"mountPath": "/srv/vdbs/dev"}"#,
+            "-o",
+            "json",
+        ])
         .json();
     assert_eq!(vdb["name"], "dev");
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
-    let first_vdb_snapshot = engine.cli(&["snapshot", "list", "--dataset", "dev", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"),
+        "version 1\n"
+    );
+    let first_vdb_snapshot = engine
+        .cli(&["snapshot", "list", "--dataset", "dev", "-o", "json"])
+        .json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Change the source, sync, refresh: the VDB sees the new data.
     source.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
     engine.cli(&["dsource", "sync", "tree"]).ok();
-    assert_eq!(engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        engine
+            .cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     engine.cli(&["vdb", "refresh", "dev"]).ok();
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 2\n");
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"),
+        "version 2\n"
+    );
 
     // Rewind to the VDB's first snapshot.
-    engine.cli(&["vdb", "rewind", "dev", "--to", &first_vdb_snapshot]).ok();
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
+    engine
+        .cli(&["vdb", "rewind", "dev", "--to", &first_vdb_snapshot])
+        .ok();
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"),
+        "version 1\n"
+    );
     let shown = engine.cli(&["vdb", "show", "dev", "-o", "json"]).json();
     assert_eq!(shown["timeflows"], 3);
     let table = engine.cli(&["mount", "list"]);
     assert!(table.ok().contains("/srv/vdbs/dev"), "{}", table.stdout);
 
     // Stop/start, disable/enable, hooks, through the CLI.
-    engine.cli(&["vdb", "hooks", "dev", "--set", "pre-stop=echo stopping >> ~/dev.log"]).ok();
+    engine
+        .cli(&[
+            "vdb",
+            "hooks",
+            "dev",
+            "--set",
+            "pre-stop=echo stopping >> ~/dev.log",
+        ])
+        .ok();
     engine.cli(&["vdb", "stop", "dev"]).ok();
     engine.cli(&["vdb", "start", "dev"]).ok();
     assert_eq!(target.sh("delphix", "cat ~/dev.log"), "stopping\n");
-    assert_eq!(engine.cli(&["vdb", "hooks", "dev", "-o", "json"]).json(), json!({"pre-stop": "echo stopping >> ~/dev.log"}));
-    engine.cli(&["vdb", "hooks", "dev", "--set", "bogus=x"]).fails(3);
+    assert_eq!(
+        engine.cli(&["vdb", "hooks", "dev", "-o", "json"]).json(),
+        json!({"pre-stop": "echo stopping >> ~/dev.log"})
+    );
+    engine
+        .cli(&["vdb", "hooks", "dev", "--set", "bogus=x"])
+        .fails(3);
     engine.cli(&["vdb", "disable", "dev"]).ok();
     assert!(!target.exists("/srv/vdbs/dev/hello.txt"));
-    assert_eq!(engine.cli(&["vdb", "show", "dev", "-o", "json"]).json()["enabled"], false);
+    assert_eq!(
+        engine.cli(&["vdb", "show", "dev", "-o", "json"]).json()["enabled"],
+        false
+    );
     engine.cli(&["vdb", "enable", "dev"]).ok();
-    assert_eq!(target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"), "version 1\n");
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/dev/hello.txt"),
+        "version 1\n"
+    );
     engine.cli(&["dsource", "disable", "tree"]).ok();
     engine.cli(&["dsource", "sync", "tree"]).fails(5);
     engine.cli(&["dsource", "enable", "tree"]).ok();
@@ -102,24 +241,84 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     // V2P: the VDB's current snapshot as a plain copy on the source host, and a dSource's.
     source.mkdir("/srv/restore", "delphix");
     engine.cli(&["vdb", "snapshot", "dev"]).ok();
-    engine.cli(&["vdb", "export", "dev", "--env", "source", "--target", "/srv/restore/dev"]).ok();
-    assert_eq!(source.sh("delphix", "cat /srv/restore/dev/hello.txt"), "version 1\n");
-    engine.cli(&["dsource", "export", "tree", "--env", "source", "--target", "/srv/restore/tree"]).ok();
-    assert_eq!(source.sh("delphix", "cat /srv/restore/tree/hello.txt"), "version 2\n");
+    engine
+        .cli(&[
+            "vdb",
+            "export",
+            "dev",
+            "--env",
+            "source",
+            "--target",
+            "/srv/restore/dev",
+        ])
+        .ok();
+    assert_eq!(
+        source.sh("delphix", "cat /srv/restore/dev/hello.txt"),
+        "version 1\n"
+    );
+    engine
+        .cli(&[
+            "dsource",
+            "export",
+            "tree",
+            "--env",
+            "source",
+            "--target",
+            "/srv/restore/tree",
+        ])
+        .ok();
+    assert_eq!(
+        source.sh("delphix", "cat /srv/restore/tree/hello.txt"),
+        "version 2\n"
+    );
     // The plugin refuses a non-empty target (its pre_source_to_physical).
-    let refused = engine.cli(&["dsource", "export", "tree", "--env", "source", "--target", "/srv/restore/tree"]);
+    let refused = engine.cli(&[
+        "dsource",
+        "export",
+        "tree",
+        "--env",
+        "source",
+        "--target",
+        "/srv/restore/tree",
+    ]);
     assert_eq!(refused.code, 6, "{}", refused.stderr);
-    engine.cli(&["vdb", "export", "dev", "--env", "source", "--target", "relative"]).fails(3);
-    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json().as_array().unwrap().len(), 2, "no V2P mount left");
+    engine
+        .cli(&[
+            "vdb", "export", "dev", "--env", "source", "--target", "relative",
+        ])
+        .fails(3);
+    assert_eq!(
+        engine
+            .cli(&["mount", "list", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "no V2P mount left"
+    );
 
     // Snapshots: the one dev's current timeflow starts at cannot go; an older one can.
-    let tree_snaps = engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json();
-    let (oldest, newest) = (tree_snaps[0]["reference"].as_str().unwrap().to_owned(), tree_snaps[1]["reference"].as_str().unwrap().to_owned());
+    let tree_snaps = engine
+        .cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"])
+        .json();
+    let (oldest, newest) = (
+        tree_snaps[0]["reference"].as_str().unwrap().to_owned(),
+        tree_snaps[1]["reference"].as_str().unwrap().to_owned(),
+    );
     engine.cli(&["vdb", "refresh", "dev"]).ok();
     let refused = engine.cli(&["snapshot", "delete", &newest]);
     assert!(refused.fails(5).contains("dev"), "{}", refused.stderr);
     engine.cli(&["snapshot", "delete", &oldest]).ok();
-    assert_eq!(engine.cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"]).json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        engine
+            .cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     engine.cli(&["snapshot", "delete", "SNAPSHOT-999"]).fails(4);
 
     // Environments and source configs in use cannot be deleted.
@@ -133,20 +332,48 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     // Bad input through the CLI: clear errors, exit codes scripts can rely on.
     engine.cli(&["dsource", "delete", "tree"]).fails(5);
     engine.cli(&["vdb", "show", "nope"]).fails(4);
-    engine.cli(&["vdb", "provision", "--name", "x", "--from", "tree", "--env", "target", "--params", "{}"]).fails(3);
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "x",
+            "--from",
+            "tree",
+            "--env",
+            "target",
+            "--params",
+            "{}",
+        ])
+        .fails(3);
 
     engine.cli(&["vdb", "delete", "dev"]).ok();
     engine.cli(&["dsource", "delete", "tree"]).ok();
-    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json(), json!([]));
-    assert_eq!(engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"], 0, "no dataset left");
-    assert_eq!(target.sh("delphix", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0");
+    assert_eq!(
+        engine.cli(&["mount", "list", "-o", "json"]).json(),
+        json!([])
+    );
+    assert_eq!(
+        engine.cli(&["pool", "status", "-o", "json"]).json()["volumes"],
+        0,
+        "no dataset left"
+    );
+    assert_eq!(
+        target
+            .sh("delphix", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0"
+    );
 }
 
 #[test]
 fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     // The engine runs inside this host: its binary, worker Python and data
     // directory (in the checkout, wherever it is) must be visible there.
-    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel")).parent().unwrap().to_owned();
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let python_dir = python().parent().unwrap().to_owned();
     let world = World::builder()
         .host("local")
@@ -161,7 +388,11 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     trust(local, local);
     local.mkdir("/srv/vdbs", "alice");
     let secrets = tempfile::tempdir().unwrap();
-    let key = secret_file(secrets.path(), "key", local.user("alice").private_key_pem.as_deref().unwrap());
+    let key = secret_file(
+        secrets.path(),
+        "key",
+        local.user("alice").private_key_pem.as_deref().unwrap(),
+    );
 
     // The copy driver: the pool then needs no loop device in the host's namespace.
     let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
@@ -169,29 +400,100 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     let addr = local.address().to_string();
     let port = local.port().to_string();
     // One host in every role; alice (whose key can reach the host itself) runs them.
-    engine.cli(&["env", "add", "--name", "local", "--host", &addr, "--port", &port, "--user", "alice", "--key-file", &key]).ok();
-    let repo = engine.cli(&["repository", "list", "-o", "json"]).json()[0]["reference"].as_str().unwrap().to_owned();
+    engine
+        .cli(&[
+            "env",
+            "add",
+            "--name",
+            "local",
+            "--host",
+            &addr,
+            "--port",
+            &port,
+            "--user",
+            "alice",
+            "--key-file",
+            &key,
+        ])
+        .ok();
+    let repo = engine.cli(&["repository", "list", "-o", "json"]).json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sc = engine
-        .cli(&["sourceconfig", "add", "--env", "local", "--repository", &repo, "--params", r#"{"name": "tree", "path": "/srv/data/tree"}"#, "-o", "json"])
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "local",
+            "--repository",
+            &repo,
+            "--params",
+            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
+            "-o",
+            "json",
+        ])
         .json()["reference"]
         .as_str()
         .unwrap()
         .to_owned();
-    let params = json!({"sourceHost": addr, "sourceUser": "alice", "sshPort": local.port()}).to_string();
+    let params =
+        json!({"sourceHost": addr, "sourceUser": "alice", "sshPort": local.port()}).to_string();
     engine
-        .cli(&["dsource", "link", "--name", "tree", "--sourceconfig", &sc, "--staging-env", "local", "--params", &params])
+        .cli(&[
+            "dsource",
+            "link",
+            "--name",
+            "tree",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "local",
+            "--params",
+            &params,
+        ])
         .ok();
-    engine.cli(&["vdb", "provision", "--name", "dev", "--from", "tree", "--env", "local", "--params", r#"{"mountPath": "/srv/vdbs/dev"}"#]).ok();
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "dev",
+            "--from",
+            "tree",
+            "--env",
+            "local",
+            "--params",
+            r#"{"mountPath": "/srv/vdbs/dev"}"#,
+        ])
+        .ok();
 
     let mounts = engine.cli(&["mount", "list", "-o", "json"]).json();
-    let kinds: Vec<&str> = mounts.as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, vec!["bind", "bind"], "{mounts}");
     assert_eq!(local.sh("alice", "cat /srv/vdbs/dev/hello.txt"), "here\n");
-    assert_eq!(local.sh("alice", "grep -c fuse.sshfs /proc/mounts || true").trim(), "0", "no FUSE needed");
+    assert_eq!(
+        local
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0",
+        "no FUSE needed"
+    );
     local.sh("alice", "echo mine > /srv/vdbs/dev/mine.txt");
 
     engine.cli(&["vdb", "delete", "dev"]).ok();
     engine.cli(&["dsource", "delete", "tree"]).ok();
-    assert_eq!(engine.cli(&["mount", "list", "-o", "json"]).json(), json!([]));
-    assert!(!local.exists("/srv/vdbs/dev/mine.txt"), "unmounted and gone with the VDB");
+    assert_eq!(
+        engine.cli(&["mount", "list", "-o", "json"]).json(),
+        json!([])
+    );
+    assert!(
+        !local.exists("/srv/vdbs/dev/mine.txt"),
+        "unmounted and gone with the VDB"
+    );
 }
