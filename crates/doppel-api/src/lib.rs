@@ -248,8 +248,11 @@ async fn plugin_logs(
 /// Answer of `GET /api/v1/plugins/{plugin}/worker`.
 #[derive(Serialize, ToSchema)]
 struct PluginWorker {
-    /// The process id of the plugin's worker, if one runs.
+    /// The lowest process id among the plugin's workers, if one runs.
     pid: Option<u32>,
+    /// Every running worker of the plugin, in ascending order: up to
+    /// `doppel serve --plugin-workers` serve calls side by side.
+    pids: Vec<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}/worker", tag = "plugins",
@@ -259,8 +262,10 @@ async fn plugin_worker(
     State(engine): State<Arc<Engine>>,
     Path(plugin): Path<String>,
 ) -> Result<impl IntoResponse> {
+    let pids = engine.plugin_worker_pids(&plugin)?;
     Ok(Json(PluginWorker {
-        pid: engine.plugin_worker_pid(&plugin).await?,
+        pid: pids.first().copied(),
+        pids,
     }))
 }
 

@@ -90,6 +90,7 @@ async fn main() {
         },
         python: plugins::python(),
         deadlines: Default::default(),
+        plugin_workers: 4,
         auth: Default::default(),
     })
     .await

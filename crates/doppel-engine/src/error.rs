@@ -68,7 +68,9 @@ impl EngineError {
             EngineError::InvalidInput { .. } => ErrorCode::InvalidInput,
             EngineError::InvalidParameters { .. } => ErrorCode::InvalidParameters,
             EngineError::NotFound { .. } => ErrorCode::NotFound,
-            EngineError::Conflict(_) | EngineError::Canceled => ErrorCode::Conflict,
+            EngineError::Conflict(_)
+            | EngineError::Canceled
+            | EngineError::Plugin(InvokeError::Stopped { .. }) => ErrorCode::Conflict,
             EngineError::HookFailed { .. } => ErrorCode::HookFailed,
             EngineError::Plugin(e) => match e {
                 InvokeError::User { .. } => ErrorCode::PluginUserError,

@@ -39,6 +39,8 @@ pub struct EngineConfig {
     /// CPython 3.11 for plugin workers.
     pub python: PathBuf,
     pub deadlines: Deadlines,
+    /// Workers one plugin version may run at once.
+    pub plugin_workers: usize,
     /// Users, tokens and the first admin's password.
     pub auth: auth::AuthConfig,
 }
@@ -98,6 +100,7 @@ impl Engine {
                 python: config.python.clone(),
                 worker_script: layout.worker_script(),
                 start_deadline: config.deadlines.start,
+                max_workers: config.plugin_workers,
                 short: config.deadlines.short,
                 normal: config.deadlines.normal,
                 long: config.deadlines.long,

@@ -362,9 +362,10 @@ impl Engine {
             .await?)
     }
 
-    pub async fn plugin_worker_pid(&self, reference: &str) -> Result<Option<u32>, EngineError> {
+    /// Pids of the plugin's running workers, in ascending order.
+    pub fn plugin_worker_pids(&self, reference: &str) -> Result<Vec<u32>, EngineError> {
         let rec = self.find_plugin(reference)?;
-        Ok(self.host.worker_pid(&self.loaded(&rec)?).await)
+        Ok(self.host.worker_pids(&self.loaded(&rec)?))
     }
 
     pub fn plugin_logs(

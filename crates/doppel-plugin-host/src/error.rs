@@ -62,6 +62,11 @@ pub enum InvokeError {
     /// The worker could not be started at all (no Python, wrong packages).
     #[error("cannot start the plugin worker: {0}")]
     Start(String),
+    /// The plugin version was deleted or upgraded while the call waited for a worker.
+    #[error(
+        "plugin {plugin} was deleted or upgraded while this call waited for a worker; run it again"
+    )]
+    Stopped { plugin: String },
     /// The worker said something the protocol does not allow: an engine bug.
     #[error("plugin worker protocol error: {0}")]
     Protocol(String),

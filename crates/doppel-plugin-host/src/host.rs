@@ -1,5 +1,7 @@
-//! The plugin host: one long-lived worker per installed plugin version,
-//! started on first use and replaced after it dies or overruns a deadline.
+//! The plugin host: for each installed plugin version, a small pool of
+//! long-lived workers, started on demand up to a limit, so that calls of
+//! different jobs run side by side. A worker that dies or overruns a deadline
+//! is dropped (killed) and a later call starts a fresh one.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use doppel_model::PluginKind;
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
 
 use crate::error::InvokeError;
 use crate::libs::LibraryHandler;
@@ -27,6 +29,9 @@ pub struct HostConfig {
     /// Where [`WORKER_SCRIPT`] has been written.
     pub worker_script: PathBuf,
     pub start_deadline: Duration,
+    /// Workers one plugin version may run at once (at least 1): calls beyond
+    /// that wait for a free worker.
+    pub max_workers: usize,
     pub short: Duration,
     pub normal: Duration,
     pub long: Duration,
@@ -62,12 +67,63 @@ impl LoadedPlugin {
     }
 }
 
-type Slot = Arc<Mutex<Option<Worker>>>;
+/// The workers of one plugin version.
+struct Workers {
+    /// One permit per worker that may run; a call holds one while it runs.
+    permits: Arc<Semaphore>,
+    state: std::sync::Mutex<WorkerState>,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    idle: Vec<Worker>,
+    /// Pids of workers serving a call right now.
+    busy: Vec<u32>,
+}
+
+impl Workers {
+    fn state(&self) -> std::sync::MutexGuard<'_, WorkerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A worker taken out of its pool for one call. Dropping it without
+/// [`Lease::give_back`] (an error, or the call's future dropped mid-way)
+/// kills the process, so a worker in an unknown state is never reused.
+struct Lease {
+    workers: Arc<Workers>,
+    worker: Option<Worker>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Lease {
+    fn worker(&mut self) -> &mut Worker {
+        self.worker.as_mut().expect("present until given back")
+    }
+
+    fn give_back(mut self) {
+        let worker = self.worker.take().expect("present until given back");
+        let mut st = self.workers.state();
+        st.busy.retain(|p| *p != worker.pid());
+        // A closed pool (plugin stopped meanwhile) keeps no workers.
+        if !self.workers.permits.is_closed() {
+            st.idle.push(worker);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.workers.state().busy.retain(|p| *p != w.pid());
+        }
+    }
+}
 
 pub struct PluginHost {
     config: HostConfig,
     libs: Arc<dyn LibraryHandler>,
-    slots: std::sync::Mutex<HashMap<String, Slot>>,
+    pools: std::sync::Mutex<HashMap<String, Arc<Workers>>>,
 }
 
 impl PluginHost {
@@ -75,7 +131,7 @@ impl PluginHost {
         PluginHost {
             config,
             libs,
-            slots: std::sync::Mutex::new(HashMap::new()),
+            pools: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,9 +139,17 @@ impl PluginHost {
         &self.config
     }
 
-    fn slot(&self, plugin: &LoadedPlugin) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.entry(plugin.key()).or_default().clone()
+    fn workers(&self, plugin: &LoadedPlugin) -> Arc<Workers> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .entry(plugin.key())
+            .or_insert_with(|| {
+                Arc::new(Workers {
+                    permits: Arc::new(Semaphore::new(self.config.max_workers.max(1))),
+                    state: Default::default(),
+                })
+            })
+            .clone()
     }
 
     fn spec(&self, plugin: &LoadedPlugin) -> WorkerSpec {
@@ -98,14 +162,37 @@ impl PluginHost {
         }
     }
 
-    /// Starts a worker for `plugin` (if none runs) to prove its code loads.
+    /// Waits for a free slot, then takes an idle worker or starts one.
+    async fn lease(&self, plugin: &LoadedPlugin) -> Result<Lease, InvokeError> {
+        let workers = self.workers(plugin);
+        let permit =
+            workers
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| InvokeError::Stopped {
+                    plugin: plugin.name.clone(),
+                })?;
+        let idle = workers.state().idle.pop();
+        let worker = match idle {
+            Some(w) => w,
+            None => Worker::start(&self.spec(plugin), plugin.log.clone()).await?,
+        };
+        workers.state().busy.push(worker.pid());
+        Ok(Lease {
+            workers,
+            worker: Some(worker),
+            _permit: permit,
+        })
+    }
+
+    /// Makes sure a worker of `plugin` runs, to prove its code loads.
     pub async fn ensure_loaded(&self, plugin: &LoadedPlugin) -> Result<u32, InvokeError> {
-        let slot = self.slot(plugin);
-        let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = Some(Worker::start(&self.spec(plugin), plugin.log.clone()).await?);
-        }
-        Ok(guard.as_ref().expect("set above").pid())
+        let lease = self.lease(plugin).await?;
+        let pid = lease.worker.as_ref().expect("just leased").pid();
+        lease.give_back();
+        Ok(pid)
     }
 
     /// Resolves `group.method` for this plugin, checking kind and manifest.
@@ -141,7 +228,8 @@ impl PluginHost {
     }
 
     /// Calls one operation and returns its `return_value` as proto JSON.
-    /// Calls to one plugin version are served one at a time.
+    /// Up to [`HostConfig::max_workers`] calls of one plugin version run at
+    /// once, each in its own worker.
     pub async fn invoke(
         &self,
         plugin: &LoadedPlugin,
@@ -151,56 +239,67 @@ impl PluginHost {
         deadline: Option<Duration>,
     ) -> Result<Value, InvokeError> {
         let deadline = deadline.unwrap_or_else(|| self.config.deadline(op.deadline));
-        let slot = self.slot(plugin);
-        let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = Some(Worker::start(&self.spec(plugin), plugin.log.clone()).await?);
-        }
-        let worker = guard.as_mut().expect("set above");
-        let result = worker
+        let mut lease = self.lease(plugin).await?;
+        let result = lease
+            .worker()
             .invoke(op, request, call, deadline, self.libs.as_ref())
             .await;
-        if matches!(
+        // After a deadline, a death or a protocol error the worker's state is
+        // unknown: dropping the lease kills it.
+        if !matches!(
             result,
             Err(InvokeError::Deadline { .. }
                 | InvokeError::WorkerDied { .. }
                 | InvokeError::Protocol(_))
         ) {
-            guard.take();
+            lease.give_back();
         }
         result
     }
 
-    /// The pid of the running worker of `plugin`, if one runs.
-    pub async fn worker_pid(&self, plugin: &LoadedPlugin) -> Option<u32> {
-        let slot = self.slot(plugin);
-        let guard = slot.lock().await;
-        guard.as_ref().map(Worker::pid)
+    /// The pids of the running workers of `plugin`, serving a call or idle,
+    /// in ascending order.
+    pub fn worker_pids(&self, plugin: &LoadedPlugin) -> Vec<u32> {
+        let workers = self.workers(plugin);
+        let st = workers.state();
+        let mut pids: Vec<u32> = st
+            .idle
+            .iter()
+            .map(Worker::pid)
+            .chain(st.busy.iter().copied())
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 
-    /// Stops the worker of one plugin version (on delete or upgrade).
+    /// Stops the workers of one plugin version (on delete or upgrade): idle
+    /// ones now, busy ones when their call ends; waiting calls fail.
     pub async fn stop(&self, plugin: &LoadedPlugin) {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.remove(&plugin.key())
+        let workers = {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.remove(&plugin.key())
         };
-        if let Some(slot) = slot {
-            if let Some(w) = slot.lock().await.take() {
-                w.shutdown().await;
-            }
+        if let Some(w) = workers {
+            Self::close(&w).await;
+        }
+    }
+
+    async fn close(workers: &Workers) {
+        workers.permits.close();
+        let idle = std::mem::take(&mut workers.state().idle);
+        for w in idle {
+            w.shutdown().await;
         }
     }
 
     /// Stops every worker (engine shutdown).
     pub async fn stop_all(&self) {
-        let slots: Vec<Slot> = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.drain().map(|(_, s)| s).collect()
+        let all: Vec<Arc<Workers>> = {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.drain().map(|(_, w)| w).collect()
         };
-        for slot in slots {
-            if let Some(w) = slot.lock().await.take() {
-                w.shutdown().await;
-            }
+        for w in all {
+            Self::close(&w).await;
         }
     }
 }

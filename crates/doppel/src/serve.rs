@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Seconds a data-moving plugin operation (pre/post snapshot, V2P) may take.
     #[arg(long, env = "DOPPEL_DEADLINE_LONG", default_value_t = 86400.0)]
     deadline_long: f64,
+    /// Plugin workers (CPython processes) one plugin version may run at once;
+    /// more calls of that plugin wait for a free one.
+    #[arg(long, env = "DOPPEL_PLUGIN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    plugin_workers: u16,
     /// Size of the embedded pool file (sparse), created on first start when the
     /// data directory is not on btrfs.
     #[arg(long, env = "DOPPEL_POOL_SIZE", default_value = "20GiB", value_parser = parse_bytes)]
@@ -141,6 +145,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         pool,
         python: args.python,
         deadlines,
+        plugin_workers: args.plugin_workers.into(),
         auth,
     };
     match runtime.block_on(serve(config, args.listen)) {

@@ -23,6 +23,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
         },
         python: plugins::python(),
         deadlines: Default::default(),
+        plugin_workers: 4,
         auth: Default::default(),
     })
     .await

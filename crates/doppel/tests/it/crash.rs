@@ -102,18 +102,19 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
         .json();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // The link hangs inside the plugin; the provision has made its clone
-        // and record and waits for the plugin's (single) worker.
+        // Both hang inside the plugin, each in its own worker: the link with
+        // its dataset made, the provision with its clone and record.
         let log = engine.cli(&["plugin", "logs", ALL_OPS]).ok().to_owned();
         let linking = log.contains(&format!(
             "{}|linked.mount_specification] op linked.mount_specification",
             stuck_link["id"].as_str().unwrap()
         ));
-        let provisioning = engine
-            .cli(&["vdb", "list", "-o", "json"])
-            .json()
-            .as_array()
-            .is_some_and(|v| !v.is_empty());
+        let provisioning = log.contains(&format!("{}|virtual.", stuck_vdb["id"].as_str().unwrap()))
+            && engine
+                .cli(&["vdb", "list", "-o", "json"])
+                .json()
+                .as_array()
+                .is_some_and(|v| !v.is_empty());
         if linking && provisioning {
             break;
         }
@@ -124,7 +125,10 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let workers_before = worker_pids(engine.data_dir.path());
-    assert!(!workers_before.is_empty());
+    assert!(
+        workers_before.len() >= 2,
+        "one worker per hanging call: {workers_before:?}"
+    );
     assert_eq!(
         engine
             .cli(&["dsource", "list", "-o", "json"])

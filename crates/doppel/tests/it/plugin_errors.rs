@@ -166,7 +166,7 @@ fn is_zombie(pid: u64) -> bool {
 }
 
 #[test]
-fn a_worker_killed_mid_call_fails_that_call_and_the_next_call_works() {
+fn while_one_worker_hangs_others_serve_and_killing_it_fails_only_its_call() {
     let engine = Engine::start();
     engine.install(&build_plugin("all-ops-staged"));
     let c = engine.client();
@@ -191,6 +191,23 @@ fn a_worker_killed_mid_call_fails_that_call_and_the_next_call_works() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Another call of the same plugin does not wait for the hanging one: a
+    // second worker serves it.
+    assert_eq!(
+        c.invoke(ALL_OPS, "virtual.status", status_request("ok"), None)
+            .unwrap()["status"],
+        "ACTIVE"
+    );
+    assert!(!call.is_finished(), "the hanging call ended early");
+    let pids = c.plugin_worker(ALL_OPS).unwrap()["pids"].clone();
+    assert_eq!(pids.as_array().map(Vec::len), Some(2), "{pids}");
+    let other = pids
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| **p != pid)
+        .cloned()
+        .unwrap_or_else(|| panic!("{pid} not in {pids}"));
     // SAFETY: kill(2) of the worker process the engine started for this test.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -207,6 +224,11 @@ fn a_worker_killed_mid_call_fails_that_call_and_the_next_call_works() {
         c.invoke(ALL_OPS, "virtual.status", status_request("ok"), None)
             .unwrap()["status"],
         "ACTIVE"
+    );
+    assert_eq!(
+        c.plugin_worker(ALL_OPS).unwrap()["pids"],
+        json!([other]),
+        "the killed worker is gone, the other serves"
     );
 }
 
