@@ -82,6 +82,7 @@ fn main() {
             },
             python: python(),
             deadlines: Default::default(),
+            plugin_workers: 4,
             auth: Default::default(),
         }))
         .unwrap();
@@ -104,6 +105,47 @@ fn main() {
             worker.push(t.elapsed());
         }
         assert_eq!(out["status"], "ACTIVE");
+    }
+    // Throughput with several callers at once: each gets its own worker
+    // (up to --plugin-workers), so calls of different jobs overlap.
+    let engine = std::sync::Arc::new(engine);
+    let burst = |callers: usize, calls: usize| {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let (engine, request) = (engine.clone(), request.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..calls / callers {
+                            let call = doppel_engine::PluginInvocation {
+                                operation: "virtual.status".into(),
+                                request: request.clone(),
+                                deadline: None,
+                                job: None,
+                                sync_volume: None,
+                            };
+                            engine
+                                .invoke_plugin("doppel-all-ops-staged", call)
+                                .await
+                                .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        })
+    };
+    let mut throughput = Vec::new();
+    for callers in [1usize, 2, 4] {
+        // Warm up: the extra workers start here, not in the timed part.
+        burst(callers, callers * 10);
+        let t = Instant::now();
+        burst(callers, rounds);
+        throughput.push((
+            callers,
+            (rounds / callers * callers) as f64 / t.elapsed().as_secs_f64(),
+        ));
     }
     rt.block_on(engine.shutdown());
 
@@ -144,6 +186,13 @@ fn main() {
             ms(m),
             ms(p99(v.clone())),
             m.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    println!("\nconcurrent callers, in-process: calls per second (x one caller)");
+    for (callers, rate) in &throughput {
+        println!(
+            "{callers} caller(s): {rate:>8.0} /s  {:>5.2}",
+            rate / throughput[0].1
         );
     }
     let m = median(worker);
