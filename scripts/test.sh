@@ -5,6 +5,16 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 export DOPPEL_TEST_PYTHON=$PWD/.venv/worker/bin/python
 export DOPPEL_TEST_DVP=$PWD/.venv/dvp/bin/dvp
+# Formatting drift fails fast, before the long build.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt >/dev/null 2>&1 || true
+if cargo fmt --version >/dev/null 2>&1; then
+    if ! cargo fmt --all --check >/dev/null; then
+        echo "error: the code is not formatted; run cargo fmt --all" >&2
+        exit 1
+    fi
+else
+    echo "notice: rustfmt is not available; formatting not checked" >&2
+fi
 cargo build --workspace --all-targets --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

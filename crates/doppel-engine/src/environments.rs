@@ -810,8 +810,8 @@ impl Engine {
             .any(|o| o.identity == identity && o.id != sc.id)
         {
             return Err(EngineError::Conflict(format!(
-                "another source config of {} has identity {identity}",
-                format!("{REPOSITORY_PREFIX}{}", repo.id)
+                "another source config of {REPOSITORY_PREFIX}{} has identity {identity}",
+                repo.id
             )));
         }
         sc.identity = identity;

@@ -36,15 +36,22 @@ fn pdo(v: &Value) -> Value {
     json!({"json": v.to_string()})
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, EngineError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
-            .map_err(Into::into)
-    }
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(Into::into)
+}
+
+/// What a request for a new VDB (provisioned or empty) says about it.
+struct NewVdb<'a> {
+    name: &'a str,
+    environment: &'a str,
+    user: Option<&'a str>,
+    parameters: &'a Value,
+    hooks: &'a std::collections::BTreeMap<String, String>,
 }
 
 struct Ctx {
@@ -410,14 +417,17 @@ impl Engine {
     /// and returns the record to create, not yet stored.
     fn new_vdb_record(
         &self,
-        name: &str,
+        new: NewVdb<'_>,
         plugin: &PluginRecord,
-        environment: &str,
-        user: Option<&str>,
-        parameters: &Value,
-        hooks: &std::collections::BTreeMap<String, String>,
         parent_volume: String,
     ) -> Result<VdbRecord, EngineError> {
+        let NewVdb {
+            name,
+            environment,
+            user,
+            parameters,
+            hooks,
+        } = new;
         crate::environments::check_name("name", name)?;
         if self.store.find_vdb_by_name(name)?.is_some() {
             return Err(EngineError::Conflict(format!(
@@ -529,15 +539,14 @@ impl Engine {
                 kind: "plugin",
                 id: plugin_id.clone(),
             })?;
-        let record = self.new_vdb_record(
-            &req.name,
-            &plugin,
-            &req.environment,
-            req.user.as_deref(),
-            &req.parameters,
-            &req.hooks,
-            parent_volume,
-        )?;
+        let new = NewVdb {
+            name: &req.name,
+            environment: &req.environment,
+            user: req.user.as_deref(),
+            parameters: &req.parameters,
+            hooks: &req.hooks,
+        };
+        let record = self.new_vdb_record(new, &plugin, parent_volume)?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
@@ -574,15 +583,14 @@ impl Engine {
     /// then the Configure-Clone hook. A failure leaves nothing behind.
     pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
         let plugin = self.find_plugin(&req.plugin)?;
-        let record = self.new_vdb_record(
-            &req.name,
-            &plugin,
-            &req.environment,
-            req.user.as_deref(),
-            &req.parameters,
-            &req.hooks,
-            String::new(),
-        )?;
+        let new = NewVdb {
+            name: &req.name,
+            environment: &req.environment,
+            user: req.user.as_deref(),
+            parameters: &req.parameters,
+            hooks: &req.hooks,
+        };
+        let record = self.new_vdb_record(new, &plugin, String::new())?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {

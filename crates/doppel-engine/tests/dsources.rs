@@ -296,7 +296,7 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     engine
         .set_hooks("dev", &[("pre-snapshot".to_owned(), String::new())].into())
         .unwrap();
-    assert!(engine.hooks("dev").unwrap().get("pre-snapshot").is_none());
+    assert!(!engine.hooks("dev").unwrap().contains_key("pre-snapshot"));
     assert!(matches!(
         engine.set_hooks("dev", &[("pre-lunch".to_owned(), "x".to_owned())].into()),
         Err(EngineError::InvalidInput { .. })

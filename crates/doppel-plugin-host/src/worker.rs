@@ -36,9 +36,12 @@ pub struct WorkerSpec {
     pub start_deadline: Duration,
 }
 
+/// Receives one plugin log line.
+pub type LogLineFn = dyn Fn(PluginLogLevel, &str) + Send + Sync;
+
 /// Where a call's plugin log lines go besides the plugin's own log (a job's events).
 #[derive(Clone)]
-pub struct LogSink(pub Arc<dyn Fn(PluginLogLevel, &str) + Send + Sync>);
+pub struct LogSink(pub Arc<LogLineFn>);
 
 impl std::fmt::Debug for LogSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -108,17 +108,14 @@ impl Connection {
                 let mut stderr = Vec::new();
                 while let Some(msg) = reader.wait().await {
                     match msg {
-                        ChannelMsg::Data { data } => {
-                            if to_caller.write_all(&data).await.is_err() {
-                                break;
-                            }
+                        // A caller gone away ends the stream.
+                        ChannelMsg::Data { data } if to_caller.write_all(&data).await.is_err() => {
+                            break
                         }
-                        ChannelMsg::ExtendedData { data, .. } => {
-                            if stderr.len() < STDERR_CAP {
-                                stderr.extend_from_slice(
-                                    &data[..data.len().min(STDERR_CAP - stderr.len())],
-                                );
-                            }
+                        ChannelMsg::ExtendedData { data, .. } if stderr.len() < STDERR_CAP => {
+                            stderr.extend_from_slice(
+                                &data[..data.len().min(STDERR_CAP - stderr.len())],
+                            );
                         }
                         ChannelMsg::Eof => {
                             let _ = to_caller.shutdown().await;
