@@ -6,7 +6,9 @@
 //!
 //! The copy: a temporary thin clone of the snapshot, mounted read-only on
 //! the host, copied with rsync by the host into the target directory, then
-//! unmounted and destroyed.
+//! unmounted and destroyed. A copy cut short by a crash leaves its mount
+//! record; the next start removes that mount and clone instead of
+//! re-establishing them.
 
 use std::sync::Arc;
 
@@ -19,6 +21,14 @@ use serde_json::json;
 use crate::environments::{connection_json, sh_quote};
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::{Engine, EngineError};
+
+/// Names of the temporary clones a V2P copies from.
+const TEMP_CLONE_PREFIX: &str = "v2p-";
+
+/// Whether a dataset is a V2P's temporary clone, never kept across starts.
+pub(crate) fn is_temp_clone(volume: &str) -> bool {
+    volume.starts_with(TEMP_CLONE_PREFIX)
+}
 
 impl Engine {
     /// Exports a snapshot into a host directory, in a job.
@@ -134,7 +144,7 @@ impl Engine {
         target: &str,
     ) -> Result<(), EngineError> {
         let temp = VolumeId::new(format!(
-            "v2p-{}",
+            "{TEMP_CLONE_PREFIX}{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ))?;
         let from = SnapshotRef::new(
@@ -162,23 +172,10 @@ impl Engine {
                     owner: None,
                 })
                 .await?;
-            let users = self.store.environment_users(env.id)?;
-            let u = users.iter().find(|x| x.name == user).expect("checked by the caller");
-            let conn = self.hosts.connect(env, u).await?;
-            let script = format!(
-                "mkdir -p -- {t} && if command -v rsync >/dev/null; then rsync -a -- {m}/ {t}/; else cp -a -- {m}/. {t}/; fi",
-                t = sh_quote(target),
-                m = sh_quote(&mount_path)
-            );
-            let out = conn.run_bash(&script, &Default::default(), false).await?;
+            // Whatever the copy does, the mount goes before the clone.
+            let copy = self.copy_from(env, user, &mount_path, target).await;
             let unmounted = self.unmount(mount.id).await;
-            if out.exit_code != 0 {
-                return Err(EngineError::InvalidInput {
-                    field: "target_directory".into(),
-                    reason: format!("cannot copy into {target} on {}: {}", env.name, out.stderr_str().trim()),
-                });
-            }
-            unmounted.map(|_| ())
+            copy.and(unmounted.map(|_| ()))
         }
         .await;
         if let Err(e) = self.destroy_dataset(temp.as_str()).await {
@@ -188,5 +185,53 @@ impl Engine {
             );
         }
         copied
+    }
+
+    /// Copies the mounted clone at `from` into `target`, on the host.
+    async fn copy_from(
+        &self,
+        env: &doppel_store::EnvironmentRecord,
+        user: &str,
+        from: &str,
+        target: &str,
+    ) -> Result<(), EngineError> {
+        let users = self.store.environment_users(env.id)?;
+        let u = users
+            .iter()
+            .find(|x| x.name == user)
+            .expect("checked by the caller");
+        let conn = self.hosts.connect(env, u).await?;
+        let script = format!(
+            "mkdir -p -- {t} && if command -v rsync >/dev/null; then rsync -a -- {m}/ {t}/; else cp -a -- {m}/. {t}/; fi",
+            t = sh_quote(target),
+            m = sh_quote(from)
+        );
+        let out = conn.run_bash(&script, &Default::default(), false).await?;
+        if out.exit_code != 0 {
+            return Err(EngineError::InvalidInput {
+                field: "target_directory".into(),
+                reason: format!(
+                    "cannot copy into {target} on {}: {}",
+                    env.name,
+                    out.stderr_str().trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes what V2P copies cut short by a crash left: their mounts (the
+    /// server side died with the old engine), records and clones.
+    pub(crate) async fn remove_temp_clone_mounts(&self, mounts: Vec<doppel_store::MountRecord>) {
+        for m in mounts {
+            tracing::warn!(mount = m.id, path = %m.mount_path, volume = %m.volume, "removing the mount and clone of an interrupted V2P copy");
+            if let Err(e) = self.drop_mount(&m).await {
+                tracing::error!(mount = m.id, error = %e, "cannot remove the mount of an interrupted V2P copy");
+                continue;
+            }
+            if let Err(e) = self.destroy_dataset(&m.volume).await {
+                tracing::error!(volume = %m.volume, error = %e, "cannot remove the clone of an interrupted V2P copy");
+            }
+        }
     }
 }

@@ -477,13 +477,17 @@ impl Engine {
     }
 
     /// Re-establishes every recorded mount (at start-up: the sessions that
-    /// served them died with the previous engine). Returns the failures.
+    /// served them died with the previous engine), except those of V2P
+    /// copies cut short, which are removed. Returns the failures.
     pub async fn restore_mounts(&self) -> Vec<(i64, EngineError)> {
         let mut failed = Vec::new();
-        let mounts = match self.store.list_mounts(None) {
-            Ok(m) => m,
+        let (temporary, mounts): (Vec<_>, Vec<_>) = match self.store.list_mounts(None) {
+            Ok(m) => m
+                .into_iter()
+                .partition(|m| crate::exports::is_temp_clone(&m.volume)),
             Err(e) => return vec![(0, e.into())],
         };
+        self.remove_temp_clone_mounts(temporary).await;
         for m in mounts {
             if let Err(e) = self.restore_mount(&m).await {
                 tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "cannot re-establish mount");
@@ -491,6 +495,43 @@ impl Engine {
             }
         }
         failed
+    }
+
+    /// Takes down a mount whose server may be gone (lazily, so a dead FUSE
+    /// connection cannot block it) and forgets it.
+    pub(crate) async fn drop_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
+        let env = self
+            .store
+            .get_environment(m.environment_id)?
+            .ok_or_else(|| EngineError::Internal("missing environment".into()))?;
+        let user = self
+            .store
+            .get_environment_user(m.user_id)?
+            .ok_or_else(|| EngineError::Internal("missing user".into()))?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        let path = sh_quote(&m.mount_path);
+        if m.kind == "bind" {
+            if is_mounted_here(&m.mount_path) {
+                let out = tokio::process::Command::new("umount")
+                    .args(["-l", "--", &m.mount_path])
+                    .output()
+                    .await
+                    .map_err(EngineError::io("running umount"))?;
+                if !out.status.success() {
+                    return Err(EngineError::Internal(format!(
+                        "cannot unmount {} on {}: {}",
+                        m.mount_path,
+                        env.name,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+            }
+        } else {
+            run(&conn, &format!("fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; true")).await?;
+        }
+        let _ = run(&conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        self.store.delete_mount(m.id)?;
+        Ok(())
     }
 
     async fn restore_mount(&self, m: &MountRecord) -> Result<(), EngineError> {

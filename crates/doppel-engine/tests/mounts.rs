@@ -103,7 +103,29 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
         Err(EngineError::Conflict(_))
     ));
 
-    // A restart: the sessions die with the engine, the next start restores them.
+    // What a V2P copy cut short by a crash leaves: its temporary clone,
+    // mounted read-only on the host, and the mount's record.
+    let temp = doppel_storage::VolumeId::new("v2p-0123456789ab").unwrap();
+    std::fs::write(
+        pool.create_volume(&temp).unwrap().join("copying.txt"),
+        b"half copied\n",
+    )
+    .unwrap();
+    engine
+        .mount_volume(MountRequest {
+            volume: temp.to_string(),
+            read_only: true,
+            ..mount("/srv/mnt/v2p-copy")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        host.sh("delphix", "cat /srv/mnt/v2p-copy/copying.txt"),
+        "half copied\n"
+    );
+
+    // A restart: the sessions die with the engine, the next start restores
+    // them, and removes the V2P leftovers instead.
     engine.shutdown().await;
     drop(engine);
     let engine = common::open_engine(data.path()).await;
@@ -125,8 +147,16 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
         "the mount came back after the restart"
     );
     assert_eq!(engine.list_mounts().unwrap().len(), 1);
+    assert!(
+        !host
+            .sh_output("delphix", "test -e /srv/mnt/v2p-copy")
+            .status
+            .success(),
+        "the interrupted V2P copy's mount point is gone from the host"
+    );
     // The restart reconciled the pool with the records: v1 (mounted) stays,
-    // v2 (no record names it) is quarantined, not deleted.
+    // v2 (no record names it) is quarantined, not deleted, and the V2P
+    // clone is destroyed.
     let volumes: Vec<String> = engine
         .pool()
         .list_volumes()
