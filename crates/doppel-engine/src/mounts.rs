@@ -455,17 +455,7 @@ impl Engine {
                 kind: "mount",
                 id: id.to_string(),
             })?;
-        let env = self
-            .store
-            .get_environment(m.environment_id)?
-            .ok_or_else(|| {
-                EngineError::Internal(format!("mount {id} names a missing environment"))
-            })?;
-        let user = self
-            .store
-            .get_environment_user(m.user_id)?
-            .ok_or_else(|| EngineError::Internal(format!("mount {id} names a missing user")))?;
-        let conn = self.hosts.connect(&env, &user).await?;
+        let (env, conn) = self.mount_host(&m).await?;
         self.stop_mount(&env, &conn, &m).await?;
         self.store.delete_mount(id)?;
         tracing::info!(mount = id, environment = %env.name, path = %m.mount_path, "dataset unmounted");
@@ -497,18 +487,29 @@ impl Engine {
         failed
     }
 
-    /// Takes down a mount whose server may be gone (lazily, so a dead FUSE
-    /// connection cannot block it) and forgets it.
-    pub(crate) async fn drop_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
+    /// The environment a recorded mount is on, and a connection as its user.
+    async fn mount_host(
+        &self,
+        m: &MountRecord,
+    ) -> Result<(EnvironmentRecord, Connection), EngineError> {
+        let missing =
+            |what: &str| EngineError::Internal(format!("mount {} names a missing {what}", m.id));
         let env = self
             .store
             .get_environment(m.environment_id)?
-            .ok_or_else(|| EngineError::Internal("missing environment".into()))?;
+            .ok_or_else(|| missing("environment"))?;
         let user = self
             .store
             .get_environment_user(m.user_id)?
-            .ok_or_else(|| EngineError::Internal("missing user".into()))?;
+            .ok_or_else(|| missing("user"))?;
         let conn = self.hosts.connect(&env, &user).await?;
+        Ok((env, conn))
+    }
+
+    /// Takes down a mount whose server may be gone (lazily, so a dead FUSE
+    /// connection cannot block it) and forgets it.
+    pub(crate) async fn drop_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
+        let (env, conn) = self.mount_host(m).await?;
         let path = sh_quote(&m.mount_path);
         if m.kind == "bind" {
             if is_mounted_here(&m.mount_path) {
@@ -535,15 +536,7 @@ impl Engine {
     }
 
     async fn restore_mount(&self, m: &MountRecord) -> Result<(), EngineError> {
-        let env = self
-            .store
-            .get_environment(m.environment_id)?
-            .ok_or_else(|| EngineError::Internal("missing environment".into()))?;
-        let user = self
-            .store
-            .get_environment_user(m.user_id)?
-            .ok_or_else(|| EngineError::Internal("missing user".into()))?;
-        let conn = self.hosts.connect(&env, &user).await?;
+        let (env, conn) = self.mount_host(m).await?;
         if m.kind == "bind" {
             // Bind mounts outlive the engine; make one only where it is gone.
             if !is_mounted_here(&m.mount_path) {
