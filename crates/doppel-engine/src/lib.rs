@@ -76,7 +76,13 @@ pub struct Engine {
     /// Serialises plugin installs, upgrades and deletes.
     plugin_lock: tokio::sync::Mutex<()>,
     auth: auth::Auth,
+    /// The background task that restores mounts at start and then keeps
+    /// re-establishing lost ones; stopped by [`Engine::shutdown`].
+    mount_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// How often the engine looks for remote mounts whose session ended.
+const MOUNT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Opens the data directory, creating what is missing, and checks that
@@ -117,22 +123,37 @@ impl Engine {
             host,
             plugin_lock: tokio::sync::Mutex::new(()),
             auth,
+            mount_watch: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
         // Mounts died with the previous engine's SSH sessions; hosts may be
         // slow or away, so this does not hold up the start.
-        let restoring = engine.clone();
-        tokio::spawn(async move {
-            let failed = restoring.restore_mounts().await;
+        // A weak handle: the task must not keep a dropped engine alive.
+        let weak = Arc::downgrade(&engine);
+        let watch = tokio::spawn(async move {
+            let Some(engine) = weak.upgrade() else { return };
+            let failed = engine.restore_mounts().await;
             if !failed.is_empty() {
                 tracing::warn!(
                     count = failed.len(),
                     "some mounts could not be re-established"
                 );
             }
-            restoring.undo_unfinished().await;
+            engine.undo_unfinished().await;
+            drop(engine);
+            // Afterwards a mount whose session ends without an unmount
+            // (sshfs killed, host rebooted, connection dropped) comes back.
+            loop {
+                tokio::time::sleep(MOUNT_WATCH_INTERVAL).await;
+                let Some(engine) = weak.upgrade() else { return };
+                let healed = engine.heal_mounts().await;
+                if healed > 0 {
+                    tracing::info!(count = healed, "lost mounts re-established");
+                }
+            }
         });
+        *engine.mount_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch);
         Ok(engine)
     }
 
@@ -161,6 +182,14 @@ impl Engine {
     /// Stops every plugin worker and every mount session (the hosts' mounts
     /// are re-established at the next start).
     pub async fn shutdown(&self) {
+        if let Some(watch) = self
+            .mount_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            watch.abort();
+        }
         self.mount_sessions.abort_all();
         self.host.stop_all().await;
     }

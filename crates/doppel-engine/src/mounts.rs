@@ -11,6 +11,7 @@
 use doppel_model::{Mount, MountRequest};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use doppel_remote::Connection;
@@ -40,13 +41,38 @@ fn model(m: &MountRecord) -> Mount {
     }
 }
 
-/// The SFTP sessions serving live mounts, by mount path per environment.
+/// A mount's key: its environment and mount path.
+type MountKey = (i64, String);
+
+/// The SFTP sessions serving live mounts, by mount path per environment,
+/// and one lock per mount path, held while a mount is made, taken down or
+/// re-established, so the watcher never races a job over the same mount.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    live: std::sync::Mutex<HashMap<(i64, String), JoinHandle<doppel_remote::DuplexExit>>>,
+    live: std::sync::Mutex<HashMap<MountKey, JoinHandle<doppel_remote::DuplexExit>>>,
+    locks: std::sync::Mutex<HashMap<MountKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Re-establishing attempts that failed in a row, per mount (to log the
+    /// first failure loudly and the rest quietly).
+    failures: std::sync::Mutex<HashMap<MountKey, u32>>,
 }
 
 impl Sessions {
+    fn lock_of(&self, key: &MountKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays small.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    /// Whether the session serving `key` has ended (or none runs).
+    fn ended(&self, key: &MountKey) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_none_or(|t| t.is_finished())
+    }
+
     fn insert(&self, key: (i64, String), task: JoinHandle<doppel_remote::DuplexExit>) {
         if let Some(old) = self
             .live
@@ -180,6 +206,10 @@ impl Engine {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
         };
+        let lock = self
+            .mount_sessions
+            .lock_of(&(env.id, record.mount_path.clone()));
+        let _held = lock.lock().await;
         self.start_mount(&env, &conn, &record, root).await?;
         match self.store.insert_mount(&record) {
             Ok(id) => {
@@ -455,6 +485,10 @@ impl Engine {
                 kind: "mount",
                 id: id.to_string(),
             })?;
+        let lock = self
+            .mount_sessions
+            .lock_of(&(m.environment_id, m.mount_path.clone()));
+        let _held = lock.lock().await;
         let (env, conn) = self.mount_host(&m).await?;
         self.stop_mount(&env, &conn, &m).await?;
         self.store.delete_mount(id)?;
@@ -479,12 +513,63 @@ impl Engine {
         };
         self.remove_temp_clone_mounts(temporary).await;
         for m in mounts {
+            let lock = self
+                .mount_sessions
+                .lock_of(&(m.environment_id, m.mount_path.clone()));
+            let _held = lock.lock().await;
             if let Err(e) = self.restore_mount(&m).await {
                 tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "cannot re-establish mount");
                 failed.push((m.id, e));
             }
         }
         failed
+    }
+
+    /// Re-establishes every recorded remote mount whose SFTP session has
+    /// ended (sshfs killed, host rebooted, connection dropped) or never
+    /// started (host away at start-up). Mounts a job is working on are
+    /// left to it. Returns how many came back.
+    pub(crate) async fn heal_mounts(&self) -> usize {
+        let Ok(mounts) = self.store.list_mounts(None) else {
+            return 0;
+        };
+        let mut healed = 0;
+        for m in mounts.into_iter().filter(|m| m.kind != "bind") {
+            let key = (m.environment_id, m.mount_path.clone());
+            if !self.mount_sessions.ended(&key) {
+                continue;
+            }
+            let lock = self.mount_sessions.lock_of(&key);
+            let Ok(_held) = lock.try_lock() else { continue };
+            // Under the lock: the record may have gone, or the mount come back.
+            if !matches!(self.store.get_mount(m.id), Ok(Some(_)))
+                || !self.mount_sessions.ended(&key)
+            {
+                continue;
+            }
+            let attempt = self.restore_mount(&m).await;
+            let mut failures = self
+                .mount_sessions
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match attempt {
+                Ok(()) => {
+                    failures.remove(&key);
+                    healed += 1;
+                }
+                Err(e) => {
+                    let n = failures.entry(key).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "a mount was lost and cannot be re-established yet; retrying");
+                    } else {
+                        tracing::debug!(mount = m.id, path = %m.mount_path, error = %e, attempts = *n, "mount still not re-established");
+                    }
+                }
+            }
+        }
+        healed
     }
 
     /// The environment a recorded mount is on, and a connection as its user.

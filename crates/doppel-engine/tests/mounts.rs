@@ -190,3 +190,73 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
     engine.delete_environment(&env).await.unwrap();
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_mount_whose_sshfs_dies_comes_back_by_itself() {
+    let world = World::new(&["target"]);
+    let host = world.host("target");
+    let data = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(data.path()).await;
+    let env = common::add_env(&engine, "target", host, "delphix").await["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    host.mkdir("/srv/mnt", "delphix");
+    let v = doppel_storage::VolumeId::new("lost").unwrap();
+    std::fs::write(
+        engine.pool().create_volume(&v).unwrap().join("hello.txt"),
+        b"still here\n",
+    )
+    .unwrap();
+    // A path no other test uses: the kill below picks its sshfs by it.
+    let path = format!("/srv/mnt/lost-{}", std::process::id());
+    let m = engine
+        .mount_volume(MountRequest {
+            environment: env.clone(),
+            user: None,
+            volume: "lost".into(),
+            subdirectory: String::new(),
+            mount_path: path.clone(),
+            read_only: false,
+            owner: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        host.sh("delphix", &format!("cat {path}/hello.txt")),
+        "still here\n"
+    );
+
+    // The host loses the mount (as after a dropped connection): the
+    // engine notices its session ended and mounts it again.
+    host.sh("delphix", &format!("pkill -KILL -f -- ' :/ {path}$'"));
+    let mut seen = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = String::from_utf8_lossy(
+            &host
+                .sh_output("delphix", &format!("cat {path}/hello.txt 2>&1"))
+                .stdout,
+        )
+        .into_owned();
+        if seen == "still here\n" {
+            break;
+        }
+    }
+    assert_eq!(seen, "still here\n", "the lost mount did not come back");
+    assert_eq!(
+        engine.list_mounts().unwrap().len(),
+        1,
+        "the same record serves it"
+    );
+
+    // An unmount is not undone by the watcher.
+    engine.unmount(m.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!host
+        .sh_output("delphix", &format!("mountpoint -q {path}"))
+        .status
+        .success());
+    engine.delete_environment(&env).await.unwrap();
+    engine.shutdown().await;
+}
