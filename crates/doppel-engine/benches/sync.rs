@@ -60,7 +60,12 @@ async fn timed(engine: &Arc<Engine>, start: Instant, job: Job) -> (f64, f64) {
 fn write_files(host: &Host, dir: &str, range: std::ops::Range<u64>, size: usize, seed: u64) {
     for i in range {
         let body: Vec<u8> = (0..size)
-            .map(|k| ((k as u64).wrapping_mul(2654435761).wrapping_add(i * 7919 + seed) >> 7) as u8)
+            .map(|k| {
+                ((k as u64)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(i * 7919 + seed)
+                    >> 7) as u8
+            })
             .collect();
         host.put_file(&format!("{dir}/d{}/f{i}", i / 200), &body, "alice");
     }
@@ -82,8 +87,15 @@ fn plain_rsync(staging: &Host, source: &Host) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::var("DOPPEL_BENCH_QUICK").is_ok();
-    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let (files, size) = if quick { (400u64, 50 << 10) } else { (4_000u64, 50 << 10) };
+    let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let (files, size) = if quick {
+        (400u64, 50 << 10)
+    } else {
+        (4_000u64, 50 << 10)
+    };
     let changed = files / 100;
 
     let world = World::new(&["source", "staging"]);
@@ -96,7 +108,11 @@ async fn main() {
     let data = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineConfig {
         data_dir: data.path().to_owned(),
-        pool: doppel_engine::PoolOptions { size: 8 << 30, reserve: 64 << 20, ..Default::default() },
+        pool: doppel_engine::PoolOptions {
+            size: 8 << 30,
+            reserve: 64 << 20,
+            ..Default::default()
+        },
         python: plugins::python(),
         deadlines: Default::default(),
         plugin_workers: 4,
@@ -104,12 +120,22 @@ async fn main() {
     })
     .await
     .unwrap();
-    engine.install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap()).await.unwrap();
+    engine
+        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .await
+        .unwrap();
     common::add_env(&engine, "source", source, "delphix").await;
     common::add_env(&engine, "staging", staging, "alice").await;
-    let repo = engine.list_repositories(Some("source")).unwrap().pop().unwrap();
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
     let sc = engine
-        .add_source_config(AddSourceConfig { repository: repo.reference, parameters: json!({"name": "tree", "path": "/srv/data/tree"}) })
+        .add_source_config(AddSourceConfig {
+            repository: repo.reference,
+            parameters: json!({"name": "tree", "path": "/srv/data/tree"}),
+        })
         .unwrap();
 
     // The first, full copy: plain rsync, then the link (whose first sync copies everything).
@@ -134,21 +160,55 @@ async fn main() {
     let (mut plain, mut sync, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds as u64 {
         let first = (r * 997) % (files - changed);
-        write_files(source, "/srv/data/tree", first..first + changed, size, r + 1);
+        write_files(
+            source,
+            "/srv/data/tree",
+            first..first + changed,
+            size,
+            r + 1,
+        );
         plain.push(plain_rsync(staging, source));
-        let (w, p) = timed(&engine, Instant::now(), engine.sync_dsource("tree", None, false).unwrap()).await;
+        let (w, p) = timed(
+            &engine,
+            Instant::now(),
+            engine.sync_dsource("tree", None, false).unwrap(),
+        )
+        .await;
         sync.push(w);
         overhead.push(w - p);
     }
     let mib = files * size as u64 >> 20;
     println!("dSource sync with the directory plugin against plain rsync: {mib} MiB in {files} files, source -> staging host");
-    println!("{:<40} {:>12} {:>12} {:>8}", "", "plain ms", "sync ms", "ratio");
-    println!("{:<40} {:>12.0} {:>12.0} {:>8.2}", "first full copy (link)", full_plain, full_sync, full_sync / full_plain);
+    println!(
+        "{:<40} {:>12} {:>12} {:>8}",
+        "", "plain ms", "sync ms", "ratio"
+    );
+    println!(
+        "{:<40} {:>12.0} {:>12.0} {:>8.2}",
+        "first full copy (link)",
+        full_plain,
+        full_sync,
+        full_sync / full_plain
+    );
     let (p, s) = (median(plain), median(sync));
-    println!("{:<40} {:>12.0} {:>12.0} {:>8.2}", format!("incremental, {changed} files changed (median of {rounds})"), p, s, s / p);
-    println!("engine's own part of an incremental sync (wall minus plugin operations): {:.1} ms", median(overhead));
+    println!(
+        "{:<40} {:>12.0} {:>12.0} {:>8.2}",
+        format!("incremental, {changed} files changed (median of {rounds})"),
+        p,
+        s,
+        s / p
+    );
+    println!(
+        "engine's own part of an incremental sync (wall minus plugin operations): {:.1} ms",
+        median(overhead)
+    );
 
-    timed(&engine, Instant::now(), engine.delete_dsource("tree").unwrap()).await;
+    timed(
+        &engine,
+        Instant::now(),
+        engine.delete_dsource("tree").unwrap(),
+    )
+    .await;
     engine.shutdown().await;
     drop(engine);
     doppel_storage::unmount_default_pool(data.path()).unwrap();
