@@ -3,7 +3,8 @@
 //! Events, in order: `job` (the job, each time its state, progress or step
 //! changes), `event` (each recorded [`doppel_model::JobEvent`], its `seq` as the SSE id),
 //! and last `end` (the finished job), after which the stream closes. The
-//! stream polls the store; a `Last-Event-ID` header resumes after that event.
+//! stream reads the store each time the engine announces a job change; a
+//! `Last-Event-ID` header resumes after that event.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,11 +20,13 @@ use futures_util::stream::{self, Stream};
 
 use crate::{Failure, Result};
 
-/// How often the stream looks for news.
-const POLL: Duration = Duration::from_millis(150);
+/// The stream wakes on every job change the engine records; this bounds
+/// the wait should a change ever go unannounced.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
 struct Follow {
     engine: Arc<Engine>,
+    changes: tokio::sync::watch::Receiver<u64>,
     job: String,
     after: i64,
     last: Option<(JobState, u8, String)>,
@@ -99,6 +102,8 @@ pub(crate) async fn stream_job(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let follow = Follow {
+        // Subscribed before the first look, so no change falls in between.
+        changes: engine.jobs().subscribe(),
         engine,
         job,
         after,
@@ -114,9 +119,11 @@ pub(crate) async fn stream_job(
             if f.done {
                 return None;
             }
+            // Marks what this look will see as seen, before looking.
+            f.changes.borrow_and_update();
             f.look();
             if f.ready.is_empty() {
-                tokio::time::sleep(POLL).await;
+                let _ = tokio::time::timeout(FALLBACK_POLL, f.changes.changed()).await;
             }
         }
     });

@@ -37,6 +37,15 @@ impl ClientError {
     }
 }
 
+/// What a job's event stream says, as it happens.
+#[derive(Debug, Clone)]
+pub enum JobUpdate {
+    /// The job's state, progress or step changed.
+    Job(doppel_model::Job),
+    /// The job recorded an event.
+    Event(doppel_model::JobEvent),
+}
+
 pub struct Client {
     base: String,
     http: Http,
@@ -241,6 +250,66 @@ impl Client {
                 .get(self.url(&["jobs", id, "events"]))
                 .query(&[("after", after)]),
         )
+    }
+
+    /// Follows a job over its server-sent event stream, calling `seen` for
+    /// each change and event as it happens; returns the finished job.
+    pub fn follow_job(
+        &self,
+        id: &str,
+        mut seen: impl FnMut(JobUpdate),
+    ) -> Result<doppel_model::Job, ClientError> {
+        use std::io::BufRead;
+        let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        };
+        let resp = self
+            .authed(self.http.get(self.url(&["jobs", id, "stream"])))
+            .send()
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
+        if !resp.status().is_success() {
+            return self.decode(resp);
+        }
+        let bad = |what: &str, data: &str| ClientError::Unexpected {
+            url: self.base.clone(),
+            status: 200,
+            body: format!("{what}: {data}"),
+        };
+        let (mut kind, mut data) = (String::new(), String::new());
+        for line in std::io::BufReader::new(resp).lines() {
+            let line = line.map_err(|e| unreachable(&e))?;
+            if let Some(v) = line.strip_prefix("event:") {
+                kind = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if line.is_empty() && !data.is_empty() {
+                // One event is complete.
+                match kind.as_str() {
+                    "job" => seen(JobUpdate::Job(
+                        serde_json::from_str(&data).map_err(|_| bad("job", &data))?,
+                    )),
+                    "event" => seen(JobUpdate::Event(
+                        serde_json::from_str(&data).map_err(|_| bad("event", &data))?,
+                    )),
+                    "end" => return serde_json::from_str(&data).map_err(|_| bad("end", &data)),
+                    "error" => {
+                        return Err(ClientError::Api(
+                            serde_json::from_str(&data).map_err(|_| bad("error", &data))?,
+                        ))
+                    }
+                    _ => {}
+                }
+                kind.clear();
+                data.clear();
+            }
+        }
+        Err(unreachable(
+            &"the job's event stream ended before the job did",
+        ))
     }
 
     pub fn cancel_job(&self, id: &str) -> Result<doppel_model::Job, ClientError> {

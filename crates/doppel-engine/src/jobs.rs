@@ -23,6 +23,24 @@ pub struct JobHandle {
     id: String,
     store: Arc<Store>,
     cancel: CancellationToken,
+    changes: Changes,
+}
+
+/// Bumped after every recorded change of any job, so followers (the API's
+/// event stream) wake at once instead of polling the store.
+#[derive(Clone)]
+pub(crate) struct Changes(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+impl Changes {
+    fn bump(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl JobHandle {
@@ -32,14 +50,18 @@ impl JobHandle {
 
     /// Records progress (0-100) and the step under way, as an event too.
     pub fn progress(&self, percent: u8, step: &str) {
-        if let Err(e) = self.store.set_job_progress(&self.id, percent, step) {
+        let recorded = self.store.set_job_progress(&self.id, percent, step);
+        self.changes.bump();
+        if let Err(e) = recorded {
             tracing::warn!(job = %self.id, error = %e, "cannot record job progress");
         }
         self.event(EventLevel::Info, step);
     }
 
     pub fn event(&self, level: EventLevel, message: &str) {
-        if let Err(e) = self.store.add_job_event(&self.id, level, message) {
+        let recorded = self.store.add_job_event(&self.id, level, message);
+        self.changes.bump();
+        if let Err(e) = recorded {
             tracing::warn!(job = %self.id, error = %e, "cannot record job event");
         }
     }
@@ -78,6 +100,7 @@ struct Running {
 pub struct JobRunner {
     store: Arc<Store>,
     running: Arc<Mutex<Running>>,
+    changes: Changes,
 }
 
 impl JobRunner {
@@ -98,6 +121,7 @@ impl JobRunner {
         Ok(JobRunner {
             store,
             running: Default::default(),
+            changes: Default::default(),
         })
     }
 
@@ -150,6 +174,7 @@ impl JobRunner {
             id: job.id.clone(),
             store: self.store.clone(),
             cancel,
+            changes: self.changes.clone(),
         };
         let running = self.running.clone();
         tokio::spawn(async move {
@@ -173,6 +198,7 @@ impl JobRunner {
                 if let Err(e) = handle.store.start_job(&handle.id) {
                     tracing::error!(job = %handle.id, error = %e, "cannot mark job running");
                 }
+                handle.changes.bump();
                 work(handle.clone()).await
             };
             let stored = match &outcome {
@@ -191,6 +217,7 @@ impl JobRunner {
                         .finish_job(&handle.id, JobState::Failed, Some(&e.to_api()), None)
                 }
             };
+            handle.changes.bump();
             if let Err(e) = stored {
                 tracing::error!(job = %handle.id, error = %e, "cannot record the end of a job");
             }
@@ -208,6 +235,11 @@ impl JobRunner {
             }
         });
         Ok(job)
+    }
+
+    /// Wakes on every later change of any job (state, progress, events).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.0.subscribe()
     }
 
     pub fn get(&self, id: &str) -> Result<Job, EngineError> {
@@ -243,6 +275,7 @@ impl JobRunner {
             let _ = self
                 .store
                 .add_job_event(id, EventLevel::Warning, "cancel requested");
+            self.changes.bump();
         }
         drop(r);
         self.get(id)

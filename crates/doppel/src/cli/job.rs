@@ -1,8 +1,6 @@
 //! `doppel job ...`, and following a job until it ends.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -96,17 +94,33 @@ pub fn finished_ok(job: &Job) -> Result<(), CliError> {
     }
 }
 
+/// The job being followed and its progress bar, for the Ctrl-C handler
+/// (which can be set only once per process).
+static FOLLOWING: std::sync::Mutex<Option<(String, Option<indicatif::ProgressBar>)>> =
+    std::sync::Mutex::new(None);
+
+fn detach_on_ctrl_c() {
+    // A second handler cannot be set; the first one stays in force.
+    let _ = ctrlc::set_handler(|| {
+        if let Some((id, bar)) = FOLLOWING.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(b) = bar {
+                b.abandon();
+            }
+            eprintln!(
+                "detached from {id}; it keeps running. Follow it again with: doppel job wait {id}"
+            );
+        }
+        std::process::exit(130);
+    });
+}
+
 /// Follows a job until it ends: a progress bar on a terminal, event lines
 /// otherwise (never in `-o json`, whose stdout is for the answer). Ctrl-C
-/// detaches; the job goes on in the engine.
+/// detaches; the job goes on in the engine. Updates come as the engine
+/// records them (the job's event stream); should the stream break, the
+/// job is polled instead.
 pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
     let c = &ctx.client;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // A second handler cannot be set; the first one stays in force.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    }
     let tty = std::io::stderr().is_terminal() && ctx.output == Output::Table;
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new(100);
@@ -121,36 +135,45 @@ pub fn follow(ctx: &Ctx, id: &str) -> Result<Job, CliError> {
         b.enable_steady_tick(Duration::from_millis(120));
         b
     });
-    let mut seen = 0;
-    loop {
-        if interrupted.load(Ordering::SeqCst) {
-            if let Some(b) = &bar {
-                b.abandon();
-            }
-            eprintln!(
-                "detached from {id}; it keeps running. Follow it again with: doppel job wait {id}"
-            );
-            std::process::exit(130);
-        }
-        let job = c.get_job(id)?;
-        for e in c.job_events(id, seen)? {
-            seen = e.seq;
-            if bar.is_none() && ctx.output == Output::Table {
-                eprintln!("{id}: {}", e.message);
-            }
-        }
+    *FOLLOWING.lock().unwrap_or_else(|p| p.into_inner()) = Some((id.to_owned(), bar.clone()));
+    detach_on_ctrl_c();
+    let seen = std::cell::Cell::new(0);
+    let show_job = |job: &Job| {
         if let Some(b) = &bar {
             b.set_position(job.progress as u64);
             b.set_message(job.step.clone());
         }
-        if job.state.is_finished() {
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            return Ok(job);
+    };
+    let show_event = |e: &doppel_model::JobEvent| {
+        seen.set(seen.get().max(e.seq));
+        if bar.is_none() && ctx.output == Output::Table {
+            eprintln!("{id}: {}", e.message);
         }
-        std::thread::sleep(Duration::from_millis(150));
+    };
+    let streamed = c.follow_job(id, |u| match u {
+        doppel_client::JobUpdate::Job(j) => show_job(&j),
+        doppel_client::JobUpdate::Event(e) => show_event(&e),
+    });
+    let job = match streamed {
+        Ok(job) => job,
+        Err(e @ doppel_client::ClientError::Api(_)) => return Err(e.into()),
+        Err(_) => loop {
+            let job = c.get_job(id)?;
+            for e in c.job_events(id, seen.get())? {
+                show_event(&e);
+            }
+            show_job(&job);
+            if job.state.is_finished() {
+                break job;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        },
+    };
+    FOLLOWING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
+    Ok(job)
 }
 
 /// What every job-starting command does: wait for the job (unless told

@@ -190,6 +190,43 @@ fn job_progress_streams_as_server_sent_events() {
     );
     assert_eq!(again.last().unwrap().0, "end");
 
+    // The client library follows the same stream (the CLI's `job wait` and
+    // every waiting command use it): every event once, in order, then the
+    // finished job; an unknown job is the API's not-found error.
+    let c = engine.client();
+    let mut updates = Vec::new();
+    let ended = c.follow_job(&id, |u| updates.push(u)).unwrap();
+    assert_eq!(ended.state, doppel_model::JobState::Failed);
+    let followed: Vec<i64> = updates
+        .iter()
+        .filter_map(|u| match u {
+            doppel_client::JobUpdate::Event(e) => Some(e.seq),
+            doppel_client::JobUpdate::Job(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        followed,
+        polled
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    );
+    let missing = c.follow_job("JOB-999999", |_| {}).unwrap_err();
+    assert_eq!(
+        missing.code(),
+        Some(doppel_model::ErrorCode::NotFound),
+        "{missing}"
+    );
+    // `doppel job wait` without a terminal prints each event and fails with the job.
+    let waited = engine.cli(&["job", "wait", &id]);
+    let stderr = waited.fails(10);
+    for e in &polled {
+        assert!(
+            stderr.contains(&format!("{id}: {}", e["message"].as_str().unwrap())),
+            "{stderr}"
+        );
+    }
+
     // Authenticated like every route; unknown jobs are 404 errors.
     let resp = client.get(stream_url(&id)).send().unwrap();
     assert_eq!(resp.status(), 401);
