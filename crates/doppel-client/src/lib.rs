@@ -41,7 +41,7 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub enum JobUpdate {
     /// The job's state, progress or step changed.
-    Job(doppel_model::Job),
+    Job(Box<doppel_model::Job>),
     /// The job recorded an event.
     Event(doppel_model::JobEvent),
 }

@@ -177,7 +177,7 @@ async fn main() {
         sync.push(w);
         overhead.push(w - p);
     }
-    let mib = files * size as u64 >> 20;
+    let mib = (files * size as u64) >> 20;
     println!("dSource sync with the directory plugin against plain rsync: {mib} MiB in {files} files, source -> staging host");
     println!(
         "{:<40} {:>12} {:>12} {:>8}",
