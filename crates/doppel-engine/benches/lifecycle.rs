@@ -101,6 +101,7 @@ async fn main() {
         python: plugins::python(),
         deadlines: Default::default(),
         plugin_workers: 4,
+        plugin_worker_idle: std::time::Duration::from_secs(300),
         auth: Default::default(),
     })
     .await

@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub deadlines: Deadlines,
     /// Workers one plugin version may run at once.
     pub plugin_workers: usize,
+    /// How long an extra plugin worker may stay idle before it is stopped
+    /// (one per plugin version always stays warm).
+    pub plugin_worker_idle: Duration,
     /// Users, tokens and the first admin's password.
     pub auth: auth::AuthConfig,
 }
@@ -79,6 +82,8 @@ pub struct Engine {
     /// The background task that restores mounts at start and then keeps
     /// re-establishing lost ones; stopped by [`Engine::shutdown`].
     mount_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stops plugin workers idle for longer than the configured time.
+    worker_reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -124,6 +129,7 @@ impl Engine {
             plugin_lock: tokio::sync::Mutex::new(()),
             auth,
             mount_watch: Default::default(),
+            worker_reaper: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
@@ -154,6 +160,24 @@ impl Engine {
             }
         });
         *engine.mount_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch);
+        let weak = Arc::downgrade(&engine);
+        let max_idle = config.plugin_worker_idle;
+        let reaper = tokio::spawn(async move {
+            // Checking a few times per idle period is precise enough.
+            let every = (max_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(engine) = weak.upgrade() else { return };
+                let stopped = engine.host.reap_idle(max_idle).await;
+                if stopped > 0 {
+                    tracing::info!(count = stopped, "stopped idle plugin workers");
+                }
+            }
+        });
+        *engine
+            .worker_reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reaper);
         Ok(engine)
     }
 
@@ -182,13 +206,10 @@ impl Engine {
     /// Stops every plugin worker and every mount session (the hosts' mounts
     /// are re-established at the next start).
     pub async fn shutdown(&self) {
-        if let Some(watch) = self
-            .mount_watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            watch.abort();
+        for task in [&self.mount_watch, &self.worker_reaper] {
+            if let Some(t) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                t.abort();
+            }
         }
         self.mount_sessions.abort_all();
         self.host.stop_all().await;

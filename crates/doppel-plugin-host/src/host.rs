@@ -76,7 +76,9 @@ struct Workers {
 
 #[derive(Default)]
 struct WorkerState {
-    idle: Vec<Worker>,
+    /// Idle workers with the time each came back, most recent last: calls
+    /// take the most recent, so extra workers age out (see `reap_idle`).
+    idle: Vec<(Worker, std::time::Instant)>,
     /// Pids of workers serving a call right now.
     busy: Vec<u32>,
 }
@@ -107,7 +109,7 @@ impl Lease {
         st.busy.retain(|p| *p != worker.pid());
         // A closed pool (plugin stopped meanwhile) keeps no workers.
         if !self.workers.permits.is_closed() {
-            st.idle.push(worker);
+            st.idle.push((worker, std::time::Instant::now()));
         }
     }
 }
@@ -176,7 +178,7 @@ impl PluginHost {
                 })?;
         let idle = workers.state().idle.pop();
         let worker = match idle {
-            Some(w) => w,
+            Some((w, _)) => w,
             None => Worker::start(&self.spec(plugin), plugin.log.clone()).await?,
         };
         workers.state().busy.push(worker.pid());
@@ -265,7 +267,7 @@ impl PluginHost {
         let mut pids: Vec<u32> = st
             .idle
             .iter()
-            .map(Worker::pid)
+            .map(|(w, _)| w.pid())
             .chain(st.busy.iter().copied())
             .collect();
         pids.sort_unstable();
@@ -287,9 +289,42 @@ impl PluginHost {
     async fn close(workers: &Workers) {
         workers.permits.close();
         let idle = std::mem::take(&mut workers.state().idle);
-        for w in idle {
+        for (w, _) in idle {
             w.shutdown().await;
         }
+    }
+
+    /// Stops workers idle for longer than `max_idle`, keeping the most
+    /// recently used one of each plugin version warm: a burst of parallel
+    /// jobs starts extra workers, and they should not stay for good.
+    /// Returns how many stopped.
+    pub async fn reap_idle(&self, max_idle: Duration) -> usize {
+        let all: Vec<Arc<Workers>> = {
+            let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.values().cloned().collect()
+        };
+        let mut stopped = 0;
+        for workers in all {
+            let old: Vec<Worker> = {
+                let mut st = workers.state();
+                let keep_newest = st.idle.len().saturating_sub(1);
+                let (mut old, mut kept) = (Vec::new(), Vec::new());
+                for (i, (w, since)) in std::mem::take(&mut st.idle).into_iter().enumerate() {
+                    if i < keep_newest && since.elapsed() > max_idle {
+                        old.push(w);
+                    } else {
+                        kept.push((w, since));
+                    }
+                }
+                st.idle = kept;
+                old
+            };
+            for w in old {
+                stopped += 1;
+                w.shutdown().await;
+            }
+        }
+        stopped
     }
 
     /// Stops every worker (engine shutdown).

@@ -83,6 +83,7 @@ fn main() {
             python: python(),
             deadlines: Default::default(),
             plugin_workers: 4,
+            plugin_worker_idle: std::time::Duration::from_secs(300),
             auth: Default::default(),
         }))
         .unwrap();

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// more calls of that plugin wait for a free one.
     #[arg(long, env = "DOPPEL_PLUGIN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     plugin_workers: u16,
+    /// Seconds an extra plugin worker may stay idle before it is stopped;
+    /// the most recently used worker of each plugin version stays.
+    #[arg(long, env = "DOPPEL_PLUGIN_WORKER_IDLE", default_value_t = 300.0)]
+    plugin_worker_idle: f64,
     /// Size of the embedded pool file (sparse), created on first start when the
     /// data directory is not on btrfs.
     #[arg(long, env = "DOPPEL_POOL_SIZE", default_value = "20GiB", value_parser = parse_bytes)]
@@ -116,6 +120,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             long: secs("deadline-long", args.deadline_long)?,
         })
     })();
+    let plugin_worker_idle = match secs("plugin-worker-idle", args.plugin_worker_idle) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let deadlines = match deadlines {
         Ok(d) => d,
         Err(e) => {
@@ -146,6 +157,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         python: args.python,
         deadlines,
         plugin_workers: args.plugin_workers.into(),
+        plugin_worker_idle,
         auth,
     };
     match runtime.block_on(serve(config, args.listen)) {

@@ -24,6 +24,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
         python: plugins::python(),
         deadlines: Default::default(),
         plugin_workers: 4,
+        plugin_worker_idle: std::time::Duration::from_secs(300),
         auth: Default::default(),
     })
     .await

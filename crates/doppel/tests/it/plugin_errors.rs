@@ -447,3 +447,61 @@ fn an_upgrade_needs_a_higher_build_number() {
         "the old build's code must be removed"
     );
 }
+
+#[test]
+fn extra_workers_stop_when_idle_and_one_stays_warm() {
+    let engine = Engine::start_with(&["--plugin-worker-idle", "0.5"]);
+    engine.install(&build_plugin("all-ops-staged"));
+    // Calls that arrive together on a cold plugin each start a worker.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let c = engine.client();
+            std::thread::spawn(move || {
+                c.invoke(ALL_OPS, "virtual.status", status_request("ok"), None)
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.join().unwrap().unwrap()["status"], "ACTIVE");
+    }
+    let c = engine.client();
+    let busy = c.plugin_worker(ALL_OPS).unwrap()["pids"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        busy.len() >= 2,
+        "parallel calls should have started several workers: {busy:?}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let warm = loop {
+        let pids = c.plugin_worker(ALL_OPS).unwrap()["pids"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if pids.len() == 1 {
+            break pids[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle workers were not stopped: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(busy.contains(&warm), "{warm} was not one of {busy:?}");
+    for pid in busy.iter().filter(|p| **p != warm) {
+        let pid = pid.as_u64().unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "worker {pid} still runs"
+        );
+    }
+    // The warm worker serves the next call without a start.
+    assert_eq!(
+        c.invoke(ALL_OPS, "virtual.status", status_request("ok"), None)
+            .unwrap()["status"],
+        "ACTIVE"
+    );
+    assert_eq!(c.plugin_worker(ALL_OPS).unwrap()["pids"], json!([warm]));
+}
