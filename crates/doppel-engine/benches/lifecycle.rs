@@ -13,46 +13,16 @@
 //! `DOPPEL_BENCH_ROUNDS`, default 7; `DOPPEL_BENCH_BIG_GIB`, default 4, the big dataset's size,
 //! 5,000 files per GiB).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use doppel_engine::{Engine, EngineConfig};
-use doppel_model::{Job, JobState, LinkDSource, ProvisionVdb};
+use doppel_model::{LinkDSource, ProvisionVdb};
 use doppel_testworld::{plugins, World};
 use serde_json::json;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Waits for a job, polling tightly; returns (wall ms, plugin ms).
-async fn timed(engine: &Arc<Engine>, start: Instant, job: Job) -> (f64, f64) {
-    loop {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
-            let wall = start.elapsed().as_secs_f64() * 1000.0;
-            let plugin: f64 = engine
-                .jobs()
-                .events(&job.id, 0)
-                .unwrap()
-                .iter()
-                .filter_map(|e| {
-                    e.message
-                        .strip_prefix("plugin ")
-                        .and_then(|m| m.rsplit_once(" in "))
-                        .and_then(|(_, ms)| ms.trim_end_matches(" ms").parse::<f64>().ok())
-                })
-                .sum();
-            return (wall, plugin);
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-}
+use common::{median, timed};
 
 /// Fills `dir` with `files` files making `bytes` in all.
 fn fill(dir: &std::path::Path, bytes: u64, files: u64) {

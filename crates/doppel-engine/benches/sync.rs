@@ -14,46 +14,16 @@
 //!   cargo bench -p doppel-engine --bench sync` (`DOPPEL_BENCH_QUICK=1`: 20 MiB in 400 files;
 //! `DOPPEL_BENCH_ROUNDS`, default 5).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use doppel_engine::{Engine, EngineConfig};
-use doppel_model::{AddSourceConfig, Job, JobState, LinkDSource};
+use doppel_model::{AddSourceConfig, LinkDSource};
 use doppel_testworld::{plugins, Host, World};
 use serde_json::json;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Waits for a job; returns (wall ms, plugin ms).
-async fn timed(engine: &Arc<Engine>, start: Instant, job: Job) -> (f64, f64) {
-    loop {
-        let j = engine.jobs().get(&job.id).unwrap();
-        if j.state.is_finished() {
-            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
-            let wall = start.elapsed().as_secs_f64() * 1000.0;
-            let plugin: f64 = engine
-                .jobs()
-                .events(&job.id, 0)
-                .unwrap()
-                .iter()
-                .filter_map(|e| {
-                    e.message
-                        .strip_prefix("plugin ")
-                        .and_then(|m| m.rsplit_once(" in "))
-                        .and_then(|(_, ms)| ms.trim_end_matches(" ms").parse::<f64>().ok())
-                })
-                .sum();
-            return (wall, plugin);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
+use common::{median, timed};
 
 /// Writes `files` files of `size` bytes below `dir` on the host, in
 /// directories of 200; `seed` makes the contents differ between calls.

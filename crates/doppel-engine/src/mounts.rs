@@ -307,24 +307,9 @@ impl Engine {
             if !out.status.success() {
                 let why = String::from_utf8_lossy(&out.stderr).into_owned();
                 if why.contains("busy") {
-                    let holders = holders_here(&m.mount_path);
-                    return Err(EngineError::Conflict(format!(
-                        "{} on {} is busy{}; stop those processes and unmount again",
-                        m.mount_path,
-                        env.name,
-                        if holders.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", held by {}", holders.join(", "))
-                        }
-                    )));
+                    return Err(busy(env, m, &holders_here(&m.mount_path)));
                 }
-                return Err(EngineError::Internal(format!(
-                    "cannot unmount {} on {}: {}",
-                    m.mount_path,
-                    env.name,
-                    why.trim()
-                )));
+                return Err(cannot_unmount(env, m, &why));
             }
         }
         let _ = run(
@@ -444,24 +429,10 @@ impl Engine {
                 )
                 .await?
                 .stdout_str();
-                let holders: Vec<&str> = holders.lines().collect();
-                return Err(EngineError::Conflict(format!(
-                    "{} on {} is busy{}; stop those processes and unmount again",
-                    m.mount_path,
-                    env.name,
-                    if holders.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", held by {}", holders.join(", "))
-                    }
-                )));
+                let holders: Vec<String> = holders.lines().map(str::to_owned).collect();
+                return Err(busy(env, m, &holders));
             }
-            return Err(EngineError::Internal(format!(
-                "cannot unmount {} on {}: {}",
-                m.mount_path,
-                env.name,
-                why.trim()
-            )));
+            return Err(cannot_unmount(env, m, &why));
         }
         if let Some(task) = self.mount_sessions.take(&(env.id, m.mount_path.clone())) {
             // sshfs exits once unmounted, which ends the session.
@@ -604,12 +575,11 @@ impl Engine {
                     .await
                     .map_err(EngineError::io("running umount"))?;
                 if !out.status.success() {
-                    return Err(EngineError::Internal(format!(
-                        "cannot unmount {} on {}: {}",
-                        m.mount_path,
-                        env.name,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
+                    return Err(cannot_unmount(
+                        &env,
+                        m,
+                        &String::from_utf8_lossy(&out.stderr),
+                    ));
                 }
             }
         } else {
@@ -654,6 +624,28 @@ impl Engine {
         tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "mount re-established");
         Ok(())
     }
+}
+
+/// A busy mount's refusal, naming what holds it when that is known.
+fn busy(env: &EnvironmentRecord, m: &MountRecord, holders: &[String]) -> EngineError {
+    let held = if holders.is_empty() {
+        String::new()
+    } else {
+        format!(", held by {}", holders.join(", "))
+    };
+    EngineError::Conflict(format!(
+        "{} on {} is busy{held}; stop those processes and unmount again",
+        m.mount_path, env.name
+    ))
+}
+
+fn cannot_unmount(env: &EnvironmentRecord, m: &MountRecord, why: &str) -> EngineError {
+    EngineError::Internal(format!(
+        "cannot unmount {} on {}: {}",
+        m.mount_path,
+        env.name,
+        why.trim()
+    ))
 }
 
 /// Whether the host's SSH session runs in the engine's own mount namespace

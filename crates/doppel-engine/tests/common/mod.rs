@@ -43,6 +43,39 @@ pub async fn wait(engine: &Arc<Engine>, job: Job) -> Job {
     panic!("{} did not finish", job.id);
 }
 
+/// The median of some measurements.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// For benchmarks: waits for a job that must succeed, polling tightly;
+/// returns (wall ms since `start`, ms spent in plugin operations, from the
+/// job's events).
+pub async fn timed(engine: &Arc<Engine>, start: std::time::Instant, job: Job) -> (f64, f64) {
+    loop {
+        let j = engine.jobs().get(&job.id).unwrap();
+        if j.state.is_finished() {
+            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+            let wall = start.elapsed().as_secs_f64() * 1000.0;
+            let plugin: f64 = engine
+                .jobs()
+                .events(&job.id, 0)
+                .unwrap()
+                .iter()
+                .filter_map(|e| {
+                    e.message
+                        .strip_prefix("plugin ")
+                        .and_then(|m| m.rsplit_once(" in "))
+                        .and_then(|(_, ms)| ms.trim_end_matches(" ms").parse::<f64>().ok())
+                })
+                .sum();
+            return (wall, plugin);
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
 /// Adds `host` as environment `name`, logging in as `user` with its
 /// password or key; returns the environment as the job produced it.
 pub async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) -> Value {
