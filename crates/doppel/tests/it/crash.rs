@@ -81,40 +81,50 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
         .cli(&["job", "wait", good["id"].as_str().unwrap()])
         .ok();
 
-    // Two jobs that will be inside a plugin operation when the engine dies.
+    // Three jobs that will be inside a plugin operation when the engine
+    // dies: a link, and two provisions from the same snapshot, which run
+    // together (different objects, each call in its own plugin worker).
     let stuck_link = link("stuck", &sc2, "hang");
-    let stuck_vdb = engine
-        .cli(&[
-            "vdb",
-            "provision",
-            "--name",
-            "stuckvdb",
-            "--from",
-            "good",
-            "--env",
-            "host",
-            "--params",
-            r#"{"behavior": "hang", "mountPath": "/srv/stage/vdb"}"#,
-            "--no-wait",
-            "-o",
-            "json",
-        ])
-        .json();
+    let provision = |name: &str| {
+        let params =
+            json!({"behavior": "hang", "mountPath": format!("/srv/stage/{name}")}).to_string();
+        engine
+            .cli(&[
+                "vdb",
+                "provision",
+                "--name",
+                name,
+                "--from",
+                "good",
+                "--env",
+                "host",
+                "--params",
+                &params,
+                "--no-wait",
+                "-o",
+                "json",
+            ])
+            .json()
+    };
+    let stuck_vdb = provision("stuckvdb");
+    let stuck_vdb2 = provision("stuckvdb2");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // Both hang inside the plugin, each in its own worker: the link with
-        // its dataset made, the provision with its clone and record.
+        // All hang inside the plugin at once: the link with its dataset
+        // made, the provisions with their clones and records.
         let log = engine.cli(&["plugin", "logs", ALL_OPS]).ok().to_owned();
         let linking = log.contains(&format!(
             "{}|linked.mount_specification] op linked.mount_specification",
             stuck_link["id"].as_str().unwrap()
         ));
-        let provisioning = log.contains(&format!("{}|virtual.", stuck_vdb["id"].as_str().unwrap()))
+        let provisioning = [&stuck_vdb, &stuck_vdb2]
+            .iter()
+            .all(|j| log.contains(&format!("{}|virtual.", j["id"].as_str().unwrap())))
             && engine
                 .cli(&["vdb", "list", "-o", "json"])
                 .json()
                 .as_array()
-                .is_some_and(|v| !v.is_empty());
+                .is_some_and(|v| v.len() == 2);
         if linking && provisioning {
             break;
         }
@@ -126,7 +136,7 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
     }
     let workers_before = worker_pids(engine.data_dir.path());
     assert!(
-        workers_before.len() >= 2,
+        workers_before.len() >= 3,
         "one worker per hanging call: {workers_before:?}"
     );
     assert_eq!(
@@ -150,7 +160,7 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
             "worker {pid} outlived the engine"
         );
     }
-    for job in [&stuck_link, &stuck_vdb] {
+    for job in [&stuck_link, &stuck_vdb, &stuck_vdb2] {
         let j = engine
             .cli(&["job", "show", job["id"].as_str().unwrap(), "-o", "json"])
             .json();
