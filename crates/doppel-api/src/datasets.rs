@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{accepted, parse_body, Result};
+use crate::{accepted, parse_body, parse_optional_body, Result};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
     OpenApiRouter::new()
@@ -177,11 +177,7 @@ async fn sync_dsource(
     Path(ds): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let req: SyncBody = if body.is_empty() {
-        SyncBody::default()
-    } else {
-        parse_body(&body)?
-    };
+    let req: SyncBody = parse_optional_body(&body)?;
     Ok(accepted(engine.sync_dsource(
         &ds,
         req.parameters,
@@ -265,11 +261,7 @@ async fn refresh_vdb(
     Path(vdb): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let req: ToBody = if body.is_empty() {
-        ToBody::default()
-    } else {
-        parse_body(&body)?
-    };
+    let req: ToBody = parse_optional_body(&body)?;
     Ok(accepted(engine.refresh_vdb(
         &vdb,
         req.to.as_deref(),
@@ -285,11 +277,7 @@ async fn rewind_vdb(
     Path(vdb): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let req: ToBody = if body.is_empty() {
-        ToBody::default()
-    } else {
-        parse_body(&body)?
-    };
+    let req: ToBody = parse_optional_body(&body)?;
     Ok(accepted(engine.refresh_vdb(
         &vdb,
         req.to.as_deref(),

@@ -80,6 +80,11 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     serde_json::from_slice(bytes).map_err(|e| Failure::invalid("body", e))
 }
 
+/// A body that may be left out: an empty one reads as `{}`.
+pub(crate) fn parse_optional_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    parse_body(if bytes.is_empty() { b"{}" } else { bytes })
+}
+
 /// Every documented `/api/v1` route. Each comes from its handler's
 /// `#[utoipa::path]`, which also puts it in the OpenAPI document: a route
 /// cannot be served without being documented, nor documented without being
@@ -307,11 +312,7 @@ async fn invoke_operation(
     Path((plugin, operation)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let body: InvokeBody = if body.is_empty() {
-        parse_body(b"{}")?
-    } else {
-        parse_body(&body)?
-    };
+    let body: InvokeBody = parse_optional_body(&body)?;
     let deadline = match body.deadline_seconds {
         None => None,
         Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => {
