@@ -500,47 +500,61 @@ impl Engine {
     /// ended (sshfs killed, host rebooted, connection dropped) or never
     /// started (host away at start-up). Mounts a job is working on are
     /// left to it. Returns how many came back.
-    pub(crate) async fn heal_mounts(&self) -> usize {
+    pub(crate) async fn heal_mounts(self: &Arc<Self>) -> usize {
         let Ok(mounts) = self.store.list_mounts(None) else {
             return 0;
         };
-        let mut healed = 0;
+        // Each lost mount on its own, so a host that is away (each attempt
+        // waits for its connection timeout) does not hold up the others.
+        let mut attempts = tokio::task::JoinSet::new();
         for m in mounts.into_iter().filter(|m| m.kind != "bind") {
-            let key = (m.environment_id, m.mount_path.clone());
-            if !self.mount_sessions.ended(&key) {
-                continue;
+            let engine = self.clone();
+            attempts.spawn(async move { engine.heal_mount(m).await });
+        }
+        attempts
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|healed| *healed)
+            .count()
+    }
+
+    /// Re-establishes one remote mount if its session ended; true if it did.
+    async fn heal_mount(&self, m: MountRecord) -> bool {
+        let key = (m.environment_id, m.mount_path.clone());
+        if !self.mount_sessions.ended(&key) {
+            return false;
+        }
+        let lock = self.mount_sessions.lock_of(&key);
+        let Ok(_held) = lock.try_lock() else {
+            return false;
+        };
+        // Under the lock: the record may have gone, or the mount come back.
+        if !matches!(self.store.get_mount(m.id), Ok(Some(_))) || !self.mount_sessions.ended(&key) {
+            return false;
+        }
+        let attempt = self.restore_mount(&m).await;
+        let mut failures = self
+            .mount_sessions
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match attempt {
+            Ok(()) => {
+                failures.remove(&key);
+                true
             }
-            let lock = self.mount_sessions.lock_of(&key);
-            let Ok(_held) = lock.try_lock() else { continue };
-            // Under the lock: the record may have gone, or the mount come back.
-            if !matches!(self.store.get_mount(m.id), Ok(Some(_)))
-                || !self.mount_sessions.ended(&key)
-            {
-                continue;
-            }
-            let attempt = self.restore_mount(&m).await;
-            let mut failures = self
-                .mount_sessions
-                .failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            match attempt {
-                Ok(()) => {
-                    failures.remove(&key);
-                    healed += 1;
+            Err(e) => {
+                let n = failures.entry(key).or_default();
+                *n += 1;
+                if *n == 1 {
+                    tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "a mount was lost and cannot be re-established yet; retrying");
+                } else {
+                    tracing::debug!(mount = m.id, path = %m.mount_path, error = %e, attempts = *n, "mount still not re-established");
                 }
-                Err(e) => {
-                    let n = failures.entry(key).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "a mount was lost and cannot be re-established yet; retrying");
-                    } else {
-                        tracing::debug!(mount = m.id, path = %m.mount_path, error = %e, attempts = *n, "mount still not re-established");
-                    }
-                }
+                false
             }
         }
-        healed
     }
 
     /// The environment a recorded mount is on, and a connection as its user.
