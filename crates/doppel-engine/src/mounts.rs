@@ -26,8 +26,9 @@ use crate::{Engine, EngineError};
 /// How long a new mount may take to appear on the host.
 const MOUNT_READY: Duration = Duration::from_secs(20);
 
-fn model(m: &MountRecord) -> Mount {
+fn model(m: &MountRecord, active: bool) -> Mount {
     Mount {
+        active,
         id: m.id,
         environment: format!("{ENVIRONMENT_PREFIX}{}", m.environment_id),
         user: format!("{USER_PREFIX}{}", m.user_id),
@@ -214,7 +215,7 @@ impl Engine {
         match self.store.insert_mount(&record) {
             Ok(id) => {
                 tracing::info!(mount = id, environment = %env.name, path = %req.mount_path, volume = %req.volume, "dataset mounted");
-                Ok(model(&MountRecord { id, ..record }))
+                Ok(model(&MountRecord { id, ..record }, true))
             }
             Err(e) => {
                 let _ = self.stop_mount(&env, &conn, &record).await;
@@ -464,11 +465,27 @@ impl Engine {
         self.stop_mount(&env, &conn, &m).await?;
         self.store.delete_mount(id)?;
         tracing::info!(mount = id, environment = %env.name, path = %m.mount_path, "dataset unmounted");
-        Ok(model(&m))
+        Ok(model(&m, false))
     }
 
     pub fn list_mounts(&self) -> Result<Vec<Mount>, EngineError> {
-        Ok(self.store.list_mounts(None)?.iter().map(model).collect())
+        Ok(self
+            .store
+            .list_mounts(None)?
+            .iter()
+            .map(|m| model(m, !self.is_lost(m)))
+            .collect())
+    }
+
+    /// Whether a recorded mount is not in place: a remote mount whose
+    /// session ended, or a bind mount that is gone.
+    fn is_lost(&self, m: &MountRecord) -> bool {
+        if m.kind == "bind" {
+            !is_mounted_here(&m.mount_path)
+        } else {
+            self.mount_sessions
+                .ended(&(m.environment_id, m.mount_path.clone()))
+        }
     }
 
     /// Re-establishes every recorded mount (at start-up: the sessions that
@@ -496,10 +513,11 @@ impl Engine {
         failed
     }
 
-    /// Re-establishes every recorded remote mount whose SFTP session has
-    /// ended (sshfs killed, host rebooted, connection dropped) or never
-    /// started (host away at start-up). Mounts a job is working on are
-    /// left to it. Returns how many came back.
+    /// Re-establishes every recorded mount that is not in place: a remote
+    /// one whose SFTP session ended (sshfs killed, host rebooted, connection
+    /// dropped) or never started (host away at start-up), or a bind mount
+    /// someone took down. Mounts a job is working on are left to it.
+    /// Returns how many came back.
     pub(crate) async fn heal_mounts(self: &Arc<Self>) -> usize {
         let Ok(mounts) = self.store.list_mounts(None) else {
             return 0;
@@ -507,7 +525,7 @@ impl Engine {
         // Each lost mount on its own, so a host that is away (each attempt
         // waits for its connection timeout) does not hold up the others.
         let mut attempts = tokio::task::JoinSet::new();
-        for m in mounts.into_iter().filter(|m| m.kind != "bind") {
+        for m in mounts.into_iter().filter(|m| self.is_lost(m)) {
             let engine = self.clone();
             attempts.spawn(async move { engine.heal_mount(m).await });
         }
@@ -519,18 +537,15 @@ impl Engine {
             .count()
     }
 
-    /// Re-establishes one remote mount if its session ended; true if it did.
+    /// Re-establishes one lost mount; true if it did.
     async fn heal_mount(&self, m: MountRecord) -> bool {
         let key = (m.environment_id, m.mount_path.clone());
-        if !self.mount_sessions.ended(&key) {
-            return false;
-        }
         let lock = self.mount_sessions.lock_of(&key);
         let Ok(_held) = lock.try_lock() else {
             return false;
         };
         // Under the lock: the record may have gone, or the mount come back.
-        if !matches!(self.store.get_mount(m.id), Ok(Some(_))) || !self.mount_sessions.ended(&key) {
+        if !matches!(self.store.get_mount(m.id), Ok(Some(_))) || !self.is_lost(&m) {
             return false;
         }
         let attempt = self.restore_mount(&m).await;

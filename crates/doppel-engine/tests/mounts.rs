@@ -244,6 +244,7 @@ async fn a_remote_mount_whose_sshfs_dies_comes_back_by_itself() {
         }
     }
     assert_eq!(seen, "still here\n", "the lost mount did not come back");
+    assert!(engine.list_mounts().unwrap()[0].active);
     assert_eq!(
         engine.list_mounts().unwrap().len(),
         1,

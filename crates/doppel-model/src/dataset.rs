@@ -138,6 +138,10 @@ pub struct Mount {
     pub read_only: bool,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Whether the mount is in place right now (a remote mount's SFTP
+    /// session runs; a bind mount exists). One that was lost is
+    /// re-established within seconds once its host can be reached.
+    pub active: bool,
 }
 
 /// `POST /api/v1/empty-vdbs`: a VDB that starts with no data.

@@ -626,11 +626,25 @@ pub fn run_mount(ctx: &Ctx, cmd: MountCommand) -> Result<(), CliError> {
                             m.volume.clone(),
                             m.kind.clone(),
                             m.read_only.to_string(),
+                            if m.active {
+                                "active"
+                            } else {
+                                "lost (re-mounting)"
+                            }
+                            .to_owned(),
                         ]
                     })
                     .collect();
                 table(
-                    &["ID", "ENVIRONMENT", "PATH", "DATASET", "KIND", "READ ONLY"],
+                    &[
+                        "ID",
+                        "ENVIRONMENT",
+                        "PATH",
+                        "DATASET",
+                        "KIND",
+                        "READ ONLY",
+                        "STATE",
+                    ],
                     rows,
                 );
             });

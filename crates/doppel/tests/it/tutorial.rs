@@ -484,7 +484,39 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
         "0",
         "no FUSE needed"
     );
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["active"] == true),
+        "{mounts}"
+    );
     local.sh("alice", "echo mine > /srv/vdbs/dev/mine.txt");
+
+    // A bind mount taken down behind the engine's back comes back by itself.
+    local.sh("root", "umount /srv/vdbs/dev");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !local
+        .sh_output("alice", "test -e /srv/vdbs/dev/mine.txt")
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bind mount did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mounts = engine.cli(&["mount", "list", "-o", "json"]).json();
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["active"] == true),
+        "{mounts}"
+    );
 
     engine.cli(&["vdb", "delete", "dev"]).ok();
     engine.cli(&["dsource", "delete", "tree"]).ok();
