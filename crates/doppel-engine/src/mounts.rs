@@ -23,6 +23,11 @@ use crate::environments::sh_quote;
 use crate::hosts::{ENVIRONMENT_PREFIX, USER_PREFIX};
 use crate::{Engine, EngineError};
 
+/// The wait before a lost mount is tried again after a failure, doubling
+/// with each failure in a row up to the maximum.
+const MOUNT_RETRY_FIRST: Duration = Duration::from_secs(2);
+const MOUNT_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// How long a new mount may take to appear on the host.
 const MOUNT_READY: Duration = Duration::from_secs(20);
 
@@ -52,9 +57,10 @@ type MountKey = (i64, String);
 pub(crate) struct Sessions {
     live: std::sync::Mutex<HashMap<MountKey, JoinHandle<doppel_remote::DuplexExit>>>,
     locks: std::sync::Mutex<HashMap<MountKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// Re-establishing attempts that failed in a row, per mount (to log the
-    /// first failure loudly and the rest quietly).
-    failures: std::sync::Mutex<HashMap<MountKey, u32>>,
+    /// Re-establishing attempts that failed in a row, per mount, and when
+    /// to try next: the first failure is logged loudly, the rest quietly,
+    /// and the wait doubles up to a minute while the host stays away.
+    failures: std::sync::Mutex<HashMap<MountKey, (u32, tokio::time::Instant)>>,
 }
 
 impl Sessions {
@@ -548,6 +554,17 @@ impl Engine {
         if !matches!(self.store.get_mount(m.id), Ok(Some(_))) || !self.is_lost(&m) {
             return false;
         }
+        let not_yet = |(_, next): &(u32, tokio::time::Instant)| tokio::time::Instant::now() < *next;
+        if self
+            .mount_sessions
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(not_yet)
+        {
+            return false;
+        }
         let attempt = self.restore_mount(&m).await;
         let mut failures = self
             .mount_sessions
@@ -560,8 +577,12 @@ impl Engine {
                 true
             }
             Err(e) => {
-                let n = failures.entry(key).or_default();
+                let (n, next) = failures
+                    .entry(key)
+                    .or_insert((0, tokio::time::Instant::now()));
                 *n += 1;
+                let wait = MOUNT_RETRY_FIRST * 2u32.saturating_pow(*n - 1);
+                *next = tokio::time::Instant::now() + wait.min(MOUNT_RETRY_MAX);
                 if *n == 1 {
                     tracing::warn!(mount = m.id, path = %m.mount_path, error = %e, "a mount was lost and cannot be re-established yet; retrying");
                 } else {
