@@ -23,20 +23,9 @@ use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX};
 use crate::jobs::JobHandle;
 
-use crate::{Engine, EngineError};
+use crate::{now, pdo, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
 
 const DSOURCE_PREFIX: &str = "DSOURCE-";
-const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn pdo(v: &Value) -> Value {
-    json!({"json": v.to_string()})
-}
 
 fn mount_json(env: &EnvironmentRecord, path: &str) -> Value {
     json!({"remote_environment": {"name": env.name, "reference": format!("{ENVIRONMENT_PREFIX}{}", env.id),
@@ -267,9 +256,7 @@ impl Engine {
             SnapshotId::new(record.pool_snapshot.as_str())?,
         );
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.destroy_snapshot(&r))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        pool_task(move || pool.destroy_snapshot(&r)).await?;
         self.store.delete_snapshot(id)?;
         Ok(shown)
     }
@@ -405,7 +392,7 @@ impl Engine {
             job.progress(5, &format!("creating dataset {volume}"));
             let pool = engine.pool.clone();
             let v = volume.clone();
-            tokio::task::spawn_blocking(move || pool.create_volume(&v)).await.map_err(|e| EngineError::Internal(e.to_string()))??;
+            pool_task(move || pool.create_volume(&v)).await?;
             let (id, _) = match engine.store.insert_dsource(&record) {
                 Ok(ids) => ids,
                 Err(e) => {
@@ -658,14 +645,12 @@ impl Engine {
         ))?;
         let pool = self.pool.clone();
         let (v, s) = (volume.clone(), snap.clone());
-        tokio::task::spawn_blocking(move || pool.create_snapshot(&v, &s))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        pool_task(move || pool.create_snapshot(&v, &s)).await?;
         let undo = || {
             let pool = self.pool.clone();
             let r = SnapshotRef::new(volume.clone(), snap.clone());
             async move {
-                let _ = tokio::task::spawn_blocking(move || pool.destroy_snapshot(&r)).await;
+                let _ = pool_task(move || pool.destroy_snapshot(&r)).await;
             }
         };
         let metadata = match self.call(ctx, job, post, req, false).await {
@@ -857,14 +842,12 @@ impl Engine {
     pub(crate) async fn destroy_dataset(&self, volume: &str) -> Result<(), EngineError> {
         let v = VolumeId::new(volume)?;
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
+        pool_task(move || {
             for s in pool.list_snapshots(&v)? {
                 pool.destroy_snapshot(&SnapshotRef::new(v.clone(), s))?;
             }
             pool.destroy_volume(&v)
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("dataset removal task: {e}")))??;
-        Ok(())
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX, USER_PREFIX};
 use crate::jobs::JobHandle;
-use crate::{Engine, EngineError};
+use crate::{now, pdo, Engine, EngineError};
 
 const REPOSITORY_PREFIX: &str = "REPOSITORY-";
 const SOURCE_CONFIG_PREFIX: &str = "SOURCE_CONFIG-";
@@ -30,12 +30,6 @@ fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
         field: field.into(),
         reason: reason.into(),
     }
-}
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Shell-quotes one word for a POSIX shell.
@@ -124,10 +118,6 @@ pub(crate) fn connection_json(env: &EnvironmentRecord, user: &EnvironmentUserRec
         },
         "user": {"name": user.name, "reference": format!("{USER_PREFIX}{}", user.id)},
     })
-}
-
-fn pdo(v: &Value) -> Value {
-    json!({"json": v.to_string()})
 }
 
 /// identity = the identity fields' values as a JSON array; name = the name field.

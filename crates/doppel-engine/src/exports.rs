@@ -37,7 +37,7 @@ impl Engine {
             field: field.into(),
             reason: reason.into(),
         };
-        let snap_id = parse_ref(&req.snapshot, "SNAPSHOT-")
+        let snap_id = parse_ref(&req.snapshot, crate::SNAPSHOT_PREFIX)
             .ok_or_else(|| invalid("snapshot", "must look like SNAPSHOT-<n>"))?;
         let snapshot = self
             .store
@@ -152,9 +152,7 @@ impl Engine {
             SnapshotId::new(snapshot.pool_snapshot.as_str())?,
         );
         let (pool, to) = (self.pool.clone(), temp.clone());
-        tokio::task::spawn_blocking(move || pool.create_clone(&from, &to))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        crate::pool_task(move || pool.create_clone(&from, &to)).await?;
         let mount_path = format!(
             "{}/doppel-v2p-{}",
             env.scratch_path.trim_end_matches('/'),

@@ -30,6 +30,31 @@ use doppel_plugin_host::{HostConfig, PluginHost, WORKER_SCRIPT};
 use doppel_store::Store;
 use layout::Layout;
 
+/// How snapshots are referred to: `SNAPSHOT-<n>`.
+pub(crate) const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
+
+/// The current time as RFC 3339, as records keep it.
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A plugin-defined object as plugin requests carry it (`{"json": "..."}`).
+pub(crate) fn pdo(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"json": v.to_string()})
+}
+
+/// Runs pool work (file system calls that may block) off the async threads.
+pub(crate) async fn pool_task<T: Send + 'static>(
+    f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("pool task: {e}")))?
+        .map_err(Into::into)
+}
+
 /// How the engine is set up; `doppel serve` fills it from flags and env vars.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -193,9 +218,7 @@ impl Engine {
     /// The storage pool's driver, capabilities, space and notices.
     pub async fn pool_status(&self) -> Result<doppel_storage::PoolStatus, EngineError> {
         let pool = self.pool.clone();
-        Ok(tokio::task::spawn_blocking(move || pool.status())
-            .await
-            .map_err(|e| EngineError::Internal(format!("pool status task: {e}")))??)
+        pool_task(move || pool.status()).await
     }
 
     /// The storage pool (datasets, snapshots, clones).

@@ -209,9 +209,7 @@ impl Engine {
             read_only: req.read_only,
             uid: Some(uid),
             gid: Some(gid),
-            created_at: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            created_at: crate::now(),
         };
         let lock = self
             .mount_sessions

@@ -80,12 +80,6 @@ pub struct PluginInvocation {
     pub sync_volume: Option<String>,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 impl Engine {
     pub(crate) fn loaded(&self, rec: &PluginRecord) -> Result<LoadedPlugin, EngineError> {
         let kind = match rec
@@ -257,7 +251,7 @@ impl Engine {
             build_number: build,
             definition: artifact.definition.clone(),
             code_dir: rel,
-            installed_at: now_rfc3339(),
+            installed_at: crate::now(),
         };
         if let Err(e) = self.store.put_plugin(&record) {
             let _ = std::fs::remove_dir_all(&code_dir);

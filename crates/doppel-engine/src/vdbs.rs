@@ -21,29 +21,9 @@ use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::jobs::JobHandle;
 
-use crate::{Engine, EngineError};
+use crate::{now, pdo, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
 
 const VDB_PREFIX: &str = "VDB-";
-const SNAPSHOT_PREFIX: &str = "SNAPSHOT-";
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn pdo(v: &Value) -> Value {
-    json!({"json": v.to_string()})
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static,
-) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))?
-        .map_err(Into::into)
-}
 
 /// What a request for a new VDB (provisioned or empty) says about it.
 struct NewVdb<'a> {
@@ -381,7 +361,7 @@ impl Engine {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ))?;
         let (pool, v, s) = (self.pool.clone(), volume.clone(), snap.clone());
-        blocking(move || pool.create_snapshot(&v, &s).map(|_| ())).await?;
+        pool_task(move || pool.create_snapshot(&v, &s).map(|_| ())).await?;
         let metadata = match self.vcall(ctx, job, "virtual.post_snapshot", req).await {
             Ok(out) => out
                 .and_then(|o| {
@@ -393,7 +373,7 @@ impl Engine {
                 .unwrap_or_else(|| json!({})),
             Err(e) => {
                 let (pool, r) = (self.pool.clone(), SnapshotRef::new(volume, snap));
-                let _ = blocking(move || pool.destroy_snapshot(&r)).await;
+                let _ = pool_task(move || pool.destroy_snapshot(&r)).await;
                 return Err(e);
             }
         };
@@ -554,7 +534,7 @@ impl Engine {
             let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
             let to = VolumeId::new(record.volume.as_str())?;
             let pool = engine.pool.clone();
-            blocking(move || pool.create_clone(&from, &to).map(|_| ())).await?;
+            pool_task(move || pool.create_clone(&from, &to).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
             let id = vdb.id;
             let outcome = async {
@@ -596,7 +576,7 @@ impl Engine {
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
             job.progress(5, &format!("creating the empty dataset {}", record.volume));
             let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
-            blocking(move || pool.create_volume(&v).map(|_| ())).await?;
+            pool_task(move || pool.create_volume(&v).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, None).await?;
             let id = vdb.id;
             let outcome = async {
@@ -688,7 +668,7 @@ impl Engine {
             job.progress(40, &format!("restoring the dataset to {SNAPSHOT_PREFIX}{}", target.id));
             let (pool, vol) = (engine.pool.clone(), VolumeId::new(ctx.vdb.volume.as_str())?);
             let from = SnapshotRef::new(VolumeId::new(target.volume.as_str())?, SnapshotId::new(target.pool_snapshot.as_str())?);
-            blocking(move || pool.restore_volume(&vol, &from)).await?;
+            pool_task(move || pool.restore_volume(&vol, &from)).await?;
             engine.store.new_vdb_timeflow(ctx.vdb.id, target.id, &now())?;
             job.progress(60, "mounting");
             let mounts = engine.mount_vdb(&job, &ctx).await?;

@@ -262,7 +262,16 @@ impl PluginHost {
     /// The pids of the running workers of `plugin`, serving a call or idle,
     /// in ascending order.
     pub fn worker_pids(&self, plugin: &LoadedPlugin) -> Vec<u32> {
-        let workers = self.workers(plugin);
+        // Looking does not make a pool for a plugin that never ran.
+        let Some(workers) = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&plugin.key())
+            .cloned()
+        else {
+            return Vec::new();
+        };
         let st = workers.state();
         let mut pids: Vec<u32> = st
             .idle
