@@ -6,20 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use doppel_engine::auth::{Principal, TokenKind};
 use doppel_engine::{Engine, EngineError};
-use doppel_model::{AddUser, ApiError, ApiUser, ErrorCode, LoginRequest, LoginResponse};
+use doppel_model::{
+    AddUser, ApiError, ApiUser, ErrorCode, Grant, GrantRequest, LoginRequest, LoginResponse, Role,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{parse_body, Failure, Result};
+use crate::{parse_body, rights, Failure, Result};
 
 /// Largest body the login and user routes read.
 pub(crate) const MAX_SMALL_BODY: usize = 64 * 1024;
@@ -34,6 +36,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(whoami))
         .routes(routes!(list_users, add_user))
         .routes(routes!(delete_user))
+        .routes(routes!(list_grants, add_grant, delete_grant))
 }
 
 /// The client's address, for the brake on failed logins.
@@ -82,8 +85,9 @@ fn unauthorized(message: &str) -> Response {
     resp
 }
 
-/// Middleware: a valid API token for every `/api/v1` route but the open ones;
-/// the user it names goes into the request's extensions as a [`Principal`].
+/// Middleware: a valid API token for every `/api/v1` route but the open ones,
+/// and the role the route needs (see `rights`); the user the token names
+/// goes into the request's extensions as a [`Principal`].
 pub(crate) async fn require_token(
     State(engine): State<Arc<Engine>>,
     mut req: Request,
@@ -96,14 +100,27 @@ pub(crate) async fn require_token(
     let Some(token) = bearer(req.headers()) else {
         return unauthorized("this endpoint needs a token: send `Authorization: Bearer <token>`");
     };
-    match engine.authenticate(token, &TokenKind::Api) {
-        Ok(who) => {
-            req.extensions_mut().insert(who);
-            next.run(req).await
+    let who = match engine.authenticate(token, &TokenKind::Api) {
+        Ok(who) => who,
+        Err(EngineError::Unauthorized(m)) => return unauthorized(&m),
+        Err(e) => return engine_failure(e),
+    };
+    // Unrouted paths fall through to the not-found answer.
+    if let Some(route) = req.extensions().get::<MatchedPath>() {
+        let needed = match rights::rule(req.method(), route.as_str()) {
+            Some(rule) => rule.role(),
+            // Fail closed: a route nobody gave a rule is nobody's.
+            None => Some(Role::Admin),
+        };
+        if let Some(min) = needed {
+            let what = format!("{} {}", req.method(), route.as_str());
+            if let Err(e) = doppel_engine::access::require_role(&who, min, &what) {
+                return engine_failure(e);
+            }
         }
-        Err(EngineError::Unauthorized(m)) => unauthorized(&m),
-        Err(e) => engine_failure(e),
     }
+    req.extensions_mut().insert(who);
+    next.run(req).await
 }
 
 /// Checks a password and answers a bearer token; needs no token. Failed
@@ -200,4 +217,51 @@ async fn delete_user(
 struct DeletedUser {
     /// The user's name.
     deleted: String,
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct GrantQuery {
+    /// Only rights on this object (a reference or `KIND:NAME`).
+    object: Option<String>,
+    /// Only rights of this user.
+    user: Option<String>,
+}
+
+/// Rights of users on objects.
+#[utoipa::path(get, path = "/api/v1/grants", tag = "auth", params(GrantQuery),
+    responses((status = 200, body = Vec<Grant>)))]
+async fn list_grants(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Query(q): axum::extract::Query<GrantQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        engine.list_grants(q.object.as_deref(), q.user.as_deref())?,
+    ))
+}
+
+/// Gives a user a right on an object (its owners and administrators may).
+#[utoipa::path(post, path = "/api/v1/grants", tag = "auth", request_body = GrantRequest,
+    responses((status = 201, body = Grant)))]
+async fn add_grant(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: GrantRequest = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(engine.grant(&who, &req)?)))
+}
+
+/// Takes a user's right on an object away (its owners and administrators may).
+#[utoipa::path(delete, path = "/api/v1/grants", tag = "auth", request_body = GrantRequest,
+    responses((status = 200, description = "What was revoked", body = GrantRequest)))]
+async fn delete_grant(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: GrantRequest = parse_body(&body)?;
+    engine.revoke(&who, &req)?;
+    Ok(Json(req))
 }

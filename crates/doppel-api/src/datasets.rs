@@ -6,9 +6,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
+use doppel_engine::access::Need;
+use doppel_engine::auth::Principal;
 use doppel_engine::Engine;
-use doppel_model::{DSource, Job, LinkDSource, Mount, ProvisionVdb, Snapshot, Vdb};
+use doppel_model::{DSource, Job, LinkDSource, Mount, ProvisionVdb, Right, Snapshot, Vdb};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -42,9 +44,17 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
     responses((status = 202, description = "The job", body = Job)))]
 async fn export_snapshot(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::ExportSnapshot = parse_body(&body)?;
+    engine.authorize(
+        &who,
+        &[
+            Need::Snapshot(&req.snapshot, Right::Provisioner),
+            Need::Environment(&req.environment, Right::Provisioner),
+        ],
+    )?;
     Ok(accepted(engine.export_snapshot(req)?))
 }
 
@@ -53,10 +63,15 @@ async fn export_snapshot(
     responses((status = 202, description = "The job", body = Job)))]
 async fn create_empty_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::CreateEmptyVdb = parse_body(&body)?;
-    Ok(accepted(engine.create_empty_vdb(req)?))
+    engine.authorize(
+        &who,
+        &[Need::Environment(&req.environment, Right::Provisioner)],
+    )?;
+    Ok(accepted(engine.create_empty_vdb(&who, req)?))
 }
 
 /// Deletes a snapshot (refused while a VDB's current timeflow starts at it).
@@ -65,8 +80,10 @@ async fn create_empty_vdb(
     responses((status = 200, description = "The deleted snapshot", body = Snapshot)))]
 async fn delete_snapshot(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(snapshot): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Snapshot(&snapshot, Right::Owner)])?;
     Ok(Json(engine.delete_snapshot(&snapshot).await?))
 }
 
@@ -76,8 +93,10 @@ async fn delete_snapshot(
     responses((status = 202, description = "The job", body = Job)))]
 async fn dsource_power(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path((ds, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
     let enable = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -97,8 +116,10 @@ async fn dsource_power(
     responses((status = 202, description = "The job", body = Job)))]
 async fn vdb_power(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path((vdb, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.vdb_power(&vdb, &action)?))
 }
 
@@ -108,8 +129,10 @@ async fn vdb_power(
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
 async fn get_hooks(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(object): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Dataset(&object, Right::Owner)])?;
     Ok(Json(engine.hooks(&object)?))
 }
 
@@ -120,10 +143,12 @@ async fn get_hooks(
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
 async fn set_hooks(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(object): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let hooks: std::collections::BTreeMap<String, String> = parse_body(&body)?;
+    engine.authorize(&who, &[Need::Dataset(&object, Right::Owner)])?;
     Ok(Json(engine.set_hooks(&object, &hooks)?))
 }
 
@@ -135,9 +160,21 @@ async fn list_dsources(State(engine): State<Arc<Engine>>) -> Result<impl IntoRes
 /// Links a source config as a dSource: a job that ingests it.
 #[utoipa::path(post, path = "/api/v1/dsources", tag = "datasets", request_body = LinkDSource,
     responses((status = 202, description = "The linking job", body = Job)))]
-async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn link_dsource(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
     let req: LinkDSource = parse_body(&body)?;
-    Ok(accepted(engine.link_dsource(req)?))
+    let mut needs = vec![Need::SourceConfigEnvironment(
+        &req.source_config,
+        Right::Provisioner,
+    )];
+    if let Some(staging) = &req.staging_environment {
+        needs.push(Need::Environment(staging, Right::Provisioner));
+    }
+    engine.authorize(&who, &needs)?;
+    Ok(accepted(engine.link_dsource(&who, req)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/dsources/{ds}", tag = "datasets", params(("ds" = String, Path, description = "dSource reference or name")),
@@ -153,8 +190,10 @@ async fn get_dsource(
     responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_dsource(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(ds): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
     Ok(accepted(engine.delete_dsource(&ds)?))
 }
 
@@ -174,10 +213,12 @@ struct SyncBody {
     request_body(content = Option<SyncBody>), responses((status = 202, description = "The sync job", body = Job)))]
 async fn sync_dsource(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(ds): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: SyncBody = parse_optional_body(&body)?;
+    engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
     Ok(accepted(engine.sync_dsource(
         &ds,
         req.parameters,
@@ -212,10 +253,18 @@ async fn list_vdbs(State(engine): State<Arc<Engine>>) -> Result<impl IntoRespons
     responses((status = 202, description = "The provisioning job", body = Job)))]
 async fn provision_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: ProvisionVdb = parse_body(&body)?;
-    Ok(accepted(engine.provision_vdb(req)?))
+    engine.authorize(
+        &who,
+        &[
+            Need::Dataset(&req.from, Right::Provisioner),
+            Need::Environment(&req.environment, Right::Provisioner),
+        ],
+    )?;
+    Ok(accepted(engine.provision_vdb(&who, req)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/vdbs/{vdb}", tag = "datasets", params(("vdb" = String, Path, description = "VDB reference or name")),
@@ -231,8 +280,10 @@ async fn get_vdb(
     responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(vdb): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.delete_vdb(&vdb)?))
 }
 
@@ -240,8 +291,10 @@ async fn delete_vdb(
     responses((status = 202, description = "The snapshot job", body = Job)))]
 async fn snapshot_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(vdb): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.snapshot_vdb(&vdb)?))
 }
 
@@ -258,10 +311,12 @@ struct ToBody {
     request_body(content = Option<ToBody>), responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(vdb): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
+    engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.refresh_vdb(
         &vdb,
         req.to.as_deref(),
@@ -274,10 +329,12 @@ async fn refresh_vdb(
     request_body(content = Option<ToBody>), responses((status = 202, description = "The rewind job", body = Job)))]
 async fn rewind_vdb(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(vdb): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
+    engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.refresh_vdb(
         &vdb,
         req.to.as_deref(),

@@ -402,6 +402,8 @@ async fn request_upload_token(
 ) -> DxResult<Response> {
     let who = dx.principal(&headers)?;
     let _: NoParameters = json_body(body, true).await?;
+    // An upload installs plugin code: refuse before the file is sent.
+    doppel_engine::access::require_role(&who, doppel_model::Role::Admin, "upload plugins")?;
     let t = dx.engine.issue_token(&who, TokenKind::Upload)?;
     Ok(ok(
         json!({"type": "FileUploadResult", "url": format!("{PREFIX}/data/upload"), "token": t.token}),
@@ -485,11 +487,12 @@ async fn install_as_job(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let e = engine.clone();
     let user = who.name.clone();
+    let installer = who.clone();
     let job = engine
         .jobs()
         .spawn("PLUGIN_UPLOAD", None, move |h| async move {
             h.progress(10, &format!("installing the uploaded plugin (by {user})"));
-            let outcome = e.install_plugin(&artifact).await;
+            let outcome = e.install_plugin(&installer, &artifact).await;
             let _ = tx.send(outcome.as_ref().map(|_| ()).map_err(|err| err.to_api()));
             let summary = outcome?;
             h.progress(

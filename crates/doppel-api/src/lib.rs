@@ -8,6 +8,7 @@ mod auth;
 mod datasets;
 mod delphix;
 mod openapi;
+mod rights;
 mod stream;
 
 pub use openapi::{openapi, openapi_json};
@@ -20,11 +21,13 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use doppel_engine::access::Need;
+use doppel_engine::auth::Principal;
 use doppel_engine::{Engine, EngineError, ParameterDefinition, PluginInvocation};
 use doppel_model::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser,
-    ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, SourceConfig,
+    ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, Right, SourceConfig,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -177,9 +180,10 @@ async fn list_plugins(State(engine): State<Arc<Engine>>) -> Result<impl IntoResp
     responses((status = 201, body = PluginSummary)))]
 async fn install_plugin(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let summary = engine.install_plugin(&body).await?;
+    let summary = engine.install_plugin(&who, &body).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
@@ -454,8 +458,10 @@ async fn job_events(
     responses((status = 200, body = Job)))]
 async fn cancel_job(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(job): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Job(&job)])?;
     Ok(Json(engine.jobs().cancel(&job)?))
 }
 
@@ -483,10 +489,11 @@ async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl Int
     responses((status = 202, description = "The job adding it", body = Job)))]
 async fn add_environment(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironment = parse_body(&body)?;
-    Ok(accepted(engine.add_environment(req)?))
+    Ok(accepted(engine.add_environment(&who, req)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
@@ -504,8 +511,10 @@ async fn get_environment(
     responses((status = 200, description = "The deleted environment", body = Environment)))]
 async fn delete_environment(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(env): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     Ok(Json(engine.delete_environment(&env).await?))
 }
 
@@ -515,8 +524,10 @@ async fn delete_environment(
     responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_environment(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(env): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     Ok(accepted(engine.refresh_environment(&env)?))
 }
 
@@ -536,10 +547,12 @@ async fn list_environment_users(
     responses((status = 201, body = EnvironmentUser)))]
 async fn add_environment_user(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(env): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironmentUser = parse_body(&body)?;
+    engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     Ok((
         StatusCode::CREATED,
         Json(engine.add_environment_user(&env, req).await?),
@@ -552,8 +565,10 @@ async fn add_environment_user(
     responses((status = 204, description = "Deleted")))]
 async fn delete_environment_user(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path((env, user)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     engine.delete_environment_user(&env, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -589,9 +604,14 @@ async fn list_source_configs(
     responses((status = 201, body = SourceConfig)))]
 async fn add_source_config(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: AddSourceConfig = parse_body(&body)?;
+    engine.authorize(
+        &who,
+        &[Need::RepositoryEnvironment(&req.repository, Right::Owner)],
+    )?;
     Ok((StatusCode::CREATED, Json(engine.add_source_config(req)?)))
 }
 
@@ -619,10 +639,12 @@ struct UpdateSourceConfig {
     responses((status = 200, body = SourceConfig)))]
 async fn update_source_config(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(sc): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
     let req: UpdateSourceConfig = parse_body(&body)?;
+    engine.authorize(&who, &[Need::SourceConfigEnvironment(&sc, Right::Owner)])?;
     Ok(Json(engine.update_source_config(&sc, req.parameters)?))
 }
 
@@ -631,8 +653,10 @@ async fn update_source_config(
     responses((status = 200, description = "The deleted source config", body = SourceConfig)))]
 async fn delete_source_config(
     State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
     Path(sc): Path<String>,
 ) -> Result<impl IntoResponse> {
+    engine.authorize(&who, &[Need::SourceConfigEnvironment(&sc, Right::Owner)])?;
     Ok(Json(engine.delete_source_config(&sc)?))
 }
 

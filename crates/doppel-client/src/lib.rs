@@ -460,6 +460,35 @@ impl Client {
     pub fn delete_user(&self, name: &str) -> Result<Value, ClientError> {
         self.send(self.http.delete(self.url(&["users", name])))
     }
+
+    pub fn list_grants(
+        &self,
+        object: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Vec<doppel_model::Grant>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(o) = object {
+            q.push(("object", o));
+        }
+        if let Some(u) = user {
+            q.push(("user", u));
+        }
+        self.send(self.http.get(self.url(&["grants"])).query(&q))
+    }
+
+    pub fn grant(
+        &self,
+        req: &doppel_model::GrantRequest,
+    ) -> Result<doppel_model::Grant, ClientError> {
+        self.send(self.http.post(self.url(&["grants"])).json(req))
+    }
+
+    pub fn revoke(
+        &self,
+        req: &doppel_model::GrantRequest,
+    ) -> Result<doppel_model::GrantRequest, ClientError> {
+        self.send(self.http.delete(self.url(&["grants"])).json(req))
+    }
 }
 
 /// dSources, snapshots, VDBs and mounts.

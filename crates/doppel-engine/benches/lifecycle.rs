@@ -82,7 +82,10 @@ async fn main() {
         "the benchmark measures the btrfs pool"
     );
     engine
-        .install_plugin(&std::fs::read(plugins::build_plugin("all-ops-staged")).unwrap())
+        .install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(plugins::build_plugin("all-ops-staged")).unwrap(),
+        )
         .await
         .unwrap();
     common::add_env(&engine, "host", host, "delphix").await;
@@ -102,7 +105,9 @@ async fn main() {
             parameters: json!({"behavior": "ok", "mountPath": format!("/srv/stage/{name}")}),
             hooks: Default::default(),
         };
-        let j = engine.link_dsource(link).unwrap();
+        let j = engine
+            .link_dsource(&engine.principal("admin").unwrap(), link)
+            .unwrap();
         timed(&engine, Instant::now(), j).await;
         // The data goes straight into the dSource's dataset, then a sync snapshots it.
         let ds = engine.get_dsource(&name).unwrap();
@@ -135,7 +140,14 @@ async fn main() {
                 parameters: json!({"behavior": "ok", "mountPath": format!("/srv/stage/{vdb}")}),
                 hooks: Default::default(),
             };
-            let (w, p) = timed(&engine, Instant::now(), engine.provision_vdb(req).unwrap()).await;
+            let (w, p) = timed(
+                &engine,
+                Instant::now(),
+                engine
+                    .provision_vdb(&engine.principal("admin").unwrap(), req)
+                    .unwrap(),
+            )
+            .await;
             s[0].push(w - p);
             let first = engine.list_snapshots(Some(&vdb)).unwrap()[0]
                 .reference

@@ -92,7 +92,10 @@ async fn main() {
     .await
     .unwrap();
     engine
-        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(plugins::build_example("directory")).unwrap(),
+        )
         .await
         .unwrap();
     common::add_env(&engine, "source", source, "delphix").await;
@@ -119,7 +122,9 @@ async fn main() {
         parameters: json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}),
         hooks: Default::default(),
     };
-    let job = engine.link_dsource(link).unwrap();
+    let job = engine
+        .link_dsource(&engine.principal("admin").unwrap(), link)
+        .unwrap();
     let (full_sync, _) = timed(&engine, Instant::now(), job.clone()).await;
     if std::env::var("DOPPEL_BENCH_EVENTS").is_ok() {
         for e in engine.jobs().events(&job.id, 0).unwrap() {

@@ -16,7 +16,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use base64::Engine as _;
-use doppel_model::{AddUser, ApiUser};
+use doppel_model::{AddUser, ApiUser, Role};
 use doppel_store::{Store, UserDeletion, UserRecord};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +45,9 @@ pub struct AuthConfig {
     /// within `failure_window`; the next attempt is refused until the
     /// oldest of them leaves the window.
     pub max_failed_logins: usize,
+    /// Failed logins from one address, whatever the user names, tolerated
+    /// within `failure_window`: guessing across many names is braked too.
+    pub max_failed_logins_per_client: usize,
     pub failure_window: Duration,
 }
 
@@ -56,6 +59,7 @@ impl Default for AuthConfig {
             session_ttl: Duration::from_secs(3600),
             single_use_ttl: Duration::from_secs(600),
             max_failed_logins: 5,
+            max_failed_logins_per_client: 20,
             failure_window: Duration::from_secs(300),
         }
     }
@@ -91,7 +95,7 @@ impl TokenKind {
 pub struct Principal {
     pub user_id: i64,
     pub name: String,
-    pub admin: bool,
+    pub role: Role,
     pub created_at: String,
 }
 
@@ -100,15 +104,21 @@ impl Principal {
         Principal {
             user_id: u.id,
             name: u.name.clone(),
-            admin: u.is_admin,
+            // A role this engine does not know gives the least power.
+            role: Role::parse(&u.role).unwrap_or(Role::Auditor),
             created_at: u.created_at.clone(),
         }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 
     pub fn to_api(&self) -> ApiUser {
         ApiUser {
             name: self.name.clone(),
-            admin: self.admin,
+            role: self.role,
+            admin: self.is_admin(),
             created_at: self.created_at.clone(),
         }
     }
@@ -124,7 +134,8 @@ pub struct IssuedToken {
 pub(crate) struct Auth {
     store: Arc<Store>,
     config: AuthConfig,
-    /// Recent failed logins per (user name, peer address).
+    /// Recent failed logins per (user name, peer address), and per peer
+    /// address under the empty user name.
     failures: Mutex<HashMap<(String, String), VecDeque<Instant>>>,
 }
 
@@ -166,20 +177,16 @@ fn decoy_hash() -> &'static str {
     })
 }
 
+/// User names follow the rule of every other name (see
+/// `environments::check_name`), with `@` allowed for e-mail addresses.
 fn check_name(name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidInput {
+    if name.len() > 64 {
+        return Err(EngineError::InvalidInput {
             field: "name".into(),
-            reason: "a user name is 1 to 64 letters, digits, '.', '_', '-' or '@'".into(),
-        })
+            reason: "a user name has at most 64 characters".into(),
+        });
     }
+    crate::environments::check_name_with("name", name, "@")
 }
 
 fn check_password(password: &str) -> Result<(), EngineError> {
@@ -246,7 +253,7 @@ impl Auth {
             } else {
                 tracing::info!("created user {ADMIN_USER:?} with the given password");
             }
-            store.create_user(ADMIN_USER, &hash, true)?;
+            store.create_user(ADMIN_USER, &hash, Role::Admin.as_str())?;
         }
         Ok(Auth {
             store,
@@ -255,23 +262,38 @@ impl Auth {
         })
     }
 
-    /// Refuses when this user has failed too often from this peer lately.
+    /// Refuses when this user has failed too often from this peer lately,
+    /// or this peer has, whatever names it tried.
     fn check_rate(&self, user: &str, peer: &str) -> Result<(), EngineError> {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let window = self.config.failure_window;
-        if let Some(q) = f.get_mut(&(user.to_owned(), peer.to_owned())) {
+        let keys = [
+            (
+                (user.to_owned(), peer.to_owned()),
+                self.config.max_failed_logins,
+            ),
+            (
+                (String::new(), peer.to_owned()),
+                self.config.max_failed_logins_per_client,
+            ),
+        ];
+        for (key, limit) in keys {
+            let Some(q) = f.get_mut(&key) else { continue };
             while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
                 q.pop_front();
             }
-            if q.len() >= self.config.max_failed_logins {
-                let oldest = *q.front().expect("non-empty");
+            if let Some(oldest) = q.front().filter(|_| q.len() >= limit) {
                 let retry_after = window
-                    .saturating_sub(now.duration_since(oldest))
+                    .saturating_sub(now.duration_since(*oldest))
                     .as_secs()
                     .max(1);
                 return Err(EngineError::RateLimited {
-                    user: user.to_owned(),
+                    user: if key.0.is_empty() {
+                        format!("any user from {peer}")
+                    } else {
+                        user.to_owned()
+                    },
                     retry_after,
                 });
             }
@@ -286,9 +308,12 @@ impl Auth {
         if f.len() > 10_000 {
             f.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
-        f.entry((user.to_owned(), peer.to_owned()))
-            .or_default()
-            .push_back(now);
+        for key in [
+            (user.to_owned(), peer.to_owned()),
+            (String::new(), peer.to_owned()),
+        ] {
+            f.entry(key).or_default().push_back(now);
+        }
     }
 
     fn clear_failures(&self, user: &str, peer: &str) {
@@ -343,6 +368,19 @@ impl Engine {
                 ))
             }
         }
+    }
+
+    /// The user of this name, as if logged in: for engine-side callers
+    /// (tests, tools) that act on behalf of a known user.
+    pub fn principal(&self, name: &str) -> Result<Principal, EngineError> {
+        self.auth
+            .store
+            .get_user(name)?
+            .map(|u| Principal::of(&u))
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "user",
+                id: name.to_owned(),
+            })
     }
 
     /// A new token of `kind` for this user.
@@ -408,25 +446,33 @@ impl Engine {
     }
 
     fn require_admin(who: &Principal) -> Result<(), EngineError> {
-        if who.admin {
-            Ok(())
-        } else {
-            Err(EngineError::Forbidden(format!(
-                "user {:?} is not an administrator; only administrators manage users",
-                who.name
-            )))
-        }
+        crate::access::require_role(who, Role::Admin, "manage users")
     }
 
     pub async fn add_user(&self, who: &Principal, req: AddUser) -> Result<ApiUser, EngineError> {
         Self::require_admin(who)?;
         check_name(&req.name)?;
         check_password(&req.password)?;
+        let role = match (req.role, req.admin) {
+            (Some(r), true) if r != Role::Admin => {
+                return Err(EngineError::InvalidInput {
+                    field: "admin".into(),
+                    reason: format!("contradicts role {r}; give only the role"),
+                })
+            }
+            (_, true) => Role::Admin,
+            (Some(r), false) => r,
+            (None, false) => Role::Operator,
+        };
         let pw = req.password;
         let hash = blocking(move || hash_password(&pw)).await??;
-        match self.auth.store.create_user(&req.name, &hash, req.admin)? {
+        match self
+            .auth
+            .store
+            .create_user(&req.name, &hash, role.as_str())?
+        {
             Some(u) => {
-                tracing::info!(user = %u.name, admin = u.is_admin, by = %who.name, "user added");
+                tracing::info!(user = %u.name, role = %u.role, by = %who.name, "user added");
                 Ok(Principal::of(&u).to_api())
             }
             None => Err(EngineError::Conflict(format!("user {:?} exists", req.name))),

@@ -19,6 +19,7 @@ use doppel_store::{
 
 use serde_json::{json, Value};
 
+use crate::auth::Principal;
 use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX};
 use crate::jobs::JobHandle;
@@ -312,7 +313,11 @@ impl Engine {
     /// Checks the request, then links in a job: dataset, record, staging
     /// mount and start (staged), first sync as a resync. A failure leaves
     /// no dataset, mount or record behind.
-    pub fn link_dsource(self: &Arc<Self>, req: LinkDSource) -> Result<Job, EngineError> {
+    pub fn link_dsource(
+        self: &Arc<Self>,
+        who: &Principal,
+        req: LinkDSource,
+    ) -> Result<Job, EngineError> {
         let invalid = |field: &str, reason: String| EngineError::InvalidInput {
             field: field.into(),
             reason,
@@ -387,6 +392,7 @@ impl Engine {
             created_at: now(),
         };
         let engine = self.clone();
+        let who = who.clone();
         self.jobs.spawn("DSOURCE_LINK", Some(format!("dsource:{}", req.name)), move |job| async move {
             let volume = VolumeId::new(record.volume.as_str())?;
             job.progress(5, &format!("creating dataset {volume}"));
@@ -404,6 +410,7 @@ impl Engine {
             };
             let ds = engine.store.get_dsource(id)?.ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
             let outcome = async {
+                engine.record_owner(&who, &format!("{DSOURCE_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.dsource_ctx(ds.clone())?;
                 if ctx.staging.is_some() {

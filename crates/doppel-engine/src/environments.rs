@@ -18,6 +18,7 @@ use doppel_store::{
 };
 use serde_json::{json, Value};
 
+use crate::auth::Principal;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX, USER_PREFIX};
 use crate::jobs::JobHandle;
 use crate::{now, pdo, Engine, EngineError};
@@ -38,17 +39,28 @@ pub(crate) fn sh_quote(s: &str) -> String {
 }
 
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), EngineError> {
+    check_name_with(field, name, "")
+}
+
+/// The one name rule: 1 to 128 letters, digits, `-`, `_`, `.` and the
+/// `extra` characters, starting with a letter or digit (so that no name is
+/// `.`, `..` or looks like a command-line flag).
+pub(crate) fn check_name_with(field: &str, name: &str, extra: &str) -> Result<(), EngineError> {
     if name.is_empty() || name.len() > 128 {
         return Err(invalid(field, "must be 1 to 128 characters"));
     }
     if !name
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(c))
     {
+        let extra: String = extra.chars().map(|c| format!(", '{c}'")).collect();
         return Err(invalid(
             field,
-            "may contain only letters, digits, '-', '_' and '.'",
+            format!("may contain only letters, digits, '-', '_'{extra} and '.'"),
         ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(invalid(field, "must start with a letter or a digit"));
     }
     Ok(())
 }
@@ -232,7 +244,11 @@ impl Engine {
     /// Checks the request, then adds the environment in a job: connect and
     /// pin the host key, check bash, create the toolkit and scratch
     /// directories, run discovery, store everything. A failure stores nothing.
-    pub fn add_environment(self: &Arc<Self>, req: AddEnvironment) -> Result<Job, EngineError> {
+    pub fn add_environment(
+        self: &Arc<Self>,
+        who: &Principal,
+        req: AddEnvironment,
+    ) -> Result<Job, EngineError> {
         check_name("name", &req.name)?;
         if parse_ref(&req.name, ENVIRONMENT_PREFIX).is_some() {
             return Err(invalid(
@@ -260,12 +276,13 @@ impl Engine {
         }
         let (auth, sealed, creds) = seal_credentials(self, &req.credentials)?;
         let engine = self.clone();
+        let who = who.clone();
         self.jobs.spawn(
             "ENVIRONMENT_ADD",
             Some(format!("environment:{}", req.name)),
             move |job| async move {
                 engine
-                    .add_environment_job(&job, req, auth, sealed, creds)
+                    .add_environment_job(&job, &who, req, auth, sealed, creds)
                     .await
             },
         )
@@ -274,6 +291,7 @@ impl Engine {
     async fn add_environment_job(
         &self,
         job: &JobHandle,
+        who: &Principal,
         req: AddEnvironment,
         auth: String,
         sealed: String,
@@ -373,6 +391,8 @@ impl Engine {
             }
             e
         };
+        self.record_owner(who, &format!("{ENVIRONMENT_PREFIX}{id}"))
+            .map_err(undo)?;
         let env = self
             .store
             .get_environment(id)?

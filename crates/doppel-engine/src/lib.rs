@@ -4,6 +4,7 @@
 //! Architecture invariant: the API and CLI reach the store, the pool and
 //! plugins only through [`Engine`]; the engine knows nothing of HTTP.
 
+pub mod access;
 pub mod auth;
 pub mod dsources;
 mod environments;

@@ -11,6 +11,7 @@ use doppel_plugin_host::{Artifact, BuildNumber, CallContext, LoadedPlugin, LogCo
 use doppel_store::PluginRecord;
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::{Engine, EngineError};
 
 /// Which of a plugin's schemas user parameters are checked against.
@@ -177,7 +178,16 @@ impl Engine {
     /// Installs a plugin from artifact.json bytes, or upgrades an installed
     /// one to a higher buildNumber. Nothing is stored unless every check
     /// passes and the plugin's code loads in a worker.
-    pub async fn install_plugin(&self, bytes: &[u8]) -> Result<PluginSummary, EngineError> {
+    pub async fn install_plugin(
+        &self,
+        who: &Principal,
+        bytes: &[u8],
+    ) -> Result<PluginSummary, EngineError> {
+        crate::access::require_role(
+            who,
+            doppel_model::Role::Admin,
+            "install plugins (their code runs on the engine)",
+        )?;
         let artifact = Artifact::parse(bytes)?;
         let _guard = self.plugin_lock.lock().await;
         let existing = self.store.get_plugin(&artifact.id)?;
@@ -253,9 +263,14 @@ impl Engine {
             code_dir: rel,
             installed_at: crate::now(),
         };
-        if let Err(e) = self.store.put_plugin(&record) {
+        if let Err(e) = self
+            .store
+            .put_plugin(&record)
+            .map_err(EngineError::from)
+            .and_then(|_| self.record_owner(who, &record.id))
+        {
             let _ = std::fs::remove_dir_all(&code_dir);
-            return Err(e.into());
+            return Err(e);
         }
         let log = PluginLog::new(self.layout.plugin_log_dir(&record.id));
         let verb = if existing.is_some() {

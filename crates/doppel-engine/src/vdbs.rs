@@ -17,6 +17,7 @@ use doppel_store::{
 
 use serde_json::{json, Value};
 
+use crate::auth::Principal;
 use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::jobs::JobHandle;
@@ -509,7 +510,11 @@ impl Engine {
 
     /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
     /// A failure leaves no clone, mount or record behind.
-    pub fn provision_vdb(self: &Arc<Self>, req: ProvisionVdb) -> Result<Job, EngineError> {
+    pub fn provision_vdb(
+        self: &Arc<Self>,
+        who: &Principal,
+        req: ProvisionVdb,
+    ) -> Result<Job, EngineError> {
         let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
         let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
         let plugin = self
@@ -529,6 +534,7 @@ impl Engine {
         let record = self.new_vdb_record(new, &plugin, parent_volume)?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
+        let who = who.clone();
         self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
             job.progress(5, &format!("cloning {SNAPSHOT_PREFIX}{} into dataset {}", snapshot.id, record.volume));
             let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
@@ -538,6 +544,7 @@ impl Engine {
             let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
             let id = vdb.id;
             let outcome = async {
+                engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
                 job.progress(20, "mounting");
@@ -561,7 +568,11 @@ impl Engine {
     /// Creates an empty VDB in a job: an empty dataset, mounted where the
     /// plugin says, initialized by the plugin where it has `initialize`,
     /// then the Configure-Clone hook. A failure leaves nothing behind.
-    pub fn create_empty_vdb(self: &Arc<Self>, req: CreateEmptyVdb) -> Result<Job, EngineError> {
+    pub fn create_empty_vdb(
+        self: &Arc<Self>,
+        who: &Principal,
+        req: CreateEmptyVdb,
+    ) -> Result<Job, EngineError> {
         let plugin = self.find_plugin(&req.plugin)?;
         let new = NewVdb {
             name: &req.name,
@@ -573,6 +584,7 @@ impl Engine {
         let record = self.new_vdb_record(new, &plugin, String::new())?;
         let hooks = req.hooks.clone();
         let engine = self.clone();
+        let who = who.clone();
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
             job.progress(5, &format!("creating the empty dataset {}", record.volume));
             let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
@@ -580,6 +592,7 @@ impl Engine {
             let vdb = engine.store_new_vdb(&record, None).await?;
             let id = vdb.id;
             let outcome = async {
+                engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
                 job.progress(20, "mounting");

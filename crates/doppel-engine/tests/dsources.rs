@@ -24,7 +24,10 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     let data = tempfile::tempdir().unwrap();
     let engine = open_engine(data.path()).await;
     engine
-        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(plugins::build_example("directory")).unwrap(),
+        )
         .await
         .unwrap();
     add_env(&engine, "source", source, "delphix").await;
@@ -55,7 +58,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
         ..link("bad", String::new())
     };
     assert!(matches!(
-        engine.link_dsource(bad),
+        engine.link_dsource(&engine.principal("admin").unwrap(), bad),
         Err(EngineError::InvalidParameters { .. })
     ));
 
@@ -64,7 +67,10 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     let failed = wait(
         &engine,
         engine
-            .link_dsource(link("broken", "127.0.0.1".into()))
+            .link_dsource(
+                &engine.principal("admin").unwrap(),
+                link("broken", "127.0.0.1".into()),
+            )
             .unwrap(),
     )
     .await;
@@ -93,7 +99,10 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     let linked = wait(
         &engine,
         engine
-            .link_dsource(link("tree", source.address().to_string()))
+            .link_dsource(
+                &engine.principal("admin").unwrap(),
+                link("tree", source.address().to_string()),
+            )
             .unwrap(),
     )
     .await;
@@ -191,7 +200,10 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     let data = tempfile::tempdir().unwrap();
     let engine = open_engine(data.path()).await;
     engine
-        .install_plugin(&std::fs::read(plugins::build_example("directory")).unwrap())
+        .install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(plugins::build_example("directory")).unwrap(),
+        )
         .await
         .unwrap();
     add_env(&engine, "source", source, "delphix").await;
@@ -227,9 +239,14 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         .into(),
     };
     assert_eq!(
-        wait(&engine, engine.link_dsource(link).unwrap())
-            .await
-            .state,
+        wait(
+            &engine,
+            engine
+                .link_dsource(&engine.principal("admin").unwrap(), link)
+                .unwrap()
+        )
+        .await
+        .state,
         JobState::Succeeded
     );
     // Hooks of a staged dSource run on the staging host as its user.
@@ -257,7 +274,13 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         .into(),
         ..provision("dev", "tree", "/srv/vdbs/dev")
     };
-    let p = wait(&engine, engine.provision_vdb(with_hook).unwrap()).await;
+    let p = wait(
+        &engine,
+        engine
+            .provision_vdb(&engine.principal("admin").unwrap(), with_hook)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(p.state, JobState::Succeeded, "{p:?}");
     assert_eq!(
         target.sh("delphix", "cat /srv/vdbs/dev/a.txt"),
@@ -440,9 +463,14 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         ..provision("child", "dev", "/srv/vdbs/child")
     };
     assert_eq!(
-        wait(&engine, engine.provision_vdb(child).unwrap())
-            .await
-            .state,
+        wait(
+            &engine,
+            engine
+                .provision_vdb(&engine.principal("admin").unwrap(), child)
+                .unwrap()
+        )
+        .await
+        .state,
         JobState::Succeeded
     );
     assert_eq!(
@@ -454,9 +482,14 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
         ..provision("old", "tree", "/srv/vdbs/old")
     };
     assert_eq!(
-        wait(&engine, engine.provision_vdb(old).unwrap())
-            .await
-            .state,
+        wait(
+            &engine,
+            engine
+                .provision_vdb(&engine.principal("admin").unwrap(), old)
+                .unwrap()
+        )
+        .await
+        .state,
         JobState::Succeeded
     );
     assert_eq!(target.sh("delphix", "cat /srv/vdbs/old/a.txt"), "v1\n");
@@ -465,7 +498,10 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     let taken = wait(
         &engine,
         engine
-            .provision_vdb(provision("clash", "tree", "/srv/vdbs/dev"))
+            .provision_vdb(
+                &engine.principal("admin").unwrap(),
+                provision("clash", "tree", "/srv/vdbs/dev"),
+            )
             .unwrap(),
     )
     .await;
@@ -473,10 +509,13 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
     assert!(taken.error.unwrap().message.contains("in use"));
     assert!(engine.get_vdb("clash").is_err());
     assert!(matches!(
-        engine.provision_vdb(ProvisionVdb {
-            parameters: json!({}),
-            ..provision("x", "tree", "/x")
-        }),
+        engine.provision_vdb(
+            &engine.principal("admin").unwrap(),
+            ProvisionVdb {
+                parameters: json!({}),
+                ..provision("x", "tree", "/x")
+            }
+        ),
         Err(EngineError::InvalidParameters { .. })
     ));
     assert!(

@@ -20,7 +20,10 @@ async fn a_direct_plugin_syncs_a_host_directory_into_a_dataset() {
     let data = tempfile::tempdir().unwrap();
     let engine = common::open_engine(data.path()).await;
     let artifact = std::fs::read(plugins::build_plugin("direct")).unwrap();
-    engine.install_plugin(&artifact).await.unwrap();
+    engine
+        .install_plugin(&engine.principal("admin").unwrap(), &artifact)
+        .await
+        .unwrap();
     let env = common::add_env(&engine, "source", host, "delphix").await;
     let volume = doppel_storage::VolumeId::new("ds-1").unwrap();
     let dest = engine.pool().create_volume(&volume).unwrap();
@@ -99,7 +102,10 @@ async fn a_direct_dsource_links_and_syncs_through_run_sync() {
     let data = tempfile::tempdir().unwrap();
     let engine = common::open_engine(data.path()).await;
     engine
-        .install_plugin(&std::fs::read(plugins::build_plugin("direct")).unwrap())
+        .install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(plugins::build_plugin("direct")).unwrap(),
+        )
         .await
         .unwrap();
     common::add_env(&engine, "source", host, "delphix").await;
@@ -127,8 +133,16 @@ async fn a_direct_dsource_links_and_syncs_through_run_sync() {
         staging_environment: Some("source".into()),
         ..link.clone()
     };
-    assert!(engine.link_dsource(staged).is_err());
-    let j = common::wait(&engine, engine.link_dsource(link).unwrap()).await;
+    assert!(engine
+        .link_dsource(&engine.principal("admin").unwrap(), staged)
+        .is_err());
+    let j = common::wait(
+        &engine,
+        engine
+            .link_dsource(&engine.principal("admin").unwrap(), link)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     let ds = engine.get_dsource("direct").unwrap();
     let dir = engine

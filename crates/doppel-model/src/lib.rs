@@ -22,4 +22,4 @@ pub use environment::{
 pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};
-pub use user::{AddUser, ApiUser, LoginRequest, LoginResponse};
+pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};

@@ -154,10 +154,12 @@ impl Store {
 
     /// Deletes a dSource with its timeflows and snapshot records.
     pub fn delete_dsource(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM dsource WHERE id = ?1", [id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM dsource WHERE id = ?1", [id])?;
+        crate::users::delete_grants_of(&tx, &format!("DSOURCE-{id}"))?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// The current (newest) timeflow of a dSource.
@@ -266,6 +268,7 @@ impl Store {
             [id],
         )?;
         let n = tx.execute("DELETE FROM vdb WHERE id = ?1", [id])?;
+        crate::users::delete_grants_of(&tx, &format!("VDB-{id}"))?;
         tx.commit()?;
         Ok(n > 0)
     }

@@ -183,10 +183,12 @@ impl Store {
 
     /// Deletes an environment with its users, repositories and source configs.
     pub fn delete_environment(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM environment WHERE id = ?1", [id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM environment WHERE id = ?1", [id])?;
+        crate::users::delete_grants_of(&tx, &format!("UNIX_HOST_ENVIRONMENT-{id}"))?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     pub fn environment_users(

@@ -22,7 +22,7 @@ pub use jobs::JobFilter;
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
-pub use users::{TokenRecord, UserDeletion, UserRecord};
+pub use users::{GrantRecord, TokenRecord, UserDeletion, UserRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -183,6 +183,20 @@ const MIGRATIONS: &[&str] = &[
     // ends, so a crash in between is found and undone at the next start.
     "ALTER TABLE dsource ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
     ALTER TABLE vdb ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';",
+    // 10: roles of API users, and rights of users on objects (an object is
+    // named by its reference: UNIX_HOST_ENVIRONMENT-<n>, DSOURCE-<n>,
+    // VDB-<n> or a plugin id). Users who were not administrators become
+    // operators; objects made before have no owner, so only administrators
+    // act on them until someone is granted a right.
+    "ALTER TABLE api_user ADD COLUMN role TEXT NOT NULL DEFAULT 'operator';
+    UPDATE api_user SET role = 'admin' WHERE is_admin = 1;
+    CREATE TABLE object_grant (
+        object TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES api_user (id) ON DELETE CASCADE,
+        grant_right TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        PRIMARY KEY (object, user_id)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -307,10 +321,12 @@ impl Store {
 
     /// Deletes a plugin; returns whether it existed.
     pub fn delete_plugin(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM plugin WHERE id = ?1", [id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM plugin WHERE id = ?1", [id])?;
+        users::delete_grants_of(&tx, id)?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 }
 

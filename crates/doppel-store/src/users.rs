@@ -17,6 +17,18 @@ pub struct UserRecord {
     pub password_hash: String,
     pub is_admin: bool,
     pub created_at: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+}
+
+/// One user's right on one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRecord {
+    pub object: String,
+    pub user: String,
+    /// `owner` or `provisioner`.
+    pub right: String,
+    pub granted_at: String,
 }
 
 /// A live (unexpired) token and whose it is.
@@ -55,7 +67,7 @@ fn now() -> String {
     stamp(time::OffsetDateTime::now_utc())
 }
 
-const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.is_admin, u.created_at";
+const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.is_admin, u.created_at, u.role";
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -64,7 +76,16 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: r.get(2)?,
         is_admin: r.get::<_, i64>(3)? != 0,
         created_at: r.get(4)?,
+        role: r.get(5)?,
     })
+}
+
+/// Removes every right on an object, inside the transaction that deletes it.
+pub(crate) fn delete_grants_of(
+    tx: &rusqlite::Transaction<'_>,
+    object: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute("DELETE FROM object_grant WHERE object = ?1", [object])
 }
 
 impl Store {
@@ -79,13 +100,13 @@ impl Store {
         &self,
         name: &str,
         password_hash: &str,
-        is_admin: bool,
+        role: &str,
     ) -> Result<Option<UserRecord>, StoreError> {
         let conn = self.conn();
         let n = conn.execute(
-            "INSERT INTO api_user (name, password_hash, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO api_user (name, password_hash, is_admin, created_at, role) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (name) DO NOTHING",
-            params![name, password_hash, is_admin as i64, now()],
+            params![name, password_hash, (role == "admin") as i64, now(), role],
         )?;
         if n == 0 {
             return Ok(None);
@@ -148,6 +169,60 @@ impl Store {
         Ok(UserDeletion::Deleted)
     }
 
+    /// Gives `user_id` `right` on `object`, replacing the right they had.
+    pub fn set_grant(&self, object: &str, user_id: i64, right: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO object_grant (object, user_id, grant_right, granted_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (object, user_id) DO UPDATE SET grant_right = excluded.grant_right, granted_at = excluded.granted_at",
+            params![object, user_id, right, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Takes away the right `user_id` had on `object`; false if there was none.
+    pub fn delete_grant(&self, object: &str, user_id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM object_grant WHERE object = ?1 AND user_id = ?2",
+            params![object, user_id],
+        )? > 0)
+    }
+
+    /// The right `user_id` has on `object`, if any.
+    pub fn grant_of(&self, object: &str, user_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT grant_right FROM object_grant WHERE object = ?1 AND user_id = ?2",
+                params![object, user_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Rights, on one object and/or of one user, or all of them.
+    pub fn list_grants(
+        &self,
+        object: Option<&str>,
+        user_id: Option<i64>,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT g.object, u.name, g.grant_right, g.granted_at
+             FROM object_grant g JOIN api_user u ON u.id = g.user_id
+             WHERE (?1 IS NULL OR g.object = ?1) AND (?2 IS NULL OR g.user_id = ?2)
+             ORDER BY g.object, u.name",
+        )?;
+        let rows = stmt.query_map(params![object, user_id], |r| {
+            Ok(GrantRecord {
+                object: r.get(0)?,
+                user: r.get(1)?,
+                right: r.get(2)?,
+                granted_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Records a token digest for a user, valid for `ttl_seconds`; returns
     /// when it expires.
     pub fn put_token(
@@ -186,10 +261,10 @@ impl Store {
                 |r| {
                     Ok(TokenRecord {
                         user: row_to_user(r)?,
-                        kind: r.get(5)?,
-                        created_at: r.get(6)?,
-                        expires_at: r.get(7)?,
-                        used: r.get::<_, i64>(8)? != 0,
+                        kind: r.get(6)?,
+                        created_at: r.get(7)?,
+                        expires_at: r.get(8)?,
+                        used: r.get::<_, i64>(9)? != 0,
                     })
                 },
             )
@@ -220,8 +295,9 @@ mod tests {
     #[test]
     fn users_and_single_use_tokens() {
         let s = Store::open_in_memory().unwrap();
-        let admin = s.create_user("admin", "h", true).unwrap().unwrap();
-        assert!(s.create_user("admin", "h2", false).unwrap().is_none());
+        let admin = s.create_user("admin", "h", "admin").unwrap().unwrap();
+        assert!(admin.is_admin && admin.role == "admin");
+        assert!(s.create_user("admin", "h2", "operator").unwrap().is_none());
         assert_eq!(s.delete_user("admin").unwrap(), UserDeletion::LastAdmin);
         s.put_token("t1", admin.id, "upload", 60).unwrap();
         assert!(s.find_token("t1").unwrap().is_some());
@@ -230,10 +306,23 @@ mod tests {
         assert!(!s.consume_token("t1", "upload").unwrap());
         s.put_token("t2", admin.id, "api", -1).unwrap();
         assert!(s.find_token("t2").unwrap().is_none(), "expired");
-        let bob = s.create_user("bob", "h", false).unwrap().unwrap();
+        let bob = s.create_user("bob", "h", "operator").unwrap().unwrap();
+        assert!(!bob.is_admin);
+        s.set_grant("VDB-1", bob.id, "provisioner").unwrap();
+        s.set_grant("VDB-1", bob.id, "owner").unwrap();
+        assert_eq!(
+            s.grant_of("VDB-1", bob.id).unwrap().as_deref(),
+            Some("owner")
+        );
+        assert_eq!(s.list_grants(None, Some(bob.id)).unwrap().len(), 1);
+        assert!(s.list_grants(Some("VDB-2"), None).unwrap().is_empty());
         s.put_token("t3", bob.id, "api", 60).unwrap();
         assert_eq!(s.delete_user("bob").unwrap(), UserDeletion::Deleted);
         assert!(s.find_token("t3").unwrap().is_none());
+        assert!(
+            s.list_grants(None, None).unwrap().is_empty(),
+            "a user's rights go with them"
+        );
         assert_eq!(s.delete_user("bob").unwrap(), UserDeletion::NotFound);
         assert_eq!(s.count_users().unwrap(), 1);
     }

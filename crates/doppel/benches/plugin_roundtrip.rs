@@ -87,8 +87,11 @@ fn main() {
             auth: Default::default(),
         }))
         .unwrap();
-    rt.block_on(engine.install_plugin(&std::fs::read(&artifact).unwrap()))
-        .unwrap();
+    rt.block_on(engine.install_plugin(
+        &engine.principal("admin").unwrap(),
+        &std::fs::read(&artifact).unwrap(),
+    ))
+    .unwrap();
     let call = || doppel_engine::PluginInvocation {
         operation: "virtual.status".into(),
         request: request.clone(),

@@ -90,14 +90,17 @@ pub async fn add_env(engine: &Arc<Engine>, name: &str, host: &Host, user: &str) 
         },
     };
     let job = engine
-        .add_environment(AddEnvironment {
-            name: name.into(),
-            host: host.address().to_string(),
-            port: host.port(),
-            user: user.into(),
-            credentials,
-            toolkit_path: None,
-        })
+        .add_environment(
+            &engine.principal("admin").unwrap(),
+            AddEnvironment {
+                name: name.into(),
+                host: host.address().to_string(),
+                port: host.port(),
+                user: user.into(),
+                credentials,
+                toolkit_path: None,
+            },
+        )
         .unwrap();
     let j = wait(engine, job).await;
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");

@@ -1,10 +1,10 @@
-//! `doppel login` and `doppel user add|list|delete`.
+//! `doppel login`, `doppel user add|list|delete` and `doppel grant add|list|delete`.
 
 use std::io::{BufRead, IsTerminal};
 
 use clap::{Args, Subcommand};
 use doppel_client::config::Config;
-use doppel_model::AddUser;
+use doppel_model::{AddUser, GrantRequest, Right, Role};
 
 use super::{table, CliError, Ctx};
 
@@ -18,17 +18,110 @@ pub struct LoginArgs {
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Add a user; asks for the password (read from stdin when it is not a terminal).
-    #[command(after_help = "Example:\n  doppel user add alice --admin")]
+    #[command(
+        after_help = "Roles:\n  admin     everything: users, plugins, every object\n  operator  adds environments, links dSources, provisions VDBs; acts on what it owns or was granted\n  auditor   reads everything, changes nothing\n\nExamples:\n  doppel user add alice --role operator\n  doppel user add root2 --role admin"
+    )]
     Add {
         name: String,
-        /// May manage users.
-        #[arg(long)]
+        /// admin, operator or auditor.
+        #[arg(long, default_value = "operator", value_parser = parse_role)]
+        role: Role,
+        /// The same as --role admin.
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
     },
     /// List users.
     List,
     /// Delete a user and end all their sessions and tokens.
     Delete { name: String },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: use admin, operator or auditor"))
+}
+
+fn parse_right(s: &str) -> Result<Right, String> {
+    Right::parse(s).ok_or_else(|| format!("{s:?} is not a right: use owner or provisioner"))
+}
+
+#[derive(Subcommand)]
+pub enum GrantCommand {
+    /// Give a user a right on an object (its owners and administrators may).
+    Add {
+        /// A reference (VDB-3, DSOURCE-1, UNIX_HOST_ENVIRONMENT-2, a plugin
+        /// id) or KIND:NAME with KIND env, dsource, vdb or plugin.
+        object: String,
+        #[arg(long)]
+        user: String,
+        /// owner (everything) or provisioner (provision, link or export from it, or onto it).
+        #[arg(long, value_parser = parse_right)]
+        right: Right,
+    },
+    /// List rights, on one object and/or of one user.
+    List {
+        #[arg(long)]
+        object: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Take a user's right on an object away.
+    Delete {
+        object: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+pub fn run_grant(ctx: &Ctx, cmd: GrantCommand) -> Result<(), CliError> {
+    match cmd {
+        GrantCommand::Add {
+            object,
+            user,
+            right,
+        } => {
+            let g = ctx.client.grant(&GrantRequest {
+                object,
+                user,
+                right: Some(right),
+            })?;
+            ctx.print(&g, |g| {
+                println!(
+                    "{} is now {} of {} ({}).",
+                    g.user, g.right, g.object_name, g.object
+                )
+            });
+        }
+        GrantCommand::List { object, user } => {
+            let gs = ctx.client.list_grants(object.as_deref(), user.as_deref())?;
+            ctx.print(&gs, |gs| {
+                table(
+                    &["OBJECT", "NAME", "USER", "RIGHT", "GRANTED"],
+                    gs.iter()
+                        .map(|g| {
+                            vec![
+                                g.object.clone(),
+                                g.object_name.clone(),
+                                g.user.clone(),
+                                g.right.to_string(),
+                                g.granted_at.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        GrantCommand::Delete { object, user } => {
+            let r = ctx.client.revoke(&GrantRequest {
+                object,
+                user,
+                right: None,
+            })?;
+            ctx.print(&r, |r| {
+                println!("{} has no right on {} any more.", r.user, r.object)
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A password from the terminal (not echoed), or the first line of stdin
@@ -85,34 +178,23 @@ pub fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), CliError> {
 
 pub fn run_user(ctx: &Ctx, cmd: UserCommand) -> Result<(), CliError> {
     match cmd {
-        UserCommand::Add { name, admin } => {
+        UserCommand::Add { name, role, admin } => {
             let password = read_password(&format!("Password for {name}: "), true)?;
             let user = ctx.client.add_user(&AddUser {
                 name,
                 password,
-                admin,
+                role: Some(if admin { Role::Admin } else { role }),
+                admin: false,
             })?;
-            ctx.print(&user, |u| {
-                println!(
-                    "Added user {}{}.",
-                    u.name,
-                    if u.admin { " (administrator)" } else { "" }
-                )
-            });
+            ctx.print(&user, |u| println!("Added user {} ({}).", u.name, u.role));
         }
         UserCommand::List => {
             let users = ctx.client.list_users()?;
             ctx.print(&users, |us| {
                 table(
-                    &["NAME", "ADMIN", "CREATED"],
+                    &["NAME", "ROLE", "CREATED"],
                     us.iter()
-                        .map(|u| {
-                            vec![
-                                u.name.clone(),
-                                if u.admin { "yes" } else { "no" }.into(),
-                                u.created_at.clone(),
-                            ]
-                        })
+                        .map(|u| vec![u.name.clone(), u.role.to_string(), u.created_at.clone()])
                         .collect(),
                 )
             });

@@ -139,15 +139,26 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: login::LoginArgs,
     },
-    /// Users of the engine's API (administrators only).
+    /// Users of the engine's API and their roles (administrators only).
     #[command(
-        after_help = "Examples:\n  doppel user add alice\n  doppel user list\n  doppel user delete alice"
+        after_help = "Examples:\n  doppel user add alice --role operator\n  doppel user list\n  doppel user delete alice"
     )]
     User {
         #[command(flatten)]
         global: Global,
         #[command(subcommand)]
         command: login::UserCommand,
+    },
+    /// Rights of users on objects: whoever creates an object owns it; its
+    /// owners (and administrators) grant owner or provisioner to others.
+    #[command(
+        after_help = "Examples:\n  doppel grant add dsource:tree --user bob --right provisioner\n  doppel grant add env:target --user bob --right provisioner\n  doppel grant list --user bob\n  doppel grant delete vdb:dev --user bob"
+    )]
+    Grant {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: login::GrantCommand,
     },
 }
 
@@ -182,6 +193,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         }
         ClientCommand::Login { global, args } => login::login(&Ctx::new(&global), args),
         ClientCommand::User { global, command } => login::run_user(&Ctx::new(&global), command),
+        ClientCommand::Grant { global, command } => login::run_grant(&Ctx::new(&global), command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

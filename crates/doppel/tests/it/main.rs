@@ -10,5 +10,6 @@ mod openapi;
 mod plugin_errors;
 mod plugins;
 mod pool;
+mod roles;
 mod support;
 mod tutorial;

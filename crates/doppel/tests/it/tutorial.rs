@@ -172,6 +172,8 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
         .unwrap()
         .to_owned();
 
+    operators_act_on_what_they_own_or_were_granted(&engine, target);
+
     // Change the source, sync, refresh: the VDB sees the new data.
     source.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
     engine.cli(&["dsource", "sync", "tree"]).ok();
@@ -528,4 +530,164 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
         !local.exists("/srv/vdbs/dev/mine.txt"),
         "unmounted and gone with the VDB"
     );
+}
+
+/// Rights on real objects: an operator provisions from a dSource and onto
+/// an environment only once granted, owns what they make, and others may
+/// not touch it.
+fn operators_act_on_what_they_own_or_were_granted(engine: &Engine, target: &Host) {
+    let token = |name: &str, role: &str| {
+        engine
+            .cli_as(
+                &["user", "add", name, "--role", role],
+                Some(&engine.token),
+                None,
+                Some(&format!("{name}-password\n")),
+            )
+            .ok();
+        doppel_client::Client::new(&engine.url)
+            .login(name, &format!("{name}-password"))
+            .unwrap()
+            .token
+    };
+    let (bob, olga, audrey) = (
+        token("bob", "operator"),
+        token("olga", "operator"),
+        token("audrey", "auditor"),
+    );
+    let as_user = |t: &str, args: &[&str]| engine.cli_as(args, Some(t), None, None);
+    let provision = [
+        "vdb",
+        "provision",
+        "--name",
+        "bobs",
+        "--from",
+        "tree",
+        "--env",
+        "target",
+        "--params",
+        r#"{"mountPath": "/srv/vdbs/bobs"}"#,
+    ];
+    let refused = as_user(&bob, &provision);
+    assert!(
+        refused
+            .fails(12)
+            .contains("lacks the provisioner right on dSource tree"),
+        "{refused:?}"
+    );
+    let refused = as_user(&audrey, &provision);
+    assert!(
+        refused.fails(12).contains("needs the operator role"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        engine
+            .cli(&["vdb", "list", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a refused provision makes nothing"
+    );
+    // Only owners and administrators grant.
+    as_user(
+        &olga,
+        &[
+            "grant",
+            "add",
+            "dsource:tree",
+            "--user",
+            "bob",
+            "--right",
+            "provisioner",
+        ],
+    )
+    .fails(12);
+    engine
+        .cli(&[
+            "grant",
+            "add",
+            "dsource:tree",
+            "--user",
+            "bob",
+            "--right",
+            "provisioner",
+        ])
+        .ok();
+    let refused = as_user(&bob, &provision);
+    assert!(
+        refused
+            .fails(12)
+            .contains("lacks the provisioner right on environment target"),
+        "{refused:?}"
+    );
+    engine
+        .cli(&[
+            "grant",
+            "add",
+            "env:target",
+            "--user",
+            "bob",
+            "--right",
+            "provisioner",
+        ])
+        .ok();
+    as_user(&bob, &provision).ok();
+    assert_eq!(
+        target.sh("delphix", "cat /srv/vdbs/bobs/hello.txt"),
+        "version 1\n"
+    );
+    let grants = as_user(
+        &audrey,
+        &["grant", "list", "--object", "vdb:bobs", "-o", "json"],
+    )
+    .json();
+    assert_eq!(grants.as_array().unwrap().len(), 1, "{grants}");
+    assert_eq!(grants[0]["user"], "bob");
+    assert_eq!(grants[0]["right"], "owner");
+    // A provisioner of the dSource may not change it; another operator may
+    // not touch bob's VDB; auditors grant nothing.
+    let refused = as_user(&bob, &["dsource", "sync", "tree"]);
+    assert!(
+        refused.fails(12).contains("they are only provisioner"),
+        "{refused:?}"
+    );
+    let refused = as_user(&olga, &["vdb", "delete", "bobs"]);
+    assert!(
+        refused
+            .fails(12)
+            .contains("lacks the owner right on VDB bobs"),
+        "{refused:?}"
+    );
+    as_user(&audrey, &["vdb", "snapshot", "bobs"]).fails(12);
+    let refused = engine.cli(&[
+        "grant", "add", "vdb:bobs", "--user", "audrey", "--right", "owner",
+    ]);
+    assert!(refused.fails(3).contains("auditor"), "{refused:?}");
+    // Owners hand rights on: olga may now snapshot it, then loses the right.
+    as_user(
+        &bob,
+        &[
+            "grant", "add", "vdb:bobs", "--user", "olga", "--right", "owner",
+        ],
+    )
+    .ok();
+    as_user(&olga, &["vdb", "snapshot", "bobs"]).ok();
+    as_user(&bob, &["grant", "delete", "vdb:bobs", "--user", "olga"]).ok();
+    as_user(&olga, &["vdb", "snapshot", "bobs"]).fails(12);
+    as_user(&bob, &["vdb", "delete", "bobs"]).ok();
+    assert!(
+        engine
+            .cli(&["grant", "list", "--user", "bob", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+            == 2,
+        "the VDB's grants went with it; bob keeps his rights on tree and target"
+    );
+    for user in ["bob", "olga", "audrey"] {
+        engine.cli(&["user", "delete", user]).ok();
+    }
 }
