@@ -71,8 +71,9 @@ pub(crate) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
         .route(&r("toolkit/requestUploadToken"), post(request_upload_token))
         .route(
             &r("data/upload"),
+            // The artifact plus the form's token field and boundaries.
             post(upload).layer(axum::extract::DefaultBodyLimit::max(
-                crate::MAX_ARTIFACT_BYTES,
+                crate::MAX_ARTIFACT_BYTES + 64 * 1024,
             )),
         )
         .route(&r("action/{action}"), get(get_action))

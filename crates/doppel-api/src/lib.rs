@@ -21,7 +21,9 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use doppel_engine::{Engine, EngineError, ParameterDefinition, PluginInvocation};
+use doppel_engine::{
+    Engine, EngineError, ParameterDefinition, PluginInvocation, MAX_ARTIFACT_BYTES,
+};
 use doppel_model::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser,
     ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, SourceConfig,
@@ -31,9 +33,6 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Largest plugin artifact accepted; real ones are a few MiB.
-const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
 
 /// An error on its way out.
 pub struct Failure(ApiError);

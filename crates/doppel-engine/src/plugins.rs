@@ -212,7 +212,12 @@ impl Engine {
             paths: vec![staging.clone(), probe_logs.clone()],
             plugin_dir: self.layout.plugin_dir(&artifact.id),
         };
-        artifact.extract_source(&staging)?;
+        artifact.extract_source(&staging).inspect_err(|e| {
+            if matches!(e, doppel_plugin_host::ArtifactError::Extract { .. }) {
+                // The answer names the entry only; the operator needs the place.
+                tracing::error!(dir = %staging.display(), error = %e, "cannot extract plugin code");
+            }
+        })?;
         let probe = LoadedPlugin {
             id: artifact.id.clone(),
             name: artifact.name.clone(),

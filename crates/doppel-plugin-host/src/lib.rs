@@ -22,7 +22,7 @@ pub mod operations;
 pub mod schema;
 pub mod worker;
 
-pub use artifact::{Artifact, ArtifactError, BuildNumber};
+pub use artifact::{Artifact, ArtifactError, BuildNumber, MAX_ARTIFACT_BYTES};
 pub use error::InvokeError;
 pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
