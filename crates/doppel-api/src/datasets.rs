@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{ApiBody, ApiPath, ApiQuery};
 use axum::response::IntoResponse;
 use axum::Json;
 use doppel_engine::Engine;
@@ -42,7 +43,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
     responses((status = 202, description = "The job", body = Job)))]
 async fn export_snapshot(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::ExportSnapshot = parse_body(&body)?;
     Ok(accepted(engine.export_snapshot(req)?))
@@ -53,7 +54,7 @@ async fn export_snapshot(
     responses((status = 202, description = "The job", body = Job)))]
 async fn create_empty_vdb(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::CreateEmptyVdb = parse_body(&body)?;
     Ok(accepted(engine.create_empty_vdb(req)?))
@@ -65,7 +66,7 @@ async fn create_empty_vdb(
     responses((status = 200, description = "The deleted snapshot", body = Snapshot)))]
 async fn delete_snapshot(
     State(engine): State<Arc<Engine>>,
-    Path(snapshot): Path<String>,
+    ApiPath(snapshot): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_snapshot(&snapshot).await?))
 }
@@ -76,7 +77,7 @@ async fn delete_snapshot(
     responses((status = 202, description = "The job", body = Job)))]
 async fn dsource_power(
     State(engine): State<Arc<Engine>>,
-    Path((ds, action)): Path<(String, String)>,
+    ApiPath((ds, action)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     let enable = match action.as_str() {
         "enable" => true,
@@ -97,7 +98,7 @@ async fn dsource_power(
     responses((status = 202, description = "The job", body = Job)))]
 async fn vdb_power(
     State(engine): State<Arc<Engine>>,
-    Path((vdb, action)): Path<(String, String)>,
+    ApiPath((vdb, action)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     Ok(accepted(engine.vdb_power(&vdb, &action)?))
 }
@@ -108,7 +109,7 @@ async fn vdb_power(
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
 async fn get_hooks(
     State(engine): State<Arc<Engine>>,
-    Path(object): Path<String>,
+    ApiPath(object): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.hooks(&object)?))
 }
@@ -120,8 +121,8 @@ async fn get_hooks(
     responses((status = 200, body = std::collections::BTreeMap<String, String>)))]
 async fn set_hooks(
     State(engine): State<Arc<Engine>>,
-    Path(object): Path<String>,
-    body: Bytes,
+    ApiPath(object): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let hooks: std::collections::BTreeMap<String, String> = parse_body(&body)?;
     Ok(Json(engine.set_hooks(&object, &hooks)?))
@@ -135,7 +136,10 @@ async fn list_dsources(State(engine): State<Arc<Engine>>) -> Result<impl IntoRes
 /// Links a source config as a dSource: a job that ingests it.
 #[utoipa::path(post, path = "/api/v1/dsources", tag = "datasets", request_body = LinkDSource,
     responses((status = 202, description = "The linking job", body = Job)))]
-async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<impl IntoResponse> {
+async fn link_dsource(
+    State(engine): State<Arc<Engine>>,
+    body: ApiBody,
+) -> Result<impl IntoResponse> {
     let req: LinkDSource = parse_body(&body)?;
     Ok(accepted(engine.link_dsource(req)?))
 }
@@ -144,7 +148,7 @@ async fn link_dsource(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<
     responses((status = 200, body = DSource)))]
 async fn get_dsource(
     State(engine): State<Arc<Engine>>,
-    Path(ds): Path<String>,
+    ApiPath(ds): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.dsource_details(&ds).await?))
 }
@@ -153,7 +157,7 @@ async fn get_dsource(
     responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_dsource(
     State(engine): State<Arc<Engine>>,
-    Path(ds): Path<String>,
+    ApiPath(ds): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_dsource(&ds)?))
 }
@@ -174,8 +178,8 @@ struct SyncBody {
     request_body(content = Option<SyncBody>), responses((status = 202, description = "The sync job", body = Job)))]
 async fn sync_dsource(
     State(engine): State<Arc<Engine>>,
-    Path(ds): Path<String>,
-    body: Bytes,
+    ApiPath(ds): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: SyncBody = parse_optional_body(&body)?;
     Ok(accepted(engine.sync_dsource(
@@ -197,7 +201,7 @@ struct SnapshotQuery {
     responses((status = 200, body = Vec<Snapshot>)))]
 async fn list_snapshots(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<SnapshotQuery>,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_snapshots(q.dataset.as_deref())?))
 }
@@ -212,7 +216,7 @@ async fn list_vdbs(State(engine): State<Arc<Engine>>) -> Result<impl IntoRespons
     responses((status = 202, description = "The provisioning job", body = Job)))]
 async fn provision_vdb(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ProvisionVdb = parse_body(&body)?;
     Ok(accepted(engine.provision_vdb(req)?))
@@ -222,7 +226,7 @@ async fn provision_vdb(
     responses((status = 200, body = Vdb)))]
 async fn get_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_vdb(&vdb)?))
 }
@@ -231,7 +235,7 @@ async fn get_vdb(
     responses((status = 202, description = "The deleting job", body = Job)))]
 async fn delete_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(accepted(engine.delete_vdb(&vdb)?))
 }
@@ -240,7 +244,7 @@ async fn delete_vdb(
     responses((status = 202, description = "The snapshot job", body = Job)))]
 async fn snapshot_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(accepted(engine.snapshot_vdb(&vdb)?))
 }
@@ -258,8 +262,8 @@ struct ToBody {
     request_body(content = Option<ToBody>), responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
-    body: Bytes,
+    ApiPath(vdb): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
     Ok(accepted(engine.refresh_vdb(
@@ -274,8 +278,8 @@ async fn refresh_vdb(
     request_body(content = Option<ToBody>), responses((status = 202, description = "The rewind job", body = Job)))]
 async fn rewind_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
-    body: Bytes,
+    ApiPath(vdb): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
     Ok(accepted(engine.refresh_vdb(

@@ -7,6 +7,7 @@
 mod auth;
 mod datasets;
 mod delphix;
+mod extract;
 mod openapi;
 mod stream;
 
@@ -16,8 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ use doppel_model::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser,
     ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, SourceConfig,
 };
+use extract::{ApiBody, ApiPath, ApiQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -89,12 +90,10 @@ pub(crate) fn parse_optional_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) 
 /// cannot be served without being documented, nor documented without being
 /// served.
 pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
-    let (schemas, paths, plugins) = routes!(list_plugins, install_plugin);
-    let plugins = plugins.layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES));
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi::serve_document))
-        .routes((schemas, paths, plugins))
+        .routes(routes!(list_plugins, install_plugin))
         .routes(routes!(get_plugin, delete_plugin))
         .routes(routes!(plugin_definition))
         .routes(routes!(plugin_logs))
@@ -127,10 +126,17 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (api, _) = documented_routes().split_for_parts();
     api.merge(delphix::routes(engine.clone()))
         .fallback(not_found)
+        // After every route is in: it applies to the routes there are.
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by `ApiBody`, which sets each endpoint's limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn(extract::json_errors))
         .with_state(engine)
 }
 
@@ -139,6 +145,17 @@ async fn not_found() -> Failure {
         code: ErrorCode::NotFound,
         message: "no such API endpoint".into(),
         action: None,
+        details: Vec::new(),
+        output: None,
+        correlation_id: None,
+    })
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure(ApiError {
+        code: ErrorCode::MethodNotAllowed,
+        message: format!("{method} is not allowed on {}", uri.path()),
+        action: Some("the Allow header lists the methods this endpoint takes; the API is described at /api/v1/openapi.json".into()),
         details: Vec::new(),
         output: None,
         correlation_id: None,
@@ -176,7 +193,7 @@ async fn list_plugins(State(engine): State<Arc<Engine>>) -> Result<impl IntoResp
     responses((status = 201, body = PluginSummary)))]
 async fn install_plugin(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody<MAX_ARTIFACT_BYTES>,
 ) -> Result<impl IntoResponse> {
     let summary = engine.install_plugin(&body).await?;
     Ok((StatusCode::CREATED, Json(summary)))
@@ -187,7 +204,7 @@ async fn install_plugin(
     responses((status = 200, body = PluginSummary)))]
 async fn get_plugin(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_plugin(&plugin)?))
 }
@@ -198,7 +215,7 @@ async fn get_plugin(
     responses((status = 200, body = Object)))]
 async fn plugin_definition(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.plugin_definition(&plugin)?))
 }
@@ -208,7 +225,7 @@ async fn plugin_definition(
     responses((status = 200, description = "The deleted plugin", body = PluginSummary)))]
 async fn delete_plugin(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_plugin(&plugin).await?))
 }
@@ -235,8 +252,8 @@ struct PluginLogs {
     responses((status = 200, body = PluginLogs)))]
 async fn plugin_logs(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(plugin): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<impl IntoResponse> {
     let level = match q.level.as_deref() {
         None => PluginLogLevel::Info,
@@ -264,7 +281,7 @@ struct PluginWorker {
     responses((status = 200, body = PluginWorker)))]
 async fn plugin_worker(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     let pids = engine.plugin_worker_pids(&plugin)?;
     Ok(Json(PluginWorker {
@@ -308,8 +325,8 @@ struct InvokeResult {
     responses((status = 200, body = InvokeResult)))]
 async fn invoke_operation(
     State(engine): State<Arc<Engine>>,
-    Path((plugin, operation)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((plugin, operation)): ApiPath<(String, String)>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let body: InvokeBody = parse_optional_body(&body)?;
     let deadline = match body.deadline_seconds {
@@ -353,8 +370,8 @@ struct Validated {
     responses((status = 200, body = Validated)))]
 async fn validate_parameters(
     State(engine): State<Arc<Engine>>,
-    Path((plugin, definition)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((plugin, definition)): ApiPath<(String, String)>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let which = ParameterDefinition::parse(&definition).ok_or_else(|| {
         let names: Vec<&str> = ParameterDefinition::ALL.iter().map(|d| d.name()).collect();
@@ -398,7 +415,7 @@ struct JobQuery {
     responses((status = 200, body = Vec<Job>)))]
 async fn list_jobs(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<impl IntoResponse> {
     let state = match q.state.as_deref() {
         None => None,
@@ -422,7 +439,7 @@ async fn list_jobs(
     responses((status = 200, body = Job)))]
 async fn get_job(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().get(&job)?))
 }
@@ -441,8 +458,8 @@ struct EventQuery {
     responses((status = 200, body = Vec<JobEvent>)))]
 async fn job_events(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
-    Query(q): Query<EventQuery>,
+    ApiPath(job): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().events(&job, q.after.unwrap_or(0))?))
 }
@@ -453,7 +470,7 @@ async fn job_events(
     responses((status = 200, body = Job)))]
 async fn cancel_job(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().cancel(&job)?))
 }
@@ -482,7 +499,7 @@ async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl Int
     responses((status = 202, description = "The job adding it", body = Job)))]
 async fn add_environment(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironment = parse_body(&body)?;
     Ok(accepted(engine.add_environment(req)?))
@@ -493,7 +510,7 @@ async fn add_environment(
     responses((status = 200, body = Environment)))]
 async fn get_environment(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?))
 }
@@ -503,7 +520,7 @@ async fn get_environment(
     responses((status = 200, description = "The deleted environment", body = Environment)))]
 async fn delete_environment(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_environment(&env).await?))
 }
@@ -514,7 +531,7 @@ async fn delete_environment(
     responses((status = 202, description = "The refresh job", body = Job)))]
 async fn refresh_environment(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(accepted(engine.refresh_environment(&env)?))
 }
@@ -524,7 +541,7 @@ async fn refresh_environment(
     responses((status = 200, body = Vec<EnvironmentUser>)))]
 async fn list_environment_users(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?.users))
 }
@@ -535,8 +552,8 @@ async fn list_environment_users(
     responses((status = 201, body = EnvironmentUser)))]
 async fn add_environment_user(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
-    body: Bytes,
+    ApiPath(env): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironmentUser = parse_body(&body)?;
     Ok((
@@ -551,7 +568,7 @@ async fn add_environment_user(
     responses((status = 204, description = "Deleted")))]
 async fn delete_environment_user(
     State(engine): State<Arc<Engine>>,
-    Path((env, user)): Path<(String, String)>,
+    ApiPath((env, user)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     engine.delete_environment_user(&env, &user).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -569,7 +586,7 @@ struct EnvironmentQuery {
     responses((status = 200, body = Vec<Repository>)))]
 async fn list_repositories(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<EnvironmentQuery>,
+    ApiQuery(q): ApiQuery<EnvironmentQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_repositories(q.environment.as_deref())?))
 }
@@ -578,7 +595,7 @@ async fn list_repositories(
     responses((status = 200, body = Vec<SourceConfig>)))]
 async fn list_source_configs(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<EnvironmentQuery>,
+    ApiQuery(q): ApiQuery<EnvironmentQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_source_configs(q.environment.as_deref())?))
 }
@@ -588,7 +605,7 @@ async fn list_source_configs(
     responses((status = 201, body = SourceConfig)))]
 async fn add_source_config(
     State(engine): State<Arc<Engine>>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddSourceConfig = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(engine.add_source_config(req)?)))
@@ -599,7 +616,7 @@ async fn add_source_config(
     responses((status = 200, body = SourceConfig)))]
 async fn get_source_config(
     State(engine): State<Arc<Engine>>,
-    Path(sc): Path<String>,
+    ApiPath(sc): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_source_config(&sc)?))
 }
@@ -618,8 +635,8 @@ struct UpdateSourceConfig {
     responses((status = 200, body = SourceConfig)))]
 async fn update_source_config(
     State(engine): State<Arc<Engine>>,
-    Path(sc): Path<String>,
-    body: Bytes,
+    ApiPath(sc): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: UpdateSourceConfig = parse_body(&body)?;
     Ok(Json(engine.update_source_config(&sc, req.parameters)?))
@@ -630,7 +647,7 @@ async fn update_source_config(
     responses((status = 200, description = "The deleted source config", body = SourceConfig)))]
 async fn delete_source_config(
     State(engine): State<Arc<Engine>>,
-    Path(sc): Path<String>,
+    ApiPath(sc): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_source_config(&sc)?))
 }

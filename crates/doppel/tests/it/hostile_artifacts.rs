@@ -204,3 +204,142 @@ fn hostile_artifacts_are_refused_naming_the_limit_and_the_engine_stays_small() {
     );
     plugin_area_is_empty(&engine);
 }
+
+fn get(engine: &Engine, path: &str) -> reqwest::blocking::Response {
+    http()
+        .get(format!("{}{path}", engine.url))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap()
+}
+
+/// Status and `error` of an answer, which must be in the API's shape.
+fn refusal(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = resp.text().unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "status {status}, {content_type:?}: {text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let err = v["error"].clone();
+    assert!(
+        err["code"].is_string() && err["message"].is_string(),
+        "not our shape: {text}"
+    );
+    (status, err)
+}
+
+/// Status and JSON answer of a POST that announces a body of `len` bytes
+/// and sends none of it.
+fn announce_body(engine: &Engine, path: &str, len: usize) -> (u16, Value) {
+    use std::io::Read;
+    let addr = engine.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+        engine.token
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, v)
+}
+
+#[test]
+fn every_refusal_comes_in_the_error_shape_naming_the_field() {
+    let engine = Engine::start();
+    let cases: &[(&str, u16, &str, &[&str])] = &[
+        (
+            "/api/v1/jobs?limit=-1",
+            400,
+            "invalid_input",
+            &["limit", "-1"],
+        ),
+        ("/api/v1/jobs?color=red", 400, "invalid_input", &["color"]),
+        (
+            "/api/v1/jobs/JOB-1/events?after=x",
+            400,
+            "invalid_input",
+            &["after", "\"x\""],
+        ),
+        (
+            "/api/v1/plugins/any/logs?tail=-5",
+            400,
+            "invalid_input",
+            &["tail", "-5"],
+        ),
+        (
+            "/api/v1/plugins/%ff",
+            400,
+            "invalid_input",
+            &["plugin", "UTF-8"],
+        ),
+        (
+            "/api/v1/jobs/%ff/events",
+            400,
+            "invalid_input",
+            &["job", "UTF-8"],
+        ),
+    ];
+    for (path, status, code, needles) in cases {
+        let (got, err) = refusal(get(&engine, path));
+        assert_eq!(got, *status, "{path}: {err}");
+        assert_eq!(err["code"], *code, "{path}: {err}");
+        let message = err["message"].as_str().unwrap();
+        for needle in *needles {
+            assert!(
+                message.contains(needle),
+                "{path}: {needle:?} not in {message:?}"
+            );
+        }
+    }
+
+    // A real route, a method it does not take.
+    let resp = http()
+        .delete(format!("{}/api/v1/jobs", engine.url))
+        .bearer_auth(&engine.token)
+        .send()
+        .unwrap();
+    let allow = resp
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, err) = refusal(resp);
+    assert_eq!(status, 405, "{err}");
+    assert_eq!(err["code"], "method_not_allowed", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("DELETE"), "{err}");
+    assert!(allow.is_some_and(|a| a.contains("GET")), "an Allow header");
+
+    // Bodies over their limit: the engine answers from Content-Length
+    // alone, before reading them (so these send none: a client still
+    // writing when the answer comes would see a broken pipe instead).
+    for (path, len, limit) in [
+        ("/api/v1/environments", 3 << 20, "2 MiB"),
+        ("/api/v1/plugins", (64 << 20) + 1, "64 MiB"),
+    ] {
+        let (status, v) = announce_body(&engine, path, len);
+        assert_eq!(status, 413, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "payload_too_large", "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{path}: {message}");
+    }
+}
