@@ -236,17 +236,27 @@ async fn delete_plugin(
 struct LogQuery {
     /// `debug`, `info` (default) or `error`.
     level: Option<String>,
-    /// Only the last lines.
+    /// How many of the last lines (default 1000, at most 10000).
     tail: Option<usize>,
+    /// Only lines before this cursor: the `before` of the previous page.
+    before: Option<String>,
 }
 
-/// Answer of `GET /api/v1/plugins/{plugin}/logs`.
+/// Answer of `GET /api/v1/plugins/{plugin}/logs`: a page of lines, oldest
+/// first.
 #[derive(Serialize, ToSchema)]
 struct PluginLogs {
     level: PluginLogLevel,
     lines: Vec<String>,
+    /// Pass as `before` for the lines before these; absent when these start
+    /// at the oldest line kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<String>,
 }
 
+/// A page of one of the plugin's logs, read from the end: the last `tail`
+/// lines, or the last ones before the cursor `before`. Logs rotate at
+/// 10 MiB, keeping 3 older files, which paging walks through.
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}/logs", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name"), LogQuery),
     responses((status = 200, body = PluginLogs)))]
@@ -260,9 +270,11 @@ async fn plugin_logs(
         Some(l) => PluginLogLevel::parse(l)
             .ok_or_else(|| Failure::invalid("level", "must be debug, info or error"))?,
     };
+    let page = engine.plugin_logs(&plugin, level, q.tail, q.before.as_deref())?;
     Ok(Json(PluginLogs {
         level,
-        lines: engine.plugin_logs(&plugin, level, q.tail)?,
+        lines: page.lines,
+        before: page.before,
     }))
 }
 

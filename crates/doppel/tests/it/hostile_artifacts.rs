@@ -288,6 +288,12 @@ fn every_refusal_comes_in_the_error_shape_naming_the_field() {
             &["tail", "-5"],
         ),
         (
+            "/api/v1/plugins/any/logs?tail=20000",
+            400,
+            "invalid_input",
+            &["tail", "10000"],
+        ),
+        (
             "/api/v1/plugins/%ff",
             400,
             "invalid_input",
@@ -342,4 +348,61 @@ fn every_refusal_comes_in_the_error_shape_naming_the_field() {
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.contains(limit), "{path}: {message}");
     }
+
+    // The CLI reads these too: a refused request exits 3.
+    let out = engine.cli(&["plugin", "logs", "any", "--tail", "0"]);
+    assert!(out.fails(3).contains("tail"), "{}", out.stderr);
+}
+
+#[test]
+fn plugin_logs_come_in_pages_from_the_end() {
+    let engine = Engine::start();
+    let plugin = engine.install(&template_artifact());
+    let id = plugin["id"].as_str().unwrap();
+    // A log longer than a page, as a chatty plugin leaves it.
+    let log = engine
+        .data_dir
+        .path()
+        .join("plugins")
+        .join(id)
+        .join("logs/info.log");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let installed = text.lines().count();
+    for i in 0..1500 {
+        text.push_str(&format!("2025-01-01T00:00:00Z INFO [engine] line {i}\n"));
+    }
+    std::fs::write(&log, text).unwrap();
+
+    let page = |query: &str| -> Value {
+        let resp = get(&engine, &format!("/api/v1/plugins/{id}/logs{query}"));
+        assert_eq!(resp.status(), 200);
+        resp.json().unwrap()
+    };
+    let last = page("");
+    let lines = last["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1000, "the default page");
+    assert!(lines[999].as_str().unwrap().ends_with("line 1499"));
+    assert!(lines[0].as_str().unwrap().ends_with("line 500"));
+    let cursor = last["before"].as_str().expect("older lines remain");
+    let older = page(&format!("?before={cursor}&tail=10000"));
+    let lines = older["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 500 + installed);
+    assert!(lines
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .ends_with("line 499"));
+    assert!(older.get("before").is_none(), "the first page: {older}");
+
+    let (status, err) = refusal(get(
+        &engine,
+        &format!("/api/v1/plugins/{id}/logs?before=not-a-cursor"),
+    ));
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("before"), "{err}");
+
+    let out = engine.cli(&["plugin", "logs", id, "--tail", "3"]);
+    assert_eq!(out.ok().lines().count(), 3);
+    assert!(out.stderr.contains("--before"), "{}", out.stderr);
 }
