@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{ApiBody, ApiPath, ApiQuery};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use doppel_engine::access::Need;
@@ -45,7 +46,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
 async fn export_snapshot(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::ExportSnapshot = parse_body(&body)?;
     engine.authorize(
@@ -64,7 +65,7 @@ async fn export_snapshot(
 async fn create_empty_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: doppel_model::CreateEmptyVdb = parse_body(&body)?;
     engine.authorize(
@@ -81,7 +82,7 @@ async fn create_empty_vdb(
 async fn delete_snapshot(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(snapshot): Path<String>,
+    ApiPath(snapshot): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Snapshot(&snapshot, Right::Owner)])?;
     Ok(Json(engine.delete_snapshot(&snapshot).await?))
@@ -94,7 +95,7 @@ async fn delete_snapshot(
 async fn dsource_power(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path((ds, action)): Path<(String, String)>,
+    ApiPath((ds, action)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
     let enable = match action.as_str() {
@@ -117,7 +118,7 @@ async fn dsource_power(
 async fn vdb_power(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path((vdb, action)): Path<(String, String)>,
+    ApiPath((vdb, action)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.vdb_power(&vdb, &action)?))
@@ -130,7 +131,7 @@ async fn vdb_power(
 async fn get_hooks(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(object): Path<String>,
+    ApiPath(object): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Dataset(&object, Right::Owner)])?;
     Ok(Json(engine.hooks(&object)?))
@@ -144,8 +145,8 @@ async fn get_hooks(
 async fn set_hooks(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(object): Path<String>,
-    body: Bytes,
+    ApiPath(object): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let hooks: std::collections::BTreeMap<String, String> = parse_body(&body)?;
     engine.authorize(&who, &[Need::Dataset(&object, Right::Owner)])?;
@@ -163,7 +164,7 @@ async fn list_dsources(State(engine): State<Arc<Engine>>) -> Result<impl IntoRes
 async fn link_dsource(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: LinkDSource = parse_body(&body)?;
     let mut needs = vec![Need::SourceConfigEnvironment(
@@ -181,7 +182,7 @@ async fn link_dsource(
     responses((status = 200, body = DSource)))]
 async fn get_dsource(
     State(engine): State<Arc<Engine>>,
-    Path(ds): Path<String>,
+    ApiPath(ds): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.dsource_details(&ds).await?))
 }
@@ -191,7 +192,7 @@ async fn get_dsource(
 async fn delete_dsource(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(ds): Path<String>,
+    ApiPath(ds): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
     Ok(accepted(engine.delete_dsource(&ds)?))
@@ -214,8 +215,8 @@ struct SyncBody {
 async fn sync_dsource(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(ds): Path<String>,
-    body: Bytes,
+    ApiPath(ds): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: SyncBody = parse_optional_body(&body)?;
     engine.authorize(&who, &[Need::DSource(&ds, Right::Owner)])?;
@@ -238,7 +239,7 @@ struct SnapshotQuery {
     responses((status = 200, body = Vec<Snapshot>)))]
 async fn list_snapshots(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<SnapshotQuery>,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_snapshots(q.dataset.as_deref())?))
 }
@@ -254,7 +255,7 @@ async fn list_vdbs(State(engine): State<Arc<Engine>>) -> Result<impl IntoRespons
 async fn provision_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ProvisionVdb = parse_body(&body)?;
     engine.authorize(
@@ -271,7 +272,7 @@ async fn provision_vdb(
     responses((status = 200, body = Vdb)))]
 async fn get_vdb(
     State(engine): State<Arc<Engine>>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_vdb(&vdb)?))
 }
@@ -281,7 +282,7 @@ async fn get_vdb(
 async fn delete_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.delete_vdb(&vdb)?))
@@ -292,7 +293,7 @@ async fn delete_vdb(
 async fn snapshot_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(vdb): Path<String>,
+    ApiPath(vdb): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
     Ok(accepted(engine.snapshot_vdb(&vdb)?))
@@ -312,8 +313,8 @@ struct ToBody {
 async fn refresh_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(vdb): Path<String>,
-    body: Bytes,
+    ApiPath(vdb): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
     engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;
@@ -330,8 +331,8 @@ async fn refresh_vdb(
 async fn rewind_vdb(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(vdb): Path<String>,
-    body: Bytes,
+    ApiPath(vdb): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: ToBody = parse_optional_body(&body)?;
     engine.authorize(&who, &[Need::Vdb(&vdb, Right::Owner)])?;

@@ -71,8 +71,9 @@ pub(crate) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
         .route(&r("toolkit/requestUploadToken"), post(request_upload_token))
         .route(
             &r("data/upload"),
+            // The artifact plus the form's token field and boundaries.
             post(upload).layer(axum::extract::DefaultBodyLimit::max(
-                crate::MAX_ARTIFACT_BYTES,
+                crate::MAX_ARTIFACT_BYTES + 64 * 1024,
             )),
         )
         .route(&r("action/{action}"), get(get_action))
@@ -752,8 +753,12 @@ fn safe_name(name: &str) -> String {
 }
 
 /// `<name>/{debug,info,error}.log` as a gzipped tar; a log not written yet
-/// is there, empty.
+/// is there, empty. Only the current files go in, not the rotated ones:
+/// each is at most the rotation size (10 MiB), so the bundle stays bounded,
+/// and the newest lines are what a plugin author debugging asks for (older
+/// ones are paged with `doppel plugin logs --before`).
 fn logs_tarball(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
@@ -764,17 +769,26 @@ fn logs_tarball(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
     dir_header.set_mtime(mtime);
     tar.append_data(&mut dir_header, format!("{name}/"), std::io::empty())?;
     for file in ["debug.log", "info.log", "error.log"] {
-        let data = match std::fs::read(dir.join(file)) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
-        h.set_size(data.len() as u64);
         h.set_mtime(mtime);
-        tar.append_data(&mut h, format!("{name}/{file}"), data.as_slice())?;
+        let path = format!("{name}/{file}");
+        match std::fs::File::open(dir.join(file)) {
+            Ok(f) => {
+                // The size when opened: a plugin may append meanwhile, and a
+                // tar entry must be as long as its header says. Streamed, so
+                // the bundle never holds a whole log uncompressed.
+                let len = f.metadata()?.len();
+                h.set_size(len);
+                tar.append_data(&mut h, path, f.take(len))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                h.set_size(0);
+                tar.append_data(&mut h, path, std::io::empty())?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     tar.into_inner()?.finish()
 }

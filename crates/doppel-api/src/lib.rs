@@ -7,6 +7,7 @@
 mod auth;
 mod datasets;
 mod delphix;
+mod extract;
 mod openapi;
 mod rights;
 mod stream;
@@ -17,26 +18,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use doppel_engine::access::Need;
 use doppel_engine::auth::Principal;
-use doppel_engine::{Engine, EngineError, ParameterDefinition, PluginInvocation};
+use doppel_engine::{
+    Engine, EngineError, ParameterDefinition, PluginInvocation, MAX_ARTIFACT_BYTES,
+};
 use doppel_model::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, ApiError, Environment, EnvironmentUser,
     ErrorCode, Job, JobEvent, PluginLogLevel, PluginSummary, Repository, Right, SourceConfig,
 };
+use extract::{ApiBody, ApiPath, ApiQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Largest plugin artifact accepted; real ones are a few MiB.
-const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
 
 /// An error on its way out.
 pub struct Failure(ApiError);
@@ -93,12 +93,10 @@ pub(crate) fn parse_optional_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) 
 /// cannot be served without being documented, nor documented without being
 /// served.
 pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
-    let (schemas, paths, plugins) = routes!(list_plugins, install_plugin);
-    let plugins = plugins.layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES));
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi::serve_document))
-        .routes((schemas, paths, plugins))
+        .routes(routes!(list_plugins, install_plugin))
         .routes(routes!(get_plugin, delete_plugin))
         .routes(routes!(plugin_definition))
         .routes(routes!(plugin_logs))
@@ -131,10 +129,17 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (api, _) = documented_routes().split_for_parts();
     api.merge(delphix::routes(engine.clone()))
         .fallback(not_found)
+        // After every route is in: it applies to the routes there are.
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by `ApiBody`, which sets each endpoint's limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn(extract::json_errors))
         .with_state(engine)
 }
 
@@ -143,6 +148,17 @@ async fn not_found() -> Failure {
         code: ErrorCode::NotFound,
         message: "no such API endpoint".into(),
         action: None,
+        details: Vec::new(),
+        output: None,
+        correlation_id: None,
+    })
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure(ApiError {
+        code: ErrorCode::MethodNotAllowed,
+        message: format!("{method} is not allowed on {}", uri.path()),
+        action: Some("the Allow header lists the methods this endpoint takes; the API is described at /api/v1/openapi.json".into()),
         details: Vec::new(),
         output: None,
         correlation_id: None,
@@ -181,7 +197,7 @@ async fn list_plugins(State(engine): State<Arc<Engine>>) -> Result<impl IntoResp
 async fn install_plugin(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody<MAX_ARTIFACT_BYTES>,
 ) -> Result<impl IntoResponse> {
     let summary = engine.install_plugin(&who, &body).await?;
     Ok((StatusCode::CREATED, Json(summary)))
@@ -192,7 +208,7 @@ async fn install_plugin(
     responses((status = 200, body = PluginSummary)))]
 async fn get_plugin(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_plugin(&plugin)?))
 }
@@ -203,7 +219,7 @@ async fn get_plugin(
     responses((status = 200, body = Object)))]
 async fn plugin_definition(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.plugin_definition(&plugin)?))
 }
@@ -213,7 +229,7 @@ async fn plugin_definition(
     responses((status = 200, description = "The deleted plugin", body = PluginSummary)))]
 async fn delete_plugin(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.delete_plugin(&plugin).await?))
 }
@@ -224,33 +240,45 @@ async fn delete_plugin(
 struct LogQuery {
     /// `debug`, `info` (default) or `error`.
     level: Option<String>,
-    /// Only the last lines.
+    /// How many of the last lines (default 1000, at most 10000).
     tail: Option<usize>,
+    /// Only lines before this cursor: the `before` of the previous page.
+    before: Option<String>,
 }
 
-/// Answer of `GET /api/v1/plugins/{plugin}/logs`.
+/// Answer of `GET /api/v1/plugins/{plugin}/logs`: a page of lines, oldest
+/// first.
 #[derive(Serialize, ToSchema)]
 struct PluginLogs {
     level: PluginLogLevel,
     lines: Vec<String>,
+    /// Pass as `before` for the lines before these; absent when these start
+    /// at the oldest line kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<String>,
 }
 
+/// A page of one of the plugin's logs, read from the end: the last `tail`
+/// lines, or the last ones before the cursor `before`. Logs rotate at
+/// 10 MiB, keeping 3 older files, which paging walks through.
 #[utoipa::path(get, path = "/api/v1/plugins/{plugin}/logs", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin id or name"), LogQuery),
     responses((status = 200, body = PluginLogs)))]
 async fn plugin_logs(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(plugin): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<impl IntoResponse> {
     let level = match q.level.as_deref() {
         None => PluginLogLevel::Info,
         Some(l) => PluginLogLevel::parse(l)
             .ok_or_else(|| Failure::invalid("level", "must be debug, info or error"))?,
     };
+    let page = engine.plugin_logs(&plugin, level, q.tail, q.before.as_deref())?;
     Ok(Json(PluginLogs {
         level,
-        lines: engine.plugin_logs(&plugin, level, q.tail)?,
+        lines: page.lines,
+        before: page.before,
     }))
 }
 
@@ -269,7 +297,7 @@ struct PluginWorker {
     responses((status = 200, body = PluginWorker)))]
 async fn plugin_worker(
     State(engine): State<Arc<Engine>>,
-    Path(plugin): Path<String>,
+    ApiPath(plugin): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     let pids = engine.plugin_worker_pids(&plugin)?;
     Ok(Json(PluginWorker {
@@ -313,8 +341,8 @@ struct InvokeResult {
     responses((status = 200, body = InvokeResult)))]
 async fn invoke_operation(
     State(engine): State<Arc<Engine>>,
-    Path((plugin, operation)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((plugin, operation)): ApiPath<(String, String)>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let body: InvokeBody = parse_optional_body(&body)?;
     let deadline = match body.deadline_seconds {
@@ -358,8 +386,8 @@ struct Validated {
     responses((status = 200, body = Validated)))]
 async fn validate_parameters(
     State(engine): State<Arc<Engine>>,
-    Path((plugin, definition)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((plugin, definition)): ApiPath<(String, String)>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let which = ParameterDefinition::parse(&definition).ok_or_else(|| {
         let names: Vec<&str> = ParameterDefinition::ALL.iter().map(|d| d.name()).collect();
@@ -403,7 +431,7 @@ struct JobQuery {
     responses((status = 200, body = Vec<Job>)))]
 async fn list_jobs(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<impl IntoResponse> {
     let state = match q.state.as_deref() {
         None => None,
@@ -427,7 +455,7 @@ async fn list_jobs(
     responses((status = 200, body = Job)))]
 async fn get_job(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().get(&job)?))
 }
@@ -446,8 +474,8 @@ struct EventQuery {
     responses((status = 200, body = Vec<JobEvent>)))]
 async fn job_events(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
-    Query(q): Query<EventQuery>,
+    ApiPath(job): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.jobs().events(&job, q.after.unwrap_or(0))?))
 }
@@ -459,7 +487,7 @@ async fn job_events(
 async fn cancel_job(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Job(&job)])?;
     Ok(Json(engine.jobs().cancel(&job)?))
@@ -490,7 +518,7 @@ async fn list_environments(State(engine): State<Arc<Engine>>) -> Result<impl Int
 async fn add_environment(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironment = parse_body(&body)?;
     Ok(accepted(engine.add_environment(&who, req)?))
@@ -501,7 +529,7 @@ async fn add_environment(
     responses((status = 200, body = Environment)))]
 async fn get_environment(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?))
 }
@@ -512,7 +540,7 @@ async fn get_environment(
 async fn delete_environment(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     Ok(Json(engine.delete_environment(&env).await?))
@@ -525,7 +553,7 @@ async fn delete_environment(
 async fn refresh_environment(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     Ok(accepted(engine.refresh_environment(&env)?))
@@ -536,7 +564,7 @@ async fn refresh_environment(
     responses((status = 200, body = Vec<EnvironmentUser>)))]
 async fn list_environment_users(
     State(engine): State<Arc<Engine>>,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_environment(&env)?.users))
 }
@@ -548,8 +576,8 @@ async fn list_environment_users(
 async fn add_environment_user(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(env): Path<String>,
-    body: Bytes,
+    ApiPath(env): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddEnvironmentUser = parse_body(&body)?;
     engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
@@ -566,7 +594,7 @@ async fn add_environment_user(
 async fn delete_environment_user(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path((env, user)): Path<(String, String)>,
+    ApiPath((env, user)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::Environment(&env, Right::Owner)])?;
     engine.delete_environment_user(&env, &user).await?;
@@ -585,7 +613,7 @@ struct EnvironmentQuery {
     responses((status = 200, body = Vec<Repository>)))]
 async fn list_repositories(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<EnvironmentQuery>,
+    ApiQuery(q): ApiQuery<EnvironmentQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_repositories(q.environment.as_deref())?))
 }
@@ -594,7 +622,7 @@ async fn list_repositories(
     responses((status = 200, body = Vec<SourceConfig>)))]
 async fn list_source_configs(
     State(engine): State<Arc<Engine>>,
-    Query(q): Query<EnvironmentQuery>,
+    ApiQuery(q): ApiQuery<EnvironmentQuery>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.list_source_configs(q.environment.as_deref())?))
 }
@@ -605,7 +633,7 @@ async fn list_source_configs(
 async fn add_source_config(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    body: Bytes,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddSourceConfig = parse_body(&body)?;
     engine.authorize(
@@ -620,7 +648,7 @@ async fn add_source_config(
     responses((status = 200, body = SourceConfig)))]
 async fn get_source_config(
     State(engine): State<Arc<Engine>>,
-    Path(sc): Path<String>,
+    ApiPath(sc): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(engine.get_source_config(&sc)?))
 }
@@ -640,8 +668,8 @@ struct UpdateSourceConfig {
 async fn update_source_config(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(sc): Path<String>,
-    body: Bytes,
+    ApiPath(sc): ApiPath<String>,
+    body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: UpdateSourceConfig = parse_body(&body)?;
     engine.authorize(&who, &[Need::SourceConfigEnvironment(&sc, Right::Owner)])?;
@@ -654,7 +682,7 @@ async fn update_source_config(
 async fn delete_source_config(
     State(engine): State<Arc<Engine>>,
     Extension(who): Extension<Principal>,
-    Path(sc): Path<String>,
+    ApiPath(sc): ApiPath<String>,
 ) -> Result<impl IntoResponse> {
     engine.authorize(&who, &[Need::SourceConfigEnvironment(&sc, Right::Owner)])?;
     Ok(Json(engine.delete_source_config(&sc)?))

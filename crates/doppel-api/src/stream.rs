@@ -11,7 +11,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::ApiPath;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use doppel_engine::Engine;
@@ -92,7 +94,7 @@ impl Follow {
         content_type = "text/event-stream", body = String)))]
 pub(crate) async fn stream_job(
     State(engine): State<Arc<Engine>>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     engine.jobs().get(&job)?;

@@ -167,10 +167,14 @@ impl Client {
         plugin: &str,
         level: &str,
         tail: Option<usize>,
+        before: Option<&str>,
     ) -> Result<Value, ClientError> {
         let mut q = vec![("level", level.to_owned())];
         if let Some(t) = tail {
             q.push(("tail", t.to_string()));
+        }
+        if let Some(b) = before {
+            q.push(("before", b.to_owned()));
         }
         self.send(
             self.http

@@ -23,6 +23,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use doppel_plugin_host::artifact::MAX_ARTIFACT_BYTES;
+pub use doppel_plugin_host::logs::{
+    LogPage, DEFAULT_TAIL as DEFAULT_LOG_TAIL, MAX_TAIL as MAX_LOG_TAIL,
+};
 pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
 pub use error::EngineError;
 pub use plugins::{ParameterDefinition, PluginInvocation};

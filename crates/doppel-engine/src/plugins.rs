@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use doppel_model::{PluginKind, PluginLogLevel, PluginSummary};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
-use doppel_plugin_host::{Artifact, BuildNumber, CallContext, LoadedPlugin, LogContext, PluginLog};
+use doppel_plugin_host::{
+    Artifact, BuildNumber, CallContext, LoadedPlugin, LogContext, LogPage, LogReadError, PluginLog,
+    DEFAULT_TAIL, MAX_TAIL,
+};
 use doppel_store::PluginRecord;
 use serde_json::Value;
 
@@ -222,7 +225,12 @@ impl Engine {
             paths: vec![staging.clone(), probe_logs.clone()],
             plugin_dir: self.layout.plugin_dir(&artifact.id),
         };
-        artifact.extract_source(&staging)?;
+        artifact.extract_source(&staging).inspect_err(|e| {
+            if matches!(e, doppel_plugin_host::ArtifactError::Extract { .. }) {
+                // The answer names the entry only; the operator needs the place.
+                tracing::error!(dir = %staging.display(), error = %e, "cannot extract plugin code");
+            }
+        })?;
         let probe = LoadedPlugin {
             id: artifact.id.clone(),
             name: artifact.name.clone(),
@@ -377,19 +385,38 @@ impl Engine {
         Ok(self.host.worker_pids(&self.loaded(&rec)?))
     }
 
+    /// A page of one of the plugin's log streams: the last `tail` lines
+    /// (default `DEFAULT_TAIL`, at most `MAX_TAIL`), or the last ones before
+    /// the cursor `before` that an earlier page returned.
     pub fn plugin_logs(
         &self,
         reference: &str,
         level: PluginLogLevel,
         tail: Option<usize>,
-    ) -> Result<Vec<String>, EngineError> {
+        before: Option<&str>,
+    ) -> Result<LogPage, EngineError> {
+        let tail = tail.unwrap_or(DEFAULT_TAIL);
+        if !(1..=MAX_TAIL).contains(&tail) {
+            return Err(EngineError::InvalidInput {
+                field: "tail".into(),
+                reason: format!(
+                    "must be between 1 and {MAX_TAIL} lines; page back to older lines with before"
+                ),
+            });
+        }
         let rec = self.find_plugin(reference)?;
         PluginLog::new(self.layout.plugin_log_dir(&rec.id))
-            .read(level, tail)
-            .map_err(EngineError::io(format!(
-                "reading logs of plugin {}",
-                rec.name
-            )))
+            .read(level, tail, before)
+            .map_err(|e| match e {
+                LogReadError::Io(source) => EngineError::Io {
+                    context: format!("reading logs of plugin {}", rec.name),
+                    source,
+                },
+                e => EngineError::InvalidInput {
+                    field: "before".into(),
+                    reason: e.to_string(),
+                },
+            })
     }
 
     /// Checks user parameters against one of the plugin's schemas, reporting

@@ -38,6 +38,10 @@ pub enum ErrorCode {
     Forbidden,
     /// Too many failed logins; wait before trying again (HTTP 429).
     RateLimited,
+    /// The request body is larger than the endpoint accepts (HTTP 413).
+    PayloadTooLarge,
+    /// The endpoint exists but not with this HTTP method (HTTP 405).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -58,6 +62,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -76,6 +82,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::RateLimited => 429,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! Every problem with an artifact is collected before answering, so a plugin
 //! author fixes them all in one round instead of one per upload.
 
-use std::io::{Cursor, Read};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::io::{Cursor, Read, Write};
+use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
 use doppel_model::PluginKind;
@@ -23,6 +24,61 @@ const PYC_MAGIC_311: [u8; 4] = [0xa7, 0x0d, 0x0d, 0x0a];
 /// do not know.
 const MAX_BUILD_API: (u64, u64) = (1, 11);
 
+/// What an artifact may hold. An artifact comes from a user over the network
+/// and is inflated on the engine's disk, so everything it declares is
+/// bounded before it is believed, and what it really holds is counted while
+/// it is inflated. `dvp build` artifacts are a few MiB holding a few hundred
+/// files, so each limit leaves a wide margin for real plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of artifact.json itself (base64 makes the zip 3/4 of it).
+    pub artifact_bytes: usize,
+    /// Entries in the zip: each costs a few hundred bytes of memory as soon
+    /// as the archive is opened, so this is checked before opening it.
+    pub entries: usize,
+    /// Uncompressed bytes of one entry (the largest real one, protobuf's
+    /// native module, is about 1 MiB).
+    pub entry_bytes: u64,
+    /// Uncompressed bytes of all entries together: what an install may
+    /// write to disk.
+    pub total_bytes: u64,
+    /// Components of an entry's path; deep nesting costs a directory each.
+    pub depth: usize,
+    /// Bytes of an entry's whole path.
+    pub path_bytes: usize,
+    /// Bytes of one component of a path (Linux's NAME_MAX).
+    pub name_bytes: usize,
+}
+
+/// The limits `Artifact::parse` and `Artifact::extract_source` apply.
+///
+/// There is no limit on the compression ratio: the size limits already bound
+/// what a zip bomb can cost, and a ratio limit would refuse honest files
+/// that compress well (zeroed data, generated tables).
+pub const LIMITS: Limits = Limits {
+    artifact_bytes: 64 * MIB as usize,
+    entries: 20_000,
+    entry_bytes: 64 * MIB,
+    total_bytes: 256 * MIB,
+    depth: 32,
+    path_bytes: 1024,
+    name_bytes: 255,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+/// The largest artifact.json the API accepts (`LIMITS.artifact_bytes`).
+pub const MAX_ARTIFACT_BYTES: usize = LIMITS.artifact_bytes;
+
+/// `n` bytes as a person reads them.
+fn human(n: u64) -> String {
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// Why an artifact was refused. Nothing is stored when this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -34,13 +90,34 @@ pub enum ArtifactError {
     Invalid(Vec<String>),
     #[error("sourceCode is not a zip archive ({0}); the artifact may be truncated or edited")]
     NotZip(String),
-    #[error("sourceCode holds an unsafe path {0:?}, refusing to extract it")]
-    UnsafePath(String),
+    #[error("sourceCode holds an unsafe path {0:?} ({1}), refusing to extract it")]
+    UnsafePath(String, &'static str),
     #[error("sourceCode holds {file}, compiled for another Python (magic {magic}); this engine runs CPython 3.11 bytecode")]
     WrongBytecode { file: String, magic: String },
-    #[error("cannot extract sourceCode into {path}: {source}")]
+    /// The artifact or one of its entries breaks a limit of `LIMITS`.
+    #[error("{what}: the limit is {limit}")]
+    Limit {
+        /// Which limit, with its value, e.g. "64 MiB per entry".
+        limit: String,
+        /// What broke it, naming the entry when one is at fault.
+        what: String,
+    },
+    #[error("sourceCode entry {entry:?} is a {kind}; an artifact may hold only regular files and directories")]
+    SpecialEntry { entry: String, kind: &'static str },
+    #[error("sourceCode entry {entry:?} clashes with entry {other:?} ({why})")]
+    Clash {
+        entry: String,
+        other: String,
+        why: &'static str,
+    },
+    #[error("sourceCode entry {entry:?} cannot be read ({reason}); the artifact may be truncated or edited")]
+    Corrupt { entry: String, reason: String },
+    /// Writing a checked entry failed on the engine's side (disk full, ...).
+    /// The message names the entry only: the engine's paths are not the
+    /// client's business.
+    #[error("cannot write sourceCode entry {entry:?}: {source}")]
     Extract {
-        path: PathBuf,
+        entry: String,
         source: std::io::Error,
     },
 }
@@ -112,6 +189,12 @@ pub struct Artifact {
 impl Artifact {
     /// Parses and checks artifact.json bytes. Returns every violation found.
     pub fn parse(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
+        if bytes.len() > LIMITS.artifact_bytes {
+            return Err(ArtifactError::Limit {
+                limit: format!("{} per artifact", human(LIMITS.artifact_bytes as u64)),
+                what: format!("the artifact is {} bytes", bytes.len()),
+            });
+        }
         let mut v: Value =
             serde_json::from_slice(bytes).map_err(|e| ArtifactError::NotJson(e.to_string()))?;
         let obj = v.as_object_mut().ok_or_else(|| {
@@ -264,9 +347,9 @@ impl Artifact {
         if !errs.is_empty() {
             return Err(ArtifactError::Invalid(errs));
         }
-        // Open the zip now so a corrupt archive is refused before anything is stored.
-        zip::ZipArchive::new(Cursor::new(&source_code))
-            .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+        // Open the zip and check what it declares now, so a corrupt or
+        // hostile archive is refused before anything is written.
+        check_zip(&source_code, &LIMITS)?;
         Ok(Artifact {
             id: id.to_ascii_lowercase(),
             name,
@@ -293,51 +376,318 @@ impl Artifact {
     }
 
     /// Extracts `sourceCode` into `dir` (which must not exist yet), refusing
-    /// paths that would land outside it and bytecode for another Python.
+    /// paths that would land outside it, anything but files and
+    /// directories, entries larger than `LIMITS` allow (counted as they
+    /// inflate, whatever they declare) and bytecode for another Python.
     pub fn extract_source(&self, dir: &Path) -> Result<(), ArtifactError> {
-        let mut zip = zip::ZipArchive::new(Cursor::new(&self.source_code))
+        extract_zip(&self.source_code, dir, &LIMITS)
+    }
+}
+
+/// One zip entry as checked: where it goes and what it is.
+struct CheckedEntry {
+    rel: PathBuf,
+    is_dir: bool,
+}
+
+/// The number of entries the end-of-central-directory record declares, read
+/// without opening the archive: opening it parses every central header into
+/// memory, so a hostile count must be refused first. `None` when there is no
+/// such record (opening the archive then says what is wrong).
+fn declared_entries(zip: &[u8]) -> Option<u64> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
+    const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
+    // The record is 22 bytes plus a comment of at most 64 KiB, at the end.
+    let from = zip.len().saturating_sub(22 + u16::MAX as usize);
+    let at = (from..=zip.len().checked_sub(22)?)
+        .rev()
+        .find(|&i| &zip[i..i + 4] == EOCD)?;
+    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]);
+    let count = u16_at(at + 10);
+    if count != u16::MAX {
+        return Some(count.into());
+    }
+    // Zip64: the locator sits just before the record and points at the
+    // zip64 record, whose entry count is a u64 at offset 32.
+    let loc = at.checked_sub(20)?;
+    if &zip[loc..loc + 4] != ZIP64_LOCATOR {
+        return Some(count.into());
+    }
+    let off = u64::from_le_bytes(zip[loc + 8..loc + 16].try_into().ok()?) as usize;
+    let rec = zip.get(off..off.checked_add(40)?)?;
+    if &rec[..4] != ZIP64_EOCD {
+        return Some(count.into());
+    }
+    Some(u64::from_le_bytes(rec[32..40].try_into().ok()?))
+}
+
+fn too_many_entries(n: u64, limits: &Limits) -> ArtifactError {
+    ArtifactError::Limit {
+        limit: format!("{} entries", limits.entries),
+        what: format!("sourceCode holds {n} entries"),
+    }
+}
+
+type Archive<'a> = zip::ZipArchive<Cursor<&'a [u8]>>;
+
+/// Opens the archive and checks every entry's header against `limits`
+/// without inflating anything. Returns the entries in archive order.
+fn check_zip<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<(Archive<'a>, Vec<CheckedEntry>), ArtifactError> {
+    if let Some(n) = declared_entries(bytes) {
+        if n > limits.entries as u64 {
+            return Err(too_many_entries(n, limits));
+        }
+    }
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+    if zip.len() > limits.entries {
+        return Err(too_many_entries(zip.len() as u64, limits));
+    }
+    let mut entries = Vec::with_capacity(zip.len());
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    // Which entry first made each path, to name it in a clash.
+    let mut first: std::collections::HashMap<PathBuf, String> = Default::default();
+    let mut declared_total: u64 = 0;
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index_raw(i)
             .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ArtifactError::Extract { path, source }
+        let name = entry.name().to_owned();
+        let rel = entry_path(&name, limits)?;
+        if let Some(mode) = entry.unix_mode() {
+            let kind = match mode & S_IFMT {
+                0 | S_IFREG | S_IFDIR => None,
+                S_IFLNK => Some("symbolic link"),
+                S_IFIFO => Some("named pipe"),
+                S_IFCHR => Some("character device"),
+                S_IFBLK => Some("block device"),
+                S_IFSOCK => Some("socket"),
+                _ => Some("file of unknown type"),
+            };
+            if let Some(kind) = kind {
+                return Err(ArtifactError::SpecialEntry { entry: name, kind });
+            }
+        }
+        let is_dir = entry.is_dir();
+        if entry.encrypted() {
+            return Err(ArtifactError::Corrupt {
+                entry: name,
+                reason: "it is encrypted".into(),
+            });
+        }
+        let size = entry.size();
+        if size > limits.entry_bytes {
+            return Err(ArtifactError::Limit {
+                limit: format!("{} per entry", human(limits.entry_bytes)),
+                what: format!("sourceCode entry {name:?} declares {size} bytes uncompressed"),
+            });
+        }
+        declared_total = declared_total.saturating_add(size);
+        if declared_total > limits.total_bytes {
+            return Err(ArtifactError::Limit {
+                limit: format!("{} in all", human(limits.total_bytes)),
+                what: format!(
+                    "sourceCode's entries declare more than {} uncompressed (at entry {name:?})",
+                    human(limits.total_bytes)
+                ),
+            });
+        }
+        // A path is a file or a directory, once: a file where another entry
+        // needs a directory (or the other way round) cannot be extracted.
+        let clash = |other: &Path, why| ArtifactError::Clash {
+            entry: name.clone(),
+            other: first
+                .get(other)
+                .cloned()
+                .unwrap_or_else(|| other.display().to_string()),
+            why,
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        for i in 0..zip.len() {
-            let mut entry = zip
-                .by_index(i)
-                .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
-            let rel = entry
-                .enclosed_name()
-                .ok_or_else(|| ArtifactError::UnsafePath(entry.name().to_owned()))?;
-            let out = dir.join(&rel);
-            if entry.is_dir() {
-                std::fs::create_dir_all(&out).map_err(io(&out))?;
-                continue;
+        for parent in rel.ancestors().skip(1) {
+            if parent.as_os_str().is_empty() {
+                break;
             }
-            if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            if files.contains(parent) {
+                return Err(clash(parent, "a file cannot hold entries"));
             }
-            let mut data = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
-            if out.extension().is_some_and(|e| e == "pyc")
-                && data.len() >= 4
-                && data[..4] != PYC_MAGIC_311
-            {
-                return Err(ArtifactError::WrongBytecode {
-                    file: rel.display().to_string(),
-                    magic: data[..4]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
+        }
+        if files.contains(&rel) {
+            return Err(clash(&rel, "the same path twice"));
+        }
+        if !is_dir && dirs.contains(&rel) {
+            return Err(clash(&rel, "a directory of that name exists"));
+        }
+        for parent in rel.ancestors().skip(usize::from(!is_dir)) {
+            if parent.as_os_str().is_empty() {
+                break;
+            }
+            if dirs.insert(parent.to_owned()) {
+                first.insert(parent.to_owned(), name.clone());
+            }
+        }
+        if !is_dir {
+            files.insert(rel.clone());
+            first.insert(rel.clone(), name.clone());
+        }
+        entries.push(CheckedEntry { rel, is_dir });
+    }
+    Ok((zip, entries))
+}
+
+// File types in the high bits of a zip entry's Unix mode (<sys/stat.h>).
+const S_IFMT: u32 = 0o170000;
+const S_IFSOCK: u32 = 0o140000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFREG: u32 = 0o100000;
+const S_IFBLK: u32 = 0o060000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFCHR: u32 = 0o020000;
+const S_IFIFO: u32 = 0o010000;
+
+/// The relative path an entry extracts to: plain names only (no `..`, no
+/// root, no NUL), within the depth and length limits.
+fn entry_path(name: &str, limits: &Limits) -> Result<PathBuf, ArtifactError> {
+    let unsafe_path = |why| ArtifactError::UnsafePath(name.to_owned(), why);
+    if name.len() > limits.path_bytes {
+        return Err(ArtifactError::Limit {
+            limit: format!("{} bytes per path", limits.path_bytes),
+            what: format!(
+                "sourceCode entry {:?}... has a path of {} bytes",
+                name.chars().take(64).collect::<String>(),
+                name.len()
+            ),
+        });
+    }
+    if name.contains('\0') {
+        return Err(unsafe_path("a NUL byte"));
+    }
+    let mut rel = PathBuf::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(part) => {
+                if part.len() > limits.name_bytes {
+                    return Err(ArtifactError::Limit {
+                        limit: format!("{} bytes per name", limits.name_bytes),
+                        what: format!(
+                            "sourceCode entry {name:?} has a name of {} bytes",
+                            part.len()
+                        ),
+                    });
+                }
+                rel.push(part);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_path("a parent directory")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_path("an absolute path"))
+            }
+        }
+    }
+    let depth = rel.components().count();
+    if depth == 0 {
+        return Err(unsafe_path("an empty path"));
+    }
+    if depth > limits.depth {
+        return Err(ArtifactError::Limit {
+            limit: format!("{} levels of directories", limits.depth),
+            what: format!("sourceCode entry {name:?} is {depth} levels deep"),
+        });
+    }
+    Ok(rel)
+}
+
+/// Checks `bytes` (a zip) and extracts it into `dir`. Sizes are counted as
+/// entries inflate: a header that lies about its size gains nothing.
+fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), ArtifactError> {
+    let (mut zip, entries) = check_zip(bytes, limits)?;
+    let write_err = |entry: &str| {
+        let entry = entry.to_owned();
+        move |source| ArtifactError::Extract { entry, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err("."))?;
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for (i, checked) in entries.iter().enumerate() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| ArtifactError::NotZip(e.to_string()))?;
+        let name = entry.name().to_owned();
+        let out = dir.join(&checked.rel);
+        if checked.is_dir {
+            std::fs::create_dir_all(&out).map_err(write_err(&name))?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(write_err(&name))?;
+        }
+        // At most one byte past the limit is read: enough to know it broke.
+        let allowed = limits.entry_bytes.min(limits.total_bytes - total);
+        let mut limited = (&mut entry).take(allowed + 1);
+        // create_new: never follows or overwrites what is already there.
+        let mut file = std::fs::File::create_new(&out).map_err(write_err(&name))?;
+        let mut written: u64 = 0;
+        let is_pyc = out.extension().is_some_and(|e| e == "pyc");
+        let mut head: Vec<u8> = Vec::with_capacity(4);
+        loop {
+            let n = match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ArtifactError::Corrupt {
+                        entry: name,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            if is_pyc && head.len() < 4 {
+                head.extend(buf[..n].iter().take(4 - head.len()));
+                check_bytecode(&checked.rel, &head)?;
+            }
+            written += n as u64;
+            if written > allowed {
+                return Err(if allowed == limits.entry_bytes {
+                    ArtifactError::Limit {
+                        limit: format!("{} per entry", human(limits.entry_bytes)),
+                        what: format!(
+                            "sourceCode entry {name:?} inflates to more than {}",
+                            human(limits.entry_bytes)
+                        ),
+                    }
+                } else {
+                    ArtifactError::Limit {
+                        limit: format!("{} in all", human(limits.total_bytes)),
+                        what: format!(
+                            "sourceCode's entries inflate to more than {} (at entry {name:?})",
+                            human(limits.total_bytes)
+                        ),
+                    }
                 });
             }
-            std::fs::write(&out, &data).map_err(io(&out))?;
+            file.write_all(&buf[..n]).map_err(write_err(&name))?;
         }
-        Ok(())
+        total += written;
     }
+    Ok(())
+}
+
+/// Refuses a `.pyc` whose first bytes are not CPython 3.11's magic.
+fn check_bytecode(rel: &Path, head: &[u8]) -> Result<(), ArtifactError> {
+    if head.len() >= 4 && head[..4] != PYC_MAGIC_311 {
+        return Err(ArtifactError::WrongBytecode {
+            file: rel.display().to_string(),
+            magic: head[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    }
+    Ok(())
 }
 
 fn valid_entry_point(s: &str) -> bool {
@@ -478,5 +828,257 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} not in:\n{all}");
         }
+    }
+
+    /// Small limits, so tests stay small.
+    const TINY: Limits = Limits {
+        artifact_bytes: 1 << 20,
+        entries: 8,
+        entry_bytes: 1000,
+        total_bytes: 1500,
+        depth: 4,
+        path_bytes: 64,
+        name_bytes: 16,
+    };
+
+    fn zip_of(build: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        build(&mut w);
+        w.finish().unwrap().into_inner()
+    }
+
+    fn opts() -> zip::write::SimpleFileOptions {
+        zip::write::SimpleFileOptions::default()
+    }
+
+    fn file(w: &mut zip::ZipWriter<Cursor<Vec<u8>>>, name: &str, data: &[u8]) {
+        w.start_file(name, opts()).unwrap();
+        w.write_all(data).unwrap();
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    /// A stored entry whose local and central (zip64) headers both declare
+    /// `declared` bytes while it holds `data`.
+    fn zip_declaring(name: &str, data: &[u8], declared: u64) -> Vec<u8> {
+        let mut extra = Vec::new();
+        extra.extend(1u16.to_le_bytes());
+        extra.extend(16u16.to_le_bytes());
+        extra.extend(declared.to_le_bytes());
+        extra.extend((data.len() as u64).to_le_bytes());
+        let header = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend(sig.to_le_bytes());
+            if central {
+                h.extend((3u16 << 8 | 45).to_le_bytes());
+            }
+            for v in [45u16, 0, 0, 0, 0x21] {
+                h.extend(v.to_le_bytes());
+            }
+            h.extend(crc32(data).to_le_bytes());
+            h.extend(u32::MAX.to_le_bytes());
+            h.extend(u32::MAX.to_le_bytes());
+            h.extend((name.len() as u16).to_le_bytes());
+            h.extend((extra.len() as u16).to_le_bytes());
+            if central {
+                for v in [0u16, 0, 0] {
+                    h.extend(v.to_le_bytes());
+                }
+                h.extend((0o100644u32 << 16).to_le_bytes());
+                h.extend(0u32.to_le_bytes());
+            }
+            h.extend(name.as_bytes());
+            h.extend(&extra);
+            h
+        };
+        let mut z = header(0x0403_4b50, false);
+        z.extend(data);
+        let cd_start = z.len();
+        z.extend(header(0x0201_4b50, true));
+        let cd_len = z.len() - cd_start;
+        z.extend(0x0605_4b50u32.to_le_bytes());
+        for v in [0u16, 0, 1, 1] {
+            z.extend(v.to_le_bytes());
+        }
+        z.extend((cd_len as u32).to_le_bytes());
+        z.extend((cd_start as u32).to_le_bytes());
+        z.extend(0u16.to_le_bytes());
+        z
+    }
+
+    fn limit_message(r: Result<(), ArtifactError>) -> String {
+        match r {
+            Err(e @ ArtifactError::Limit { .. }) => e.to_string(),
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_declared_size_over_the_limit_is_refused_before_any_allocation() {
+        let z = zip_declaring("big.bin", b"hello", 1 << 45);
+        let dir = tempfile::tempdir().unwrap();
+        let msg = limit_message(extract_zip(&z, &dir.path().join("x"), &LIMITS));
+        assert!(msg.contains("\"big.bin\""), "{msg}");
+        assert!(msg.contains("35184372088832"), "{msg}");
+        assert!(msg.contains("64 MiB per entry"), "{msg}");
+        assert!(!dir.path().join("x").exists(), "nothing is written");
+    }
+
+    #[test]
+    fn sizes_are_counted_while_inflating_whatever_the_headers_say() {
+        // 10 kB of zeros, declared as 10 bytes in both headers.
+        let mut z = zip_of(|w| file(w, "zeros.bin", &[0u8; 10_000]));
+        let patch = |z: &mut Vec<u8>, sig: &[u8], at: usize| {
+            let i = z.windows(4).position(|x| x == sig).unwrap();
+            z[i + at..i + at + 4].copy_from_slice(&10u32.to_le_bytes());
+        };
+        patch(&mut z, b"PK\x03\x04", 22);
+        patch(&mut z, b"PK\x01\x02", 24);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x");
+        let msg = limit_message(extract_zip(&z, &out, &TINY));
+        assert!(
+            msg.contains("\"zeros.bin\" inflates to more than 1000 bytes"),
+            "{msg}"
+        );
+        let written = std::fs::metadata(out.join("zeros.bin")).unwrap().len();
+        assert!(written <= 1000, "wrote {written} bytes");
+
+        // Each entry within its limit, together over the total.
+        let z = zip_of(|w| {
+            file(w, "a", &[1u8; 900]);
+            file(w, "b", &[2u8; 900]);
+        });
+        let msg = limit_message(check_zip(&z, &TINY).map(|_| ()));
+        assert!(
+            msg.contains("1500 bytes in all") && msg.contains("\"b\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn entry_count_path_depth_and_name_length_are_limited() {
+        let many = zip_of(|w| {
+            for i in 0..9 {
+                file(w, &format!("f{i}"), b"x");
+            }
+        });
+        assert_eq!(declared_entries(&many), Some(9));
+        let msg = limit_message(check_zip(&many, &TINY).map(|_| ()));
+        assert!(
+            msg.contains("9 entries") && msg.contains("8 entries"),
+            "{msg}"
+        );
+
+        let deep = zip_of(|w| file(w, "a/b/c/d/e", b"x"));
+        let msg = limit_message(check_zip(&deep, &TINY).map(|_| ()));
+        assert!(
+            msg.contains("5 levels deep") && msg.contains("\"a/b/c/d/e\""),
+            "{msg}"
+        );
+
+        let long_name = zip_of(|w| file(w, &"n".repeat(17), b"x"));
+        let msg = limit_message(check_zip(&long_name, &TINY).map(|_| ()));
+        assert!(msg.contains("16 bytes per name"), "{msg}");
+
+        let long_path = zip_of(|w| file(w, &["abcdefghijklmno"; 5].join("/"), b"x"));
+        let msg = limit_message(check_zip(&long_path, &TINY).map(|_| ()));
+        assert!(msg.contains("64 bytes per path"), "{msg}");
+    }
+
+    #[test]
+    fn symlinks_and_files_through_them_are_refused_without_engine_paths() {
+        let z = zip_of(|w| {
+            w.add_symlink("lib", "/etc", opts()).unwrap();
+            file(w, "lib/passwd", b"root::0:0::/:/bin/sh\n");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let err = extract_zip(&z, &dir.path().join("x"), &LIMITS).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ArtifactError::SpecialEntry {
+                    kind: "symbolic link",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(msg.contains("\"lib\""), "{msg}");
+        assert!(!msg.contains(&*dir.path().to_string_lossy()), "{msg}");
+        assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn clashing_and_escaping_paths_are_refused() {
+        let through_file = zip_of(|w| {
+            file(w, "a", b"x");
+            file(w, "a/b", b"y");
+        });
+        let err = check_zip(&through_file, &LIMITS).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&err, ArtifactError::Clash { entry, other, .. } if entry == "a/b" && other == "a"),
+            "{err:?}"
+        );
+        let file_over_dir = zip_of(|w| {
+            file(w, "d/x", b"x");
+            file(w, "d", b"y");
+        });
+        assert!(matches!(
+            check_zip(&file_over_dir, &LIMITS).map(|_| ()),
+            Err(ArtifactError::Clash { .. })
+        ));
+        for bad in ["../up", "a/../../up", "/abs"] {
+            let z = zip_of(|w| file(w, bad, b"x"));
+            let err = check_zip(&z, &LIMITS).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(err, ArtifactError::UnsafePath(..)),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_honest_archive_extracts_and_foreign_bytecode_is_refused() {
+        let z = zip_of(|w| {
+            w.add_directory("pkg/", opts()).unwrap();
+            file(w, "pkg/__init__.pyc", &[0xa7, 0x0d, 0x0d, 0x0a, 1, 2]);
+            file(w, "pkg/data.txt", b"hello");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x");
+        extract_zip(&z, &out, &LIMITS).unwrap();
+        assert_eq!(std::fs::read(out.join("pkg/data.txt")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(out.join("pkg/__init__.pyc")).unwrap().len(),
+            6
+        );
+
+        let z = zip_of(|w| file(w, "old.pyc", &[0x55, 0x0d, 0x0d, 0x0a, 0]));
+        let err = extract_zip(&z, &dir.path().join("y"), &LIMITS).unwrap_err();
+        assert!(
+            matches!(err, ArtifactError::WrongBytecode { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_artifact_over_the_size_limit_is_refused_before_parsing() {
+        let big = vec![b' '; LIMITS.artifact_bytes + 1];
+        let msg = match Artifact::parse(&big) {
+            Err(e @ ArtifactError::Limit { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(msg.contains("64 MiB per artifact"), "{msg}");
     }
 }

@@ -22,10 +22,10 @@ pub mod operations;
 pub mod schema;
 pub mod worker;
 
-pub use artifact::{Artifact, ArtifactError, BuildNumber};
+pub use artifact::{Artifact, ArtifactError, BuildNumber, MAX_ARTIFACT_BYTES};
 pub use error::InvokeError;
 pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
-pub use logs::{LogContext, PluginLog};
+pub use logs::{LogContext, LogPage, LogReadError, PluginLog, DEFAULT_TAIL, MAX_TAIL};
 pub use operations::Operation;
 pub use worker::{CallContext, LogSink};

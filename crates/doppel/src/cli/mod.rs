@@ -246,8 +246,14 @@ pub enum CliError {
 fn exit_code(code: Option<ErrorCode>) -> u8 {
     match code {
         None => 1,
+        // A body over the size limit or a method an endpoint does not take
+        // is a request the engine refused as given, like invalid input.
         Some(
-            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters,
+            ErrorCode::InvalidInput
+            | ErrorCode::InvalidArtifact
+            | ErrorCode::InvalidParameters
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::MethodNotAllowed,
         ) => 3,
         Some(ErrorCode::NotFound) => 4,
         Some(ErrorCode::Conflict) => 5,

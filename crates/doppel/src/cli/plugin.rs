@@ -18,14 +18,21 @@ pub enum PluginCommand {
     Show { plugin: String },
     /// Delete a plugin, its code and its logs.
     Delete { plugin: String },
-    /// Show a plugin's log (debug, info or error stream).
-    #[command(after_help = "Example:\n  doppel plugin logs my-plugin --level debug --tail 50")]
+    /// Show a plugin's log (debug, info or error stream), newest lines last.
+    #[command(
+        after_help = "Example:\n  doppel plugin logs my-plugin --level debug --tail 50\n  doppel plugin logs my-plugin --before CURSOR   # the page before, as the last one said"
+    )]
     Logs {
         plugin: String,
         #[arg(long, default_value = "info")]
         level: String,
+        /// How many of the last lines (default 1000, at most 10000).
         #[arg(long)]
         tail: Option<usize>,
+        /// Only lines before this cursor (printed after a page that has
+        /// older lines before it).
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Call one plugin operation with a hand-built request (for plugin authors).
     #[command(
@@ -122,11 +129,18 @@ pub fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
             plugin,
             level,
             tail,
+            before,
         } => {
-            let v = c.plugin_logs(&plugin, &level, tail)?;
+            let v = c.plugin_logs(&plugin, &level, tail, before.as_deref())?;
             ctx.print(&v, |v| {
                 for line in v["lines"].as_array().into_iter().flatten() {
                     println!("{}", line.as_str().unwrap_or_default());
+                }
+                // On stderr, so the lines themselves stay clean for a pipe.
+                if let Some(cursor) = v["before"].as_str() {
+                    eprintln!(
+                        "older lines: doppel plugin logs {plugin} --level {level} --before {cursor}"
+                    );
                 }
             });
         }

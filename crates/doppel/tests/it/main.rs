@@ -6,6 +6,7 @@ mod cli_help;
 mod crash;
 mod delphix;
 mod environments;
+mod hostile_artifacts;
 mod openapi;
 mod plugin_errors;
 mod plugins;

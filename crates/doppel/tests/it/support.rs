@@ -170,6 +170,18 @@ impl Engine {
         let _ = child.wait();
     }
 
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the engine runs").id()
+    }
+
+    /// Whether the engine process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("engine.log")).unwrap_or_default()
     }
