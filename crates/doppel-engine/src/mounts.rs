@@ -276,6 +276,7 @@ impl Engine {
                 ),
             });
         }
+        guard_here(&m.mount_path).await;
         let options = if m.read_only { "bind,ro" } else { "bind" };
         let out = tokio::process::Command::new("mount")
             .args(["-o", options, "--"])
@@ -317,11 +318,8 @@ impl Engine {
                 return Err(cannot_unmount(env, m, &why));
             }
         }
-        let _ = run(
-            conn,
-            &format!("rmdir -- {} 2>/dev/null; true", sh_quote(&m.mount_path)),
-        )
-        .await;
+        release_here(&m.mount_path).await;
+        let _ = run(conn, &release_mount_point(&m.mount_path)).await;
         Ok(())
     }
 
@@ -351,7 +349,7 @@ impl Engine {
             });
         }
         let exec = conn
-            .exec_duplex(&format!("exec sshfs -f -o {opts} :/ {path}"))
+            .exec_duplex(&sshfs_command(&m.mount_path, &opts))
             .await?;
         let (stream, waiter) = exec.into_parts();
         let options = doppel_sftp::ServeOptions {
@@ -448,7 +446,7 @@ impl Engine {
                 tracing::warn!(path = %m.mount_path, "sftp session did not end after unmount");
             }
         }
-        let _ = run(conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        let _ = run(conn, &release_mount_point(&m.mount_path)).await;
         Ok(())
     }
 
@@ -630,10 +628,11 @@ impl Engine {
                     ));
                 }
             }
+            release_here(&m.mount_path).await;
         } else {
             run(&conn, &format!("fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; true")).await?;
         }
-        let _ = run(&conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        let _ = run(&conn, &release_mount_point(&m.mount_path)).await;
         self.store.delete_mount(m.id)?;
         Ok(())
     }
@@ -750,4 +749,92 @@ fn holders_here(path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Shell that sets `$priv` to how this user changes file attributes: as
+/// root itself, through passwordless sudo, or not at all (empty).
+const PRIVILEGE_SH: &str = "if [ \"$(id -u)\" = 0 ]; then priv=' '; \
+     elif sudo -n true 2>/dev/null; then priv='sudo -n'; else priv=; fi";
+
+/// The command that mounts `path` with sshfs in passive mode (speaking
+/// SFTP on its stdin and stdout), keeping the directory under the mount
+/// unwritable so that nothing written while the mount is down can land on
+/// the host's own disk and be hidden once it is back.
+///
+/// The directory is mode 0555 and, where this user is root or has
+/// passwordless sudo, immutable (which stops root too). Root mounts over
+/// it as it is. Anyone else must have write access to mount (fusermount
+/// checks it), so it is opened for the moment sshfs takes to mount, and
+/// closed again from underneath through a helper whose working directory
+/// is the covered directory; anything written in that moment is moved into
+/// the mount.
+pub(crate) fn sshfs_command(mount_path: &str, options: &str) -> String {
+    let p = sh_quote(mount_path);
+    format!(
+        "p={p}; cd -- \"$p\" || exit 4; {PRIVILEGE_SH}\n\
+         if [ \"$priv\" = ' ' ]; then chmod a-w . && {{ chattr +i . 2>/dev/null; true; }}; cd /; exec sshfs -f -o {options} :/ \"$p\"; fi\n\
+         [ -n \"$priv\" ] && $priv chattr -i . 2>/dev/null\n\
+         was=$(ls -A . | head -c1)\n\
+         chmod u+w . || exit 4\n\
+         ( exec </dev/null >&2; i=0\n\
+           until mountpoint -q -- \"$p\" || [ $i -ge 2000 ]; do i=$((i+1)); sleep 0.01; done\n\
+           if mountpoint -q -- \"$p\" && [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
+             find . -mindepth 1 -maxdepth 1 -exec mv -n -t \"$p\" -- {{}} + && echo \"doppel: moved what was written under $p while it was not mounted into the mount\"; fi\n\
+           chmod a-w .; [ -n \"$priv\" ] && $priv chattr +i . 2>/dev/null; true ) &\n\
+         cd /; exec sshfs -f -o {options} :/ \"$p\""
+    )
+}
+
+/// After the last unmount: gives the mount point back to its owner
+/// (writable, not immutable) and removes it if it is empty.
+pub(crate) fn release_mount_point(mount_path: &str) -> String {
+    let p = sh_quote(mount_path);
+    format!(
+        "p={p}; mountpoint -q -- \"$p\" && exit 0; {PRIVILEGE_SH}; \
+         [ -n \"$priv\" ] && $priv chattr -i -- \"$p\" 2>/dev/null; \
+         chmod u+w -- \"$p\" 2>/dev/null; rmdir -- \"$p\" 2>/dev/null; true"
+    )
+}
+
+/// Before a bind mount (the engine is root on its own machine): the
+/// directory under it is made unwritable and immutable, so that while the
+/// mount is down writes fail, even root's.
+async fn guard_here(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & !0o222;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path, error = %e, "cannot make the mount point read-only");
+        }
+    }
+    chattr(path, "+i").await;
+}
+
+/// After a bind mount's last unmount: the directory is the owner's again.
+async fn release_here(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if is_mounted_here(path) {
+        return;
+    }
+    chattr(path, "-i").await;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() | 0o200;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Sets or clears the immutable flag; a file system without it (or an
+/// engine without the right) keeps the mode's protection only.
+async fn chattr(path: &str, flag: &str) {
+    match tokio::process::Command::new("chattr")
+        .args([flag, "--", path])
+        .output()
+        .await
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            tracing::debug!(path, flag, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "chattr failed")
+        }
+        Err(e) => tracing::debug!(path, flag, error = %e, "cannot run chattr"),
+    }
 }
