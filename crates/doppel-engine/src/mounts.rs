@@ -135,6 +135,38 @@ async fn run(conn: &Connection, script: &str) -> Result<doppel_remote::ExecOutpu
 }
 
 impl Engine {
+    /// The socket of the keeper serving a remote mount: one per
+    /// environment and mount path (what identifies a mount).
+    fn keeper_socket(&self, m: &MountRecord) -> PathBuf {
+        // FNV-1a: stable across versions, and short enough for a socket path.
+        let hash = m.mount_path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.layout
+            .mounts_dir()
+            .join(format!("{}-{hash:016x}.sock", m.environment_id))
+    }
+
+    /// Keepers no mount record names any more (the mount was removed while
+    /// its keeper was unreachable, or a V2P copy was cut short) are stopped.
+    async fn stop_unknown_keepers(&self, mounts: &[MountRecord]) {
+        let known: std::collections::HashSet<PathBuf> = mounts
+            .iter()
+            .filter(|m| m.kind != "bind")
+            .map(|m| self.keeper_socket(m))
+            .collect();
+        let Ok(dir) = std::fs::read_dir(self.layout.mounts_dir()) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sock") && !known.contains(&path) {
+                tracing::warn!(socket = %path.display(), "stopping a mount keeper no mount record names");
+                crate::keeper::stop(&path).await;
+            }
+        }
+    }
+
     /// The directory a mount serves.
     fn mount_root(&self, volume: &str, subdirectory: &str) -> Result<PathBuf, EngineError> {
         let id = doppel_storage::VolumeId::new(volume)?;
@@ -348,29 +380,44 @@ impl Engine {
                 ),
             });
         }
-        let exec = conn
-            .exec_duplex(&sshfs_command(&m.mount_path, &opts))
-            .await?;
-        let (stream, waiter) = exec.into_parts();
-        let options = doppel_sftp::ServeOptions {
-            read_only: m.read_only,
-            new_file_owner: match (m.uid, m.gid) {
-                (Some(uid), Some(gid)) => Some(doppel_sftp::Owner { uid, gid }),
-                _ => None,
-            },
-            ..Default::default()
-        };
+        let command = sshfs_command(&m.mount_path, &opts);
+        let owner = m.uid.zip(m.gid);
         let label = format!("{}:{}", env.name, m.mount_path);
-        let task = tokio::spawn(async move {
-            let (reader, writer) = tokio::io::split(stream);
-            match doppel_sftp::serve_sftp(&root, options, reader, writer).await {
-                Ok(stats) => tracing::info!(mount = %label, ?stats, "sftp session ended"),
-                Err(e) => tracing::warn!(mount = %label, error = %e, "sftp session failed"),
+        let socket = self.keeper_socket(m);
+        let task = match &self.mount_keeper {
+            Some(program) => {
+                let user = self.store.get_environment_user(m.user_id)?.ok_or_else(|| {
+                    EngineError::Internal(format!("mount {} names a missing user", m.id))
+                })?;
+                let mut spec = crate::keeper::KeeperSpec {
+                    host: env.host.clone(),
+                    port: env.port,
+                    user: user.name.clone(),
+                    password: None,
+                    private_key: None,
+                    passphrase: None,
+                    host_key: env.host_key.clone(),
+                    root,
+                    mount_path: m.mount_path.clone(),
+                    command,
+                    read_only: m.read_only,
+                    owner,
+                    label,
+                };
+                spec.set_credentials(&self.hosts.credentials_of(&user)?);
+                let keeper_error = |why: String| {
+                    EngineError::Internal(format!(
+                        "cannot serve {} on {}: {why}",
+                        m.mount_path, env.name
+                    ))
+                };
+                crate::keeper::spawn(program, &socket, &spec)
+                    .await
+                    .map_err(keeper_error)?;
+                crate::keeper::watch(&socket).await.map_err(keeper_error)?.1
             }
-            let exit = waiter.wait().await;
-            tracing::info!(mount = %label, exit = ?exit.exit_code, stderr = %exit.stderr.trim(), "sshfs ended");
-            exit
-        });
+            None => crate::keeper::serve(conn, &command, root, m.read_only, owner, label).await?,
+        };
         let key = (env.id, m.mount_path.clone());
         let deadline = tokio::time::Instant::now() + MOUNT_READY;
         loop {
@@ -394,6 +441,7 @@ impl Engine {
             }
             if tokio::time::Instant::now() > deadline {
                 task.abort();
+                crate::keeper::stop(&socket).await;
                 return Err(EngineError::Internal(format!(
                     "sshfs did not mount {} on {} within {}s",
                     m.mount_path,
@@ -502,6 +550,7 @@ impl Engine {
             Err(e) => return vec![(0, e.into())],
         };
         self.remove_temp_clone_mounts(temporary).await;
+        self.stop_unknown_keepers(&mounts).await;
         for m in mounts {
             let lock = self
                 .mount_sessions
@@ -647,6 +696,21 @@ impl Engine {
                 tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "bind mount re-established");
             }
             return Ok(());
+        }
+        // A keeper that outlived the previous engine still serves it: adopt it.
+        if self.mount_keeper.is_some() {
+            let socket = self.keeper_socket(m);
+            if let Ok((hello, task)) = crate::keeper::watch(&socket).await {
+                let root = self.mount_root(&m.volume, &m.subdirectory)?;
+                if hello.mount_path == m.mount_path && hello.root == root && !task.is_finished() {
+                    self.mount_sessions
+                        .insert((env.id, m.mount_path.clone()), task);
+                    tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, keeper = hello.pid, "mount still served by its keeper");
+                    return Ok(());
+                }
+                task.abort();
+                crate::keeper::stop(&socket).await;
+            }
         }
         // A mount whose server died answers "transport endpoint is not connected": drop it first.
         let path = sh_quote(&m.mount_path);
