@@ -5,8 +5,9 @@
 //! runs `sshfs -o passive` on the host, and serves that SFTP session itself,
 //! confined to the dataset's directory (`doppel-sftp`). The host needs sshfs
 //! and FUSE, and no way back to the engine. The mount lives as long as the
-//! channel: every mount is recorded, so unmounting is exact and the engine
-//! re-establishes each one when it starts again.
+//! channel, which a mount keeper holds (`keeper`) so that it outlives the
+//! engine: every mount is recorded, so unmounting is exact, and at start
+//! the engine adopts the keepers still serving and re-establishes the rest.
 
 use doppel_model::{Mount, MountRequest};
 use std::collections::HashMap;
