@@ -73,6 +73,7 @@ async fn main() {
         plugin_workers: 4,
         plugin_worker_idle: std::time::Duration::from_secs(300),
         auth: Default::default(),
+        mount_keeper: None,
     })
     .await
     .unwrap();

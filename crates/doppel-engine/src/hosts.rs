@@ -80,6 +80,14 @@ impl Hosts {
             .await?)
     }
 
+    /// The decrypted credentials of `user`, for a mount keeper.
+    pub(crate) fn credentials_of(
+        &self,
+        user: &EnvironmentUserRecord,
+    ) -> Result<Credentials, EngineError> {
+        credentials(&self.secrets, user)
+    }
+
     /// Forgets pooled connections to a host (after its users or key changed).
     pub async fn forget(&self, env: &EnvironmentRecord) {
         self.ssh.forget_host(&env.host, env.port).await;

@@ -41,6 +41,11 @@ impl Layout {
         self.root.join("admin-password")
     }
 
+    /// The sockets (0600, in this 0700 directory) and logs of mount keepers.
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.root.join("mounts")
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.join("runtime")
     }

@@ -13,6 +13,7 @@ pub mod exports;
 pub mod hooks;
 mod hosts;
 pub mod jobs;
+pub mod keeper;
 pub mod layout;
 pub mod mounts;
 mod plugins;
@@ -76,6 +77,11 @@ pub struct EngineConfig {
     pub plugin_worker_idle: Duration,
     /// Users, tokens and the first admin's password.
     pub auth: auth::AuthConfig,
+    /// The program run as `<program> mount-keeper <socket>` to serve each
+    /// remote mount from its own process, so mounts stay up while the
+    /// engine restarts (`doppel serve` passes itself). None serves them
+    /// inside the engine: they end with it (tests of the engine alone).
+    pub mount_keeper: Option<PathBuf>,
 }
 
 /// Plugin operation deadlines per class.
@@ -105,6 +111,7 @@ pub struct Engine {
     pool: Arc<doppel_storage::Pool>,
     hosts: Arc<hosts::Hosts>,
     mount_sessions: mounts::Sessions,
+    mount_keeper: Option<PathBuf>,
     host: PluginHost,
     /// Serialises plugin installs, upgrades and deletes.
     plugin_lock: tokio::sync::Mutex<()>,
@@ -155,6 +162,7 @@ impl Engine {
             pool,
             hosts,
             mount_sessions: Default::default(),
+            mount_keeper: config.mount_keeper.clone(),
             host,
             plugin_lock: tokio::sync::Mutex::new(()),
             auth,
@@ -231,8 +239,9 @@ impl Engine {
         &self.pool
     }
 
-    /// Stops every plugin worker and every mount session (the hosts' mounts
-    /// are re-established at the next start).
+    /// Stops every plugin worker. Mounts served by keepers stay up (the
+    /// next start adopts them); those served inside the engine end and are
+    /// re-established at the next start.
     pub async fn shutdown(&self) {
         for task in [&self.mount_watch, &self.worker_reaper] {
             if let Some(t) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -5,8 +5,9 @@
 //! runs `sshfs -o passive` on the host, and serves that SFTP session itself,
 //! confined to the dataset's directory (`doppel-sftp`). The host needs sshfs
 //! and FUSE, and no way back to the engine. The mount lives as long as the
-//! channel: every mount is recorded, so unmounting is exact and the engine
-//! re-establishes each one when it starts again.
+//! channel, which a mount keeper holds (`keeper`) so that it outlives the
+//! engine: every mount is recorded, so unmounting is exact, and at start
+//! the engine adopts the keepers still serving and re-establishes the rest.
 
 use doppel_model::{Mount, MountRequest};
 use std::collections::HashMap;
@@ -135,6 +136,38 @@ async fn run(conn: &Connection, script: &str) -> Result<doppel_remote::ExecOutpu
 }
 
 impl Engine {
+    /// The socket of the keeper serving a remote mount: one per
+    /// environment and mount path (what identifies a mount).
+    fn keeper_socket(&self, m: &MountRecord) -> PathBuf {
+        // FNV-1a: stable across versions, and short enough for a socket path.
+        let hash = m.mount_path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.layout
+            .mounts_dir()
+            .join(format!("{}-{hash:016x}.sock", m.environment_id))
+    }
+
+    /// Keepers no mount record names any more (the mount was removed while
+    /// its keeper was unreachable, or a V2P copy was cut short) are stopped.
+    async fn stop_unknown_keepers(&self, mounts: &[MountRecord]) {
+        let known: std::collections::HashSet<PathBuf> = mounts
+            .iter()
+            .filter(|m| m.kind != "bind")
+            .map(|m| self.keeper_socket(m))
+            .collect();
+        let Ok(dir) = std::fs::read_dir(self.layout.mounts_dir()) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sock") && !known.contains(&path) {
+                tracing::warn!(socket = %path.display(), "stopping a mount keeper no mount record names");
+                crate::keeper::stop(&path).await;
+            }
+        }
+    }
+
     /// The directory a mount serves.
     fn mount_root(&self, volume: &str, subdirectory: &str) -> Result<PathBuf, EngineError> {
         let id = doppel_storage::VolumeId::new(volume)?;
@@ -276,6 +309,7 @@ impl Engine {
                 ),
             });
         }
+        guard_here(&m.mount_path).await;
         let options = if m.read_only { "bind,ro" } else { "bind" };
         let out = tokio::process::Command::new("mount")
             .args(["-o", options, "--"])
@@ -317,11 +351,8 @@ impl Engine {
                 return Err(cannot_unmount(env, m, &why));
             }
         }
-        let _ = run(
-            conn,
-            &format!("rmdir -- {} 2>/dev/null; true", sh_quote(&m.mount_path)),
-        )
-        .await;
+        release_here(&m.mount_path).await;
+        let _ = run(conn, &release_mount_point(&m.mount_path)).await;
         Ok(())
     }
 
@@ -350,29 +381,44 @@ impl Engine {
                 ),
             });
         }
-        let exec = conn
-            .exec_duplex(&format!("exec sshfs -f -o {opts} :/ {path}"))
-            .await?;
-        let (stream, waiter) = exec.into_parts();
-        let options = doppel_sftp::ServeOptions {
-            read_only: m.read_only,
-            new_file_owner: match (m.uid, m.gid) {
-                (Some(uid), Some(gid)) => Some(doppel_sftp::Owner { uid, gid }),
-                _ => None,
-            },
-            ..Default::default()
-        };
+        let command = sshfs_command(&m.mount_path, &opts);
+        let owner = m.uid.zip(m.gid);
         let label = format!("{}:{}", env.name, m.mount_path);
-        let task = tokio::spawn(async move {
-            let (reader, writer) = tokio::io::split(stream);
-            match doppel_sftp::serve_sftp(&root, options, reader, writer).await {
-                Ok(stats) => tracing::info!(mount = %label, ?stats, "sftp session ended"),
-                Err(e) => tracing::warn!(mount = %label, error = %e, "sftp session failed"),
+        let socket = self.keeper_socket(m);
+        let task = match &self.mount_keeper {
+            Some(program) => {
+                let user = self.store.get_environment_user(m.user_id)?.ok_or_else(|| {
+                    EngineError::Internal(format!("mount {} names a missing user", m.id))
+                })?;
+                let mut spec = crate::keeper::KeeperSpec {
+                    host: env.host.clone(),
+                    port: env.port,
+                    user: user.name.clone(),
+                    password: None,
+                    private_key: None,
+                    passphrase: None,
+                    host_key: env.host_key.clone(),
+                    root,
+                    mount_path: m.mount_path.clone(),
+                    command,
+                    read_only: m.read_only,
+                    owner,
+                    label,
+                };
+                spec.set_credentials(&self.hosts.credentials_of(&user)?);
+                let keeper_error = |why: String| {
+                    EngineError::Internal(format!(
+                        "cannot serve {} on {}: {why}",
+                        m.mount_path, env.name
+                    ))
+                };
+                crate::keeper::spawn(program, &socket, &spec)
+                    .await
+                    .map_err(keeper_error)?;
+                crate::keeper::watch(&socket).await.map_err(keeper_error)?.1
             }
-            let exit = waiter.wait().await;
-            tracing::info!(mount = %label, exit = ?exit.exit_code, stderr = %exit.stderr.trim(), "sshfs ended");
-            exit
-        });
+            None => crate::keeper::serve(conn, &command, root, m.read_only, owner, label).await?,
+        };
         let key = (env.id, m.mount_path.clone());
         let deadline = tokio::time::Instant::now() + MOUNT_READY;
         loop {
@@ -396,6 +442,7 @@ impl Engine {
             }
             if tokio::time::Instant::now() > deadline {
                 task.abort();
+                crate::keeper::stop(&socket).await;
                 return Err(EngineError::Internal(format!(
                     "sshfs did not mount {} on {} within {}s",
                     m.mount_path,
@@ -448,7 +495,7 @@ impl Engine {
                 tracing::warn!(path = %m.mount_path, "sftp session did not end after unmount");
             }
         }
-        let _ = run(conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        let _ = run(conn, &release_mount_point(&m.mount_path)).await;
         Ok(())
     }
 
@@ -504,6 +551,7 @@ impl Engine {
             Err(e) => return vec![(0, e.into())],
         };
         self.remove_temp_clone_mounts(temporary).await;
+        self.stop_unknown_keepers(&mounts).await;
         for m in mounts {
             let lock = self
                 .mount_sessions
@@ -630,10 +678,11 @@ impl Engine {
                     ));
                 }
             }
+            release_here(&m.mount_path).await;
         } else {
             run(&conn, &format!("fusermount3 -uz -- {path} 2>/dev/null || fusermount -uz -- {path} 2>/dev/null; true")).await?;
         }
-        let _ = run(&conn, &format!("rmdir -- {path} 2>/dev/null; true")).await;
+        let _ = run(&conn, &release_mount_point(&m.mount_path)).await;
         self.store.delete_mount(m.id)?;
         Ok(())
     }
@@ -648,6 +697,21 @@ impl Engine {
                 tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, "bind mount re-established");
             }
             return Ok(());
+        }
+        // A keeper that outlived the previous engine still serves it: adopt it.
+        if self.mount_keeper.is_some() {
+            let socket = self.keeper_socket(m);
+            if let Ok((hello, task)) = crate::keeper::watch(&socket).await {
+                let root = self.mount_root(&m.volume, &m.subdirectory)?;
+                if hello.mount_path == m.mount_path && hello.root == root && !task.is_finished() {
+                    self.mount_sessions
+                        .insert((env.id, m.mount_path.clone()), task);
+                    tracing::info!(mount = m.id, environment = %env.name, path = %m.mount_path, keeper = hello.pid, "mount still served by its keeper");
+                    return Ok(());
+                }
+                task.abort();
+                crate::keeper::stop(&socket).await;
+            }
         }
         // A mount whose server died answers "transport endpoint is not connected": drop it first.
         let path = sh_quote(&m.mount_path);
@@ -750,4 +814,92 @@ fn holders_here(path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Shell that sets `$priv` to how this user changes file attributes: as
+/// root itself, through passwordless sudo, or not at all (empty).
+const PRIVILEGE_SH: &str = "if [ \"$(id -u)\" = 0 ]; then priv=' '; \
+     elif sudo -n true 2>/dev/null; then priv='sudo -n'; else priv=; fi";
+
+/// The command that mounts `path` with sshfs in passive mode (speaking
+/// SFTP on its stdin and stdout), keeping the directory under the mount
+/// unwritable so that nothing written while the mount is down can land on
+/// the host's own disk and be hidden once it is back.
+///
+/// The directory is mode 0555 and, where this user is root or has
+/// passwordless sudo, immutable (which stops root too). Root mounts over
+/// it as it is. Anyone else must have write access to mount (fusermount
+/// checks it), so it is opened for the moment sshfs takes to mount, and
+/// closed again from underneath through a helper whose working directory
+/// is the covered directory; anything written in that moment is moved into
+/// the mount.
+pub(crate) fn sshfs_command(mount_path: &str, options: &str) -> String {
+    let p = sh_quote(mount_path);
+    format!(
+        "p={p}; cd -- \"$p\" || exit 4; {PRIVILEGE_SH}\n\
+         if [ \"$priv\" = ' ' ]; then chmod a-w . && {{ chattr +i . 2>/dev/null; true; }}; cd /; exec sshfs -f -o {options} :/ \"$p\"; fi\n\
+         [ -n \"$priv\" ] && $priv chattr -i . 2>/dev/null\n\
+         was=$(ls -A . | head -c1)\n\
+         chmod u+w . || exit 4\n\
+         ( exec </dev/null >&2; i=0\n\
+           until mountpoint -q -- \"$p\" || [ $i -ge 2000 ]; do i=$((i+1)); sleep 0.01; done\n\
+           if mountpoint -q -- \"$p\" && [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
+             find . -mindepth 1 -maxdepth 1 -exec mv -n -t \"$p\" -- {{}} + && echo \"doppel: moved what was written under $p while it was not mounted into the mount\"; fi\n\
+           chmod a-w .; [ -n \"$priv\" ] && $priv chattr +i . 2>/dev/null; true ) &\n\
+         cd /; exec sshfs -f -o {options} :/ \"$p\""
+    )
+}
+
+/// After the last unmount: gives the mount point back to its owner
+/// (writable, not immutable) and removes it if it is empty.
+pub(crate) fn release_mount_point(mount_path: &str) -> String {
+    let p = sh_quote(mount_path);
+    format!(
+        "p={p}; mountpoint -q -- \"$p\" && exit 0; {PRIVILEGE_SH}; \
+         [ -n \"$priv\" ] && $priv chattr -i -- \"$p\" 2>/dev/null; \
+         chmod u+w -- \"$p\" 2>/dev/null; rmdir -- \"$p\" 2>/dev/null; true"
+    )
+}
+
+/// Before a bind mount (the engine is root on its own machine): the
+/// directory under it is made unwritable and immutable, so that while the
+/// mount is down writes fail, even root's.
+async fn guard_here(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & !0o222;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path, error = %e, "cannot make the mount point read-only");
+        }
+    }
+    chattr(path, "+i").await;
+}
+
+/// After a bind mount's last unmount: the directory is the owner's again.
+async fn release_here(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if is_mounted_here(path) {
+        return;
+    }
+    chattr(path, "-i").await;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() | 0o200;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Sets or clears the immutable flag; a file system without it (or an
+/// engine without the right) keeps the mode's protection only.
+async fn chattr(path: &str, flag: &str) {
+    match tokio::process::Command::new("chattr")
+        .args([flag, "--", path])
+        .output()
+        .await
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            tracing::debug!(path, flag, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "chattr failed")
+        }
+        Err(e) => tracing::debug!(path, flag, error = %e, "cannot run chattr"),
+    }
 }

@@ -128,6 +128,33 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
     // them, and removes the V2P leftovers instead.
     engine.shutdown().await;
     drop(engine);
+    // While nothing serves it, the mount point is a closed door: a write
+    // through it fails, and nothing lands on the host's own disk (where it
+    // would be hidden, not in the dataset, once the mount is back).
+    let mut down = false;
+    for _ in 0..200 {
+        if !host
+            .sh_output("delphix", "mountpoint -q /srv/mnt/v1")
+            .status
+            .success()
+        {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "the mount did not end with its server");
+    let write = host.sh_output("delphix", "echo lost > /srv/mnt/v1/while-down.txt");
+    assert!(
+        !write.status.success(),
+        "a write under a lost mount succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    assert_eq!(host.sh("delphix", "ls -A /srv/mnt/v1"), "");
     let engine = common::open_engine(data.path()).await;
     let mut restored = String::new();
     for _ in 0..200 {
@@ -187,6 +214,9 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
         .success());
     assert!(engine.list_mounts().unwrap().is_empty());
     assert!(p1.join("written.txt").exists(), "unmounting keeps the data");
+    assert!(!p1.join("while-down.txt").exists());
+    // The mount point was given back and removed: nothing was under it.
+    assert!(!host.exists("/srv/mnt/v1"), "the mount point is left over");
     engine.delete_environment(&env).await.unwrap();
     engine.shutdown().await;
 }
@@ -244,7 +274,16 @@ async fn a_remote_mount_whose_sshfs_dies_comes_back_by_itself() {
         }
     }
     assert_eq!(seen, "still here\n", "the lost mount did not come back");
-    assert!(engine.list_mounts().unwrap()[0].active);
+    // The host sees the mount a moment before the engine has checked it.
+    let mut active = false;
+    for _ in 0..100 {
+        active = engine.list_mounts().unwrap()[0].active;
+        if active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(active, "the mount is in place again");
     assert_eq!(
         engine.list_mounts().unwrap().len(),
         1,

@@ -85,6 +85,7 @@ fn main() {
             plugin_workers: 4,
             plugin_worker_idle: std::time::Duration::from_secs(300),
             auth: Default::default(),
+            mount_keeper: None,
         }))
         .unwrap();
     rt.block_on(engine.install_plugin(

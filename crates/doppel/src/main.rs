@@ -27,6 +27,9 @@ enum Command {
     /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds).
     #[command(hide = true)]
     Openapi,
+    /// Serve one remote mount for the engine (started by it, never by hand).
+    #[command(hide = true)]
+    MountKeeper { socket: std::path::PathBuf },
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
             print!("{}", doppel_api::openapi_json());
             std::process::ExitCode::SUCCESS
         }
+        Command::MountKeeper { socket } => doppel_engine::keeper::main(socket),
         Command::Client(c) => cli::run(c),
     }
 }

@@ -159,6 +159,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         plugin_workers: args.plugin_workers.into(),
         plugin_worker_idle,
         auth,
+        // Remote mounts are served by this binary's `mount-keeper`, so they outlive the engine.
+        mount_keeper: std::env::current_exe().ok(),
     };
     match runtime.block_on(serve(config, args.listen)) {
         Ok(()) => ExitCode::SUCCESS,

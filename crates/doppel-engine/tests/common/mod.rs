@@ -26,6 +26,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
         plugin_workers: 4,
         plugin_worker_idle: std::time::Duration::from_secs(300),
         auth: Default::default(),
+        mount_keeper: None,
     })
     .await
     .expect("engine opens")

@@ -296,3 +296,310 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
         0
     );
 }
+
+/// A loop on a host that reads a file through a mount every 20 ms and
+/// logs whether it could, with the time; killed (by its pid) on drop.
+struct Probe<'a> {
+    host: &'a doppel_testworld::Host,
+    pid: String,
+    log: String,
+}
+
+impl<'a> Probe<'a> {
+    fn start(host: &'a doppel_testworld::Host, user: &str, file: &str) -> Probe<'a> {
+        let log = format!("/tmp/probe-{}.log", std::process::id());
+        let pid = host.sh(
+            user,
+            &format!(
+                "setsid sh -c 'while :; do if cat {file} >/dev/null 2>&1; then s=ok; else s=fail; fi; \
+                 echo \"$s $(date +%s%N)\"; sleep 0.02; done' >{log} 2>&1 </dev/null & echo $!"
+            ),
+        );
+        Probe {
+            host,
+            pid: pid.trim().to_owned(),
+            log,
+        }
+    }
+
+    /// The longest time, in ms, the file could not be read: from the first
+    /// failed read of a run to the next good one (or the last read).
+    fn longest_gap_ms(&self) -> f64 {
+        let log = String::from_utf8(self.host.read_file(&self.log).unwrap_or_default()).unwrap();
+        let (mut longest, mut since) = (0u64, None);
+        let mut last = 0u64;
+        for line in log.lines() {
+            let Some((state, t)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(t) = t.parse::<u64>() else { continue };
+            last = t;
+            match (state, since) {
+                ("fail", None) => since = Some(t),
+                ("ok", Some(s)) => {
+                    longest = longest.max(t - s);
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = since {
+            longest = longest.max(last - s);
+        }
+        longest as f64 / 1e6
+    }
+
+    fn reads(&self) -> usize {
+        String::from_utf8_lossy(&self.host.read_file(&self.log).unwrap_or_default())
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        let _ = self.host.command(&["kill", &self.pid]);
+    }
+}
+
+/// The directory of a dataset in the engine's pool.
+fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
+    let mut todo = vec![data.join("pool")];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name() == volume && dir.ends_with("volumes") {
+                    return e.path();
+                }
+                todo.push(e.path());
+            }
+        }
+    }
+    panic!("no dataset {volume} under {}", data.display());
+}
+
+/// Waits until `file` reads through its mount again; returns whether it did.
+fn readable(host: &doppel_testworld::Host, user: &str, file: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if host
+            .sh_output(user, &format!("cat {file}"))
+            .status
+            .success()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn mounts_stay_served_while_the_engine_is_killed_and_nothing_lands_on_a_hosts_disk() {
+    // The engine runs inside host "local" (its own machine: a bind mount);
+    // host "remote" gets an sshfs mount served by a keeper.
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let world = World::builder()
+        .host("local")
+        .host("remote")
+        .expose(workspace_root())
+        .expose(binary_dir)
+        .expose(python().parent().unwrap().to_owned())
+        .expose(env!("CARGO_TARGET_TMPDIR"))
+        .build();
+    let (local, remote) = (world.host("local"), world.host("remote"));
+    let secrets = tempfile::tempdir().unwrap();
+    let mut engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    engine.install(&build_plugin("all-ops-staged"));
+    for (name, host) in [("local", local), ("remote", remote)] {
+        host.mkdir("/srv/stage", "delphix");
+        let pw = secrets.path().join(name);
+        std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
+        engine
+            .cli(&[
+                "env",
+                "add",
+                "--name",
+                name,
+                "--host",
+                &host.address().to_string(),
+                "--port",
+                &host.port().to_string(),
+                "--user",
+                "delphix",
+                "--password-file",
+                pw.to_str().unwrap(),
+            ])
+            .ok();
+    }
+    let sc = engine.cli(&["sourceconfig", "list", "-o", "json"]).json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A staging dataset on the engine's own machine, a VDB on the remote host.
+    let params = json!({"mountPath": "/srv/stage/l"}).to_string();
+    let args = [
+        "--sourceconfig",
+        &sc,
+        "--staging-env",
+        "local",
+        "--params",
+        &params,
+    ];
+    let mut link = vec!["dsource", "link", "--name", "l"];
+    link.extend(args);
+    engine.cli(&link).ok();
+    let params = json!({"mountPath": "/srv/stage/v"}).to_string();
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "v",
+            "--from",
+            "l",
+            "--env",
+            "remote",
+            "--params",
+            &params,
+        ])
+        .ok();
+    let mounts = engine.cli(&["mount", "list", "-o", "json"]).json();
+    let mount_of = |path: &str| {
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mount_path"] == path)
+            .unwrap_or_else(|| panic!("no mount at {path}: {mounts}"))
+            .clone()
+    };
+    let (ml, mv) = (mount_of("/srv/stage/l"), mount_of("/srv/stage/v"));
+    assert_eq!(ml["kind"], "bind");
+    assert_eq!(mv["kind"], "sshfs");
+    let dl = dataset_dir(engine.data_dir.path(), ml["volume"].as_str().unwrap());
+    let dv = dataset_dir(engine.data_dir.path(), mv["volume"].as_str().unwrap());
+    // (host, mount path, dataset)
+    let sites = [(local, "/srv/stage/l", &dl), (remote, "/srv/stage/v", &dv)];
+    for (host, path, _) in sites {
+        host.sh("delphix", &format!("echo probe > {path}/probe.txt"));
+    }
+    assert_eq!(
+        engine.keeper_pids().len(),
+        1,
+        "one keeper serves the remote mount"
+    );
+    let keeper = engine.keeper_pids()[0];
+
+    let probes: Vec<Probe> = sites
+        .iter()
+        .map(|(h, p, _)| Probe::start(h, "delphix", &format!("{p}/probe.txt")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // kill -9 of the engine; while it is down, the hosts' users (and root)
+    // write through the mounts.
+    let down = Instant::now();
+    engine.kill();
+    let mut writes = Vec::new();
+    for (host, path, dataset) in sites {
+        for user in ["delphix", "root"] {
+            let name = format!("gap-{user}.txt");
+            let ok = host
+                .sh_output(user, &format!("echo written > {path}/{name}"))
+                .status
+                .success();
+            writes.push((host, path, dataset, user, name, ok));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    engine.relaunch();
+    let restarted = down.elapsed();
+    for (host, path, _) in sites {
+        assert!(
+            readable(host, "delphix", &format!("{path}/probe.txt")),
+            "{path} not served after the restart:\n{}",
+            engine.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        engine.keeper_pids(),
+        vec![keeper],
+        "the keeper was adopted, not replaced:\n{}",
+        engine.log()
+    );
+    for ((host, path, _), probe) in sites.iter().zip(&probes) {
+        eprintln!(
+            "{} {path}: engine down and back in {:.0} ms; files unreachable for {:.0} ms at most ({} reads)",
+            host.name(),
+            restarted.as_secs_f64() * 1000.0,
+            probe.longest_gap_ms(),
+            probe.reads()
+        );
+    }
+    for (host, path, dataset, user, name, ok) in &writes {
+        eprintln!(
+            "{} {path}: a write as {user} while the engine was down {}",
+            host.name(),
+            if *ok { "succeeded" } else { "failed" }
+        );
+        assert_eq!(
+            dataset.join(name).exists(),
+            *ok,
+            "{path}/{name} as {user}: a write that succeeded must be in the dataset, one that failed must not"
+        );
+    }
+    assert!(
+        writes.iter().filter(|w| w.3 == "delphix").all(|w| w.5),
+        "the mounting user's writes succeed: the mounts stayed up"
+    );
+
+    // The keeper dies too (a lost mount with no engine to notice): the
+    // remote mount point is a closed door, then the engine brings it back.
+    engine.kill();
+    let down = Instant::now();
+    let _ = local.command(&["kill", "-KILL", &keeper.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while remote
+        .sh_output("delphix", "mountpoint -q /srv/stage/v")
+        .status
+        .success()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lost = remote.sh_output("delphix", "echo lost > /srv/stage/v/lost.txt");
+    assert!(
+        !lost.status.success(),
+        "a write under the lost mount succeeded"
+    );
+    eprintln!(
+        "remote /srv/stage/v lost: the write failed: {}",
+        String::from_utf8_lossy(&lost.stderr).trim()
+    );
+    engine.relaunch();
+    assert!(readable(remote, "delphix", "/srv/stage/v/probe.txt"));
+    eprintln!(
+        "remote /srv/stage/v: keeper and engine killed, served again {:.0} ms later",
+        down.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(!dv.join("lost.txt").exists());
+    drop(probes);
+
+    // The objects' deletion removes the mounts; nothing is under the mount
+    // points (they are gone, or empty).
+    engine.cli(&["vdb", "delete", "v"]).ok();
+    engine.cli(&["dsource", "delete", "l"]).ok();
+    for (host, path, _) in sites {
+        let left = host.sh(
+            "root",
+            &format!("mountpoint -q {path} && echo mounted; ls -A {path} 2>/dev/null; true"),
+        );
+        assert_eq!(left, "", "{path} on {}", host.name());
+    }
+    assert!(engine.keeper_pids().is_empty(), "no keeper is left");
+}

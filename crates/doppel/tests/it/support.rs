@@ -145,6 +145,63 @@ impl Engine {
         self.launch();
     }
 
+    /// Kills the engine at once (SIGKILL) and leaves it down; `relaunch`
+    /// starts it again on the same data.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the engine again after `kill`.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the engine is running");
+        self.launch();
+    }
+
+    /// The pids of the mount keepers of this engine (they serve remote
+    /// mounts from their own processes and outlive the engine).
+    pub fn keeper_pids(&self) -> Vec<u32> {
+        let pattern = format!("mount-keeper {}/", self.data_dir.path().display());
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Stops every mount keeper of this engine: a test leaves none behind.
+    fn stop_keepers(&self) {
+        use std::io::{Read, Write};
+        let dir = self.data_dir.path().join("mounts");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "sock") {
+                continue;
+            }
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = s.write_all(b"{\"op\":\"stop\"}\n");
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        // A keeper that did not answer is killed by its pid.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.keeper_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.keeper_pids() {
+            // SAFETY: plain kill(2) of a keeper this test's engine started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+
     /// Stops the engine (SIGTERM, then SIGKILL) and starts it again on the same data.
     pub fn restart(&mut self) {
         self.stop();
@@ -224,12 +281,12 @@ impl Engine {
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+            // A command refused on its command line exits before reading
+            // its input: a broken pipe here is that, not a test failure.
+            let written = child.stdin.take().unwrap().write_all(input.as_bytes());
+            if let Err(e) = written {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+            }
         }
         let out = child.wait_with_output().unwrap();
         Cli {
@@ -256,6 +313,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
+        self.stop_keepers();
         // The engine leaves its pool mounted for the next start; tests do not.
         let pool = self.data_dir.path().join("pool");
         let mounted = std::fs::read_to_string("/proc/self/mounts")
