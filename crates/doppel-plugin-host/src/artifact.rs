@@ -4,7 +4,7 @@
 //! Every problem with an artifact is collected before answering, so a plugin
 //! author fixes them all in one round instead of one per upload.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -301,7 +301,7 @@ impl Artifact {
             let path = path.to_owned();
             move |source| ArtifactError::Extract { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        private_dir(dir).map_err(io(dir))?;
         for i in 0..zip.len() {
             let mut entry = zip
                 .by_index(i)
@@ -311,11 +311,11 @@ impl Artifact {
                 .ok_or_else(|| ArtifactError::UnsafePath(entry.name().to_owned()))?;
             let out = dir.join(&rel);
             if entry.is_dir() {
-                std::fs::create_dir_all(&out).map_err(io(&out))?;
+                private_dir(&out).map_err(io(&out))?;
                 continue;
             }
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                private_dir(parent).map_err(io(parent))?;
             }
             let mut data = Vec::with_capacity(entry.size() as usize);
             entry
@@ -334,10 +334,30 @@ impl Artifact {
                         .join(" "),
                 });
             }
-            std::fs::write(&out, &data).map_err(io(&out))?;
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&out)
+                    .map_err(io(&out))?;
+                f.write_all(&data).map_err(io(&out))?;
+            }
         }
         Ok(())
     }
+}
+
+/// Plugin code lives in the engine's data directory, which only the
+/// engine's user may read (the worker runs as that user).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn valid_entry_point(s: &str) -> bool {

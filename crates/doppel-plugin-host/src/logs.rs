@@ -56,11 +56,20 @@ impl PluginLog {
     }
 
     fn open(&self) -> std::io::Result<[File; 3]> {
-        std::fs::create_dir_all(&self.dir)?;
+        // Plugin logs can hold anything a plugin prints: its user's only.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+        }
         let f = |name: &str| {
+            use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(self.dir.join(name))
         };
         Ok([f("debug.log")?, f("info.log")?, f("error.log")?])
