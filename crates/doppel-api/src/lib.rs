@@ -7,9 +7,12 @@
 mod auth;
 mod datasets;
 mod delphix;
+mod listen;
 mod openapi;
 mod stream;
+pub mod tls;
 
+pub use listen::{delphix_router, serve_listeners, Listeners};
 pub use openapi::{openapi, openapi_json};
 
 use std::net::SocketAddr;
