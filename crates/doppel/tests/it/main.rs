@@ -4,6 +4,7 @@
 mod auth;
 mod cli_help;
 mod crash;
+mod data_dir;
 mod delphix;
 mod environments;
 mod openapi;
@@ -11,4 +12,5 @@ mod plugin_errors;
 mod plugins;
 mod pool;
 mod support;
+mod tls;
 mod tutorial;
