@@ -8,10 +8,13 @@ mod auth;
 mod datasets;
 mod delphix;
 mod extract;
+mod listen;
 mod openapi;
 mod rights;
 mod stream;
+pub mod tls;
 
+pub use listen::{delphix_router, serve_listeners, Listeners};
 pub use openapi::{openapi, openapi_json};
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! The client's saved login: `$XDG_CONFIG_HOME/doppel/config.json` (or
 //! `~/.config/doppel/config.json`), mode 0600, holding the engine URL and
-//! the token `doppel login` got. `DOPPEL_TOKEN` overrides the token.
+//! the token `doppel login` got, and how that engine's TLS certificate was
+//! trusted then (a CA file or a pinned fingerprint), so later commands need
+//! no flag. `DOPPEL_TOKEN` overrides the token.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -16,6 +18,12 @@ pub struct Config {
     /// Who logged in, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The CA file (absolute path) trusted for `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// The certificate fingerprint pinned for `url` (`SHA256:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Where the configuration lives, if a home can be found.
@@ -61,15 +69,32 @@ impl Config {
         Ok(path)
     }
 
+    fn is_for(&self, url: &str) -> bool {
+        self.url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url.trim_end_matches('/'))
+    }
+
+    /// The trust saved for `url` by `doppel login`, where `given` (flags or
+    /// environment) says nothing.
+    pub fn trust_for(&self, url: &str, given: crate::tls::Trust) -> crate::tls::Trust {
+        if given != crate::tls::Trust::default() || !self.is_for(url) {
+            return given;
+        }
+        crate::tls::Trust {
+            ca_cert: self.ca_cert.clone(),
+            fingerprint: self
+                .tls_fingerprint
+                .as_deref()
+                .and_then(|f| crate::tls::Fingerprint::parse(f).ok()),
+        }
+    }
+
     /// The token to use for `url`: `DOPPEL_TOKEN`, else the saved one when it
     /// was saved for that same URL.
     pub fn token_for(&self, url: &str) -> Option<String> {
         if let Some(t) = std::env::var("DOPPEL_TOKEN").ok().filter(|t| !t.is_empty()) {
             return Some(t);
         }
-        let same =
-            self.url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url.trim_end_matches('/'));
-        if same {
+        if self.is_for(url) {
             self.token.clone()
         } else {
             None

@@ -2,7 +2,9 @@
 //! this crate, so anything the CLI can do a script can do over HTTP.
 
 pub mod config;
+pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use doppel_model::{ApiError, ErrorCode, PluginSummary};
@@ -20,6 +22,9 @@ pub enum ClientError {
     Api(ApiError),
     #[error("cannot reach the Doppel engine at {url}: {reason}. Is `doppel serve` running? (set --url or DOPPEL_URL)")]
     Unreachable { url: String, reason: String },
+    /// The engine's TLS certificate is not the trusted one.
+    #[error("{message}")]
+    Untrusted { url: String, message: String },
     #[error("the engine at {url} answered HTTP {status} with something that is not a Doppel answer: {body:.300}")]
     Unexpected {
         url: String,
@@ -51,21 +56,15 @@ pub struct Client {
     http: Http,
     /// Sent as `Authorization: Bearer`.
     token: Option<String>,
+    /// Checks `https://` engines' certificates; knows why one was refused.
+    verifier: Arc<tls::Verifier>,
 }
 
 impl Client {
+    /// A client that trusts the public CAs only.
     pub fn new(url: &str) -> Client {
-        let http = Http::builder()
-            // Plugin operations can legitimately run for a long time.
-            .timeout(None::<Duration>)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("a plain HTTP client builds");
-        Client {
-            base: url.trim_end_matches('/').to_owned(),
-            http,
-            token: None,
-        }
+        Client::with_trust(url, None, &tls::Trust::default())
+            .expect("trusting the public CAs needs no file")
     }
 
     /// A client that authenticates with `token` (from `doppel login`).
@@ -73,6 +72,43 @@ impl Client {
         Client {
             token,
             ..Client::new(url)
+        }
+    }
+
+    /// A client with `token` that also trusts what `trust` names.
+    pub fn with_trust(
+        url: &str,
+        token: Option<String>,
+        trust: &tls::Trust,
+    ) -> Result<Client, tls::TrustError> {
+        let verifier = Arc::new(tls::Verifier::new(trust)?);
+        let http = Http::builder()
+            // Plugin operations can legitimately run for a long time.
+            .timeout(None::<Duration>)
+            .connect_timeout(Duration::from_secs(10))
+            .use_preconfigured_tls(tls::client_config(verifier.clone()))
+            .build()
+            .expect("an HTTP client with a rustls configuration builds");
+        Ok(Client {
+            base: url.trim_end_matches('/').to_owned(),
+            http,
+            token,
+            verifier,
+        })
+    }
+
+    /// A request that got no answer: a refused certificate says which and
+    /// what to do, anything else is an unreachable engine.
+    fn no_answer(&self, e: &dyn std::error::Error) -> ClientError {
+        match self.verifier.take_refusal() {
+            Some(r) => ClientError::Untrusted {
+                url: self.base.clone(),
+                message: r.message(&self.base),
+            },
+            None => ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(e),
+            },
         }
     }
 
@@ -100,22 +136,13 @@ impl Client {
     }
 
     fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
-        let resp = self
-            .authed(req)
-            .send()
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: root_cause(&e),
-            })?;
+        let resp = self.authed(req).send().map_err(|e| self.no_answer(&e))?;
         self.decode(resp)
     }
 
     fn decode<T: DeserializeOwned>(&self, resp: Response) -> Result<T, ClientError> {
         let status = resp.status().as_u16();
-        let body = resp.text().map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
-        })?;
+        let body = resp.text().map_err(|e| self.no_answer(&e))?;
         if (200..300).contains(&status) {
             return serde_json::from_str(&body).map_err(|_| ClientError::Unexpected {
                 url: self.base.clone(),
@@ -271,10 +298,7 @@ impl Client {
         let resp = self
             .authed(self.http.get(self.url(&["jobs", id, "stream"])))
             .send()
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: root_cause(&e),
-            })?;
+            .map_err(|e| self.no_answer(&e))?;
         if !resp.status().is_success() {
             return self.decode(resp);
         }
@@ -373,10 +397,7 @@ impl Client {
                     .delete(self.url(&["environments", env, "users", user])),
             )
             .send()
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: root_cause(&e),
-            })?;
+            .map_err(|e| self.no_answer(&e))?;
         if resp.status().is_success() {
             return Ok(());
         }

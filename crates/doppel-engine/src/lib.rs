@@ -132,15 +132,16 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let layout = Layout::new(&config.data_dir);
         layout.create()?;
-        std::fs::write(layout.worker_script(), WORKER_SCRIPT).map_err(EngineError::io(format!(
-            "writing {}",
-            layout.worker_script().display()
-        )))?;
+        layout::write_private(&layout.worker_script(), WORKER_SCRIPT.as_bytes()).map_err(
+            EngineError::io(format!("writing {}", layout.worker_script().display())),
+        )?;
         check_python(&config.python).await?;
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
         let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
         let pool = Arc::new(open_pool(&config, known_datasets(&store)?).await?);
+        // A freshly mounted pool shows its own top, not the mount point.
+        let _ = layout::tighten_path(pool.root())?;
         let secrets = Arc::new(secrets::SecretBox::open(&layout.secrets_key())?);
         let hosts = Arc::new(hosts::Hosts::new(store.clone(), secrets));
         let host = PluginHost::new(

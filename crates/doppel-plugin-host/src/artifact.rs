@@ -608,7 +608,7 @@ fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), Artifact
         let entry = entry.to_owned();
         move |source| ArtifactError::Extract { entry, source }
     };
-    std::fs::create_dir_all(dir).map_err(write_err("."))?;
+    private_dir(dir).map_err(write_err("."))?;
     let mut total: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
     for (i, checked) in entries.iter().enumerate() {
@@ -618,17 +618,25 @@ fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), Artifact
         let name = entry.name().to_owned();
         let out = dir.join(&checked.rel);
         if checked.is_dir {
-            std::fs::create_dir_all(&out).map_err(write_err(&name))?;
+            private_dir(&out).map_err(write_err(&name))?;
             continue;
         }
         if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(write_err(&name))?;
+            private_dir(parent).map_err(write_err(&name))?;
         }
         // At most one byte past the limit is read: enough to know it broke.
         let allowed = limits.entry_bytes.min(limits.total_bytes - total);
         let mut limited = (&mut entry).take(allowed + 1);
         // create_new: never follows or overwrites what is already there.
-        let mut file = std::fs::File::create_new(&out).map_err(write_err(&name))?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .map_err(write_err(&name))?
+        };
         let mut written: u64 = 0;
         let is_pyc = out.extension().is_some_and(|e| e == "pyc");
         let mut head: Vec<u8> = Vec::with_capacity(4);
@@ -688,6 +696,16 @@ fn check_bytecode(rel: &Path, head: &[u8]) -> Result<(), ArtifactError> {
         });
     }
     Ok(())
+}
+
+/// Plugin code lives in the engine's data directory, which only the
+/// engine's user may read (the worker runs as that user).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn valid_entry_point(s: &str) -> bool {

@@ -78,6 +78,16 @@ struct Stream {
     ino: u64,
 }
 
+/// Opens a log file for appending, 0600 when it is new.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The three log files of one plugin. Safe to share between workers.
 #[derive(Debug)]
 pub struct PluginLog {
@@ -169,8 +179,15 @@ impl PluginLog {
             }
         }
         if slot.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            // Plugin logs can hold anything a plugin prints: its user's only.
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+            }
+            let file = open_private(&path)?;
             let ino = file.metadata()?.ino();
             *slot = Some(Stream { file, ino });
         }
@@ -178,7 +195,7 @@ impl PluginLog {
         if size > 0 && size + len > self.limits.file_bytes {
             *slot = None;
             self.rotate(stream)?;
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = open_private(&path)?;
             let ino = file.metadata()?.ino();
             *slot = Some(Stream { file, ino });
         }

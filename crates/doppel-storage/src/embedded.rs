@@ -25,7 +25,7 @@
 //! before anything is created.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cmd;
@@ -126,9 +126,11 @@ fn create_loop_pool(data_dir: &Path, opts: &PoolOptions) -> Result<()> {
     }
     let mut revert = Revert::new();
     let _ = fs::remove_file(&tmp);
+    // The image holds every dataset: readable by the engine's user only.
     let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&tmp)
         .ctx("create pool file", &tmp)?;
     let t = tmp.clone();
@@ -144,7 +146,10 @@ fn create_loop_pool(data_dir: &Path, opts: &PoolOptions) -> Result<()> {
         let _ = fs::remove_file(&i);
     });
     if !dir.exists() {
-        fs::create_dir(&dir).ctx("create pool mount point", &dir)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ctx("create pool mount point", &dir)?;
         let d = dir.clone();
         revert.add("remove pool mount point", move || {
             let _ = fs::remove_dir(&d);
@@ -234,7 +239,11 @@ pub fn open_default_pool(data_dir: &Path, opts: &PoolOptions) -> Result<(Pool, V
                     reason: format!("{} exists but the mount point is not empty", img.display()),
                 });
             }
-            fs::create_dir_all(&dir).ctx("create pool mount point", &dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .ctx("create pool mount point", &dir)?;
             mount_loop(&img, &dir)?;
             notices.push(Notice::info(format!(
                 "mounted {} at {}",

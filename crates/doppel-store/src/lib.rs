@@ -206,6 +206,11 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("metadata store {path}: cannot create it: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("metadata store is at schema version {found}, newer than this engine knows ({known}); upgrade the engine")]
     TooNew { found: i64, known: i64 },
     #[error("metadata store: {0}")]
@@ -237,6 +242,20 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
+        // SQLite makes its -wal and -shm files with the database file's
+        // mode, so a database made 0600 keeps all three private.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Create {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+        }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;

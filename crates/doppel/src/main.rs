@@ -3,6 +3,7 @@
 
 mod cli;
 mod serve;
+mod transport;
 
 use clap::{Parser, Subcommand};
 

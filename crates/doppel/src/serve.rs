@@ -69,6 +69,8 @@ pub struct ServeArgs {
         hide = true
     )]
     single_use_token_ttl: f64,
+    #[command(flatten)]
+    transport: crate::transport::TransportArgs,
     /// Log format: text or json.
     #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -141,6 +143,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = args.transport.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,7 +168,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Remote mounts are served by this binary's `mount-keeper`, so they outlive the engine.
         mount_keeper: std::env::current_exe().ok(),
     };
-    match runtime.block_on(serve(config, args.listen)) {
+    match runtime.block_on(serve(config, args.listen, args.transport)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -192,14 +198,16 @@ fn auth_config(args: &ServeArgs) -> Result<doppel_engine::auth::AuthConfig, Stri
     })
 }
 
-async fn serve(config: EngineConfig, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    config: EngineConfig,
+    listen: SocketAddr,
+    transport: crate::transport::TransportArgs,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let engine = Engine::open(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(listen = %listen, data_dir = %data_dir.display(), "doppel engine ready");
-    doppel_api::serve(listener, engine.clone(), shutdown_signal()).await?;
+    let (listeners, url) = transport.listeners(listen, engine.layout()).await?;
+    tracing::info!(url = %url, data_dir = %data_dir.display(), "doppel engine ready");
+    doppel_api::serve_listeners(listeners, engine.clone(), shutdown_signal()).await?;
     tracing::info!("stopping plugin workers");
     engine.shutdown().await;
     Ok(())

@@ -160,6 +160,8 @@ pub fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), CliError> {
         url: Some(ctx.client.url_base().to_owned()),
         token: Some(answer.token.clone()),
         user: Some(answer.user.name.clone()),
+        ca_cert: ctx.trust.ca_cert.clone(),
+        tls_fingerprint: ctx.trust.fingerprint.map(|f| f.to_string()),
     };
     let path = config
         .save()

@@ -12,6 +12,7 @@ mod pool;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use doppel_client::tls::{Fingerprint, Trust};
 use doppel_client::{Client, ClientError, DEFAULT_URL};
 use doppel_model::ErrorCode;
 
@@ -23,6 +24,14 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// For an https URL: also trust this PEM CA file (or the engine's
+    /// self-signed certificate, tls-cert.pem in its data directory).
+    #[arg(long, global = true, env = "DOPPEL_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// For an https URL: accept exactly the certificate with this SHA-256
+    /// fingerprint (SHA256:<hex>, as the engine logs it), whatever its names.
+    #[arg(long, global = true, env = "DOPPEL_TLS_FINGERPRINT")]
+    tls_fingerprint: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,51 +172,58 @@ pub enum ClientCommand {
 }
 
 pub fn run(cmd: ClientCommand) -> ExitCode {
-    let result = match cmd {
-        ClientCommand::Env { global, command } => env::run(&Ctx::new(&global), command),
+    match run_command(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
+    }
+}
+
+fn run_command(cmd: ClientCommand) -> Result<(), CliError> {
+    match cmd {
+        ClientCommand::Env { global, command } => env::run(&Ctx::new(&global)?, command),
         ClientCommand::Dsource { global, command } => {
-            dataset::run_dsource(&Ctx::new(&global), command)
+            dataset::run_dsource(&Ctx::new(&global)?, command)
         }
         ClientCommand::Snapshot { global, command } => {
-            dataset::run_snapshot(&Ctx::new(&global), command)
+            dataset::run_snapshot(&Ctx::new(&global)?, command)
         }
-        ClientCommand::Vdb { global, command } => dataset::run_vdb(&Ctx::new(&global), command),
-        ClientCommand::Mount { global, command } => dataset::run_mount(&Ctx::new(&global), command),
+        ClientCommand::Vdb { global, command } => dataset::run_vdb(&Ctx::new(&global)?, command),
+        ClientCommand::Mount { global, command } => {
+            dataset::run_mount(&Ctx::new(&global)?, command)
+        }
         ClientCommand::Repository { global, command } => {
-            env::run_repository(&Ctx::new(&global), command)
+            env::run_repository(&Ctx::new(&global)?, command)
         }
         ClientCommand::SourceConfig { global, command } => {
-            env::run_source_config(&Ctx::new(&global), command)
+            env::run_source_config(&Ctx::new(&global)?, command)
         }
         ClientCommand::Pool { global, command } => {
-            let ctx = Ctx::new(&global);
+            let ctx = Ctx::new(&global)?;
             pool::run(&ctx, command)
         }
         ClientCommand::Job { global, command } => {
-            let ctx = Ctx::new(&global);
+            let ctx = Ctx::new(&global)?;
             job::run(&ctx, command)
         }
         ClientCommand::Plugin { global, command } => {
-            let ctx = Ctx::new(&global);
+            let ctx = Ctx::new(&global)?;
             plugin::run(&ctx, command)
         }
-        ClientCommand::Login { global, args } => login::login(&Ctx::new(&global), args),
-        ClientCommand::User { global, command } => login::run_user(&Ctx::new(&global), command),
-        ClientCommand::Grant { global, command } => login::run_grant(&Ctx::new(&global), command),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(e),
+        ClientCommand::Login { global, args } => login::login(&Ctx::new(&global)?, args),
+        ClientCommand::User { global, command } => login::run_user(&Ctx::new(&global)?, command),
+        ClientCommand::Grant { global, command } => login::run_grant(&Ctx::new(&global)?, command),
     }
 }
 
 pub struct Ctx {
     pub client: Client,
     pub output: Output,
+    /// How the engine's certificate is trusted, for `doppel login` to keep.
+    pub trust: Trust,
 }
 
 impl Ctx {
-    fn new(global: &Global) -> Ctx {
+    fn new(global: &Global) -> Result<Ctx, CliError> {
         let config = doppel_client::config::Config::load();
         let url = global
             .url
@@ -215,10 +231,35 @@ impl Ctx {
             .or_else(|| config.url.clone())
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
         let token = config.token_for(&url);
-        Ctx {
-            client: Client::with_token(&url, token),
+        let fingerprint = match &global.tls_fingerprint {
+            Some(f) => Some(
+                Fingerprint::parse(f)
+                    .map_err(|e| CliError::Usage(format!("--tls-fingerprint: {e}")))?,
+            ),
+            None => None,
+        };
+        // A relative path would mean something else from another directory.
+        let ca_cert = match &global.ca_cert {
+            Some(p) => Some(
+                std::path::absolute(p)
+                    .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let trust = config.trust_for(
+            &url,
+            Trust {
+                ca_cert,
+                fingerprint,
+            },
+        );
+        let client =
+            Client::with_trust(&url, token, &trust).map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(Ctx {
+            client,
             output: global.output,
-        }
+            trust,
+        })
     }
 
     /// Prints JSON for scripts, or calls `table` for humans.
@@ -282,6 +323,10 @@ fn report(e: CliError) -> ExitCode {
                 eprintln!("output:\n{o}");
             }
             ExitCode::from(exit_code(Some(api.code)))
+        }
+        CliError::Client(ClientError::Untrusted { message, .. }) => {
+            eprintln!("error[untrusted_certificate]: {message}");
+            ExitCode::from(10)
         }
         CliError::Client(other) => {
             eprintln!("error: {other}");

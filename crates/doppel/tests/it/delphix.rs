@@ -467,3 +467,67 @@ fn upload_tokens_are_single_use_and_expire_and_bad_uploads_change_nothing() {
         "unauthorized",
     );
 }
+
+#[test]
+fn with_tls_on_dvp_upload_and_download_logs_go_through_the_plain_delphix_listener() {
+    let port = free_port();
+    let delphix = format!("127.0.0.1:{port}");
+    let engine = Engine::start_tls(&["--delphix-listen", &delphix]);
+    assert!(engine.url.starts_with("https://"));
+    let work = tempfile::tempdir().unwrap();
+    let artifact = build_plugin("all-ops-staged");
+    let out = dvp_with_password(
+        &[
+            "upload",
+            "--wait",
+            "-e",
+            &delphix,
+            "-u",
+            "admin",
+            "-a",
+            artifact.to_str().unwrap(),
+        ],
+        ADMIN_PASSWORD,
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    // Installed for the whole API, which the CLI reaches over TLS.
+    let shown = engine
+        .cli(&["plugin", "show", ALL_OPS_ID, "-o", "json"])
+        .json();
+    assert_eq!(shown["build_number"], "1", "{shown}");
+
+    let config = workspace_root().join("tests/plugins/all-ops-staged/plugin_config.yml");
+    let logs = work.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dvp_with_password(
+        &[
+            "download-logs",
+            "-e",
+            &delphix,
+            "-u",
+            "admin",
+            "-c",
+            config.to_str().unwrap(),
+            "-d",
+            logs.to_str().unwrap(),
+        ],
+        ADMIN_PASSWORD,
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_dir(&logs).unwrap().count(), 1, "a tarball");
+
+    // The plain listener serves nothing else: the API's 404, even for the
+    // routes that need no token.
+    let http = reqwest::blocking::Client::new();
+    for path in ["/api/v1/health", "/api/v1/plugins", "/api/v1/login", "/"] {
+        let resp = http.get(format!("http://{delphix}{path}")).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+    // And the TLS listener answers no plain HTTP at all.
+    let plain = engine.url.replace("https://", "http://");
+    assert!(http.get(format!("{plain}/api/v1/health")).send().is_err());
+}

@@ -4,6 +4,7 @@
 mod auth;
 mod cli_help;
 mod crash;
+mod data_dir;
 mod delphix;
 mod environments;
 mod hostile_artifacts;
@@ -13,4 +14,5 @@ mod plugins;
 mod pool;
 mod roles;
 mod support;
+mod tls;
 mod tutorial;

@@ -31,6 +31,22 @@ pub struct Engine {
     extra: Vec<String>,
     /// The sshd pid of a fake host whose mount namespace the engine runs in.
     namespace_of: Option<u32>,
+    /// The address `--listen` gets (its port is picked at each launch).
+    listen_ip: String,
+    /// The engine serves TLS with the certificate it made itself; `cli` and
+    /// `client` trust it as a CA (`--ca-cert`).
+    tls: bool,
+    /// The CA to trust instead, for an engine given its certificate.
+    ca: Option<std::path::PathBuf>,
+}
+
+/// A TCP port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Engine {
@@ -39,6 +55,33 @@ impl Engine {
     }
 
     pub fn start_with(extra: &[&str]) -> Engine {
+        Self::start_listening("127.0.0.1", false, extra)
+    }
+
+    /// An engine serving TLS with the self-signed certificate it makes.
+    pub fn start_tls(extra: &[&str]) -> Engine {
+        let mut with_tls = vec!["--tls", "on"];
+        with_tls.extend_from_slice(extra);
+        Self::start_listening("127.0.0.1", true, &with_tls)
+    }
+
+    /// An engine listening on `ip`; `tls` says whether it will serve TLS
+    /// (with its self-signed certificate).
+    pub fn start_listening(ip: &str, tls: bool, extra: &[&str]) -> Engine {
+        Self::start_trusting(ip, tls, None, extra)
+    }
+
+    /// An engine serving TLS with a certificate from `ca` (given in `extra`).
+    pub fn start_with_ca(ca: &Path, extra: &[&str]) -> Engine {
+        Self::start_trusting("127.0.0.1", true, Some(ca.to_owned()), extra)
+    }
+
+    fn start_trusting(
+        ip: &str,
+        tls: bool,
+        ca: Option<std::path::PathBuf>,
+        extra: &[&str],
+    ) -> Engine {
         let mut engine = Engine {
             child: None,
             data_dir: tempfile::tempdir().unwrap(),
@@ -46,9 +89,28 @@ impl Engine {
             token: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             namespace_of: None,
+            listen_ip: ip.to_owned(),
+            tls,
+            ca,
         };
         engine.launch();
         engine
+    }
+
+    /// What `cli` and `client` trust as a CA when the engine serves TLS:
+    /// the certificate it made, or the CA of the one it was given.
+    pub fn ca_cert(&self) -> Option<std::path::PathBuf> {
+        match &self.ca {
+            Some(ca) => Some(ca.clone()),
+            None => self.tls.then(|| self.data_dir.path().join("tls-cert.pem")),
+        }
+    }
+
+    fn trust(&self) -> doppel_client::tls::Trust {
+        doppel_client::tls::Trust {
+            ca_cert: self.ca_cert(),
+            fingerprint: None,
+        }
     }
 
     /// An engine running inside `host`'s mount namespace, so that host is
@@ -62,25 +124,29 @@ impl Engine {
             token: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             namespace_of: Some(host.sshd_pid()),
+            listen_ip: "127.0.0.1".into(),
+            tls: false,
+            ca: None,
         };
         engine.launch();
         engine
     }
 
     fn launch(&mut self) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        self.url = format!("http://127.0.0.1:{port}");
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let port = free_port();
+        let scheme = if self.tls { "https" } else { "http" };
+        self.url = format!("{scheme}://127.0.0.1:{port}");
+        // Private like everything in the data directory, which tests check.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.data_dir.path().join("engine.log"))
             .unwrap();
         let password_file = self.data_dir.path().join("test-admin-password");
         std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut command = match self.namespace_of {
             // nsenter execs the engine, so the child's pid is the engine's.
             Some(pid) => {
@@ -101,7 +167,7 @@ impl Engine {
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{}:{port}", self.listen_ip))
             // Small pools: tests make many engines at once.
             .args(["--pool-size", "2GiB", "--pool-reserve", "64MiB"])
             .arg("--admin-password-file")
@@ -116,8 +182,10 @@ impl Engine {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if Client::new(&self.url).health().is_ok() {
-                let login = Client::new(&self.url).login("admin", ADMIN_PASSWORD);
+            // With TLS the certificate exists once the engine made it.
+            let client = Client::with_trust(&self.url, None, &self.trust()).ok();
+            if let Some(client) = client.filter(|c| c.health().is_ok()) {
+                let login = client.login("admin", ADMIN_PASSWORD);
                 self.token = login
                     .unwrap_or_else(|e| panic!("cannot log in as admin: {e}\n{}", self.log()))
                     .token;
@@ -245,7 +313,7 @@ impl Engine {
 
     /// A client with an admin token.
     pub fn client(&self) -> Client {
-        Client::with_token(&self.url, Some(self.token.clone()))
+        Client::with_trust(&self.url, Some(self.token.clone()), &self.trust()).unwrap()
     }
 
     /// Runs `doppel <args>` against this engine as admin.
@@ -262,11 +330,26 @@ impl Engine {
         config_home: Option<&Path>,
         stdin: Option<&str>,
     ) -> Cli {
+        self.cli_trusting(args, token, config_home, stdin, true)
+    }
+
+    /// [`Engine::cli_as`]; with `trust_ca` false the engine's certificate is
+    /// not passed (DOPPEL_CA_CERT), so `args` say how to trust it, if at all.
+    pub fn cli_trusting(
+        &self,
+        args: &[&str],
+        token: Option<&str>,
+        config_home: Option<&Path>,
+        stdin: Option<&str>,
+        trust_ca: bool,
+    ) -> Cli {
         let empty = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doppel"));
         cmd.args(args)
             .env("DOPPEL_URL", &self.url)
             .env_remove("DOPPEL_TOKEN")
+            .env_remove("DOPPEL_CA_CERT")
+            .env_remove("DOPPEL_TLS_FINGERPRINT")
             .env("XDG_CONFIG_HOME", config_home.unwrap_or(empty.path()))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -277,6 +360,9 @@ impl Engine {
             .stderr(Stdio::piped());
         if let Some(t) = token {
             cmd.env("DOPPEL_TOKEN", t);
+        }
+        if let Some(ca) = self.ca_cert().filter(|_| trust_ca) {
+            cmd.env("DOPPEL_CA_CERT", ca);
         }
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
