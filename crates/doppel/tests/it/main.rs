@@ -10,6 +10,7 @@ mod openapi;
 mod plugin_errors;
 mod plugins;
 mod pool;
+mod postgres;
 mod roles;
 mod support;
 mod tutorial;
