@@ -84,10 +84,15 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Server processes whose data directory lies below `prefix`.
-fn servers_below(prefix: &str) -> Vec<String> {
+/// Server processes on `host` whose data directory lies below `prefix`.
+fn servers_below(host: &Host, prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        // Other tests' hosts run servers at the same paths.
+        let ns = std::fs::read_link(entry.path().join("ns/mnt"));
+        if !ns.is_ok_and(|n| n.to_string_lossy() == host.mount_namespace()) {
+            continue;
+        }
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
@@ -104,70 +109,120 @@ fn servers_below(prefix: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
-    let world = World::new(&["source", "staging", "target"]);
-    let (source, staging, target) = (
-        world.host("source"),
-        world.host("staging"),
-        world.host("target"),
-    );
-    make_source_cluster(source, 5432);
-    target.mkdir("/srv/vdbs", "delphix");
-    target.mkdir("/srv/restore", "delphix");
-    let secrets = tempfile::tempdir().unwrap();
-    let pw = secrets.path().join("pw");
-    std::fs::write(&pw, source.user("delphix").password.as_deref().unwrap()).unwrap();
-    let pw = pw.to_str().unwrap();
+/// Three hosts, a source cluster with table `t`, an engine with the
+/// plugin and the three environments, and the source config `pg`.
+struct Setup {
+    world: World,
+    engine: Engine,
+    source_config: String,
+    _secrets: tempfile::TempDir,
+}
 
-    let engine = Engine::start();
-    engine.install(&plugins::build_example("postgres"));
-    for (name, host) in [("source", source), ("staging", staging), ("target", target)] {
-        engine
+impl Setup {
+    fn new() -> Setup {
+        let world = World::new(&["source", "staging", "target"]);
+        let (source, staging, target) = (
+            world.host("source"),
+            world.host("staging"),
+            world.host("target"),
+        );
+        make_source_cluster(source, 5432);
+        target.mkdir("/srv/vdbs", "delphix");
+        target.mkdir("/srv/restore", "delphix");
+        let secrets = tempfile::tempdir().unwrap();
+        let pw = secrets.path().join("pw");
+        std::fs::write(&pw, source.user("delphix").password.as_deref().unwrap()).unwrap();
+        let pw = pw.to_str().unwrap();
+
+        let engine = Engine::start();
+        engine.install(&plugins::build_example("postgres"));
+        for (name, host) in [("source", source), ("staging", staging), ("target", target)] {
+            engine
+                .cli(&[
+                    "env",
+                    "add",
+                    "--name",
+                    name,
+                    "--host",
+                    &host.address().to_string(),
+                    "--port",
+                    &host.port().to_string(),
+                    "--user",
+                    "delphix",
+                    "--password-file",
+                    pw,
+                ])
+                .ok();
+        }
+        let repos = engine
+            .cli(&["repository", "list", "--env", "source", "-o", "json"])
+            .json();
+        let repo = repos
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["parameters"]["binDir"] == BIN)
+            .unwrap_or_else(|| panic!("discovery finds {BIN}: {repos}"));
+        assert!(
+            repo["parameters"]["version"]
+                .as_str()
+                .unwrap()
+                .starts_with("15."),
+            "{repo}"
+        );
+        let source_config = engine
             .cli(&[
-                "env",
-                "add",
-                "--name",
-                name,
-                "--host",
-                &host.address().to_string(),
-                "--port",
-                &host.port().to_string(),
-                "--user",
-                "delphix",
-                "--password-file",
-                pw,
+                "sourceconfig", "add", "--env", "source",
+                "--repository", repo["reference"].as_str().unwrap(),
+                "--params",
+                &json!({"name": "pg", "host": source.address().to_string(), "port": 5432, "dataDir": "/srv/data/pg"}).to_string(),
+                "-o", "json",
             ])
-            .ok();
-    }
-    let repos = engine
-        .cli(&["repository", "list", "--env", "source", "-o", "json"])
-        .json();
-    let repo = repos
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["parameters"]["binDir"] == BIN)
-        .unwrap_or_else(|| panic!("discovery finds {BIN}: {repos}"));
-    assert!(
-        repo["parameters"]["version"]
+            .json()["reference"]
             .as_str()
             .unwrap()
-            .starts_with("15."),
-        "{repo}"
+            .to_owned();
+        Setup {
+            world,
+            engine,
+            source_config,
+            _secrets: secrets,
+        }
+    }
+
+    fn link(&self) -> Value {
+        let params = json!({"replicationUser": "repl", "replicationPassword": REPLICATION_PASSWORD, "stagingPort": 6543});
+        self.engine
+            .cli(&[
+                "dsource",
+                "link",
+                "--sourceconfig",
+                &self.source_config,
+                "--staging-env",
+                "staging",
+                "--params",
+                &params.to_string(),
+                "-o",
+                "json",
+            ])
+            .json()
+    }
+}
+
+fn vdb_params(target: &Host, path: &str, port: u16) -> String {
+    json!({"mountPath": path, "port": port, "listenAddresses": target.address().to_string()})
+        .to_string()
+}
+
+#[test]
+fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
+    let setup = Setup::new();
+    let (engine, sc) = (&setup.engine, &setup.source_config);
+    let (source, staging, target) = (
+        setup.world.host("source"),
+        setup.world.host("staging"),
+        setup.world.host("target"),
     );
-    let sc = engine
-        .cli(&[
-            "sourceconfig", "add", "--env", "source",
-            "--repository", repo["reference"].as_str().unwrap(),
-            "--params",
-            &json!({"name": "pg", "host": source.address().to_string(), "port": 5432, "dataDir": "/srv/data/pg"}).to_string(),
-            "-o", "json",
-        ])
-        .json()["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
 
     // A wrong replication password: the link fails with the plugin's
     // action and leaves no dSource, dataset or standby behind.
@@ -177,7 +232,7 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
         "dsource",
         "link",
         "--sourceconfig",
-        &sc,
+        sc,
         "--staging-env",
         "staging",
         "--params",
@@ -190,26 +245,12 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
         engine.cli(&["dsource", "list", "-o", "json"]).json(),
         json!([])
     );
-    assert!(servers_below("/home/delphix/.doppel/").is_empty());
+    assert!(servers_below(staging, "/home/delphix/.doppel/").is_empty());
 
-    let params = json!({"replicationUser": "repl", "replicationPassword": REPLICATION_PASSWORD, "stagingPort": 6543});
-    let linked = engine
-        .cli(&[
-            "dsource",
-            "link",
-            "--sourceconfig",
-            &sc,
-            "--staging-env",
-            "staging",
-            "--params",
-            &params.to_string(),
-            "-o",
-            "json",
-        ])
-        .json();
+    let linked = setup.link();
     assert_eq!(linked["snapshots"], 1, "{linked}");
     assert_eq!(
-        servers_below("/home/delphix/.doppel/").len(),
+        servers_below(staging, "/home/delphix/.doppel/").len(),
         1,
         "the standby runs on staging"
     );
@@ -230,10 +271,6 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
     );
     assert_eq!(meta["superuser"], "delphix", "{meta}");
 
-    let vdb_params = |path: &str, port: u16| {
-        json!({"mountPath": path, "port": port, "listenAddresses": target.address().to_string()})
-            .to_string()
-    };
     let started = std::time::Instant::now();
     engine
         .cli(&[
@@ -246,7 +283,7 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
             "--env",
             "target",
             "--params",
-            &vdb_params("/srv/vdbs/pgdev", 5433),
+            &vdb_params(target, "/srv/vdbs/pgdev", 5433),
         ])
         .ok();
     println!(
@@ -318,7 +355,7 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
             "--env",
             "target",
             "--params",
-            &vdb_params("/srv/vdbs/pgchild", 5434),
+            &vdb_params(target, "/srv/vdbs/pgchild", 5434),
         ])
         .ok();
     assert_eq!(count(target, 5434, "t"), 1501);
@@ -334,18 +371,18 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
         "--env",
         "target",
         "--params",
-        &vdb_params("/srv/vdbs/clash", 5433),
+        &vdb_params(target, "/srv/vdbs/clash", 5433),
     ]);
     assert!(
         clash.fails(6).contains("Port 5433 is already in use"),
         "{:?}",
         clash
     );
-    assert!(servers_below("/srv/vdbs/clash").is_empty());
+    assert!(servers_below(target, "/srv/vdbs/clash").is_empty());
 
     // Stop and start.
     engine.cli(&["vdb", "stop", "pgchild"]).ok();
-    assert!(servers_below("/srv/vdbs/pgchild").is_empty());
+    assert!(servers_below(target, "/srv/vdbs/pgchild").is_empty());
     engine.cli(&["vdb", "start", "pgchild"]).ok();
     assert_eq!(count(target, 5434, "t"), 1501);
 
@@ -384,15 +421,106 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
     }
     engine.cli(&["dsource", "delete", "pg"]).ok();
     assert!(
-        servers_below("/srv/vdbs").is_empty(),
+        servers_below(target, "/srv/vdbs").is_empty(),
         "no VDB server is left"
     );
     assert!(
-        servers_below("/home/delphix/.doppel/").is_empty(),
+        servers_below(staging, "/home/delphix/.doppel/").is_empty(),
         "no standby is left"
     );
     assert_eq!(
         engine.cli(&["mount", "list", "-o", "json"]).json(),
         json!([])
     );
+}
+
+#[test]
+fn a_sync_under_write_load_gives_a_vdb_at_a_committed_state() {
+    let setup = Setup::new();
+    let (engine, source, target) = (
+        &setup.engine,
+        setup.world.host("source"),
+        setup.world.host("target"),
+    );
+    // Every transaction adds to the ledger and to the balance together: a
+    // copy at any committed state has the two agree.
+    sql(
+        source,
+        5432,
+        "CREATE TABLE ledger (id bigserial PRIMARY KEY, amount int NOT NULL); \
+         CREATE TABLE balance (total bigint NOT NULL); INSERT INTO balance VALUES (0)",
+    );
+    source.put_file(
+        "/srv/data/tx.sql",
+        b"\\set amount random(1, 100)\nBEGIN;\nINSERT INTO ledger (amount) VALUES (:amount);\n\
+          UPDATE balance SET total = total + :amount;\nCOMMIT;\n",
+        "delphix",
+    );
+    setup.link();
+    let consistent =
+        "SELECT (SELECT coalesce(sum(amount), 0) FROM ledger) = (SELECT total FROM balance)";
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            source.sh_output(
+                "delphix",
+                &format!(
+                    "{BIN}/pgbench -n -h /srv/data -p 5432 -c 4 -T 20 -f /srv/data/tx.sql postgres"
+                ),
+            )
+        });
+        // Syncs while the load runs.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        for _ in 0..2 {
+            engine.cli(&["dsource", "sync", "pg"]).ok();
+        }
+        let out = load.join().unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let snapshots = engine
+        .cli(&["snapshot", "list", "--dataset", "pg", "-o", "json"])
+        .json();
+    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(snapshots.len(), 3);
+    for (i, snap) in snapshots[1..].iter().enumerate() {
+        let port = 5440 + i as u16;
+        let name = format!("load{i}");
+        engine
+            .cli(&[
+                "vdb",
+                "provision",
+                "--name",
+                &name,
+                "--from",
+                &format!("pg@{}", snap["reference"].as_str().unwrap()),
+                "--env",
+                "target",
+                "--params",
+                &vdb_params(target, &format!("/srv/vdbs/{name}"), port),
+            ])
+            .ok();
+        assert_eq!(
+            sql(target, port, consistent),
+            "t",
+            "{name} is at a committed state"
+        );
+        let rows: i64 = sql(target, port, "SELECT count(*) FROM ledger")
+            .parse()
+            .unwrap();
+        assert!(rows > 0, "{name} was taken under load, with rows: {rows}");
+        let log = target.sh(
+            "delphix",
+            "cat /home/delphix/.doppel/toolkit/scratch/doppel-pg/*/run/server.log",
+        );
+        for bad in ["PANIC", "FATAL", "ERROR"] {
+            assert!(!log.contains(bad), "the VDB's server log has {bad}:\n{log}");
+        }
+        println!("{name}: {rows} transactions, consistent");
+        engine.cli(&["vdb", "delete", &name]).ok();
+    }
+    engine.cli(&["dsource", "delete", "pg"]).ok();
+    assert!(servers_below(target, "/srv/vdbs").is_empty());
 }

@@ -111,14 +111,14 @@ def _trust_local(connection, data_dir):
         "Preparing %s" % hba, "Check that %s is writable." % hba)
 
 
-def _start(connection, bin_dir, data_dir, run_dir, port):
+def _start(connection, bin_dir, data_dir, run_dir, port, role=None):
     hosts.check(connection, shell.start(bin_dir, data_dir,
                                         "%s/server.log" % run_dir),
                 "Starting PostgreSQL in %s" % data_dir,
                 "Read the server log above; fix what it says and try again.")
     if not hosts.wait_until(
             lambda: hosts.yes(connection, shell.is_ready(bin_dir, run_dir,
-                                                          port)), 60):
+                                                          port, role)), 60):
         raise UserError(
             "PostgreSQL in %s started but does not accept connections."
             % data_dir, "Read %s/server.log on %s." % (
@@ -163,8 +163,12 @@ class _Staging(object):
         self.passfile = "%s/pgpass" % self.run
 
     def ready(self):
-        return hosts.yes(self.conn, shell.is_ready(self.bin, self.run,
-                                                   self.port))
+        return hosts.yes(self.conn, shell.is_ready(
+            self.bin, self.run, self.port, self.params.replication_user))
+
+    def start(self):
+        _start(self.conn, self.bin, self.data, self.run, self.port,
+               self.params.replication_user)
 
     def query(self, sql, role=None):
         return hosts.query(self.conn, self.bin, self.run, self.port, sql,
@@ -285,7 +289,7 @@ def linked_mount_specification(staged_source, repository):
 def start_staging(staged_source, repository, source_config):
     st = _Staging(staged_source, repository)
     if st.is_cluster():
-        _start(st.conn, st.bin, st.data, st.run, st.port)
+        st.start()
         _resume(st)
     else:
         logger.info("no standby in %s yet: the first sync makes it", st.data)
@@ -310,7 +314,7 @@ def linked_pre_snapshot(staged_source, repository, source_config,
     else:
         hosts.check(st.conn, shell.prepare_dirs(st.run),
                     "Creating %s" % st.run, "Check the scratch directory.")
-    _start(st.conn, st.bin, st.data, st.run, st.port)
+    st.start()
     _resume(st)
     _consistent_point(st, source_config)
 
@@ -355,9 +359,9 @@ class _Vdb(object):
         self.port = self.params.port
         self.listen = self.params.listen_addresses or "*"
 
-    def ready(self):
+    def ready(self, role):
         return hosts.yes(self.conn, shell.is_ready(self.bin, self.run,
-                                                   self.port))
+                                                   self.port, role))
 
     def config(self, superuser, name=None):
         host = self.listen if self.listen not in ("*", "") else (
@@ -391,7 +395,7 @@ def _open_vdb(vdb, superuser):
     hosts.check(vdb.conn, shell.write_auto_conf(vdb.data, _settings(
         vdb.port, vdb.run, vdb.listen)), "Configuring the VDB",
         "Check %s." % vdb.data)
-    _start(vdb.conn, vdb.bin, vdb.data, vdb.run, vdb.port)
+    _start(vdb.conn, vdb.bin, vdb.data, vdb.run, vdb.port, superuser)
     role = hosts.query(vdb.conn, vdb.bin, vdb.run, vdb.port,
                        "SELECT rolname FROM pg_roles WHERE oid = 10",
                        superuser) if superuser else None
@@ -435,7 +439,8 @@ def cleanup(virtual_source, repository, source_config):
 @plugin.virtual.start()
 def start(virtual_source, repository, source_config):
     vdb = _Vdb(virtual_source, repository)
-    _start(vdb.conn, vdb.bin, vdb.data, vdb.run, vdb.port)
+    _start(vdb.conn, vdb.bin, vdb.data, vdb.run, vdb.port,
+           source_config.superuser)
 
 
 @plugin.virtual.stop()
@@ -446,14 +451,15 @@ def stop(virtual_source, repository, source_config):
 
 @plugin.virtual.status()
 def virtual_status(virtual_source, repository, source_config):
-    return Status.ACTIVE if _Vdb(virtual_source,
-                                 repository).ready() else Status.INACTIVE
+    vdb = _Vdb(virtual_source, repository)
+    return (Status.ACTIVE if vdb.ready(source_config.superuser)
+            else Status.INACTIVE)
 
 
 @plugin.virtual.pre_snapshot()
 def virtual_pre_snapshot(virtual_source, repository, source_config):
     vdb = _Vdb(virtual_source, repository)
-    if vdb.ready():
+    if vdb.ready(source_config.superuser):
         hosts.query(vdb.conn, vdb.bin, vdb.run, vdb.port, "CHECKPOINT",
                     source_config.superuser)
 

@@ -127,10 +127,13 @@ def stop(bin_dir, data_dir):
     ])
 
 
-def is_ready(bin_dir, socket_dir, port):
-    """Prints `yes` when the server accepts connections."""
-    return ("if %s/pg_isready -q -h %s -p %s; then echo yes; else echo no; fi"
-            % (q(bin_dir), q(socket_dir), q(port)))
+def is_ready(bin_dir, socket_dir, port, role=None):
+    """Prints `yes` when the server accepts connections. pg_isready really
+    connects: naming a role and a database that exist keeps the server's
+    log free of "does not exist" lines."""
+    who = " -U %s" % q(role) if role else ""
+    return ("if %s/pg_isready -q -h %s -p %s -d template1%s; then echo yes; "
+            "else echo no; fi" % (q(bin_dir), q(socket_dir), q(port), who))
 
 
 def port_in_use(port):
