@@ -524,3 +524,109 @@ fn a_sync_under_write_load_gives_a_vdb_at_a_committed_state() {
     engine.cli(&["dsource", "delete", "pg"]).ok();
     assert!(servers_below(target, "/srv/vdbs").is_empty());
 }
+
+#[test]
+fn on_the_engines_own_machine_the_readme_walkthrough_works() {
+    // The engine runs inside this host (see the tutorial's own-machine
+    // test): datasets are bind mounts, and one environment plays source,
+    // staging and target.
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let python_dir = python().parent().unwrap().to_owned();
+    let world = World::builder()
+        .host("local")
+        .expose(plugins::workspace_root())
+        .expose(binary_dir)
+        .expose(python_dir)
+        .expose(env!("CARGO_TARGET_TMPDIR"))
+        .build();
+    let local = world.host("local");
+    make_source_cluster(local, 5432);
+    local.mkdir("/srv/vdbs", "delphix");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = secrets.path().join("pw");
+    std::fs::write(&pw, local.user("delphix").password.as_deref().unwrap()).unwrap();
+    let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    engine.install(&plugins::build_example("postgres"));
+    engine
+        .cli(&[
+            "env",
+            "add",
+            "--name",
+            "db",
+            "--host",
+            &local.address().to_string(),
+            "--port",
+            &local.port().to_string(),
+            "--user",
+            "delphix",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ])
+        .ok();
+    let repos = engine.cli(&["repository", "list", "-o", "json"]).json();
+    let repo = repos
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["parameters"]["binDir"] == BIN)
+        .unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sc = engine
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "db",
+            "--repository",
+            &repo,
+            "--params",
+            &json!({"name": "src", "host": local.address().to_string(), "port": 5432}).to_string(),
+            "-o",
+            "json",
+        ])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = json!({"replicationUser": "repl", "replicationPassword": REPLICATION_PASSWORD, "stagingPort": 6543});
+    engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "db",
+            "--params",
+            &params.to_string(),
+        ])
+        .ok();
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "dev",
+            "--from",
+            "src",
+            "--env",
+            "db",
+            "--params",
+            &vdb_params(local, "/srv/vdbs/dev", 5433),
+        ])
+        .ok();
+    assert_eq!(count(local, 5433, "t"), 1000);
+    sql(local, 5432, "INSERT INTO t VALUES (1001, 'later')");
+    engine.cli(&["dsource", "sync", "src"]).ok();
+    engine.cli(&["vdb", "refresh", "dev"]).ok();
+    assert_eq!(count(local, 5433, "t"), 1001);
+    engine.cli(&["vdb", "delete", "dev"]).ok();
+    engine.cli(&["dsource", "delete", "src"]).ok();
+    assert!(servers_below(local, "/srv/vdbs").is_empty());
+    assert!(servers_below(local, "/home/delphix/.doppel/").is_empty());
+}
