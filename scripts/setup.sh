@@ -11,7 +11,8 @@ with_test=0
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs)
-[ $with_test = 1 ] && apt_pkgs+=(openjdk-17-jre-headless)
+# The PostgreSQL plugin's tests run real clusters on the fake hosts.
+[ $with_test = 1 ] && apt_pkgs+=(openjdk-17-jre-headless postgresql-15)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

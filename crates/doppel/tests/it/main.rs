@@ -12,6 +12,7 @@ mod openapi;
 mod plugin_errors;
 mod plugins;
 mod pool;
+mod postgres;
 mod roles;
 mod support;
 mod tls;

@@ -168,8 +168,13 @@ impl Engine {
             .arg(self.data_dir.path())
             .arg("--listen")
             .arg(format!("{}:{port}", self.listen_ip))
-            // Small pools: tests make many engines at once.
-            .args(["--pool-size", "2GiB", "--pool-reserve", "64MiB"])
+            // Small pools: tests make many engines at once (a benchmark
+            // may ask for a bigger one).
+            .args(if self.extra.iter().any(|a| a == "--pool-size") {
+                &["--pool-reserve", "64MiB"][..]
+            } else {
+                &["--pool-size", "2GiB", "--pool-reserve", "64MiB"][..]
+            })
             .arg("--admin-password-file")
             .arg(&password_file)
             .args(&self.extra)
