@@ -64,6 +64,12 @@ impl Layout {
             .join(format!("build-{build_number}"))
     }
 
+    /// The plugin's private writable directory (its workers' HOME and
+    /// TMPDIR); removed with the plugin.
+    pub fn plugin_scratch_dir(&self, plugin_id: &str) -> PathBuf {
+        self.plugin_dir(plugin_id).join("scratch")
+    }
+
     pub fn plugin_log_dir(&self, plugin_id: &str) -> PathBuf {
         self.plugin_dir(plugin_id).join("logs")
     }

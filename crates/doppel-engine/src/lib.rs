@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use doppel_plugin_host::SandboxConfig;
 pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
 pub use error::EngineError;
 pub use plugins::{ParameterDefinition, PluginInvocation};
@@ -69,6 +70,8 @@ pub struct EngineConfig {
     /// How long an extra plugin worker may stay idle before it is stopped
     /// (one per plugin version always stays warm).
     pub plugin_worker_idle: Duration,
+    /// How plugin workers are confined (on, 2 GiB, by default).
+    pub plugin_sandbox: SandboxConfig,
     /// Users, tokens and the first admin's password.
     pub auth: auth::AuthConfig,
 }
@@ -140,6 +143,7 @@ impl Engine {
                 short: config.deadlines.short,
                 normal: config.deadlines.normal,
                 long: config.deadlines.long,
+                sandbox: config.plugin_sandbox.clone(),
             },
             hosts.clone(),
         );

@@ -62,6 +62,9 @@ pub enum InvokeError {
     /// The worker could not be started at all (no Python, wrong packages).
     #[error("cannot start the plugin worker: {0}")]
     Start(String),
+    /// The worker could not be confined (`--plugin-sandbox on`).
+    #[error("cannot start the plugin worker in its sandbox: {0}")]
+    Sandbox(String),
     /// The plugin version was deleted or upgraded while the call waited for a worker.
     #[error(
         "plugin {plugin} was deleted or upgraded while this call waited for a worker; run it again"

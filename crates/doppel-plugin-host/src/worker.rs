@@ -6,7 +6,7 @@
 //! starts a fresh worker (see `host.rs`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,13 +14,14 @@ use std::time::Duration;
 use doppel_model::PluginLogLevel;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::InvokeError;
 use crate::libs::{LibraryCall, LibraryHandler};
 use crate::logs::{LogContext, PluginLog};
 use crate::operations::Operation;
+use crate::sandbox::{worker_command, Cgroup, Prepared, Sandbox, WorkerLaunch};
 
 /// How many lines of a worker's stderr are kept for error messages.
 const STDERR_TAIL: usize = 20;
@@ -28,12 +29,17 @@ const STDERR_TAIL: usize = 20;
 /// Everything needed to start a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
+    pub plugin_id: String,
     pub python: PathBuf,
     pub script: PathBuf,
     /// The extracted `sourceCode`.
     pub root: PathBuf,
+    /// The plugin's private writable directory (HOME and TMPDIR).
+    pub scratch: PathBuf,
     pub entry_point: String,
     pub start_deadline: Duration,
+    /// None runs the worker unconfined (`--plugin-sandbox off`).
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// Receives one plugin log line.
@@ -68,40 +74,35 @@ pub struct Worker {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     log: Arc<PluginLog>,
     next_id: u64,
+    sandboxed: bool,
+    /// Last, so the process is killed before its cgroup is emptied and removed.
+    cgroup: Option<Cgroup>,
 }
 
 impl Worker {
     /// Starts a worker and waits for it to load the plugin.
     pub async fn start(spec: &WorkerSpec, log: Arc<PluginLog>) -> Result<Worker, InvokeError> {
-        let mut cmd = Command::new(&spec.python);
-        cmd.arg("-u")
-            .arg(&spec.script)
-            .arg("--root")
-            .arg(&spec.root)
-            .arg("--entry-point")
-            .arg(&spec.entry_point)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&spec.root)
-            .stdin(Stdio::piped())
+        let launch = WorkerLaunch {
+            plugin_id: &spec.plugin_id,
+            python: &spec.python,
+            script: &spec.script,
+            root: &spec.root,
+            scratch: &spec.scratch,
+            entry_point: &spec.entry_point,
+        };
+        let Prepared { mut cmd, cgroup } = worker_command(&launch, spec.sandbox.as_deref())
+            .map_err(|e| InvokeError::Sandbox(e.to_string()))?;
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // Its own process group, so a kill also reaches what the plugin spawned.
+            // Its own process group, so a kill also reaches what the plugin
+            // spawned (unconfined; confined, its PID namespace does that).
             .process_group(0);
-        // SAFETY: prctl(2) is async-signal-safe; between fork and exec it only
-        // arranges for the worker to be killed if the engine dies, so a hung
-        // plugin never outlives the engine that started it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let program = cmd.as_std().get_program().to_owned();
         let mut child = cmd
             .spawn()
-            .map_err(|e| InvokeError::Start(format!("{}: {e}", spec.python.display())))?;
+            .map_err(|e| InvokeError::Start(format!("{}: {e}", Path::new(&program).display())))?;
         let pid = child.id().unwrap_or(0);
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -135,6 +136,8 @@ impl Worker {
             stderr_tail,
             log,
             next_id: 0,
+            sandboxed: spec.sandbox.is_some(),
+            cgroup,
         };
         let deadline = Instant::now() + spec.start_deadline;
         let ctx = LogContext {
@@ -207,6 +210,11 @@ impl Worker {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The worker's cgroup directories (one per hierarchy), if it has any.
+    pub fn cgroup_dirs(&self) -> &[PathBuf] {
+        self.cgroup.as_ref().map(Cgroup::dirs).unwrap_or_default()
     }
 
     /// Calls one operation. On `Deadline`, `WorkerDied` and `Protocol` errors
@@ -394,6 +402,11 @@ impl Worker {
             Ok(Ok(status)) => {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
+                    // bwrap reports its child's death by signal N as exit
+                    // status 128+N, as shells do.
+                    (Some(c), _) if self.sandboxed && (129..=192).contains(&c) => {
+                        format!("killed by signal {}", c - 128)
+                    }
                     (Some(c), _) => format!("exit status {c}"),
                     (None, Some(s)) => format!("killed by signal {s}"),
                     _ => status.to_string(),

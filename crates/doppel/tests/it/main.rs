@@ -10,5 +10,6 @@ mod openapi;
 mod plugin_errors;
 mod plugins;
 mod pool;
+mod sandbox;
 mod support;
 mod tutorial;

@@ -170,6 +170,11 @@ impl Engine {
         let _ = child.wait();
     }
 
+    /// The pid of the running `doppel serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the engine runs").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("engine.log")).unwrap_or_default()
     }

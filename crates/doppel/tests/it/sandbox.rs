@@ -1,0 +1,365 @@
+//! The worker sandbox against the hostile test plugin (tests/plugins/README.md):
+//! each attempt to reach the engine's files, environment, network or
+//! processes fails, limits hold, and nothing a plugin starts outlives its
+//! worker.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use doppel_client::ClientError;
+use doppel_model::ErrorCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const HOSTILE: &str = "doppel-hostile";
+const HOSTILE_ID: &str = "ea0edde9-e789-47e2-bd42-2f4f9af48316";
+
+/// What the plugin's sandbox environment may hold (see `sandbox.rs`).
+const ALLOWED_ENV: &[&str] = &[
+    "HOME",
+    "LANG",
+    "PATH",
+    "PWD",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONNOUSERSITE",
+    "TMPDIR",
+];
+
+/// Removes what an attack could have left on the machine, even when the
+/// test fails: files it wrote and processes it left.
+struct Leftovers {
+    marker: String,
+}
+
+impl Leftovers {
+    fn new() -> Leftovers {
+        Leftovers {
+            marker: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ),
+        }
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        [&self.marker as &str, "import"]
+            .iter()
+            .flat_map(|m| {
+                [
+                    PathBuf::from(format!("/etc/doppel-hostile-{m}")),
+                    PathBuf::from(format!("/doppel-hostile-{m}")),
+                ]
+            })
+            .collect()
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for f in self.files() {
+            let _ = std::fs::remove_file(f);
+        }
+        for pid in marked_processes(&self.marker) {
+            // SAFETY: kill(2) of a process this test's plugin started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Pids whose command line carries `marker`, from the whole machine's /proc.
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmd).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits (up to a generous deadline, never asserting a duration) until no
+/// process carries `marker`.
+fn wait_until_gone(marker: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = marked_processes(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: processes {left:?} of the plugin are still alive"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn request(params: Value) -> Value {
+    json!({
+        "direct_source": {"connection": conn("UNIX_HOST_ENVIRONMENT-1", "source"),
+                          "linked_source": {"guid": "h-1", "parameters": pdo(params)}},
+        "repository": {"parameters": pdo(json!({"name": "r"}))},
+        "source_config": {"parameters": pdo(json!({"name": "sc"}))},
+        "snapshot_parameters": {"parameters": {"json": "null"}},
+    })
+}
+
+fn attack(engine: &Engine, params: Value, deadline: Option<f64>) -> Result<Value, ClientError> {
+    engine
+        .client()
+        .invoke(
+            HOSTILE,
+            "linked.direct_post_snapshot",
+            request(params),
+            deadline,
+        )
+        .map(|v| {
+            let report = params_of(&v["snapshot"])["report"].clone();
+            serde_json::from_str(report.as_str().unwrap_or("null")).unwrap()
+        })
+}
+
+fn engine_port(engine: &Engine) -> u16 {
+    engine.url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn assert_denied(what: &str, outcome: &Value) {
+    let s = outcome.as_str().unwrap_or_default();
+    assert!(s.starts_with("error: "), "{what} was allowed: {outcome}");
+}
+
+/// The checks both the import-time and the operation's probes must pass.
+fn assert_confined(when: &str, probe: &Value, with_data_dir: bool) {
+    let uid = probe["uid"].as_u64().unwrap();
+    assert!(
+        (61184..=65519).contains(&uid),
+        "{when}: the plugin runs as uid {uid}"
+    );
+    assert_eq!(probe["gid"], probe["uid"], "{when}");
+    let reads = probe["read"].as_object().unwrap();
+    let mut expected = vec![
+        "shadow",
+        "proc1_environ",
+        "parent_environ",
+        "relative_secrets_key",
+    ];
+    if with_data_dir {
+        expected.extend([
+            "data:secrets.key",
+            "data:metadata.db",
+            "data:test-admin-password",
+        ]);
+    }
+    for k in expected {
+        assert_denied(&format!("{when}: reading {k}"), &reads[k]);
+    }
+    for var in probe["environ"].as_array().unwrap() {
+        let var = var.as_str().unwrap();
+        assert!(
+            ALLOWED_ENV.contains(&var),
+            "{when}: the plugin sees the variable {var}"
+        );
+    }
+    for k in ["etc", "root", "code"] {
+        assert_denied(&format!("{when}: writing {k}"), &probe["write"][k]);
+    }
+    for k in ["scratch", "tmp"] {
+        let w = probe["write"][k].as_str().unwrap_or_default();
+        assert!(w.starts_with("ok"), "{when}: writing {k} failed: {w}");
+    }
+    if with_data_dir {
+        assert_denied(
+            &format!("{when}: connecting to the engine"),
+            &probe["connect"]["engine"],
+        );
+    }
+    assert_denied(
+        &format!("{when}: connecting to port 22"),
+        &probe["connect"]["ssh"],
+    );
+    assert_eq!(
+        probe["engine_processes"],
+        json!([]),
+        "{when}: the plugin sees the engine's processes"
+    );
+}
+
+#[test]
+fn a_hostile_plugin_reaches_nothing_outside_its_sandbox() {
+    let leftovers = Leftovers::new();
+    let marker = leftovers.marker.clone();
+    let engine = Engine::start_with(&["--plugin-memory", "1GiB"]);
+    let summary = engine.install(&build_plugin("hostile"));
+    let data = engine.data_dir.path();
+    let build = summary["build_number"].as_str().unwrap();
+    let code_dir = data.join(format!("plugins/{HOSTILE_ID}/build-{build}"));
+    let scratch = data.join(format!("plugins/{HOSTILE_ID}/scratch"));
+
+    let report = attack(
+        &engine,
+        json!({"attack": "probe", "dataDir": data.to_str().unwrap(),
+               "enginePort": engine_port(&engine), "marker": marker}),
+        None,
+    )
+    .unwrap();
+    assert_confined("at import", &report["import"], false);
+    assert_confined("in an operation", &report["op"], true);
+
+    // Nothing landed outside the scratch directory, which is the plugin's.
+    for f in leftovers.files() {
+        assert!(!f.exists(), "the plugin wrote {}", f.display());
+    }
+    let written: Vec<_> = std::fs::read_dir(&code_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("doppel-hostile")
+        })
+        .map(|e| e.path())
+        .collect();
+    assert!(written.is_empty(), "the plugin wrote {written:?}");
+    let own = scratch.join(format!("doppel-hostile-{marker}"));
+    let meta = std::fs::metadata(&own)
+        .unwrap_or_else(|e| panic!("{} (the scratch write): {e}", own.display()));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(u64::from(meta.uid()), report["op"]["uid"].as_u64().unwrap());
+
+    // Memory: a 10 GiB allocation fails inside the plugin, the worker and
+    // the engine carry on.
+    let report = attack(&engine, json!({"attack": "memory"}), None).unwrap();
+    assert_eq!(report["memory"], "error: MemoryError", "{report}");
+    // Where cgroups are writable the worker also has one with the limit.
+    let pid = engine.client().plugin_worker(HOSTILE).unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        assert_eq!(
+            memory_cgroup_limit(pid),
+            Some(1 << 30),
+            "the worker's memory cgroup limit"
+        );
+    } else {
+        eprintln!("no cgroup v1 memory hierarchy here: its limit is not checked");
+    }
+
+    // A double-forked setsid child lives while its worker does (so this
+    // test can see it), and dies with the worker on plugin delete.
+    let report = attack(
+        &engine,
+        json!({"attack": "leave_child", "marker": marker}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(report["child"], "ok: left a child", "{report}");
+    assert!(
+        !marked_processes(&marker).is_empty(),
+        "the plugin's child did not start"
+    );
+    engine.cli(&["plugin", "delete", HOSTILE]).ok();
+    wait_until_gone(&marker, "after plugin delete");
+    assert!(
+        !data.join(format!("plugins/{HOSTILE_ID}")).exists(),
+        "the plugin's directory (scratch included) outlived its delete"
+    );
+}
+
+/// The memory limit of `pid`'s cgroup v1 `memory` hierarchy, where there is one.
+fn memory_cgroup_limit(pid: u64) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctl, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctl.split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_owned())
+    })?;
+    let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn what_a_plugin_leaves_dies_with_its_worker_on_deadline_and_engine_crash() {
+    let leftovers = Leftovers::new();
+    let marker = leftovers.marker.clone();
+    let mut engine = Engine::start();
+    engine.install(&build_plugin("hostile"));
+
+    let err = attack(
+        &engine,
+        json!({"attack": "leave_child_and_hang", "marker": marker}),
+        Some(3.0),
+    )
+    .unwrap_err();
+    let ClientError::Api(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.code, ErrorCode::PluginTimeout, "{}", e.message);
+    wait_until_gone(&marker, "after the deadline kill");
+
+    let report = attack(
+        &engine,
+        json!({"attack": "leave_child", "marker": marker}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(report["child"], "ok: left a child", "{report}");
+    assert!(!marked_processes(&marker).is_empty());
+    engine.crash_and_restart();
+    wait_until_gone(&marker, "after the engine was killed");
+
+    let report = attack(
+        &engine,
+        json!({"attack": "leave_child", "marker": marker}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(report["child"], "ok: left a child", "{report}");
+    assert!(!marked_processes(&marker).is_empty());
+    engine.restart();
+    wait_until_gone(&marker, "after the engine stopped");
+}
+
+#[test]
+fn without_the_sandbox_the_engine_says_so_and_plugins_still_run() {
+    // Not the hostile plugin: unconfined, it would write into /etc.
+    let engine = Engine::start_with(&["--plugin-sandbox", "off"]);
+    engine.install(&build_plugin("all-ops-staged"));
+    let status = engine
+        .client()
+        .invoke(
+            "doppel-all-ops-staged",
+            "virtual.status",
+            json!({"repository": {"parameters": pdo(json!({"name": "r"}))},
+                   "source_config": {"parameters": pdo(json!({"name": "sc"}))},
+                   "virtual_source": virtual_source(json!({"behavior": "ok", "mountPath": "/mnt/v"}))}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status["status"], "ACTIVE");
+    assert!(
+        engine.log().contains("PLUGIN SANDBOX OFF"),
+        "no warning in the engine log"
+    );
+}
