@@ -284,6 +284,7 @@ impl PluginHost {
             result,
             Err(InvokeError::Deadline { .. }
                 | InvokeError::WorkerDied { .. }
+                | InvokeError::OutputLimit { .. }
                 | InvokeError::Protocol(_))
         ) {
             lease.give_back();

@@ -121,13 +121,13 @@ fn base_env(home: &Path) -> Vec<(&'static str, OsString)> {
     ]
 }
 
-/// Looks `name` up like a shell would (names with a slash are taken as they are).
-fn which(name: &Path) -> Option<PathBuf> {
+/// Looks `name` up in `path` like a shell would (names with a slash are
+/// taken as they are).
+fn which(name: &Path, path: &std::ffi::OsStr) -> Option<PathBuf> {
     if name.components().count() > 1 || name.is_absolute() {
         return std::path::absolute(name).ok().filter(|p| p.exists());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -159,8 +159,18 @@ enum TopLevel {
 impl Sandbox {
     /// Finds bwrap, setpriv and the Python installation `python` needs.
     pub async fn prepare(config: SandboxConfig, python: &Path) -> Result<Sandbox, SandboxError> {
-        let bwrap = which(Path::new("bwrap")).ok_or(SandboxError::BwrapMissing)?;
-        let setpriv = which(Path::new("setpriv"))
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        Self::prepare_in(config, python, &path).await
+    }
+
+    /// [`Sandbox::prepare`] with the tools looked up in `path`.
+    async fn prepare_in(
+        config: SandboxConfig,
+        python: &Path,
+        path: &std::ffi::OsStr,
+    ) -> Result<Sandbox, SandboxError> {
+        let bwrap = which(Path::new("bwrap"), path).ok_or(SandboxError::BwrapMissing)?;
+        let setpriv = which(Path::new("setpriv"), path)
             .and_then(|p| p.canonicalize().ok())
             .filter(|p| p.starts_with("/usr"))
             .ok_or(SandboxError::SetprivMissing)?;
@@ -168,7 +178,7 @@ impl Sandbox {
             python: python.display().to_string(),
             reason,
         };
-        let python = which(python).ok_or_else(|| runtime_err("not found".into()))?;
+        let python = which(python, path).ok_or_else(|| runtime_err("not found".into()))?;
         let out = tokio::process::Command::new(&python)
             .env_clear()
             .args([
@@ -782,6 +792,20 @@ mod tests {
             assert_eq!(uid, plugin_uid(id));
         }
         assert_ne!(plugin_uid("plugin-a"), plugin_uid("plugin-b"));
+    }
+
+    #[tokio::test]
+    async fn without_bwrap_the_error_names_the_package() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = Sandbox::prepare_in(
+            SandboxConfig::default(),
+            Path::new("python3"),
+            empty.path().as_os_str(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SandboxError::BwrapMissing), "{err}");
+        assert!(err.to_string().contains("`bubblewrap`"), "{err}");
     }
 
     #[test]

@@ -139,6 +139,16 @@ fn engine_port(engine: &Engine) -> u16 {
     engine.url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+fn engine_rss_kib(engine: &Engine) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", engine.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 fn assert_denied(what: &str, outcome: &Value) {
     let s = outcome.as_str().unwrap_or_default();
     assert!(s.starts_with("error: "), "{what} was allowed: {outcome}");
@@ -339,6 +349,82 @@ fn what_a_plugin_leaves_dies_with_its_worker_on_deadline_and_engine_crash() {
     assert!(!marked_processes(&marker).is_empty());
     engine.restart();
     wait_until_gone(&marker, "after the engine stopped");
+}
+
+fn plugin_log_text(engine: &Engine) -> (u64, String) {
+    let dir = engine
+        .data_dir
+        .path()
+        .join(format!("plugins/{HOSTILE_ID}/logs"));
+    let mut size = 0;
+    let mut text = String::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        size += e.metadata().unwrap().len();
+        if e.file_name() == "debug.log" {
+            text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+        }
+    }
+    (size, text)
+}
+
+#[test]
+fn floods_from_a_plugin_are_cut_and_never_buffered_whole() {
+    let engine = Engine::start();
+    engine.install(&build_plugin("hostile"));
+    // What the engine uses before any flood, to compare with.
+    let before = engine_rss_kib(&engine);
+
+    // 1 GiB as one line and 1 GiB of lines on the worker's stderr: the
+    // call succeeds, the plugin log stays small and says what it dropped.
+    let report = attack(&engine, json!({"attack": "flood_output"}), None).unwrap();
+    assert_eq!(report["flood"], "ok: flooded", "{report}");
+    let (size, log) = plugin_log_text(&engine);
+    assert!(size < 8 << 20, "the plugin logs grew to {size} bytes");
+    assert!(
+        log.contains("[truncated 1073725440 bytes]"),
+        "no marker for the cut 1 GiB line"
+    );
+    assert!(
+        log.contains("stderr limit of 1 MiB"),
+        "no marker for the dropped stderr"
+    );
+
+    // A 64 MiB log message (cut by the worker) and a 1 MiB one written
+    // straight onto the protocol stream (cut by the engine).
+    let report = attack(&engine, json!({"attack": "huge_logs"}), None).unwrap();
+    assert_eq!(report["logs"], "ok: logged", "{report}");
+    let (_, log) = plugin_log_text(&engine);
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 80 << 10, "a log line of {longest} bytes");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("LLLL") && l.contains("[truncated")),
+        "the SDK log message was not cut with a marker"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("RRRR")
+            && l.ends_with(&format!("[truncated {} bytes]", (1 << 20) - (64 << 10)))),
+        "the raw log message was not cut with a marker"
+    );
+
+    // 1 GiB on the protocol stream without a newline: the worker is killed
+    // once the line passes the limit, the call fails saying so.
+    let err = attack(&engine, json!({"attack": "flood_protocol"}), None).unwrap_err();
+    let ClientError::Api(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.code, ErrorCode::PluginFailed, "{}", e.message);
+    assert!(e.message.contains("8 MiB"), "{}", e.message);
+
+    engine.client().health().unwrap();
+    let after = engine_rss_kib(&engine);
+    assert!(
+        after < before + 256 * 1024,
+        "the engine grew from {before} KiB to {after} KiB"
+    );
+    // The next call gets a fresh worker.
+    let report = attack(&engine, json!({"attack": "memory"}), None).unwrap();
+    assert_eq!(report["memory"], "error: MemoryError", "{report}");
 }
 
 #[test]
