@@ -808,6 +808,61 @@ mod tests {
         assert!(err.to_string().contains("`bubblewrap`"), "{err}");
     }
 
+    /// The files a v2 tree gets (plain files here: the kernel's side is
+    /// what the end-to-end tests see on a real hierarchy).
+    #[test]
+    fn a_v2_tree_gets_controllers_delegated_and_limits_per_worker() {
+        let fs = tempfile::tempdir().unwrap();
+        std::fs::write(
+            fs.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let root = CgroupRoot::detect(fs.path()).expect("a v2 tree with memory");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(&fs.path().join("cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        assert_eq!(
+            read(&fs.path().join("doppel/cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        let config = SandboxConfig {
+            memory: 123 << 20,
+            max_processes: 77,
+            ..Default::default()
+        };
+        let mut cg = root.create(&config).expect("a worker cgroup");
+        let dir = cg.dirs()[0].clone();
+        assert!(
+            dir.starts_with(fs.path().join("doppel")),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(read(&dir.join("memory.max")), (123u64 << 20).to_string());
+        assert_eq!(read(&dir.join("memory.swap.max")), "0");
+        assert_eq!(read(&dir.join("pids.max")), "77");
+        assert_eq!(
+            cg.procs_files(),
+            [CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap()]
+        );
+        // A real cgroup directory empties itself; this one is emptied here.
+        std::fs::remove_dir_all(&dir).unwrap();
+        cg.remove();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn without_a_memory_controller_there_is_no_cgroup_root() {
+        let fs = tempfile::tempdir().unwrap();
+        // A v2 mount without controllers, as beside a v1 hierarchy.
+        std::fs::write(fs.path().join("cgroup.controllers"), "\n").unwrap();
+        assert!(CgroupRoot::detect(fs.path()).is_none());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(CgroupRoot::detect(empty.path()).is_none());
+    }
+
     #[test]
     fn runtime_binds_cover_symlinked_venvs_and_private_parents() {
         let t = tempfile::tempdir().unwrap();
