@@ -4,7 +4,8 @@
 //! user namespace) in its own mount, PID, network, IPC, UTS and cgroup
 //! namespaces, then drops to an unprivileged uid/gid of its plugin with
 //! util-linux `setpriv` (no groups, no capabilities, an empty bounding set,
-//! no new privileges) before Python starts. What it sees:
+//! no new privileges) before Python starts; a seccomp filter refuses new
+//! user namespaces. What it sees:
 //!
 //! - `/usr` (and the `/bin`, `/lib*` links), the worker Python's prefixes
 //!   at their own paths, all read-only;
@@ -27,6 +28,7 @@
 //! before the cgroup is removed.
 
 use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -287,6 +289,8 @@ pub(crate) struct WorkerLaunch<'a> {
 pub(crate) struct Prepared {
     pub cmd: tokio::process::Command,
     pub cgroup: Option<Cgroup>,
+    /// What the child inherits (the seccomp filter): kept open until it is spawned.
+    pub inherited: Option<std::os::fd::OwnedFd>,
 }
 
 /// Builds the command of one worker: confined by `sandbox`, or unconfined
@@ -308,8 +312,12 @@ pub(crate) fn worker_command(
             .current_dir(launch.root)
             .env_clear()
             .envs(base_env(launch.scratch));
-        set_pre_exec(&mut cmd, Vec::new(), Vec::new());
-        return Ok(Prepared { cmd, cgroup: None });
+        set_pre_exec(&mut cmd, Vec::new(), Vec::new(), None);
+        return Ok(Prepared {
+            cmd,
+            cgroup: None,
+            inherited: None,
+        });
     };
     let uid = plugin_uid(launch.plugin_id);
     std::os::unix::fs::chown(launch.scratch, Some(uid), Some(uid)).map_err(io_err(format!(
@@ -390,6 +398,13 @@ pub(crate) fn worker_command(
         "/proc".as_ref(),
         "--chdir".as_ref(),
         SANDBOX_ROOT.as_ref(),
+    ]);
+    let seccomp = seccomp_fd()?;
+    let seccomp_arg = seccomp.as_ref().map(|fd| fd.as_raw_fd().to_string());
+    if let Some(fd) = &seccomp_arg {
+        a(&["--seccomp".as_ref(), fd.as_ref()]);
+    }
+    a(&[
         // Only for setpriv to drop to the plugin's uid; gone after that.
         "--cap-add".as_ref(),
         "CAP_SETUID".as_ref(),
@@ -428,8 +443,17 @@ pub(crate) fn worker_command(
     let cgroup = cgroup_root().and_then(|r| r.create(c));
     let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
     let limits = rlimits(c);
-    set_pre_exec(&mut cmd, procs, limits);
-    Ok(Prepared { cmd, cgroup })
+    set_pre_exec(
+        &mut cmd,
+        procs,
+        limits,
+        seccomp.as_ref().map(|fd| fd.as_raw_fd()),
+    );
+    Ok(Prepared {
+        cmd,
+        cgroup,
+        inherited: seccomp,
+    })
 }
 
 #[cfg(target_env = "gnu")]
@@ -472,6 +496,7 @@ fn set_pre_exec(
     cmd: &mut tokio::process::Command,
     procs: Vec<CString>,
     limits: Vec<(Resource, libc::rlim_t)>,
+    inherit: Option<std::os::fd::RawFd>,
 ) {
     // SAFETY: between fork and exec only async-signal-safe calls run here
     // (open, write, close, setrlimit, prctl) on data built before the fork.
@@ -479,6 +504,13 @@ fn set_pre_exec(
     // escape it; the death signal means a worker never outlives the engine.
     unsafe {
         cmd.pre_exec(move || {
+            // Close-on-exec in the engine, so no other child gets it;
+            // inherited by this one only.
+            if let Some(fd) = inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             for path in &procs {
                 let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
@@ -535,6 +567,84 @@ fn make_readable(path: &Path) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+// ---- seccomp ----
+
+/// A seccomp filter (classic BPF, x86_64) that refuses new user
+/// namespaces: the one thing an unprivileged process can still do to gain
+/// capabilities (in a namespace of its own, but with much more of the
+/// kernel to reach). `clone3` is refused with ENOSYS, so libc falls back to
+/// `clone`, whose flags the filter can see; other architectures' and x32
+/// system calls are refused.
+#[cfg(target_arch = "x86_64")]
+fn seccomp_program() -> Vec<libc::sock_filter> {
+    const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // Offsets in struct seccomp_data: nr 0, arch 4, args[0] (low half) 16.
+    vec![
+        /* 0 */ op(LD_ABS, 0, 0, 4),
+        /* 1 */ op(JEQ, 0, 7, AUDIT_ARCH_X86_64),
+        /* 2 */ op(LD_ABS, 0, 0, 0),
+        /* 3 */ op(JGE, 5, 0, X32_SYSCALL_BIT),
+        /* 4 */ op(JEQ, 5, 0, libc::SYS_clone3 as u32),
+        /* 5 */ op(JEQ, 1, 0, libc::SYS_unshare as u32),
+        /* 6 */ op(JEQ, 0, 4, libc::SYS_clone as u32),
+        /* 7 */ op(LD_ABS, 0, 0, 16),
+        /* 8 */ op(JSET, 0, 2, libc::CLONE_NEWUSER as u32),
+        /* 9 */ op(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        /* 10 */ op(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        /* 11 */ op(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn seccomp_program() -> Vec<libc::sock_filter> {
+    Vec::new()
+}
+
+/// The filter in a memory file for `bwrap --seccomp FD`: one per worker,
+/// as bwrap reads it to the end.
+fn seccomp_fd() -> Result<Option<std::os::fd::OwnedFd>, SandboxError> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let program = seccomp_program();
+    if program.is_empty() {
+        return Ok(None);
+    }
+    // SAFETY: plain system call; a valid fd is owned by the OwnedFd below.
+    let fd = unsafe { libc::memfd_create(c"doppel-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io_err("making the seccomp filter")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let bytes: Vec<u8> = program
+        .iter()
+        .flat_map(|f| {
+            let mut b = Vec::with_capacity(8);
+            b.extend_from_slice(&f.code.to_ne_bytes());
+            b.push(f.jt);
+            b.push(f.jf);
+            b.extend_from_slice(&f.k.to_ne_bytes());
+            b
+        })
+        .collect();
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&bytes)
+        .map_err(io_err("writing the seccomp filter"))?;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(io_err("writing the seccomp filter"))?;
+    Ok(Some(file.into()))
 }
 
 // ---- cgroups ----

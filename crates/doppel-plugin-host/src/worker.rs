@@ -218,7 +218,11 @@ impl Worker {
             scratch: &spec.scratch,
             entry_point: &spec.entry_point,
         };
-        let Prepared { mut cmd, cgroup } = worker_command(&launch, spec.sandbox.as_deref())
+        let Prepared {
+            mut cmd,
+            cgroup,
+            inherited,
+        } = worker_command(&launch, spec.sandbox.as_deref())
             .map_err(|e| InvokeError::Sandbox(e.to_string()))?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -231,6 +235,7 @@ impl Worker {
         let mut child = cmd
             .spawn()
             .map_err(|e| InvokeError::Start(format!("{}: {e}", Path::new(&program).display())))?;
+        drop(inherited);
         let pid = child.id().unwrap_or(0);
         let stdin = child.stdin.take().expect("piped");
         let stdout = CappedLines::new(child.stdout.take().expect("piped"), MAX_PROTOCOL_LINE);

@@ -204,6 +204,13 @@ fn assert_confined(when: &str, probe: &Value, with_data_dir: bool) {
         &probe["connect"]["ssh"],
     );
     assert_eq!(
+        probe["user_namespace"], "error: EPERM",
+        "{when}: the plugin can make a user namespace"
+    );
+    // What ordinary plugins do still works under the filter.
+    assert_eq!(probe["thread"], "ok: ran", "{when}");
+    assert_eq!(probe["subprocess"], "ok: 0", "{when}");
+    assert_eq!(
         probe["engine_processes"],
         json!([]),
         "{when}: the plugin sees the engine's processes"

@@ -59,6 +59,34 @@ def connect(port):
     return "connected"
 
 
+def new_user_namespace():
+    """unshare(CLONE_NEWUSER) in a child (so this process stays as it is)."""
+    import ctypes
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        os._exit(0 if libc.unshare(0x10000000) == 0 else ctypes.get_errno())
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise OSError(code, os.strerror(code))
+    return "unshared"
+
+
+def run_thread():
+    import threading
+    done = []
+    t = threading.Thread(target=lambda: done.append(1))
+    t.start()
+    t.join()
+    return "ran" if done else "did not run"
+
+
+def run_subprocess():
+    import subprocess
+    return subprocess.run(["/bin/true"], check=True).returncode
+
+
 def engine_processes():
     """Pids whose command line is a `doppel serve`."""
     found = []
@@ -106,6 +134,9 @@ def probes(data_dir, port, marker):
             "engine": outcome(lambda: connect(port)) if port else "skipped",
             "ssh": outcome(lambda: connect(22)),
         },
+        "user_namespace": outcome(new_user_namespace),
+        "thread": outcome(run_thread),
+        "subprocess": outcome(run_subprocess),
         "engine_processes": engine_processes(),
     }
 
