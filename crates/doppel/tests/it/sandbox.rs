@@ -162,6 +162,14 @@ fn assert_confined(when: &str, probe: &Value, with_data_dir: bool) {
         "{when}: the plugin runs as uid {uid}"
     );
     assert_eq!(probe["gid"], probe["uid"], "{when}");
+    assert_eq!(probe["groups"], json!([]), "{when}");
+    let none = "0000000000000000";
+    assert_eq!(
+        probe["status"],
+        json!({"CapEff": none, "CapPrm": none, "CapBnd": none, "CapAmb": none,
+               "NoNewPrivs": "1", "Seccomp": "2"}),
+        "{when}: privileges"
+    );
     let reads = probe["read"].as_object().unwrap();
     let mut expected = vec![
         "shadow",

@@ -116,9 +116,16 @@ def probes(data_dir, port, marker):
         if data_dir:
             targets["data:" + name] = os.path.join(data_dir, name)
     home = os.environ.get("HOME", "/nonexistent")
+    with open("/proc/self/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1)
+                      for line in f if ":\t" in line)
     return {
         "uid": os.getuid(),
         "gid": os.getgid(),
+        "groups": os.getgroups(),
+        "status": {k: status.get(k) for k in
+                   ("CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs",
+                    "Seccomp")},
         "read": {k: outcome(lambda p=p: read(p)) for k, p in targets.items()},
         "environ": sorted(os.environ),
         "write": {
