@@ -10,7 +10,7 @@ with_test=0
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
-apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs)
+apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs bubblewrap)
 # The PostgreSQL plugin's tests run real clusters on the fake hosts.
 [ $with_test = 1 ] && apt_pkgs+=(openjdk-17-jre-headless postgresql-15)
 missing=()

@@ -87,6 +87,7 @@ async fn main() {
         deadlines: Default::default(),
         plugin_workers: 4,
         plugin_worker_idle: std::time::Duration::from_secs(300),
+        plugin_sandbox: Default::default(),
         auth: Default::default(),
         mount_keeper: None,
     })

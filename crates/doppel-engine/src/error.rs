@@ -80,7 +80,9 @@ impl EngineError {
                 }
                 // A plugin that cannot load is refused at install: the artifact is at fault.
                 InvokeError::Load { .. } => ErrorCode::InvalidArtifact,
-                InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
+                InvokeError::Start(_) | InvokeError::Sandbox(_) | InvokeError::Protocol(_) => {
+                    ErrorCode::Internal
+                }
                 _ => ErrorCode::PluginFailed,
             },
             EngineError::Host(doppel_remote::Error::InvalidHostKey { .. }) => ErrorCode::Internal,

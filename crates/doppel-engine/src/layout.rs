@@ -44,10 +44,14 @@ impl Layout {
     pub fn tighten(&self) -> Result<(), EngineError> {
         let pool = self.pool_dir();
         let key = self.secrets_key();
+        // The worker script is the engine's own code (the bytes in the
+        // binary), bound read-only into every plugin sandbox, whose users
+        // must read it; the data directory's top keeps others from it.
+        let script = self.worker_script();
         let mut todo = vec![self.root.clone()];
         let mut changed = Vec::new();
         while let Some(path) = todo.pop() {
-            if path == key {
+            if path == key || path == script {
                 continue;
             }
             if tighten_path(&path)? {
@@ -137,6 +141,12 @@ impl Layout {
     pub fn plugin_code_dir(&self, plugin_id: &str, build_number: &str) -> PathBuf {
         self.plugin_dir(plugin_id)
             .join(format!("build-{build_number}"))
+    }
+
+    /// The plugin's private writable directory (its workers' HOME and
+    /// TMPDIR); removed with the plugin.
+    pub fn plugin_scratch_dir(&self, plugin_id: &str) -> PathBuf {
+        self.plugin_dir(plugin_id).join("scratch")
     }
 
     pub fn plugin_log_dir(&self, plugin_id: &str) -> PathBuf {

@@ -28,6 +28,7 @@ pub use doppel_plugin_host::artifact::MAX_ARTIFACT_BYTES;
 pub use doppel_plugin_host::logs::{
     LogPage, DEFAULT_TAIL as DEFAULT_LOG_TAIL, MAX_TAIL as MAX_LOG_TAIL,
 };
+pub use doppel_plugin_host::SandboxConfig;
 pub use doppel_storage::{DriverKind, PoolOptions, DEFAULT_POOL_SIZE, DEFAULT_RESERVE};
 pub use error::EngineError;
 pub use plugins::{ParameterDefinition, PluginInvocation};
@@ -75,6 +76,8 @@ pub struct EngineConfig {
     /// How long an extra plugin worker may stay idle before it is stopped
     /// (one per plugin version always stays warm).
     pub plugin_worker_idle: Duration,
+    /// How plugin workers are confined (on, 2 GiB, by default).
+    pub plugin_sandbox: SandboxConfig,
     /// Users, tokens and the first admin's password.
     pub auth: auth::AuthConfig,
     /// The program run as `<program> mount-keeper <socket>` to serve each
@@ -153,6 +156,7 @@ impl Engine {
                 short: config.deadlines.short,
                 normal: config.deadlines.normal,
                 long: config.deadlines.long,
+                sandbox: config.plugin_sandbox.clone(),
             },
             hosts.clone(),
         );

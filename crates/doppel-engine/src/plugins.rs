@@ -109,6 +109,7 @@ impl Engine {
                 .cloned()
                 .unwrap_or(Value::Null),
             code_dir: self.layout.root().join(&rec.code_dir),
+            scratch_dir: self.layout.plugin_scratch_dir(&rec.id),
             log: Arc::new(PluginLog::new(self.layout.plugin_log_dir(&rec.id))),
         })
     }
@@ -221,8 +222,9 @@ impl Engine {
 
         let staging = self.layout.plugin_staging_dir(&artifact.id);
         let probe_logs = staging.with_extension("logs.tmp");
+        let probe_scratch = staging.with_extension("scratch.tmp");
         let _cleanup = Cleanup {
-            paths: vec![staging.clone(), probe_logs.clone()],
+            paths: vec![staging.clone(), probe_logs.clone(), probe_scratch.clone()],
             plugin_dir: self.layout.plugin_dir(&artifact.id),
         };
         artifact.extract_source(&staging).inspect_err(|e| {
@@ -239,6 +241,8 @@ impl Engine {
             entry_point: artifact.entry_point.clone(),
             manifest: artifact.manifest.clone(),
             code_dir: staging.clone(),
+            // What a refused plugin's import wrote goes with it.
+            scratch_dir: probe_scratch,
             // The load check logs apart: a refused plugin leaves nothing behind.
             log: Arc::new(PluginLog::new(&probe_logs)),
         };

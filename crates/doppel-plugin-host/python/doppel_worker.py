@@ -24,6 +24,10 @@ from google.protobuf import json_format
 
 PROTOCOL_VERSION = 1
 MAX_TEXT = 128 * 1024  # exception text limit (contract 2.4)
+# Longer log messages are cut here, so one huge log line never makes a
+# protocol line the engine refuses (it kills a worker whose line passes
+# 8 MiB); the engine cuts at the same size whatever arrives.
+MAX_LOG_MESSAGE = 64 * 1024
 
 USER_ERROR_ACTION = "Contact the plugin author to correct the error."
 
@@ -259,10 +263,16 @@ class EngineLibs(object):
 
     def log(self, request):
         try:
+            message = request.message
+            if len(message) > MAX_LOG_MESSAGE:
+                cut = len(message.encode("utf-8")) - len(
+                    message[:MAX_LOG_MESSAGE].encode("utf-8"))
+                message = "%s\u2026 [truncated %d bytes]" % (
+                    message[:MAX_LOG_MESSAGE], cut)
             self._channel.send({
                 "type": "log",
                 "level": self._levels.get(request.level, "ERROR"),
-                "message": request.message})
+                "message": message})
         except BaseException:
             pass
         return self._libs_pb2.LogResponse()

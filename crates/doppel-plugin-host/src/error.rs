@@ -62,6 +62,12 @@ pub enum InvokeError {
     /// The worker could not be started at all (no Python, wrong packages).
     #[error("cannot start the plugin worker: {0}")]
     Start(String),
+    /// The worker wrote a protocol line longer than the engine reads; it was killed.
+    #[error("the plugin worker sent a protocol line longer than {limit} MiB during {operation}; it was killed and will be restarted on the next call (an operation's input and output may not exceed 4 MiB)")]
+    OutputLimit { operation: String, limit: usize },
+    /// The worker could not be confined (`--plugin-sandbox on`).
+    #[error("cannot start the plugin worker in its sandbox: {0}")]
+    Sandbox(String),
     /// The plugin version was deleted or upgraded while the call waited for a worker.
     #[error(
         "plugin {plugin} was deleted or upgraded while this call waited for a worker; run it again"

@@ -16,6 +16,7 @@ use crate::error::InvokeError;
 use crate::libs::LibraryHandler;
 use crate::logs::PluginLog;
 use crate::operations::{Applies, DeadlineClass, Operation};
+use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::worker::{CallContext, Worker, WorkerSpec};
 
 /// The worker script, shipped inside the engine binary.
@@ -35,6 +36,8 @@ pub struct HostConfig {
     pub short: Duration,
     pub normal: Duration,
     pub long: Duration,
+    /// How workers are confined.
+    pub sandbox: SandboxConfig,
 }
 
 impl HostConfig {
@@ -58,6 +61,9 @@ pub struct LoadedPlugin {
     pub manifest: Value,
     /// The extracted `sourceCode`.
     pub code_dir: PathBuf,
+    /// The plugin's private writable directory; made (and handed to the
+    /// plugin's uid) when a worker starts.
+    pub scratch_dir: PathBuf,
     pub log: Arc<PluginLog>,
 }
 
@@ -126,14 +132,23 @@ pub struct PluginHost {
     config: HostConfig,
     libs: Arc<dyn LibraryHandler>,
     pools: std::sync::Mutex<HashMap<String, Arc<Workers>>>,
+    /// Found at the first worker start; an error is not kept, so installing
+    /// bwrap helps without a restart.
+    sandbox: tokio::sync::OnceCell<Arc<Sandbox>>,
 }
 
 impl PluginHost {
     pub fn new(config: HostConfig, libs: Arc<dyn LibraryHandler>) -> Self {
+        if !config.sandbox.enabled {
+            tracing::warn!(
+                "PLUGIN SANDBOX OFF: plugin code runs unconfined as the engine's user and can read the engine's secrets, metadata and host credentials; use --plugin-sandbox off only to diagnose the sandbox"
+            );
+        }
         PluginHost {
             config,
             libs,
             pools: std::sync::Mutex::new(HashMap::new()),
+            sandbox: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -154,14 +169,31 @@ impl PluginHost {
             .clone()
     }
 
-    fn spec(&self, plugin: &LoadedPlugin) -> WorkerSpec {
-        WorkerSpec {
+    async fn spec(&self, plugin: &LoadedPlugin) -> Result<WorkerSpec, InvokeError> {
+        let sandbox = if self.config.sandbox.enabled {
+            let sb = self
+                .sandbox
+                .get_or_try_init(|| async {
+                    Sandbox::prepare(self.config.sandbox.clone(), &self.config.python)
+                        .await
+                        .map(Arc::new)
+                })
+                .await
+                .map_err(|e| InvokeError::Sandbox(e.to_string()))?;
+            Some(sb.clone())
+        } else {
+            None
+        };
+        Ok(WorkerSpec {
+            plugin_id: plugin.id.clone(),
             python: self.config.python.clone(),
             script: self.config.worker_script.clone(),
             root: plugin.code_dir.clone(),
+            scratch: plugin.scratch_dir.clone(),
             entry_point: plugin.entry_point.clone(),
             start_deadline: self.config.start_deadline,
-        }
+            sandbox,
+        })
     }
 
     /// Waits for a free slot, then takes an idle worker or starts one.
@@ -179,7 +211,7 @@ impl PluginHost {
         let idle = workers.state().idle.pop();
         let worker = match idle {
             Some((w, _)) => w,
-            None => Worker::start(&self.spec(plugin), plugin.log.clone()).await?,
+            None => Worker::start(&self.spec(plugin).await?, plugin.log.clone()).await?,
         };
         workers.state().busy.push(worker.pid());
         Ok(Lease {
@@ -252,6 +284,7 @@ impl PluginHost {
             result,
             Err(InvokeError::Deadline { .. }
                 | InvokeError::WorkerDied { .. }
+                | InvokeError::OutputLimit { .. }
                 | InvokeError::Protocol(_))
         ) {
             lease.give_back();

@@ -9,6 +9,7 @@
 //! - [`host`] and [`worker`]: worker processes, deadlines, restarts.
 //! - [`libs`]: library callbacks the plugin makes while it runs.
 //! - [`logs`]: the plugin's debug/info/error streams.
+//! - [`sandbox`]: how workers are confined.
 //!
 //! Architecture invariant: plugin code never runs in the engine's process;
 //! this crate knows nothing of SQL, HTTP or the storage pool.
@@ -19,6 +20,7 @@ pub mod host;
 pub mod libs;
 pub mod logs;
 pub mod operations;
+pub mod sandbox;
 pub mod schema;
 pub mod worker;
 
@@ -28,4 +30,5 @@ pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
 pub use logs::{LogContext, LogPage, LogReadError, PluginLog, DEFAULT_TAIL, MAX_TAIL};
 pub use operations::Operation;
+pub use sandbox::{SandboxConfig, SandboxError};
 pub use worker::{CallContext, LogSink};

@@ -222,7 +222,10 @@ impl PluginLog {
     /// Cuts a line that is too long at a character boundary, saying how
     /// much was cut.
     fn cap<'a>(&self, line: &'a str) -> std::borrow::Cow<'a, str> {
-        if line.len() <= self.limits.line_bytes {
+        // Room for the marker of a message the worker already cut at the
+        // same limit, so that its count of what was cut stays the true one.
+        const MARKER_ROOM: usize = 64;
+        if line.len() <= self.limits.line_bytes + MARKER_ROOM {
             return line.into();
         }
         let mut cut = self.limits.line_bytes;

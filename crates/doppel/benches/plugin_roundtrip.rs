@@ -70,29 +70,38 @@ fn main() {
     drop(tx);
     echo.wait().unwrap();
 
-    // The engine in-process: plugin host, worker, SDK wrappers, protobuf.
+    // The engine in-process: plugin host, worker, SDK wrappers, protobuf;
+    // confined (the default) and unconfined, alternating halves so that
+    // drift on a shared machine falls on both.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let engine = rt
-        .block_on(doppel_engine::Engine::open(doppel_engine::EngineConfig {
-            data_dir: data.path().to_owned(),
-            pool: doppel_engine::PoolOptions {
-                driver: Some(doppel_engine::DriverKind::Copy),
-                ..Default::default()
-            },
-            python: python(),
-            deadlines: Default::default(),
-            plugin_workers: 4,
-            plugin_worker_idle: std::time::Duration::from_secs(300),
-            auth: Default::default(),
-            mount_keeper: None,
-        }))
+    let open = |sandbox: bool| {
+        let data = tempfile::tempdir().unwrap();
+        let engine = rt
+            .block_on(doppel_engine::Engine::open(doppel_engine::EngineConfig {
+                data_dir: data.path().to_owned(),
+                pool: doppel_engine::PoolOptions {
+                    driver: Some(doppel_engine::DriverKind::Copy),
+                    ..Default::default()
+                },
+                python: python(),
+                deadlines: Default::default(),
+                plugin_workers: 4,
+                plugin_worker_idle: std::time::Duration::from_secs(300),
+                plugin_sandbox: doppel_engine::SandboxConfig {
+                    enabled: sandbox,
+                    ..Default::default()
+                },
+                auth: Default::default(),
+                mount_keeper: None,
+            }))
+            .unwrap();
+        rt.block_on(engine.install_plugin(
+            &engine.principal("admin").unwrap(),
+            &std::fs::read(&artifact).unwrap(),
+        ))
         .unwrap();
-    rt.block_on(engine.install_plugin(
-        &engine.principal("admin").unwrap(),
-        &std::fs::read(&artifact).unwrap(),
-    ))
-    .unwrap();
+        (engine, data)
+    };
     let call = || doppel_engine::PluginInvocation {
         operation: "virtual.status".into(),
         request: request.clone(),
@@ -100,17 +109,27 @@ fn main() {
         job: None,
         sync_volume: None,
     };
+    let (engine, _data) = open(true);
+    let (plain, _plain_data) = open(false);
     let mut worker = Vec::with_capacity(rounds);
-    for i in 0..rounds + 50 {
-        let t = Instant::now();
-        let out = rt
-            .block_on(engine.invoke_plugin("doppel-all-ops-staged", call()))
-            .unwrap();
-        if i >= 50 {
-            worker.push(t.elapsed());
+    let mut unconfined = Vec::with_capacity(rounds);
+    for _half in 0..2 {
+        for (e, samples) in [(&plain, &mut unconfined), (&engine, &mut worker)] {
+            for i in 0..rounds / 2 + 50 {
+                let t = Instant::now();
+                let out = rt
+                    .block_on(e.invoke_plugin("doppel-all-ops-staged", call()))
+                    .unwrap();
+                if i >= 50 {
+                    samples.push(t.elapsed());
+                }
+                assert_eq!(out["status"], "ACTIVE");
+            }
         }
-        assert_eq!(out["status"], "ACTIVE");
     }
+    rt.block_on(plain.shutdown());
+    drop(plain);
+    let starts = worker_starts(&rt, &std::fs::read(&artifact).unwrap());
     // Throughput with several callers at once: each gets its own worker
     // (up to --plugin-workers), so calls of different jobs overlap.
     let engine = std::sync::Arc::new(engine);
@@ -182,6 +201,7 @@ fn main() {
     );
     for (name, v) in [
         ("baseline: python JSON echo", &baseline),
+        ("engine -> worker, unconfined", &unconfined),
         ("engine -> worker (in-process)", &worker),
         ("HTTP API -> engine -> worker", &http),
     ] {
@@ -200,9 +220,85 @@ fn main() {
             rate / throughput[0].1
         );
     }
+    println!(
+        "\nsandboxed / unconfined round trip: {:.2} (target under 2)",
+        median(worker.clone()).as_secs_f64() / median(unconfined.clone()).as_secs_f64()
+    );
+    println!("\nworker start (load the plugin, answer ready), {WORKER_STARTS} starts each");
+    for (name, v) in [("unconfined", &starts.0), ("sandboxed", &starts.1)] {
+        let mut sorted = v.clone();
+        sorted.sort();
+        println!(
+            "{name:<12} median {:>8.1} ms  p90 {:>8.1} ms",
+            ms(median(v.clone())),
+            ms(sorted[sorted.len() * 9 / 10])
+        );
+    }
+    println!(
+        "sandboxed / unconfined start: {:.2}",
+        median(starts.1.clone()).as_secs_f64() / median(starts.0.clone()).as_secs_f64()
+    );
     let m = median(worker);
     println!(
         "target: engine -> worker median under 5 ms: {}",
         if ms(m) < 5.0 { "met" } else { "NOT met" }
     );
+}
+
+const WORKER_STARTS: usize = 20;
+
+/// Times fresh worker starts through the plugin host (unconfined, sandboxed),
+/// alternating, each stopped before the next.
+fn worker_starts(rt: &tokio::runtime::Runtime, artifact: &[u8]) -> (Vec<Duration>, Vec<Duration>) {
+    use doppel_plugin_host::{HostConfig, LoadedPlugin, NoHostAccess, PluginHost, PluginLog};
+    let dir = tempfile::tempdir().unwrap();
+    let parsed = doppel_plugin_host::Artifact::parse(artifact).unwrap();
+    let code = dir.path().join("code");
+    parsed.extract_source(&code).unwrap();
+    let script = dir.path().join("doppel_worker.py");
+    std::fs::write(&script, doppel_plugin_host::WORKER_SCRIPT).unwrap();
+    let host = |enabled: bool| {
+        PluginHost::new(
+            HostConfig {
+                python: python(),
+                worker_script: script.clone(),
+                start_deadline: Duration::from_secs(60),
+                max_workers: 1,
+                short: Duration::from_secs(60),
+                normal: Duration::from_secs(60),
+                long: Duration::from_secs(60),
+                sandbox: doppel_plugin_host::SandboxConfig {
+                    enabled,
+                    ..Default::default()
+                },
+            },
+            std::sync::Arc::new(NoHostAccess),
+        )
+    };
+    let plugin = LoadedPlugin {
+        id: parsed.id.clone(),
+        name: parsed.name.clone(),
+        build_number: parsed.build_number.to_string(),
+        kind: parsed.kind,
+        entry_point: parsed.entry_point.clone(),
+        manifest: parsed.manifest.clone(),
+        code_dir: code,
+        scratch_dir: dir.path().join("scratch"),
+        log: std::sync::Arc::new(PluginLog::new(dir.path().join("logs"))),
+    };
+    let hosts = [host(false), host(true)];
+    let mut out = (Vec::new(), Vec::new());
+    // One start each first: the sandbox looks its runtime up once.
+    for i in 0..=WORKER_STARTS {
+        for (h, samples) in hosts.iter().zip([&mut out.0, &mut out.1]) {
+            let t = Instant::now();
+            rt.block_on(h.ensure_loaded(&plugin)).unwrap();
+            let took = t.elapsed();
+            rt.block_on(h.stop(&plugin));
+            if i > 0 {
+                samples.push(took);
+            }
+        }
+    }
+    out
 }

@@ -74,6 +74,8 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "DOPPEL_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -164,6 +166,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         deadlines,
         plugin_workers: args.plugin_workers.into(),
         plugin_worker_idle,
+        plugin_sandbox: args.sandbox.config(),
         auth,
         // Remote mounts are served by this binary's `mount-keeper`, so they outlive the engine.
         mount_keeper: std::env::current_exe().ok(),
@@ -221,4 +224,31 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// How plugin workers are confined (ARCHITECTURE.md, plugin host).
+#[derive(clap::Args)]
+struct SandboxArgs {
+    /// Confine each plugin worker (own uid, mount, PID and network
+    /// namespaces, limits; needs bubblewrap). `off` runs plugin code
+    /// unconfined as the engine's user: only to diagnose the sandbox.
+    #[arg(long, env = "DOPPEL_PLUGIN_SANDBOX", default_value = "on", value_parser = ["on", "off"])]
+    plugin_sandbox: String,
+    /// Memory one plugin worker may use, with everything it starts.
+    #[arg(long, env = "DOPPEL_PLUGIN_MEMORY", default_value = "2GiB", value_parser = parse_bytes)]
+    plugin_memory: u64,
+    /// Processes and threads one plugin worker may run.
+    #[arg(long, env = "DOPPEL_PLUGIN_MAX_PROCESSES", default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..))]
+    plugin_max_processes: u64,
+}
+
+impl SandboxArgs {
+    fn config(&self) -> doppel_engine::SandboxConfig {
+        doppel_engine::SandboxConfig {
+            enabled: self.plugin_sandbox == "on",
+            memory: self.plugin_memory,
+            max_processes: self.plugin_max_processes,
+            ..Default::default()
+        }
+    }
 }

@@ -12,7 +12,9 @@ const ALL_OPS: &str = "doppel-all-ops-staged";
 
 /// Plugin workers of the engine whose data directory is `data`.
 fn worker_pids(data: &std::path::Path) -> Vec<u32> {
-    let pattern = format!("doppel_worker.py --root {}", data.display());
+    // Unconfined the worker's --root is under the data directory; confined
+    // the bwrap processes that carry it bind it there (`--ro-bind <code> /plugin`).
+    let pattern = format!("{}/plugins/", data.display());
     let out = std::process::Command::new("pgrep")
         .args(["-f", &pattern])
         .output()

@@ -22,7 +22,9 @@ fn readable_by_others(root: &Path) -> Vec<(PathBuf, u32)> {
         if meta.file_type().is_symlink() {
             continue;
         }
-        if mode & 0o077 != 0 {
+        // The worker script is public code every plugin sandbox reads (the
+        // 0700 data directory keeps other users from reaching it).
+        if mode & 0o077 != 0 && !p.ends_with("runtime/doppel_worker.py") {
             found.push((p.clone(), mode));
         }
         if meta.is_dir() && p != pool {

@@ -14,6 +14,7 @@ mod plugins;
 mod pool;
 mod postgres;
 mod roles;
+mod sandbox;
 mod support;
 mod tls;
 mod tutorial;
