@@ -161,6 +161,8 @@ class _Staging(object):
         self.data = "%s/data" % self.mount
         self.port = self.params.staging_port
         self.passfile = "%s/pgpass" % self.run
+        # When replay was paused for the snapshot, in nanoseconds.
+        self.paused_at = "%s/paused-at" % self.run
 
     def ready(self):
         return hosts.yes(self.conn, shell.is_ready(
@@ -274,6 +276,7 @@ def _consistent_point(st, source_config):
     if not hosts.wait_until(paused, PAUSE_TIMEOUT, 0.05):
         raise UserError("Replay on the standby did not pause.",
                         "Read the standby's log in %s." % st.run)
+    hosts.run(st.conn, "date +%%s%%N > %s" % shell.q(st.paused_at))
 
 
 @plugin.linked.mount_specification()
@@ -335,6 +338,11 @@ def linked_post_snapshot(staged_source, repository, source_config,
             superuser=su)
     finally:
         _resume(st)
+        out = hosts.run(st.conn, "f=%s; [ -f \"$f\" ] && echo $(( ($(date "
+                        "+%%s%%N) - $(cat \"$f\")) / 1000000 )); rm -f \"$f\""
+                        % shell.q(st.paused_at)).stdout.strip()
+        if out.isdigit():
+            logger.info("replay was paused for %s ms", out)
     logger.info("snapshot of %s:%s at %s", source_config.host,
                 source_config.port, snap.wal_lsn)
     return snap
