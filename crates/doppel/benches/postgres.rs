@@ -70,7 +70,7 @@ fn make_cluster(host: &Host, dir: &str, port: u16, scale: u32) -> f64 {
         &format!(
             "set -e; {BIN}/initdb -D {dir} -A trust -U delphix >/dev/null
 printf \"listen_addresses = '{addr}'\\nport = {port}\\nunix_socket_directories = '{dir}'\\nmax_wal_size = '4GB'\\n\" >> {dir}/postgresql.conf
-printf 'local all all trust\\nhost replication repl 127.0.0.0/8 scram-sha-256\\nhost all all 127.0.0.0/8 trust\\n' > {dir}/pg_hba.conf
+printf 'local all all trust\\nlocal replication all trust\\nhost replication repl 127.0.0.0/8 scram-sha-256\\nhost all all 127.0.0.0/8 trust\\n' > {dir}/pg_hba.conf
 {BIN}/pg_ctl -D {dir} -l {dir}.log -w start >/dev/null
 {BIN}/psql -X -q -h {dir} -p {port} -d postgres -c \"CREATE ROLE repl REPLICATION LOGIN PASSWORD 'bench'\" -c 'GRANT pg_checkpoint TO repl'
 {BIN}/pgbench -q -i -s {scale} -h {dir} -p {port} postgres >/dev/null 2>&1",
