@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Doppel needs on a fresh machine of this kind, idempotently.
-#   scripts/setup.sh          engine prerequisites: apt packages, the plugin worker venv
-#   scripts/setup.sh --test   also what the test suite needs: the Delphix SDK (dvp) venv
+#   scripts/setup.sh          engine prerequisites: apt packages, the plugin worker venv,
+#                             the CPython 2.7 runtime for PYTHON27 plugins (.venv/python27)
+#   scripts/setup.sh --test   also what the test suite needs: the Delphix SDK venvs
+#                             (dvp 5.2.0 in .venv/dvp, dvp 3.1.0 on 2.7 in .venv/dvp27)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -10,7 +12,7 @@ with_test=0
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
-apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs bubblewrap)
+apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs bubblewrap jq)
 # The PostgreSQL plugin's tests run real clusters on the fake hosts.
 [ $with_test = 1 ] && apt_pkgs+=(openjdk-17-jre-headless postgresql-15)
 missing=()
@@ -47,4 +49,62 @@ venv() {
 # The plugin worker gets protobuf and six only: plugins bring their own SDK wrappers.
 venv worker 'protobuf>=6.31.1,<7' 'six==1.17.0'
 [ $with_test = 1 ] && venv dvp 'dvp==5.2.0'
+
+# CPython 2.7.18 for PYTHON27 plugins (dvp 2.x/3.x). Debian dropped it after
+# bullseye, so its packages are fetched from bullseye with an apt
+# configuration of our own (sources, lists and cache under .venv/python27/apt;
+# the system's apt setup is only read, never changed) and unpacked with
+# `dpkg -x` into .venv/python27/root. bin/python is the interpreter with
+# LD_LIBRARY_PATH pointing at the unpacked libraries (libffi7, libssl1.1).
+py27_debs=(python2.7 python2.7-minimal libpython2.7-minimal libpython2.7-stdlib libffi7 libssl1.1)
+py27=$root/.venv/python27
+if [ "$(cat "$py27/.doppel-packages" 2>/dev/null)" != "${py27_debs[*]}" ] || ! "$py27/bin/python" -c 'import ssl, ctypes' 2>/dev/null; then
+  say "installing CPython 2.7 into .venv/python27 (Debian bullseye packages)"
+  rm -rf "$py27"
+  mkdir -p "$py27/apt/lists/partial" "$py27/apt/cache/archives/partial" "$py27/bin"
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  printf '%s\n' \
+    "deb [signed-by=$keyring] http://deb.debian.org/debian bullseye main" \
+    "deb [signed-by=$keyring] http://deb.debian.org/debian-security bullseye-security main" \
+    > "$py27/apt/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$py27/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+            -o "Dir::State::Lists=$py27/apt/lists" -o "Dir::Cache=$py27/apt/cache"
+            -o Dir::State::Status=/var/lib/dpkg/status -o APT::Sandbox::User=root -o Debug::NoLocking=1)
+  apt-get "${apt_opts[@]}" update -qq
+  (cd "$py27/apt/cache/archives" && apt-get "${apt_opts[@]}" download -qq "${py27_debs[@]}")
+  for deb in "$py27"/apt/cache/archives/*.deb; do dpkg -x "$deb" "$py27/root"; done
+  rm -rf "$py27/apt"
+  cat > "$py27/bin/python" <<'EOS'
+#!/bin/sh
+# CPython 2.7 unpacked from Debian packages: its libraries are not where the
+# system looks for them. Paths are found from this file's place, so the
+# prefix can be reached through a link or moved.
+top=$(cd -P "${0%/*}/.." && pwd)
+LD_LIBRARY_PATH=$top/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH
+exec "$top/root/usr/bin/python2.7" "$@"
+EOS
+  chmod 0755 "$py27/bin/python"
+  "$py27/bin/python" -c 'import ssl, ctypes, json, zlib'
+  printf '%s' "${py27_debs[*]}" > "$py27/.doppel-packages"
+fi
+
+# dvp 3.1.0 (the PYTHON27 SDK) builds the 2.7 test plugins. virtualenv before
+# 20.22 still creates 2.7 environments, with a pip of their own.
+if [ $with_test = 1 ]; then
+  dvp27=$root/.venv/dvp27 want='dvp==3.1.0'
+  if ! [ -x "$dvp27/bin/dvp" ] || [ "$(cat "$dvp27/.doppel-packages" 2>/dev/null)" != "$want" ]; then
+    say "creating the Python 2.7 venv .venv/dvp27 ($want)"
+    rm -rf "$dvp27" "$root/.venv/virtualenv"
+    "$python" -m venv "$root/.venv/virtualenv"
+    "$root/.venv/virtualenv/bin/pip" install -q --disable-pip-version-check 'virtualenv<20.22'
+    "$root/.venv/virtualenv/bin/virtualenv" -q -p "$py27/bin/python" "$dvp27"
+    rm -rf "$root/.venv/virtualenv"
+    # The venv's interpreter is a copy of the unpacked one and needs the same
+    # library path (the tests' dvp 3.1.0 builder sets it too).
+    LD_LIBRARY_PATH=$py27/root/usr/lib/x86_64-linux-gnu "$dvp27/bin/pip" install -q \
+      --disable-pip-version-check --no-python-version-warning "$want"
+    printf '%s' "$want" > "$dvp27/.doppel-packages"
+  fi
+fi
 exit 0

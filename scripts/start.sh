@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --quiet -p doppel
 export DOPPEL_PYTHON=${DOPPEL_PYTHON:-$PWD/.venv/worker/bin/python}
+export DOPPEL_PYTHON27=${DOPPEL_PYTHON27:-$PWD/.venv/python27/bin/python}
 exec target/release/doppel serve "$@"

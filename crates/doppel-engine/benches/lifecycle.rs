@@ -69,6 +69,7 @@ async fn main() {
             ..Default::default()
         },
         python: plugins::python(),
+        python27: None,
         deadlines: Default::default(),
         plugin_workers: 4,
         plugin_worker_idle: std::time::Duration::from_secs(300),

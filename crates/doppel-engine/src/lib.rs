@@ -68,8 +68,10 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// The storage pool: size and reserve of the embedded default, or a forced driver.
     pub pool: doppel_storage::PoolOptions,
-    /// CPython 3.11 for plugin workers.
+    /// CPython 3.11 for PYTHON311 plugin workers.
     pub python: PathBuf,
+    /// CPython 2.7 for PYTHON27 plugin workers; None refuses such plugins.
+    pub python27: Option<PathBuf>,
     pub deadlines: Deadlines,
     /// Workers one plugin version may run at once.
     pub plugin_workers: usize,
@@ -139,6 +141,9 @@ impl Engine {
             EngineError::io(format!("writing {}", layout.worker_script().display())),
         )?;
         check_python(&config.python).await?;
+        if let Some(p) = &config.python27 {
+            check_python27(p).await?;
+        }
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
         let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
@@ -150,6 +155,7 @@ impl Engine {
         let host = PluginHost::new(
             HostConfig {
                 python: config.python.clone(),
+                python27: config.python27.clone(),
                 worker_script: layout.worker_script(),
                 start_deadline: config.deadlines.start,
                 max_workers: config.plugin_workers,
@@ -355,6 +361,30 @@ async fn check_python(python: &std::path::Path) -> Result<(), EngineError> {
             python.display()
         ))),
     }
+}
+
+/// Checks the 2.7 runtime once at start. It needs no packages: PYTHON27
+/// plugins bundle protobuf and six.
+async fn check_python27(python: &std::path::Path) -> Result<(), EngineError> {
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg("import sys, json, zlib\nassert sys.version_info[:2] == (2, 7), 'CPython 2.7 is required, this is ' + sys.version.split()[0]\n")
+        .output()
+        .await;
+    let fix = "run scripts/setup.sh, or point --python27 (DOPPEL_PYTHON27) at a CPython 2.7";
+    let why = match out {
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(EngineError::Internal(format!(
+        "plugin worker Python {} for PYTHON27 plugins is not usable ({why}); {fix}",
+        python.display()
+    )))
 }
 
 impl Engine {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use doppel_model::{PluginKind, PluginLogLevel, PluginSummary};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::{
-    Artifact, BuildNumber, CallContext, LoadedPlugin, LogContext, LogPage, LogReadError, PluginLog,
-    DEFAULT_TAIL, MAX_TAIL,
+    Artifact, BuildNumber, CallContext, Language, LoadedPlugin, LogContext, LogPage, LogReadError,
+    PluginLog, DEFAULT_TAIL, MAX_TAIL,
 };
 use doppel_store::PluginRecord;
 use serde_json::Value;
@@ -94,11 +94,17 @@ impl Engine {
             Some("PluginLinkedDirectSourceDefinition") => PluginKind::Direct,
             _ => PluginKind::Staged,
         };
+        // An install checked the language; a record is never of another.
+        let language = rec.definition["language"]
+            .as_str()
+            .and_then(|l| Language::parse(l).ok())
+            .unwrap_or(Language::Python311);
         Ok(LoadedPlugin {
             id: rec.id.clone(),
             name: rec.name.clone(),
             build_number: rec.build_number.clone(),
             kind,
+            language,
             entry_point: rec.definition["entryPoint"]
                 .as_str()
                 .unwrap_or_default()
@@ -193,6 +199,12 @@ impl Engine {
             "install plugins (their code runs on the engine)",
         )?;
         let artifact = Artifact::parse(bytes)?;
+        if self.host.config().python_for(artifact.language).is_none() {
+            return Err(EngineError::InvalidInput {
+                field: "language".into(),
+                reason: doppel_plugin_host::NO_PYTHON27.into(),
+            });
+        }
         let _guard = self.plugin_lock.lock().await;
         let existing = self.store.get_plugin(&artifact.id)?;
         if let Some(old) = &existing {
@@ -238,6 +250,7 @@ impl Engine {
             name: artifact.name.clone(),
             build_number: format!("{}.probe-{}", artifact.build_number, uuid::Uuid::new_v4()),
             kind: artifact.kind,
+            language: artifact.language,
             entry_point: artifact.entry_point.clone(),
             manifest: artifact.manifest.clone(),
             code_dir: staging.clone(),

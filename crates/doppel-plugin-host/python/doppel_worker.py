@@ -5,6 +5,10 @@ the engine: newline-delimited JSON on stdin (engine -> worker) and on the
 original stdout (worker -> engine).  Uses only the standard library and
 protobuf; the Delphix wrappers come from the plugin's own bundle.
 
+Valid Python 2.7 and 3.11: PYTHON27 plugins (dvp 2.x/3.x) run on CPython
+2.7 with the protobuf their bundle carries, PYTHON311 plugins on CPython
+3.11 with the interpreter's protobuf.
+
     python -u doppel_worker.py --root DIR --entry-point pkg.module:object
 """
 
@@ -17,10 +21,39 @@ import threading
 import traceback
 import types
 
-# protobuf comes from this interpreter, imported before the plugin directory
-# is put on sys.path (the bundle only ships protobuf as unusable bytecode).
-import google.protobuf
-from google.protobuf import json_format
+PY2 = sys.version_info[0] == 2
+if PY2:
+    text_type = unicode  # noqa: F821 (Python 2 only)
+    string_types = (str, unicode)  # noqa: F821
+else:
+    text_type = str
+    string_types = (str,)
+
+# Set by import_protobuf(): 3.11 plugins bundle protobuf as bytecode of
+# another protobuf than the one the worker can use, so the interpreter's is
+# imported before the plugin directory is on sys.path; 2.7 plugins bundle
+# protobuf 3.6.1 whose native parts are not Linux builds, so their
+# pure-Python implementation is imported from the plugin directory.
+google_protobuf = None
+json_format = None
+# MessageToDict's keyword for "print fields at their default": renamed in
+# protobuf 5 (including_default_value_fields before).
+PRINT_DEFAULTS = {}
+
+
+def import_protobuf():
+    global google_protobuf, json_format, PRINT_DEFAULTS
+    if PY2:
+        os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
+    import google.protobuf
+    from google.protobuf import json_format as jf
+    google_protobuf = google.protobuf
+    json_format = jf
+    names = jf.MessageToDict.__code__.co_varnames
+    if "always_print_fields_with_no_presence" in names:
+        PRINT_DEFAULTS = {"always_print_fields_with_no_presence": True}
+    else:
+        PRINT_DEFAULTS = {"including_default_value_fields": True}
 
 PROTOCOL_VERSION = 1
 MAX_TEXT = 128 * 1024  # exception text limit (contract 2.4)
@@ -130,42 +163,64 @@ class Channel(object):
 
 
 def qualified_names(cls):
-    return {"%s.%s" % (c.__module__, c.__qualname__) for c in cls.__mro__}
+    # Python 2 classes have no __qualname__; SDK exceptions are top-level
+    # classes, whose qualified name is their name.
+    return {"%s.%s" % (c.__module__, getattr(c, "__qualname__", c.__name__))
+            for c in cls.__mro__}
 
 
-def truncate(text):
-    text = text if isinstance(text, str) else str(text)
-    if len(text) > MAX_TEXT:
-        text = text[:MAX_TEXT - 14] + "\n[truncated]"
-    return text
+def text(value):
+    """`value` as text; Python 2 byte strings are taken as UTF-8."""
+    if isinstance(value, text_type):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        return text_type(value)
+    except Exception:
+        # Python 2: str() of an exception with non-ASCII unicode arguments.
+        return repr(value)
+
+
+def truncate(value):
+    value = text(value)
+    if len(value) > MAX_TEXT:
+        value = value[:MAX_TEXT - 14] + u"\n[truncated]"
+    return value
 
 
 def exception_message(exc):
     args = getattr(exc, "args", ())
-    if args and isinstance(args[0], str):
-        return args[0]
-    text = str(exc)
-    return text if text else type(exc).__name__
+    if args and isinstance(args[0], string_types):
+        return text(args[0])
+    value = text(exc)
+    return value if value else type(exc).__name__
 
 
-def call_stack(exc):
+def call_stack(exc, tb=None):
     """The traceback, without the worker's own outermost frames."""
-    tb = exc.__traceback__
+    # Python 2 exceptions carry no traceback: the caller passes
+    # sys.exc_info()'s, taken in its except clause.
+    tb = getattr(exc, "__traceback__", None) or tb
+    here = __file__[:-1] if __file__.endswith(".pyc") else __file__
     while tb is not None and tb.tb_next is not None and \
-            tb.tb_frame.f_code.co_filename == __file__:
+            tb.tb_frame.f_code.co_filename == here:
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    return u"".join(text(line) for line in
+                    traceback.format_exception(type(exc), exc, tb))
 
 
-def plugin_error(exc):
+def plugin_error(exc, tb=None):
     """Map an exception to a PluginErrorResult dict (contract 2.4)."""
     names = qualified_names(type(exc))
-    stack = truncate(call_stack(exc))
+    stack = truncate(call_stack(exc, tb))
     message = truncate(exception_message(exc))
     if USER_ERROR in names:
         args = list(getattr(exc, "args", ())) + ["", ""]
-        action = args[1] if isinstance(args[1], str) and args[1] else ""
-        output = args[2] if isinstance(args[2], str) and args[2] else ""
+        action = args[1] if isinstance(args[1], string_types) and args[1] \
+            else ""
+        output = args[2] if isinstance(args[2], string_types) and args[2] \
+            else ""
         return {"user_error": {
             "message": message,
             "action": truncate(action or USER_ERROR_ACTION),
@@ -228,7 +283,7 @@ class EngineLibs(object):
                 "type": "lib_call", "call": call_id, "method": method,
                 "request": json_format.MessageToDict(
                     request, preserving_proto_field_name=True,
-                    always_print_fields_with_no_presence=True)})
+                    **PRINT_DEFAULTS)})
             while True:
                 try:
                     message = self._channel.receive()
@@ -267,7 +322,7 @@ class EngineLibs(object):
             if len(message) > MAX_LOG_MESSAGE:
                 cut = len(message.encode("utf-8")) - len(
                     message[:MAX_LOG_MESSAGE].encode("utf-8"))
-                message = "%s\u2026 [truncated %d bytes]" % (
+                message = u"%s\u2026 [truncated %d bytes]" % (
                     message[:MAX_LOG_MESSAGE], cut)
             self._channel.send({
                 "type": "log",
@@ -293,8 +348,12 @@ def load_plugin(root, entry_point, channel):
         raise EntryPointError("entry point %r is not module:object"
                               % entry_point)
     root = os.path.abspath(root)
+    if not PY2:
+        import_protobuf()
     sys.path.insert(0, root)
     os.chdir(root)
+    if PY2:
+        import_protobuf()
     from dlpx.virtualization.api import libs_pb2, platform_pb2
     install_engine(EngineLibs(channel, libs_pb2).module())
     module = importlib.import_module(module_name)
@@ -318,31 +377,32 @@ def invoke(plugin, platform_pb2, message):
     group = message.get("group")
     method = message.get("method")
     request_type = message.get("request_type")
-    methods = OPERATIONS.get(group) if isinstance(group, str) else None
+    methods = OPERATIONS.get(group) if isinstance(group, string_types) \
+        else None
     if methods is None:
         return protocol_error("unknown group %r" % (group,))
-    expected = methods.get(method) if isinstance(method, str) else None
+    expected = methods.get(method) if isinstance(method, string_types) \
+        else None
     if expected is None:
         return protocol_error("unknown method %r in group %s"
                               % (method, group))
     if request_type != expected:
         return protocol_error("%s.%s takes %s, not %r"
                               % (group, method, expected, request_type))
-    request = getattr(platform_pb2, expected)()
+    request = getattr(platform_pb2, str(expected))()
     try:
         json_format.ParseDict(message.get("request") or {}, request)
     except Exception as exc:
         return protocol_error("bad %s: %s" % (expected, exc))
-    operation = getattr(getattr(plugin, group), "_internal_" + method)
+    operation = getattr(getattr(plugin, str(group)), "_internal_" + method)
     try:
         response = operation(request)
         if not response.HasField("error"):
             response.return_value.SetInParent()
         return json_format.MessageToDict(
-            response, preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True)
+            response, preserving_proto_field_name=True, **PRINT_DEFAULTS)
     except BaseException as exc:
-        return {"error": plugin_error(exc)}
+        return {"error": plugin_error(exc, sys.exc_info()[2])}
 
 
 def serve(plugin, platform_pb2, channel):
@@ -367,7 +427,7 @@ def serve(plugin, platform_pb2, channel):
         try:
             response = invoke(plugin, platform_pb2, message)
         except BaseException as exc:
-            response = {"error": plugin_error(exc)}
+            response = {"error": plugin_error(exc, sys.exc_info()[2])}
         channel.send({"type": "result", "id": msg_id, "response": response})
 
 
@@ -394,13 +454,13 @@ def main():
         channel.send({"type": "load_error", "error": {
             "type": type(exc).__name__,
             "message": truncate(exception_message(exc)),
-            "call_stack": truncate(call_stack(exc))}})
+            "call_stack": truncate(call_stack(exc, sys.exc_info()[2]))}})
         sys.stderr.flush()
         os._exit(3)
 
     channel.send({"type": "ready", "protocol": PROTOCOL_VERSION,
                   "python": "%d.%d.%d" % sys.version_info[:3],
-                  "protobuf": google.protobuf.__version__})
+                  "protobuf": google_protobuf.__version__})
     serve(plugin, platform_pb2, channel)
     sys.stderr.flush()
     os._exit(0)

@@ -14,15 +14,82 @@ use serde_json::Value;
 
 use crate::operations::{self, Operation};
 
-/// The only language a 5.x SDK produces, and the only one we can run.
-pub const SUPPORTED_LANGUAGE: &str = "PYTHON311";
 /// Host types we can serve.
 pub const SUPPORTED_HOST_TYPES: &[&str] = &["UNIX"];
-/// CPython 3.11's bytecode magic number.
-const PYC_MAGIC_311: [u8; 4] = [0xa7, 0x0d, 0x0d, 0x0a];
-/// Plugins built against a newer proto API than this may call operations we
-/// do not know.
-const MAX_BUILD_API: (u64, u64) = (1, 11);
+
+/// The Python a plugin's bundle was compiled for (artifact.json `language`):
+/// each SDK generation has one, and its worker runs on that interpreter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    /// dvp 5.x.
+    Python311,
+    /// dvp 0.3 to 3.x: the plugins most users have.
+    Python27,
+}
+
+impl Language {
+    pub const ALL: [Language; 2] = [Language::Python311, Language::Python27];
+
+    /// Parses artifact.json's `language`, saying what to do about one this
+    /// engine cannot run.
+    pub fn parse(s: &str) -> Result<Language, String> {
+        match s {
+            "PYTHON311" => Ok(Language::Python311),
+            "PYTHON27" => Ok(Language::Python27),
+            // dvp 4.x: no CPython 3.8 can be provided for its bytecode.
+            "PYTHON38" => Err(
+                "language \"PYTHON38\" (dvp 4.x) is not supported: this engine has no CPython 3.8; \
+                 rebuild the plugin for PYTHON311 with dvp 5.x (set `language: PYTHON311` in \
+                 plugin_config.yml and run `dvp build`)"
+                    .into(),
+            ),
+            other => Err(format!(
+                "language {other:?} is not supported; this engine runs PYTHON311 (dvp 5.x) and \
+                 PYTHON27 (dvp 0.3 to 3.x) plugins"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python311 => "PYTHON311",
+            Language::Python27 => "PYTHON27",
+        }
+    }
+
+    /// The interpreter's name, for messages.
+    pub fn python(self) -> &'static str {
+        match self {
+            Language::Python311 => "CPython 3.11",
+            Language::Python27 => "CPython 2.7",
+        }
+    }
+
+    /// The first bytes of every `.pyc` that interpreter loads.
+    pub fn bytecode_magic(self) -> [u8; 4] {
+        match self {
+            Language::Python311 => [0xa7, 0x0d, 0x0d, 0x0a],
+            Language::Python27 => [0x03, 0xf3, 0x0d, 0x0a],
+        }
+    }
+
+    /// The newest plugin API (`buildApi` major.minor) its SDKs built
+    /// against: a newer one would be a plugin whose messages or operations
+    /// we do not know. Every published SDK from dvp 0.3.0 on speaks 1.x;
+    /// the last 2.7 SDK (dvp 3.1.0) speaks 1.5.
+    fn max_build_api(self) -> (u64, u64) {
+        match self {
+            Language::Python311 => (1, 11),
+            Language::Python27 => (1, 5),
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What an artifact may hold. An artifact comes from a user over the network
 /// and is inflated on the engine's disk, so everything it declares is
@@ -92,8 +159,12 @@ pub enum ArtifactError {
     NotZip(String),
     #[error("sourceCode holds an unsafe path {0:?} ({1}), refusing to extract it")]
     UnsafePath(String, &'static str),
-    #[error("sourceCode holds {file}, compiled for another Python (magic {magic}); this engine runs CPython 3.11 bytecode")]
-    WrongBytecode { file: String, magic: String },
+    #[error("sourceCode holds {file}, compiled for another Python (magic {magic}); a {language} plugin must hold {} bytecode (magic {}); rebuild it with `dvp build`", .language.python(), hex(&.language.bytecode_magic()))]
+    WrongBytecode {
+        file: String,
+        magic: String,
+        language: Language,
+    },
     /// The artifact or one of its entries breaks a limit of `LIMITS`.
     #[error("{what}: the limit is {limit}")]
     Limit {
@@ -176,7 +247,7 @@ pub struct Artifact {
     pub external_version: Option<String>,
     pub build_number: BuildNumber,
     pub kind: PluginKind,
-    pub language: String,
+    pub language: Language,
     pub host_types: Vec<String>,
     pub entry_point: String,
     pub manifest: Value,
@@ -227,12 +298,14 @@ impl Artifact {
             errs.push(format!("pluginId {id:?} is not a UUID"));
         }
         let name = s("name", &mut errs);
-        let language = s("language", &mut errs);
-        if !language.is_empty() && language != SUPPORTED_LANGUAGE {
-            errs.push(format!(
-                "language {language:?} is not supported; this engine runs {SUPPORTED_LANGUAGE} plugins (built with dvp 5.x)"
-            ));
-        }
+        let language_raw = s("language", &mut errs);
+        let language = if language_raw.is_empty() {
+            None
+        } else {
+            Language::parse(&language_raw)
+                .map_err(|e| errs.push(e))
+                .ok()
+        };
         let entry_point = s("entryPoint", &mut errs);
         if !entry_point.is_empty() && !valid_entry_point(&entry_point) {
             errs.push(format!(
@@ -272,7 +345,13 @@ impl Artifact {
             }
         }
 
-        check_api_version(&definition, "buildApi", Some(MAX_BUILD_API), &mut errs);
+        // An unknown language already failed; its API range is moot.
+        check_api_version(
+            &definition,
+            "buildApi",
+            Some(language.unwrap_or(Language::Python311).max_build_api()),
+            &mut errs,
+        );
         check_api_version(&definition, "engineApi", None, &mut errs);
 
         let kind = match definition
@@ -356,7 +435,7 @@ impl Artifact {
             external_version,
             build_number: build_number.expect("checked above"),
             kind: kind.expect("checked above"),
-            language,
+            language: language.expect("checked above"),
             host_types,
             entry_point,
             manifest,
@@ -380,7 +459,7 @@ impl Artifact {
     /// directories, entries larger than `LIMITS` allow (counted as they
     /// inflate, whatever they declare) and bytecode for another Python.
     pub fn extract_source(&self, dir: &Path) -> Result<(), ArtifactError> {
-        extract_zip(&self.source_code, dir, &LIMITS)
+        extract_zip(&self.source_code, dir, &LIMITS, self.language)
     }
 }
 
@@ -602,7 +681,12 @@ fn entry_path(name: &str, limits: &Limits) -> Result<PathBuf, ArtifactError> {
 
 /// Checks `bytes` (a zip) and extracts it into `dir`. Sizes are counted as
 /// entries inflate: a header that lies about its size gains nothing.
-fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), ArtifactError> {
+fn extract_zip(
+    bytes: &[u8],
+    dir: &Path,
+    limits: &Limits,
+    language: Language,
+) -> Result<(), ArtifactError> {
     let (mut zip, entries) = check_zip(bytes, limits)?;
     let write_err = |entry: &str| {
         let entry = entry.to_owned();
@@ -654,7 +738,7 @@ fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), Artifact
             };
             if is_pyc && head.len() < 4 {
                 head.extend(buf[..n].iter().take(4 - head.len()));
-                check_bytecode(&checked.rel, &head)?;
+                check_bytecode(&checked.rel, &head, language)?;
             }
             written += n as u64;
             if written > allowed {
@@ -683,19 +767,25 @@ fn extract_zip(bytes: &[u8], dir: &Path, limits: &Limits) -> Result<(), Artifact
     Ok(())
 }
 
-/// Refuses a `.pyc` whose first bytes are not CPython 3.11's magic.
-fn check_bytecode(rel: &Path, head: &[u8]) -> Result<(), ArtifactError> {
-    if head.len() >= 4 && head[..4] != PYC_MAGIC_311 {
+/// Refuses a `.pyc` whose first bytes are not the magic of the
+/// artifact's language.
+fn check_bytecode(rel: &Path, head: &[u8], language: Language) -> Result<(), ArtifactError> {
+    if head.len() >= 4 && head[..4] != language.bytecode_magic() {
         return Err(ArtifactError::WrongBytecode {
             file: rel.display().to_string(),
-            magic: head[..4]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            magic: hex(&head[..4]),
+            language,
         });
     }
     Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Plugin code lives in the engine's data directory, which only the
@@ -823,7 +913,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let bad = serde_json::json!({
-            "type": "Plugin", "pluginId": "not-a-uuid", "name": "x", "language": "PYTHON27",
+            "type": "Plugin", "pluginId": "not-a-uuid", "name": "x", "language": "PYTHON38",
             "hostTypes": ["WINDOWS"], "entryPoint": "nocolon", "buildNumber": "0.0",
             "buildApi": {"major": 1, "minor": 99, "micro": 0}, "engineApi": {"major": 1, "minor": 11, "micro": 51},
             "sourceCode": "!!!",
@@ -835,7 +925,7 @@ mod tests {
         let all = errs.join("\n");
         for needle in [
             "pluginId",
-            "PYTHON27",
+            "PYTHON38",
             "WINDOWS",
             "entryPoint",
             "all zeros",
@@ -944,7 +1034,12 @@ mod tests {
     fn a_declared_size_over_the_limit_is_refused_before_any_allocation() {
         let z = zip_declaring("big.bin", b"hello", 1 << 45);
         let dir = tempfile::tempdir().unwrap();
-        let msg = limit_message(extract_zip(&z, &dir.path().join("x"), &LIMITS));
+        let msg = limit_message(extract_zip(
+            &z,
+            &dir.path().join("x"),
+            &LIMITS,
+            Language::Python311,
+        ));
         assert!(msg.contains("\"big.bin\""), "{msg}");
         assert!(msg.contains("35184372088832"), "{msg}");
         assert!(msg.contains("64 MiB per entry"), "{msg}");
@@ -963,7 +1058,7 @@ mod tests {
         patch(&mut z, b"PK\x01\x02", 24);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("x");
-        let msg = limit_message(extract_zip(&z, &out, &TINY));
+        let msg = limit_message(extract_zip(&z, &out, &TINY, Language::Python311));
         assert!(
             msg.contains("\"zeros.bin\" inflates to more than 1000 bytes"),
             "{msg}"
@@ -1020,7 +1115,7 @@ mod tests {
             file(w, "lib/passwd", b"root::0:0::/:/bin/sh\n");
         });
         let dir = tempfile::tempdir().unwrap();
-        let err = extract_zip(&z, &dir.path().join("x"), &LIMITS).unwrap_err();
+        let err = extract_zip(&z, &dir.path().join("x"), &LIMITS, Language::Python311).unwrap_err();
         let msg = err.to_string();
         assert!(
             matches!(
@@ -1075,7 +1170,7 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("x");
-        extract_zip(&z, &out, &LIMITS).unwrap();
+        extract_zip(&z, &out, &LIMITS, Language::Python311).unwrap();
         assert_eq!(std::fs::read(out.join("pkg/data.txt")).unwrap(), b"hello");
         assert_eq!(
             std::fs::read(out.join("pkg/__init__.pyc")).unwrap().len(),
@@ -1083,10 +1178,44 @@ mod tests {
         );
 
         let z = zip_of(|w| file(w, "old.pyc", &[0x55, 0x0d, 0x0d, 0x0a, 0]));
-        let err = extract_zip(&z, &dir.path().join("y"), &LIMITS).unwrap_err();
+        let err = extract_zip(&z, &dir.path().join("y"), &LIMITS, Language::Python311).unwrap_err();
         assert!(
             matches!(err, ArtifactError::WrongBytecode { .. }),
             "{err:?}"
+        );
+        // Each language's own magic, and only its own.
+        let py27 = zip_of(|w| file(w, "pkg/m.pyc", &[0x03, 0xf3, 0x0d, 0x0a, 9]));
+        extract_zip(&py27, &dir.path().join("z"), &LIMITS, Language::Python27).unwrap();
+        let err =
+            extract_zip(&py27, &dir.path().join("w"), &LIMITS, Language::Python311).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("pkg/m.pyc")
+                && msg.contains("03 f3 0d 0a")
+                && msg.contains("CPython 3.11"),
+            "{msg}"
+        );
+        let err = extract_zip(&z, &dir.path().join("v"), &LIMITS, Language::Python27).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PYTHON27") && msg.contains("CPython 2.7") && msg.contains("55 0d 0d 0a"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn languages_per_sdk_generation() {
+        assert_eq!(Language::parse("PYTHON27"), Ok(Language::Python27));
+        assert_eq!(Language::parse("PYTHON311"), Ok(Language::Python311));
+        let py38 = Language::parse("PYTHON38").unwrap_err();
+        assert!(
+            py38.contains("PYTHON311") && py38.contains("dvp build"),
+            "{py38}"
+        );
+        let other = Language::parse("PYTHON36").unwrap_err();
+        assert!(
+            other.contains("PYTHON36") && other.contains("PYTHON27"),
+            "{other}"
         );
     }
 

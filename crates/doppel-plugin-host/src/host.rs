@@ -12,6 +12,7 @@ use doppel_model::PluginKind;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::artifact::Language;
 use crate::error::InvokeError;
 use crate::libs::LibraryHandler;
 use crate::logs::PluginLog;
@@ -25,8 +26,12 @@ pub const WORKER_SCRIPT: &str = include_str!("../python/doppel_worker.py");
 /// Deadlines per operation class, and how workers are started.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// CPython 3.11 with `protobuf>=6.31.1,<7` and `six==1.17.0`.
+    /// CPython 3.11 with `protobuf>=6.31.1,<7` and `six==1.17.0`, for
+    /// PYTHON311 plugins.
     pub python: PathBuf,
+    /// CPython 2.7 for PYTHON27 plugins (they bring protobuf and six in
+    /// their bundle); None: such plugins cannot run here.
+    pub python27: Option<PathBuf>,
     /// Where [`WORKER_SCRIPT`] has been written.
     pub worker_script: PathBuf,
     pub start_deadline: Duration,
@@ -40,7 +45,19 @@ pub struct HostConfig {
     pub sandbox: SandboxConfig,
 }
 
+/// How to tell an operator that no 2.7 runtime is configured.
+pub const NO_PYTHON27: &str = "PYTHON27 plugins (dvp 0.3 to 3.x) need a CPython 2.7 runtime and this engine has none; \
+     install it with scripts/setup.sh and start the engine with --python27 PATH (or DOPPEL_PYTHON27)";
+
 impl HostConfig {
+    /// The interpreter for plugins of `language`.
+    pub fn python_for(&self, language: Language) -> Option<&std::path::Path> {
+        match language {
+            Language::Python311 => Some(&self.python),
+            Language::Python27 => self.python27.as_deref(),
+        }
+    }
+
     pub fn deadline(&self, class: DeadlineClass) -> Duration {
         match class {
             DeadlineClass::Short => self.short,
@@ -57,6 +74,8 @@ pub struct LoadedPlugin {
     pub name: String,
     pub build_number: String,
     pub kind: PluginKind,
+    /// Which interpreter its workers run on.
+    pub language: Language,
     pub entry_point: String,
     pub manifest: Value,
     /// The extracted `sourceCode`.
@@ -135,6 +154,7 @@ pub struct PluginHost {
     /// Found at the first worker start; an error is not kept, so installing
     /// bwrap helps without a restart.
     sandbox: tokio::sync::OnceCell<Arc<Sandbox>>,
+    sandbox27: tokio::sync::OnceCell<Arc<Sandbox>>,
 }
 
 impl PluginHost {
@@ -149,6 +169,7 @@ impl PluginHost {
             libs,
             pools: std::sync::Mutex::new(HashMap::new()),
             sandbox: tokio::sync::OnceCell::new(),
+            sandbox27: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -170,11 +191,20 @@ impl PluginHost {
     }
 
     async fn spec(&self, plugin: &LoadedPlugin) -> Result<WorkerSpec, InvokeError> {
+        let python = self
+            .config
+            .python_for(plugin.language)
+            .ok_or_else(|| InvokeError::Start(NO_PYTHON27.into()))?
+            .to_owned();
         let sandbox = if self.config.sandbox.enabled {
-            let sb = self
-                .sandbox
+            // One sandbox per runtime: each binds its own interpreter's tree.
+            let cell = match plugin.language {
+                Language::Python311 => &self.sandbox,
+                Language::Python27 => &self.sandbox27,
+            };
+            let sb = cell
                 .get_or_try_init(|| async {
-                    Sandbox::prepare(self.config.sandbox.clone(), &self.config.python)
+                    Sandbox::prepare(self.config.sandbox.clone(), &python)
                         .await
                         .map(Arc::new)
                 })
@@ -186,7 +216,7 @@ impl PluginHost {
         };
         Ok(WorkerSpec {
             plugin_id: plugin.id.clone(),
-            python: self.config.python.clone(),
+            python,
             script: self.config.worker_script.clone(),
             root: plugin.code_dir.clone(),
             scratch: plugin.scratch_dir.clone(),

@@ -24,9 +24,9 @@ pub mod sandbox;
 pub mod schema;
 pub mod worker;
 
-pub use artifact::{Artifact, ArtifactError, BuildNumber, MAX_ARTIFACT_BYTES};
+pub use artifact::{Artifact, ArtifactError, BuildNumber, Language, MAX_ARTIFACT_BYTES};
 pub use error::InvokeError;
-pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
+pub use host::{HostConfig, LoadedPlugin, PluginHost, NO_PYTHON27, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
 pub use logs::{LogContext, LogPage, LogReadError, PluginLog, DEFAULT_TAIL, MAX_TAIL};
 pub use operations::Operation;

@@ -181,12 +181,24 @@ impl Sandbox {
             reason,
         };
         let python = which(python, path).ok_or_else(|| runtime_err("not found".into()))?;
+        // Started by the real path of its directory: inside, only real
+        // paths of the runtime's tree are bound in full, and a wrapper that
+        // finds its interpreter from its own place (the 2.7 runtime's) must
+        // find it there. The file itself stays as named: a venv's python is
+        // a link whose place names the venv.
+        let python = match (python.parent().map(Path::canonicalize), python.file_name()) {
+            (Some(Ok(dir)), Some(name)) => dir.join(name),
+            _ => python,
+        };
         let out = tokio::process::Command::new(&python)
             .env_clear()
+            // -E -s rather than -I, which CPython 2.7 lacks; it has no
+            // base_prefix either (no venvs of the 3.x kind).
             .args([
-                "-I",
+                "-E",
+                "-s",
                 "-c",
-                "import json, os, sys\nprint(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.realpath(sys.executable)]))",
+                "import json, os, sys\nb = getattr(sys, 'base_prefix', sys.prefix)\nbe = getattr(sys, 'base_exec_prefix', sys.exec_prefix)\nprint(json.dumps([sys.prefix, b, sys.exec_prefix, be, os.path.realpath(sys.executable)]))",
             ])
             .output()
             .await

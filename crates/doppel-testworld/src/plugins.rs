@@ -37,6 +37,52 @@ pub fn dvp() -> PathBuf {
     tool("DOPPEL_TEST_DVP", ".venv/dvp/bin/dvp")
 }
 
+/// CPython 2.7 for PYTHON27 plugins (scripts/setup.sh's wrapper).
+pub fn python27() -> PathBuf {
+    tool("DOPPEL_TEST_PYTHON27", ".venv/python27/bin/python")
+}
+
+/// dvp 3.1.0, the last SDK that builds PYTHON27 plugins.
+pub fn dvp27() -> PathBuf {
+    tool("DOPPEL_TEST_DVP27", ".venv/dvp27/bin/dvp")
+}
+
+/// Which SDK builds a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// dvp 5.2.0: PYTHON311.
+    Dvp5,
+    /// dvp 3.1.0 on CPython 2.7: PYTHON27.
+    Dvp3,
+}
+
+impl Sdk {
+    fn command(self) -> Command {
+        match self {
+            Sdk::Dvp5 => Command::new(dvp()),
+            Sdk::Dvp3 => {
+                // The venv's interpreter is a copy of the unpacked 2.7 one,
+                // whose libraries sit beside it in the set-up's prefix.
+                let libs = python27()
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("python27 is <prefix>/bin/python")
+                    .join("root/usr/lib/x86_64-linux-gnu");
+                let mut cmd = Command::new(dvp27());
+                cmd.env("LD_LIBRARY_PATH", libs);
+                cmd
+            }
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Sdk::Dvp5 => "",
+            Sdk::Dvp3 => "-dvp3",
+        }
+    }
+}
+
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .output()
@@ -78,8 +124,25 @@ pub fn build_plugin_with(name: &str, variant: &str, tweak: impl FnOnce(&Path)) -
     build_from(
         &workspace_root().join("tests/plugins").join(name),
         variant,
+        Sdk::Dvp5,
         tweak,
     )
+}
+
+/// Builds `tests/plugins/<name>` (a PYTHON27 plugin) with dvp 3.1.0 after
+/// `tweak` edits a copy of it.
+pub fn build_plugin27_with(name: &str, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
+    build_from(
+        &workspace_root().join("tests/plugins").join(name),
+        variant,
+        Sdk::Dvp3,
+        tweak,
+    )
+}
+
+/// Builds `tests/plugins/<name>` as it is with dvp 3.1.0.
+pub fn build_plugin27(name: &str) -> PathBuf {
+    build_plugin27_with(name, "plain", |_| {})
 }
 
 /// Builds the example plugin `examples/plugins/<name>`.
@@ -87,18 +150,19 @@ pub fn build_example(name: &str) -> PathBuf {
     build_from(
         &workspace_root().join("examples/plugins").join(name),
         "example",
+        Sdk::Dvp5,
         |_| {},
     )
 }
 
-fn build_from(source: &Path, variant: &str, tweak: impl FnOnce(&Path)) -> PathBuf {
+fn build_from(source: &Path, variant: &str, sdk: Sdk, tweak: impl FnOnce(&Path)) -> PathBuf {
     let name = source
         .file_name()
         .expect("a plugin directory")
         .to_string_lossy()
         .into_owned();
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = format!("{name}-{variant}");
+    let key = format!("{name}-{variant}{}", sdk.tag());
     let cell = CACHE
         .get_or_init(Default::default)
         .lock()
@@ -114,7 +178,7 @@ fn build_from(source: &Path, variant: &str, tweak: impl FnOnce(&Path)) -> PathBu
         tweak(&src);
         let cached = base.join(format!("{key}-{}.json", tree_hash(&src)));
         if !cached.exists() {
-            run(Command::new(dvp()).arg("build").current_dir(&src));
+            run(sdk.command().arg("build").current_dir(&src));
             let tmp = cached.with_extension("json.tmp");
             std::fs::copy(src.join("artifact.json"), &tmp).expect("copy artifact");
             std::fs::rename(&tmp, &cached).expect("place artifact");

@@ -84,6 +84,7 @@ fn main() {
                     ..Default::default()
                 },
                 python: python(),
+                python27: None,
                 deadlines: Default::default(),
                 plugin_workers: 4,
                 plugin_worker_idle: std::time::Duration::from_secs(300),
@@ -261,6 +262,7 @@ fn worker_starts(rt: &tokio::runtime::Runtime, artifact: &[u8]) -> (Vec<Duration
         PluginHost::new(
             HostConfig {
                 python: python(),
+                python27: None,
                 worker_script: script.clone(),
                 start_deadline: Duration::from_secs(60),
                 max_workers: 1,
@@ -280,6 +282,7 @@ fn worker_starts(rt: &tokio::runtime::Runtime, artifact: &[u8]) -> (Vec<Duration
         name: parsed.name.clone(),
         build_number: parsed.build_number.to_string(),
         kind: parsed.kind,
+        language: parsed.language,
         entry_point: parsed.entry_point.clone(),
         manifest: parsed.manifest.clone(),
         code_dir: code,

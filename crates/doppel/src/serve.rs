@@ -21,6 +21,11 @@ pub struct ServeArgs {
     /// CPython 3.11 with protobuf>=6.31.1,<7 and six==1.17.0, for plugin workers.
     #[arg(long, env = "DOPPEL_PYTHON", default_value = "python3.11")]
     python: PathBuf,
+    /// CPython 2.7, for PYTHON27 plugins (dvp 0.3 to 3.x); scripts/setup.sh
+    /// installs one as .venv/python27/bin/python, the default when present
+    /// in the working directory or beside this binary's checkout.
+    #[arg(long, env = "DOPPEL_PYTHON27")]
+    python27: Option<PathBuf>,
     /// Seconds a quick plugin operation (mount specification, status, size) may take.
     #[arg(long, env = "DOPPEL_DEADLINE_SHORT", default_value_t = 120.0)]
     deadline_short: f64,
@@ -163,6 +168,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         pool,
         python: args.python,
+        python27: args.python27.or_else(default_python27),
         deadlines,
         plugin_workers: args.plugin_workers.into(),
         plugin_worker_idle,
@@ -251,4 +257,19 @@ impl SandboxArgs {
             ..Default::default()
         }
     }
+}
+
+/// The 2.7 runtime scripts/setup.sh installs, looked for in the working
+/// directory and above this binary (target/release/doppel in a checkout).
+fn default_python27() -> Option<PathBuf> {
+    let rel = std::path::Path::new(".venv/python27/bin/python");
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    cwd.iter()
+        .map(|d| d.join(rel))
+        .chain(
+            exe.iter()
+                .flat_map(|e| e.ancestors().skip(1).take(4).map(|d| d.join(rel))),
+        )
+        .find(|p| p.is_file())
 }

@@ -22,6 +22,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
             ..Default::default()
         },
         python: plugins::python(),
+        python27: None,
         deadlines: Default::default(),
         plugin_workers: 4,
         plugin_worker_idle: std::time::Duration::from_secs(300),

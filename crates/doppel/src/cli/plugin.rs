@@ -71,12 +71,16 @@ fn summary_rows(list: &[PluginSummary]) {
                 p.name.clone(),
                 p.build_number.clone(),
                 p.kind.as_str().to_owned(),
+                p.language.clone(),
                 p.id.clone(),
                 p.installed_at.clone(),
             ]
         })
         .collect();
-    table(&["NAME", "BUILD", "KIND", "ID", "INSTALLED"], rows);
+    table(
+        &["NAME", "BUILD", "KIND", "LANGUAGE", "ID", "INSTALLED"],
+        rows,
+    );
 }
 
 fn show(p: &PluginSummary) {

@@ -13,6 +13,7 @@ mod plugin_errors;
 mod plugins;
 mod pool;
 mod postgres;
+mod python27;
 mod roles;
 mod sandbox;
 mod support;

@@ -342,7 +342,7 @@ fn bad_artifacts_are_refused_with_a_clear_message_and_nothing_is_stored() {
         v["entryPoint"] = json!("plugin_runner:nothing_here")
     });
     let py27 = tampered(dir.path(), "py27.json", &good, |v| {
-        v["language"] = json!("PYTHON27");
+        v["language"] = json!("PYTHON38");
         v["hostTypes"] = json!(["WINDOWS"]);
     });
 
@@ -353,7 +353,7 @@ fn bad_artifacts_are_refused_with_a_clear_message_and_nothing_is_stored() {
         (&bad_schema, "recordSizeInKB"),
         (&explodes, "RuntimeError: explodes on import"),
         (&nothing, "nothing_here"),
-        (&py27, "PYTHON27"),
+        (&py27, "PYTHON38"),
     ];
     for (file, needle) in cases {
         let out = engine.cli(&["plugin", "install", file.to_str().unwrap()]);

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 // Plugins are built with the real `dvp build` by the shared test support.
 #[allow(unused_imports)]
 pub use doppel_testworld::plugins::{
-    build_plugin, build_plugin_with, dvp, python, template_artifact, workspace_root,
+    build_plugin, build_plugin27, build_plugin27_with, build_plugin_with, dvp, python, python27,
+    template_artifact, workspace_root,
 };
 
 /// The `admin` password every test engine starts with.
@@ -179,6 +180,7 @@ impl Engine {
             .arg(&password_file)
             .args(&self.extra)
             .env("DOPPEL_PYTHON", python())
+            .env("DOPPEL_PYTHON27", python27())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
