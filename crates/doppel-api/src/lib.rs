@@ -43,15 +43,7 @@ pub struct Failure(ApiError);
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
-        let mut api = e.to_api();
-        if e.code() == ErrorCode::Internal {
-            // The answer says only what the log can be searched for.
-            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            tracing::error!(correlation_id = %id, error = %e, "request failed");
-            api.message = format!("internal error (correlation id {id}): {}", api.message);
-            api.correlation_id = Some(id);
-        }
-        Failure(api)
+        Failure(e.report("request"))
     }
 }
 

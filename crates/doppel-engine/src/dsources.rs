@@ -251,7 +251,10 @@ impl Engine {
             .list_snapshots(None)?
             .into_iter()
             .find(|s| s.reference == reference)
-            .expect("listed");
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "snapshot",
+                id: reference.to_owned(),
+            })?;
         let r = SnapshotRef::new(
             VolumeId::new(record.volume.as_str())?,
             SnapshotId::new(record.pool_snapshot.as_str())?,
@@ -409,7 +412,8 @@ impl Engine {
                 }
             };
             let ds = engine.store.get_dsource(id)?.ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{DSOURCE_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.dsource_ctx(ds.clone())?;
@@ -418,7 +422,7 @@ impl Engine {
                 }
                 let resync = engine.resync_parameters(&ctx.plugin);
                 engine.sync_steps(&job, &ctx, resync, 30).await
-            }
+            })
             .await;
             if let Err(e) = outcome {
                 job.event(EventLevel::Error, &format!("link failed, undoing: {e}"));
@@ -428,7 +432,7 @@ impl Engine {
                 return Err(e);
             }
             engine.store.mark_ready("dsource", id)?;
-            Ok(serde_json::to_value(engine.dsource_model(&ds)?).expect("serialisable"))
+            crate::to_json(&engine.dsource_model(&ds)?)
         })
     }
 
@@ -537,7 +541,12 @@ impl Engine {
             .unwrap_or_default();
         let path = mount["mount_path"].as_str().unwrap_or_default().to_owned();
         let env = self.find_environment(env_ref)?;
-        let (staging_env, staging_user) = ctx.staging.as_ref().expect("staged");
+        let (staging_env, staging_user) = ctx.staging.as_ref().ok_or_else(|| {
+            EngineError::Internal(format!(
+                "dSource {} has no staging environment",
+                ctx.ds.name
+            ))
+        })?;
         let user = if env.id == staging_env.id {
             staging_user.clone()
         } else {
@@ -785,7 +794,7 @@ impl Engine {
                 }
             }
             engine.store.set_enabled("dsource", ds.id, enable)?;
-            Ok(serde_json::to_value(engine.dsource_model(&engine.store.get_dsource(ds.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.dsource_model(&engine.store.get_dsource(ds.id)?.ok_or_else(|| EngineError::NotFound { kind: "dSource", id: ds.name.clone() })?)?)
         })
     }
 
@@ -823,7 +832,7 @@ impl Engine {
                 engine.unmount(m.id).await?;
             }
             engine.remove_dsource(&ds).await?;
-            Ok(serde_json::to_value(model).expect("serialisable"))
+            crate::to_json(&model)
         })
     }
 

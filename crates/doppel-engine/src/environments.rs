@@ -391,22 +391,25 @@ impl Engine {
             }
             e
         };
-        self.record_owner(who, &format!("{ENVIRONMENT_PREFIX}{id}"))
-            .map_err(undo)?;
-        let env = self
-            .store
-            .get_environment(id)?
-            .ok_or_else(|| undo(EngineError::Internal("environment vanished".into())))?;
-        let found = self.discover(job, &env, 40).await.map_err(undo)?;
-        self.store
-            .apply_discovery(id, &found)
-            .map_err(|e| undo(e.into()))?;
+        // A panic in here still reaches the undo.
+        let env = crate::jobs::unpanicked(async {
+            self.record_owner(who, &format!("{ENVIRONMENT_PREFIX}{id}"))?;
+            let env = self
+                .store
+                .get_environment(id)?
+                .ok_or_else(|| EngineError::Internal("environment vanished".into()))?;
+            let found = self.discover(job, &env, 40).await?;
+            self.store.apply_discovery(id, &found)?;
+            Ok(env)
+        })
+        .await
+        .map_err(undo)?;
         let model = self.environment_model(&env)?;
         job.progress(
             100,
             &format!("environment {} added as {}", model.name, model.reference),
         );
-        Ok(serde_json::to_value(model).expect("serialisable"))
+        crate::to_json(&model)
     }
 
     /// Runs discovery for every installed Unix plugin on `env` as its
@@ -521,7 +524,7 @@ impl Engine {
                 engine.hosts.connect(&env, &user).await?;
                 let found = engine.discover(&job, &env, 20).await?;
                 engine.store.apply_discovery(env.id, &found)?;
-                Ok(serde_json::to_value(engine.environment_model(&env)?).expect("serialisable"))
+                crate::to_json(&engine.environment_model(&env)?)
             })
     }
 

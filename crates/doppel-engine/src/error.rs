@@ -104,6 +104,21 @@ impl EngineError {
         }
     }
 
+    /// The API's view of this error, as a user is shown it: an internal
+    /// error gets a correlation id that is logged with the whole error
+    /// (`what` says what failed), so the answer says only what the log can
+    /// be searched for. Requests and jobs both report through this.
+    pub fn report(&self, what: &str) -> ApiError {
+        let mut api = self.to_api();
+        if api.code == ErrorCode::Internal {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            tracing::error!(correlation_id = %id, error = %self, "{what} failed");
+            api.message = format!("internal error (correlation id {id}): {}", api.message);
+            api.correlation_id = Some(id);
+        }
+        api
+    }
+
     /// The API's view of this error.
     pub fn to_api(&self) -> ApiError {
         let mut err = ApiError {

@@ -46,6 +46,11 @@ pub(crate) fn pdo(v: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({"json": v.to_string()})
 }
 
+/// A model as the JSON a job returns.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, EngineError> {
+    serde_json::to_value(v).map_err(|e| EngineError::Internal(format!("encoding a result: {e}")))
+}
+
 /// Runs pool work (file system calls that may block) off the async threads.
 pub(crate) async fn pool_task<T: Send + 'static>(
     f: impl FnOnce() -> doppel_storage::Result<T> + Send + 'static,

@@ -502,10 +502,14 @@ impl Engine {
             return Err(e);
         }
         self.store.mark_ready("vdb", vdb.id)?;
-        Ok(
-            serde_json::to_value(self.vdb_model(&self.store.get_vdb(vdb.id)?.expect("stored"))?)
-                .expect("serialisable"),
-        )
+        let stored = self
+            .store
+            .get_vdb(vdb.id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "VDB",
+                id: vdb.name.clone(),
+            })?;
+        crate::to_json(&self.vdb_model(&stored)?)
     }
 
     /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
@@ -543,7 +547,8 @@ impl Engine {
             pool_task(move || pool.create_clone(&from, &to).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
             let id = vdb.id;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -557,9 +562,9 @@ impl Engine {
                 engine.store.set_vdb_source_config(id, &sc)?;
                 engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await?;
                 job.progress(80, "taking the first VDB snapshot");
-                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.expect("just stored"))?;
+                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: vdb.name.clone() })?)?;
                 engine.snapshot_vdb_steps(&job, &ctx).await
-            }
+            })
             .await;
             engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
@@ -591,7 +596,8 @@ impl Engine {
             pool_task(move || pool.create_volume(&v).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, None).await?;
             let id = vdb.id;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -603,7 +609,7 @@ impl Engine {
                 let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
                 engine.store.set_vdb_source_config(id, &sc)?;
                 engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await
-            }
+            })
             .await;
             engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
@@ -701,7 +707,7 @@ impl Engine {
                 engine.run_hook(&job, &object, "configure-clone", &ctx.env, &ctx.user).await?;
             }
             engine.run_hook(&job, &object, post, &ctx.env, &ctx.user).await?;
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
         })
     }
 
@@ -735,7 +741,7 @@ impl Engine {
             engine.vcall(&ctx, &job, "virtual.unconfigure", unconf).await?;
             engine.vcall(&ctx, &job, "virtual.cleanup", base).await?;
             engine.remove_vdb(&vdb).await?;
-            Ok(serde_json::to_value(model).expect("serialisable"))
+            crate::to_json(&model)
         })
     }
 
@@ -811,7 +817,7 @@ impl Engine {
                     engine.store.set_enabled("vdb", ctx.vdb.id, false)?;
                 }
             }
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
         })
     }
 
