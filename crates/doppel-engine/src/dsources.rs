@@ -313,6 +313,18 @@ impl Engine {
         })
     }
 
+    /// Refuses a dSource name another dSource has; checked at the request
+    /// and again when the link job starts (links of one name run in turn).
+    fn dsource_name_free(&self, name: &str) -> Result<(), EngineError> {
+        match self.store.find_dsource_by_name(name)? {
+            Some(d) => Err(EngineError::Conflict(format!(
+                "a dSource named {name:?} exists already ({DSOURCE_PREFIX}{})",
+                d.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the request, then links in a job: dataset, record, staging
     /// mount and start (staged), first sync as a resync. A failure leaves
     /// no dataset, mount or record behind.
@@ -326,12 +338,7 @@ impl Engine {
             reason,
         };
         crate::environments::check_name("name", &req.name)?;
-        if self.store.find_dsource_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!(
-                "a dSource named {:?} exists already",
-                req.name
-            )));
-        }
+        self.dsource_name_free(&req.name)?;
         let sc = self.find_source_config(&req.source_config)?;
         let repo = self
             .store
@@ -397,6 +404,7 @@ impl Engine {
         let engine = self.clone();
         let who = who.clone();
         self.jobs.spawn("DSOURCE_LINK", Some(format!("dsource:{}", req.name)), move |job| async move {
+            engine.dsource_name_free(&record.name)?;
             let volume = VolumeId::new(record.volume.as_str())?;
             job.progress(5, &format!("creating dataset {volume}"));
             let pool = engine.pool.clone();
@@ -556,11 +564,12 @@ impl Engine {
             if existing.volume == ctx.ds.volume {
                 return Ok((env, path));
             }
-            return Err(EngineError::Conflict(format!(
-                "{path} on {} is in use by dataset {}",
-                env.name, existing.volume
-            )));
         }
+        let _claim = self.claim_mount_path(
+            &env,
+            &path,
+            format!("dSource {} ({DSOURCE_PREFIX}{})", ctx.ds.name, ctx.ds.id),
+        )?;
         job.progress(
             15,
             &format!(
@@ -756,7 +765,18 @@ impl Engine {
         self.jobs.spawn(
             kind,
             Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)),
-            move |job| async move { engine.sync_steps(&job, &ctx, params, 0).await },
+            move |job| async move {
+                // A disable queued before this sync has run by now (jobs on
+                // one dSource run in turn): what counts is the state now.
+                let ds = engine.find_dsource(&format!("{DSOURCE_PREFIX}{}", ctx.ds.id))?;
+                if !ds.enabled {
+                    return Err(EngineError::Conflict(format!(
+                        "dSource {} was disabled before this sync could run; enable it first",
+                        ds.name
+                    )));
+                }
+                engine.sync_steps(&job, &ctx, params, 0).await
+            },
         )
     }
 

@@ -81,6 +81,12 @@ impl EngineError {
                 // A plugin that cannot load is refused at install: the artifact is at fault.
                 InvokeError::Load { .. } => ErrorCode::InvalidArtifact,
                 InvokeError::Start(_) | InvokeError::Protocol(_) => ErrorCode::Internal,
+                // The plugin let the engine's "host does not answer" through.
+                InvokeError::UnhandledLibrary { error_id, .. }
+                    if i64::from(*error_id) == i64::from(crate::hosts::HOST_LIBRARY_ERROR_ID) =>
+                {
+                    ErrorCode::HostFailed
+                }
                 _ => ErrorCode::PluginFailed,
             },
             EngineError::Host(doppel_remote::Error::InvalidHostKey { .. }) => ErrorCode::Internal,
@@ -95,6 +101,7 @@ impl EngineError {
                 | doppel_storage::StorageError::HasSnapshots { .. } => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },
+            EngineError::Store(doppel_store::StoreError::Taken { .. }) => ErrorCode::Conflict,
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -145,5 +152,24 @@ impl EngineError {
             _ => {}
         }
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unhandled_host_library_error_is_a_host_failure() {
+        let unhandled = |error_id| {
+            EngineError::Plugin(InvokeError::UnhandledLibrary {
+                error_id,
+                message: "connecting to 10.0.0.9:22: connection refused".into(),
+                call_stack: String::new(),
+            })
+        };
+        let id = crate::hosts::HOST_LIBRARY_ERROR_ID as u32;
+        assert_eq!(unhandled(id).code(), ErrorCode::HostFailed);
+        assert_eq!(unhandled(1).code(), ErrorCode::PluginFailed);
     }
 }

@@ -115,6 +115,9 @@ pub struct Engine {
     mount_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops plugin workers idle for longer than the configured time.
     worker_reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Mount paths (environment id, path) a dSource or VDB job is mounting
+    /// now, with who: see [`Engine::claim_mount_path`].
+    mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -161,6 +164,7 @@ impl Engine {
             auth,
             mount_watch: Default::default(),
             worker_reaper: Default::default(),
+            mount_claims: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
