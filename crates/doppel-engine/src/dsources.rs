@@ -378,7 +378,8 @@ impl Engine {
             }
             (PluginKind::Direct, None) => None,
         };
-        Engine::check_hook_points(&req.hooks)?;
+        Engine::check_hooks(&req.hooks, crate::hooks::HookOwner::DSource)?;
+        crate::limits::check_parameters("parameters", &req.parameters)?;
         let hooks = req.hooks.clone();
         let schema =
             ParameterSchema::new(&plugin.definition["linkedSourceDefinition"]["parameters"])
@@ -743,6 +744,7 @@ impl Engine {
             (_, true) => self.resync_parameters(&ctx.plugin),
             (None, false) => Value::Null,
             (Some(p), false) => {
+                crate::limits::check_parameters("parameters", &p)?;
                 let schema = ParameterSchema::new(
                     &ctx.plugin.definition["snapshotParametersDefinition"]["schema"],
                 )

@@ -256,9 +256,7 @@ impl Engine {
                 "must not look like an environment reference",
             ));
         }
-        if req.host.trim().is_empty() || req.host.contains(char::is_whitespace) {
-            return Err(invalid("host", "must be a host name or address"));
-        }
+        crate::limits::check_host("host", &req.host)?;
         if req.port == 0 {
             return Err(invalid("port", "must be between 1 and 65535"));
         }
@@ -748,6 +746,7 @@ impl Engine {
         repo: &RepositoryRecord,
         params: &Value,
     ) -> Result<(String, String), EngineError> {
+        crate::limits::check_parameters("parameters", params)?;
         let plugin =
             self.store
                 .get_plugin(&repo.plugin_id)?

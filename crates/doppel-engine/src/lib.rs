@@ -14,6 +14,7 @@ pub mod hooks;
 mod hosts;
 pub mod jobs;
 pub mod layout;
+mod limits;
 pub mod mounts;
 mod plugins;
 mod secrets;

@@ -535,7 +535,8 @@ impl Engine {
                     plugin.name, env.name
                 ),
             })?;
-        Engine::check_hook_points(hooks)?;
+        Engine::check_hooks(hooks, crate::hooks::HookOwner::Vdb)?;
+        crate::limits::check_parameters("parameters", parameters)?;
         let schema =
             ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"])
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -686,6 +687,15 @@ impl Engine {
         req: CreateEmptyVdb,
     ) -> Result<Job, EngineError> {
         let plugin = self.find_plugin(&req.plugin)?;
+        if plugin.definition.pointer("/manifest/hasInitialize") != Some(&Value::Bool(true)) {
+            return Err(EngineError::InvalidInput {
+                field: "plugin".into(),
+                reason: format!(
+                    "plugin {} has no initialize operation, so it cannot create empty VDBs; provision from a snapshot instead",
+                    plugin.name
+                ),
+            });
+        }
         let new = NewVdb {
             name: &req.name,
             environment: &req.environment,

@@ -739,6 +739,121 @@ async fn racing_requests_conflict_cleanly_and_a_queued_disable_counts() {
     assert_eq!(target.sh("delphix", &format!("cat {path}/a.txt")), "v1\n");
     assert!(engine.get_vdb("same").unwrap().enabled);
 
+    // Accepted-but-wrong input is refused naming the field, changing nothing.
+    let field_of = |r: Result<_, EngineError>| match r {
+        Err(EngineError::InvalidInput { field, .. }) => field,
+        Err(other) => panic!("not invalid input: {other:?}"),
+        Ok(_) => panic!("accepted"),
+    };
+    let one = |point: &str, script: &str| [(point.to_owned(), script.to_owned())].into();
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("tree", &one("pre-snapshot", "true"))
+                .map(|_| ())
+        ),
+        "hooks.pre-snapshot"
+    );
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("same", &one("pre-sync", "true"))
+                .map(|_| ())
+        ),
+        "hooks.pre-sync"
+    );
+    let huge = "#".repeat(1_900_000);
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("tree", &one("post-sync", &huge))
+                .map(|_| ())
+        ),
+        "hooks.post-sync"
+    );
+    assert!(engine.hooks("tree").unwrap().is_empty() && engine.hooks("same").unwrap().is_empty());
+    let vdbs = engine.list_vdbs().unwrap().len();
+    assert_eq!(
+        field_of(
+            engine
+                .provision_vdb(
+                    &admin,
+                    ProvisionVdb {
+                        hooks: one("post-sync", "true"),
+                        ..provision("hooked", "/srv/vdbs/hooked")
+                    }
+                )
+                .map(|_| ())
+        ),
+        "hooks.post-sync"
+    );
+    // The directory plugin has no initialize: it cannot make empty VDBs.
+    let plugin = engine.get_vdb("same").unwrap().plugin;
+    assert_eq!(
+        field_of(
+            engine
+                .create_empty_vdb(
+                    &admin,
+                    doppel_model::CreateEmptyVdb {
+                        name: "empty".into(),
+                        plugin,
+                        environment: "target".into(),
+                        user: None,
+                        parameters: json!({"mountPath": "/srv/vdbs/empty"}),
+                        hooks: Default::default(),
+                    }
+                )
+                .map(|_| ())
+        ),
+        "plugin"
+    );
+    assert_eq!(engine.list_vdbs().unwrap().len(), vdbs);
+    let long = "a".repeat(254);
+    for host in [
+        "",
+        "db 1",
+        "db1;reboot",
+        "ssh://db1",
+        "alice@db1",
+        long.as_str(),
+    ] {
+        let req = doppel_model::AddEnvironment {
+            name: "bad".into(),
+            host: host.into(),
+            port: 22,
+            user: "delphix".into(),
+            credentials: doppel_model::UserCredentials::Password {
+                password: "x".into(),
+            },
+            toolkit_path: None,
+        };
+        assert_eq!(
+            field_of(engine.add_environment(&admin, req).map(|_| ())),
+            "host",
+            "{host:?}"
+        );
+    }
+    assert_eq!(engine.list_environments().unwrap().len(), 3);
+    let configs = engine.list_source_configs(None).unwrap().len();
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let long_path = format!("/{}", "p".repeat(1_500_000));
+    assert_eq!(
+        field_of(
+            engine
+                .add_source_config(AddSourceConfig {
+                    repository: repo.reference,
+                    parameters: json!({"name": "long", "path": long_path}),
+                })
+                .map(|_| ())
+        ),
+        "parameters.path"
+    );
+    assert_eq!(engine.list_source_configs(None).unwrap().len(), configs);
+
     for name in ["same", &holder.name] {
         let d = wait(&engine, engine.delete_vdb(name).unwrap()).await;
         assert_eq!(d.state, JobState::Succeeded, "{d:?}");
