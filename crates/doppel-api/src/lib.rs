@@ -406,7 +406,7 @@ async fn list_jobs(
             )
         })?),
     };
-    let filter = doppel_store::JobFilter {
+    let filter = doppel_model::JobFilter {
         state,
         target: q.target,
         limit: Some(q.limit.unwrap_or(100)),

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use doppel_model::{ApiError, ErrorCode, EventLevel, Job, JobEvent, JobState};
-use doppel_store::{JobFilter, Store};
+use doppel_model::{ApiError, ErrorCode, EventLevel, Job, JobEvent, JobFilter, JobState};
+use doppel_store::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

@@ -14,11 +14,11 @@ mod datasets;
 mod environments;
 mod jobs;
 mod mounts;
+pub use doppel_model::JobFilter;
 pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
     SourceConfigRecord,
 };
-pub use jobs::JobFilter;
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
