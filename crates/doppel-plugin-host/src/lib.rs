@@ -25,7 +25,7 @@ pub mod worker;
 pub use artifact::{Artifact, ArtifactError, BuildNumber};
 pub use error::InvokeError;
 pub use host::{HostConfig, LoadedPlugin, PluginHost, WORKER_SCRIPT};
-pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
+pub use libs::{LibraryCall, LibraryHandler};
 pub use logs::{LogContext, PluginLog};
 pub use operations::Operation;
 pub use worker::{CallContext, LogSink};
