@@ -60,10 +60,28 @@ impl Failure {
     }
 }
 
+/// The HTTP status an error code answers with (the client goes by the code).
+pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PluginUserError | ErrorCode::HookFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::PluginFailed | ErrorCode::HostFailed => StatusCode::BAD_GATEWAY,
+        ErrorCode::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::PoolFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http_status(self.0.code);
         (status, Json(json!({ "error": self.0 }))).into_response()
     }
 }

@@ -165,34 +165,42 @@ impl Engine {
         Ok(model)
     }
 
-    /// Snapshots of one dSource or VDB (or all), oldest first, with their unique size.
-    pub fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<Snapshot>, EngineError> {
+    /// Snapshots of one dSource or VDB (or all), oldest first, with their
+    /// unique size (measured by the pool on a blocking thread: on btrfs it
+    /// walks extents).
+    pub async fn list_snapshots(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<Vec<Snapshot>, EngineError> {
         let volume = dataset
             .map(|d| self.dataset_of(d).map(|(v, _)| v))
             .transpose()?;
-        Ok(self
-            .store
-            .list_snapshots(volume.as_deref())?
-            .into_iter()
-            .map(|s| {
-                let unique_bytes = (|| {
-                    let r = SnapshotRef::new(
-                        VolumeId::new(s.volume.as_str()).ok()?,
-                        SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
-                    );
-                    self.pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
-                })();
-                Snapshot {
-                    reference: format!("{SNAPSHOT_PREFIX}{}", s.id),
-                    dataset: s.volume,
-                    pool_snapshot: s.pool_snapshot,
-                    timeflow: format!("TIMEFLOW-{}", s.timeflow_id),
-                    created_at: s.created_at,
-                    metadata: s.metadata,
-                    unique_bytes,
-                }
-            })
-            .collect())
+        let records = self.store.list_snapshots(volume.as_deref())?;
+        let pool = self.pool.clone();
+        pool_task(move || {
+            Ok(records
+                .into_iter()
+                .map(|s| {
+                    let unique_bytes = (|| {
+                        let r = SnapshotRef::new(
+                            VolumeId::new(s.volume.as_str()).ok()?,
+                            SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
+                        );
+                        pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
+                    })();
+                    Snapshot {
+                        reference: format!("{SNAPSHOT_PREFIX}{}", s.id),
+                        dataset: s.volume,
+                        pool_snapshot: s.pool_snapshot,
+                        timeflow: format!("TIMEFLOW-{}", s.timeflow_id),
+                        created_at: s.created_at,
+                        metadata: s.metadata,
+                        unique_bytes,
+                    }
+                })
+                .collect())
+        })
+        .await
     }
 
     /// What a V2P call of this dSource's plugin needs: the plugin, the
@@ -248,7 +256,8 @@ impl Engine {
             return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
         }
         let shown = self
-            .list_snapshots(None)?
+            .list_snapshots(Some(&record.volume))
+            .await?
             .into_iter()
             .find(|s| s.reference == reference)
             .ok_or_else(|| EngineError::NotFound {

@@ -132,7 +132,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
         staging.sh("alice", &format!("cat {}/a.txt", mounts[0].mount_path)),
         "one\n"
     );
-    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    let snaps = engine.list_snapshots(Some("tree")).await.unwrap();
     assert_eq!(snaps[0].metadata["fileCount"], 2, "{:?}", snaps[0].metadata);
 
     // Change the source, sync: a second snapshot; the first is unchanged.
@@ -146,7 +146,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     )
     .await;
     assert_eq!(synced.state, JobState::Succeeded, "{synced:?}");
-    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    let snaps = engine.list_snapshots(Some("tree")).await.unwrap();
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].metadata["fileCount"], 3);
     // Snapshots are immutable: the first still holds what the first sync copied.
@@ -173,7 +173,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     assert_eq!(deleted.state, JobState::Succeeded, "{deleted:?}");
     assert!(engine.list_dsources().unwrap().is_empty());
     assert!(engine.list_mounts().unwrap().is_empty());
-    assert!(engine.list_snapshots(None).unwrap().is_empty());
+    assert!(engine.list_snapshots(None).await.unwrap().is_empty());
     assert!(engine.pool().list_volumes().unwrap().is_empty());
     assert_eq!(
         staging
