@@ -175,7 +175,15 @@ impl Engine {
         let volume = dataset
             .map(|d| self.dataset_of(d).map(|(v, _)| v))
             .transpose()?;
-        let records = self.store.list_snapshots(volume.as_deref())?;
+        self.snapshots_of_volume(volume.as_deref()).await
+    }
+
+    /// Snapshots of one pool volume (or all), as `list_snapshots` shows them.
+    async fn snapshots_of_volume(
+        &self,
+        volume: Option<&str>,
+    ) -> Result<Vec<Snapshot>, EngineError> {
+        let records = self.store.list_snapshots(volume)?;
         let pool = self.pool.clone();
         pool_task(move || {
             Ok(records
@@ -256,7 +264,7 @@ impl Engine {
             return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
         }
         let shown = self
-            .list_snapshots(Some(&record.volume))
+            .snapshots_of_volume(Some(&record.volume))
             .await?
             .into_iter()
             .find(|s| s.reference == reference)
