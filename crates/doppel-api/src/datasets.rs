@@ -241,7 +241,7 @@ async fn list_snapshots(
     State(engine): State<Arc<Engine>>,
     ApiQuery(q): ApiQuery<SnapshotQuery>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(engine.list_snapshots(q.dataset.as_deref())?))
+    Ok(Json(engine.list_snapshots(q.dataset.as_deref()).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/vdbs", tag = "datasets", responses((status = 200, body = Vec<Vdb>)))]

@@ -99,8 +99,7 @@ type DxResult<T> = std::result::Result<T, DxError>;
 impl DxError {
     fn new(code: ErrorCode, message: impl Into<String>, action: Option<&str>) -> DxError {
         DxError {
-            status: StatusCode::from_u16(code.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status: crate::http_status(code),
             error: Box::new(ApiError {
                 code,
                 message: message.into(),
@@ -115,8 +114,7 @@ impl DxError {
 
     fn from_api(error: ApiError) -> DxError {
         DxError {
-            status: StatusCode::from_u16(error.code.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status: crate::http_status(error.code),
             error: Box::new(error),
             retry_after: None,
         }
@@ -478,46 +476,21 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> DxError {
     err
 }
 
-/// Installs as a job and answers when it ends, so that a refused plugin
-/// fails the upload itself.
+/// Installs in a job (the engine waits for its end) and answers with it.
 async fn install_as_job(
     engine: &Arc<Engine>,
     who: &Principal,
     artifact: Bytes,
 ) -> DxResult<Response> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let e = engine.clone();
-    let user = who.name.clone();
-    let installer = who.clone();
-    let job = engine
-        .jobs()
-        .spawn("PLUGIN_UPLOAD", None, move |h| async move {
-            h.progress(10, &format!("installing the uploaded plugin (by {user})"));
-            let outcome = e.install_plugin(&installer, &artifact).await;
-            let _ = tx.send(outcome.as_ref().map(|_| ()).map_err(|err| err.to_api()));
-            let summary = outcome?;
-            h.progress(
-                100,
-                &format!(
-                    "plugin {} build {} is installed",
-                    summary.name, summary.build_number
-                ),
-            );
-            Ok(serde_json::to_value(&summary).unwrap_or(Value::Null))
-        })?;
+    let (job, outcome) = engine.install_plugin_in_job(who, artifact).await?;
     let number = job.id.trim_start_matches("JOB-");
-    match rx.await {
-        Ok(Ok(_)) => Ok(ok_with(
+    match outcome {
+        Ok(_) => Ok(ok_with(
             json!(""),
             json!(job.id),
             json!(format!("ACTION-{number}")),
         )),
-        Ok(Err(e)) => Err(DxError::from_api(e)),
-        Err(_) => Err(DxError::new(
-            ErrorCode::Internal,
-            format!("{} ended without an answer", job.id),
-            None,
-        )),
+        Err(e) => Err(DxError::from_api(e)),
     }
 }
 

@@ -46,15 +46,7 @@ pub struct Failure(ApiError);
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
-        let mut api = e.to_api();
-        if e.code() == ErrorCode::Internal {
-            // The answer says only what the log can be searched for.
-            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            tracing::error!(correlation_id = %id, error = %e, "request failed");
-            api.message = format!("internal error (correlation id {id}): {}", api.message);
-            api.correlation_id = Some(id);
-        }
-        Failure(api)
+        Failure(e.report("request"))
     }
 }
 
@@ -71,10 +63,30 @@ impl Failure {
     }
 }
 
+/// The HTTP status an error code answers with (the client goes by the code).
+pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PluginUserError | ErrorCode::HookFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::PluginFailed | ErrorCode::HostFailed => StatusCode::BAD_GATEWAY,
+        ErrorCode::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::PoolFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http_status(self.0.code);
         (status, Json(json!({ "error": self.0 }))).into_response()
     }
 }
@@ -445,7 +457,7 @@ async fn list_jobs(
             )
         })?),
     };
-    let filter = doppel_store::JobFilter {
+    let filter = doppel_model::JobFilter {
         state,
         target: q.target,
         limit: Some(q.limit.unwrap_or(100)),

@@ -152,7 +152,7 @@ async fn main() {
             )
             .await;
             s[0].push(w - p);
-            let first = engine.list_snapshots(Some(&vdb)).unwrap()[0]
+            let first = engine.list_snapshots(Some(&vdb)).await.unwrap()[0]
                 .reference
                 .clone();
             let (w, p) = timed(&engine, Instant::now(), engine.snapshot_vdb(&vdb).unwrap()).await;

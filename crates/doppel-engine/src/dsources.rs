@@ -165,34 +165,50 @@ impl Engine {
         Ok(model)
     }
 
-    /// Snapshots of one dSource or VDB (or all), oldest first, with their unique size.
-    pub fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<Snapshot>, EngineError> {
+    /// Snapshots of one dSource or VDB (or all), oldest first, with their
+    /// unique size (measured by the pool on a blocking thread: on btrfs it
+    /// walks extents).
+    pub async fn list_snapshots(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<Vec<Snapshot>, EngineError> {
         let volume = dataset
             .map(|d| self.dataset_of(d).map(|(v, _)| v))
             .transpose()?;
-        Ok(self
-            .store
-            .list_snapshots(volume.as_deref())?
-            .into_iter()
-            .map(|s| {
-                let unique_bytes = (|| {
-                    let r = SnapshotRef::new(
-                        VolumeId::new(s.volume.as_str()).ok()?,
-                        SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
-                    );
-                    self.pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
-                })();
-                Snapshot {
-                    reference: format!("{SNAPSHOT_PREFIX}{}", s.id),
-                    dataset: s.volume,
-                    pool_snapshot: s.pool_snapshot,
-                    timeflow: format!("TIMEFLOW-{}", s.timeflow_id),
-                    created_at: s.created_at,
-                    metadata: s.metadata,
-                    unique_bytes,
-                }
-            })
-            .collect())
+        self.snapshots_of_volume(volume.as_deref()).await
+    }
+
+    /// Snapshots of one pool volume (or all), as `list_snapshots` shows them.
+    async fn snapshots_of_volume(
+        &self,
+        volume: Option<&str>,
+    ) -> Result<Vec<Snapshot>, EngineError> {
+        let records = self.store.list_snapshots(volume)?;
+        let pool = self.pool.clone();
+        pool_task(move || {
+            Ok(records
+                .into_iter()
+                .map(|s| {
+                    let unique_bytes = (|| {
+                        let r = SnapshotRef::new(
+                            VolumeId::new(s.volume.as_str()).ok()?,
+                            SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
+                        );
+                        pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
+                    })();
+                    Snapshot {
+                        reference: format!("{SNAPSHOT_PREFIX}{}", s.id),
+                        dataset: s.volume,
+                        pool_snapshot: s.pool_snapshot,
+                        timeflow: format!("TIMEFLOW-{}", s.timeflow_id),
+                        created_at: s.created_at,
+                        metadata: s.metadata,
+                        unique_bytes,
+                    }
+                })
+                .collect())
+        })
+        .await
     }
 
     /// What a V2P call of this dSource's plugin needs: the plugin, the
@@ -248,10 +264,14 @@ impl Engine {
             return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
         }
         let shown = self
-            .list_snapshots(None)?
+            .snapshots_of_volume(Some(&record.volume))
+            .await?
             .into_iter()
             .find(|s| s.reference == reference)
-            .expect("listed");
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "snapshot",
+                id: reference.to_owned(),
+            })?;
         let r = SnapshotRef::new(
             VolumeId::new(record.volume.as_str())?,
             SnapshotId::new(record.pool_snapshot.as_str())?,
@@ -310,6 +330,18 @@ impl Engine {
         })
     }
 
+    /// Refuses a dSource name another dSource has; checked at the request
+    /// and again when the link job starts (links of one name run in turn).
+    fn dsource_name_free(&self, name: &str) -> Result<(), EngineError> {
+        match self.store.find_dsource_by_name(name)? {
+            Some(d) => Err(EngineError::Conflict(format!(
+                "a dSource named {name:?} exists already ({DSOURCE_PREFIX}{})",
+                d.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the request, then links in a job: dataset, record, staging
     /// mount and start (staged), first sync as a resync. A failure leaves
     /// no dataset, mount or record behind.
@@ -323,12 +355,7 @@ impl Engine {
             reason,
         };
         crate::environments::check_name("name", &req.name)?;
-        if self.store.find_dsource_by_name(&req.name)?.is_some() {
-            return Err(EngineError::Conflict(format!(
-                "a dSource named {:?} exists already",
-                req.name
-            )));
-        }
+        self.dsource_name_free(&req.name)?;
         let sc = self.find_source_config(&req.source_config)?;
         let repo = self
             .store
@@ -368,7 +395,8 @@ impl Engine {
             }
             (PluginKind::Direct, None) => None,
         };
-        Engine::check_hook_points(&req.hooks)?;
+        Engine::check_hooks(&req.hooks, crate::hooks::HookOwner::DSource)?;
+        crate::limits::check_parameters("parameters", &req.parameters)?;
         let hooks = req.hooks.clone();
         let schema =
             ParameterSchema::new(&plugin.definition["linkedSourceDefinition"]["parameters"])
@@ -394,6 +422,7 @@ impl Engine {
         let engine = self.clone();
         let who = who.clone();
         self.jobs.spawn("DSOURCE_LINK", Some(format!("dsource:{}", req.name)), move |job| async move {
+            engine.dsource_name_free(&record.name)?;
             let volume = VolumeId::new(record.volume.as_str())?;
             job.progress(5, &format!("creating dataset {volume}"));
             let pool = engine.pool.clone();
@@ -409,7 +438,8 @@ impl Engine {
                 }
             };
             let ds = engine.store.get_dsource(id)?.ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{DSOURCE_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.dsource_ctx(ds.clone())?;
@@ -418,7 +448,7 @@ impl Engine {
                 }
                 let resync = engine.resync_parameters(&ctx.plugin);
                 engine.sync_steps(&job, &ctx, resync, 30).await
-            }
+            })
             .await;
             if let Err(e) = outcome {
                 job.event(EventLevel::Error, &format!("link failed, undoing: {e}"));
@@ -428,7 +458,7 @@ impl Engine {
                 return Err(e);
             }
             engine.store.mark_ready("dsource", id)?;
-            Ok(serde_json::to_value(engine.dsource_model(&ds)?).expect("serialisable"))
+            crate::to_json(&engine.dsource_model(&ds)?)
         })
     }
 
@@ -537,7 +567,12 @@ impl Engine {
             .unwrap_or_default();
         let path = mount["mount_path"].as_str().unwrap_or_default().to_owned();
         let env = self.find_environment(env_ref)?;
-        let (staging_env, staging_user) = ctx.staging.as_ref().expect("staged");
+        let (staging_env, staging_user) = ctx.staging.as_ref().ok_or_else(|| {
+            EngineError::Internal(format!(
+                "dSource {} has no staging environment",
+                ctx.ds.name
+            ))
+        })?;
         let user = if env.id == staging_env.id {
             staging_user.clone()
         } else {
@@ -547,11 +582,12 @@ impl Engine {
             if existing.volume == ctx.ds.volume {
                 return Ok((env, path));
             }
-            return Err(EngineError::Conflict(format!(
-                "{path} on {} is in use by dataset {}",
-                env.name, existing.volume
-            )));
         }
+        let _claim = self.claim_mount_path(
+            &env,
+            &path,
+            format!("dSource {} ({DSOURCE_PREFIX}{})", ctx.ds.name, ctx.ds.id),
+        )?;
         job.progress(
             15,
             &format!(
@@ -725,6 +761,7 @@ impl Engine {
             (_, true) => self.resync_parameters(&ctx.plugin),
             (None, false) => Value::Null,
             (Some(p), false) => {
+                crate::limits::check_parameters("parameters", &p)?;
                 let schema = ParameterSchema::new(
                     &ctx.plugin.definition["snapshotParametersDefinition"]["schema"],
                 )
@@ -747,7 +784,18 @@ impl Engine {
         self.jobs.spawn(
             kind,
             Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)),
-            move |job| async move { engine.sync_steps(&job, &ctx, params, 0).await },
+            move |job| async move {
+                // A disable queued before this sync has run by now (jobs on
+                // one dSource run in turn): what counts is the state now.
+                let ds = engine.find_dsource(&format!("{DSOURCE_PREFIX}{}", ctx.ds.id))?;
+                if !ds.enabled {
+                    return Err(EngineError::Conflict(format!(
+                        "dSource {} was disabled before this sync could run; enable it first",
+                        ds.name
+                    )));
+                }
+                engine.sync_steps(&job, &ctx, params, 0).await
+            },
         )
     }
 
@@ -785,7 +833,7 @@ impl Engine {
                 }
             }
             engine.store.set_enabled("dsource", ds.id, enable)?;
-            Ok(serde_json::to_value(engine.dsource_model(&engine.store.get_dsource(ds.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.dsource_model(&engine.store.get_dsource(ds.id)?.ok_or_else(|| EngineError::NotFound { kind: "dSource", id: ds.name.clone() })?)?)
         })
     }
 
@@ -823,7 +871,7 @@ impl Engine {
                 engine.unmount(m.id).await?;
             }
             engine.remove_dsource(&ds).await?;
-            Ok(serde_json::to_value(model).expect("serialisable"))
+            crate::to_json(&model)
         })
     }
 

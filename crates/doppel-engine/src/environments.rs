@@ -256,9 +256,7 @@ impl Engine {
                 "must not look like an environment reference",
             ));
         }
-        if req.host.trim().is_empty() || req.host.contains(char::is_whitespace) {
-            return Err(invalid("host", "must be a host name or address"));
-        }
+        crate::limits::check_host("host", &req.host)?;
         if req.port == 0 {
             return Err(invalid("port", "must be between 1 and 65535"));
         }
@@ -391,22 +389,25 @@ impl Engine {
             }
             e
         };
-        self.record_owner(who, &format!("{ENVIRONMENT_PREFIX}{id}"))
-            .map_err(undo)?;
-        let env = self
-            .store
-            .get_environment(id)?
-            .ok_or_else(|| undo(EngineError::Internal("environment vanished".into())))?;
-        let found = self.discover(job, &env, 40).await.map_err(undo)?;
-        self.store
-            .apply_discovery(id, &found)
-            .map_err(|e| undo(e.into()))?;
+        // A panic in here still reaches the undo.
+        let env = crate::jobs::unpanicked(async {
+            self.record_owner(who, &format!("{ENVIRONMENT_PREFIX}{id}"))?;
+            let env = self
+                .store
+                .get_environment(id)?
+                .ok_or_else(|| EngineError::Internal("environment vanished".into()))?;
+            let found = self.discover(job, &env, 40).await?;
+            self.store.apply_discovery(id, &found)?;
+            Ok(env)
+        })
+        .await
+        .map_err(undo)?;
         let model = self.environment_model(&env)?;
         job.progress(
             100,
             &format!("environment {} added as {}", model.name, model.reference),
         );
-        Ok(serde_json::to_value(model).expect("serialisable"))
+        crate::to_json(&model)
     }
 
     /// Runs discovery for every installed Unix plugin on `env` as its
@@ -521,7 +522,7 @@ impl Engine {
                 engine.hosts.connect(&env, &user).await?;
                 let found = engine.discover(&job, &env, 20).await?;
                 engine.store.apply_discovery(env.id, &found)?;
-                Ok(serde_json::to_value(engine.environment_model(&env)?).expect("serialisable"))
+                crate::to_json(&engine.environment_model(&env)?)
             })
     }
 
@@ -745,6 +746,7 @@ impl Engine {
         repo: &RepositoryRecord,
         params: &Value,
     ) -> Result<(String, String), EngineError> {
+        crate::limits::check_parameters("parameters", params)?;
         let plugin =
             self.store
                 .get_plugin(&repo.plugin_id)?

@@ -83,6 +83,12 @@ impl EngineError {
                 InvokeError::Start(_) | InvokeError::Sandbox(_) | InvokeError::Protocol(_) => {
                     ErrorCode::Internal
                 }
+                // The plugin let the engine's "host does not answer" through.
+                InvokeError::UnhandledLibrary { error_id, .. }
+                    if i64::from(*error_id) == i64::from(crate::hosts::HOST_LIBRARY_ERROR_ID) =>
+                {
+                    ErrorCode::HostFailed
+                }
                 _ => ErrorCode::PluginFailed,
             },
             EngineError::Host(doppel_remote::Error::InvalidHostKey { .. }) => ErrorCode::Internal,
@@ -97,6 +103,7 @@ impl EngineError {
                 | doppel_storage::StorageError::HasSnapshots { .. } => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },
+            EngineError::Store(doppel_store::StoreError::Taken { .. }) => ErrorCode::Conflict,
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -104,6 +111,21 @@ impl EngineError {
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::RateLimited { .. } => ErrorCode::RateLimited,
         }
+    }
+
+    /// The API's view of this error, as a user is shown it: an internal
+    /// error gets a correlation id that is logged with the whole error
+    /// (`what` says what failed), so the answer says only what the log can
+    /// be searched for. Requests and jobs both report through this.
+    pub fn report(&self, what: &str) -> ApiError {
+        let mut api = self.to_api();
+        if api.code == ErrorCode::Internal {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            tracing::error!(correlation_id = %id, error = %self, "{what} failed");
+            api.message = format!("internal error (correlation id {id}): {}", api.message);
+            api.correlation_id = Some(id);
+        }
+        api
     }
 
     /// The API's view of this error.
@@ -132,5 +154,24 @@ impl EngineError {
             _ => {}
         }
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unhandled_host_library_error_is_a_host_failure() {
+        let unhandled = |error_id| {
+            EngineError::Plugin(InvokeError::UnhandledLibrary {
+                error_id,
+                message: "connecting to 10.0.0.9:22: connection refused".into(),
+                call_stack: String::new(),
+            })
+        };
+        let id = crate::hosts::HOST_LIBRARY_ERROR_ID as u32;
+        assert_eq!(unhandled(id).code(), ErrorCode::HostFailed);
+        assert_eq!(unhandled(1).code(), ErrorCode::PluginFailed);
     }
 }

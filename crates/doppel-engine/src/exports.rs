@@ -197,7 +197,10 @@ impl Engine {
         let u = users
             .iter()
             .find(|x| x.name == user)
-            .expect("checked by the caller");
+            .ok_or_else(|| EngineError::InvalidInput {
+                field: "user".into(),
+                reason: format!("{user} is not a user of environment {}", env.name),
+            })?;
         let conn = self.hosts.connect(env, u).await?;
         let script = format!(
             "mkdir -p -- {t} && if command -v rsync >/dev/null; then rsync -a -- {m}/ {t}/; else cp -a -- {m}/. {t}/; fi",

@@ -29,6 +29,17 @@ pub const POINTS: &[&str] = &[
     "post-stop",
 ];
 
+/// The points only a dSource's operations reach (sync); all others belong
+/// to VDBs.
+const DSOURCE_POINTS: &[&str] = &["pre-sync", "post-sync"];
+
+/// Whose hooks are being set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookOwner {
+    DSource,
+    Vdb,
+}
+
 /// Output of a hook kept in the job's events.
 const OUTPUT_IN_EVENTS: usize = 4096;
 
@@ -80,9 +91,29 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks every hook point name before anything is created.
-    pub(crate) fn check_hook_points(hooks: &BTreeMap<String, String>) -> Result<(), EngineError> {
-        hooks.keys().try_for_each(|p| check_point(p))
+    /// Checks every hook before anything is created: a known point, one the
+    /// owner's operations reach (a hook that never runs is a mistake to
+    /// report, not to keep), and a script within the size limit.
+    pub(crate) fn check_hooks(
+        hooks: &BTreeMap<String, String>,
+        owner: HookOwner,
+    ) -> Result<(), EngineError> {
+        for (point, script) in hooks {
+            check_point(point)?;
+            let for_dsource = DSOURCE_POINTS.contains(&point.as_str());
+            if for_dsource != (owner == HookOwner::DSource) {
+                let (is, other) = match owner {
+                    HookOwner::DSource => ("a dSource", "VDBs"),
+                    HookOwner::Vdb => ("a VDB", "dSources"),
+                };
+                return Err(EngineError::InvalidInput {
+                    field: format!("hooks.{point}"),
+                    reason: format!("{point} is a hook point of {other}; {is} never runs it"),
+                });
+            }
+            crate::limits::check_hook_script(point, script)?;
+        }
+        Ok(())
     }
 
     /// Sets or replaces the hooks of a dSource or VDB.
@@ -92,7 +123,12 @@ impl Engine {
         hooks: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, EngineError> {
         let object = self.hook_object(reference)?;
-        Self::check_hook_points(hooks)?;
+        let owner = if object.starts_with("DSOURCE-") {
+            HookOwner::DSource
+        } else {
+            HookOwner::Vdb
+        };
+        Self::check_hooks(hooks, owner)?;
         self.store_hooks(&object, hooks)?;
         self.hooks(reference)
     }

@@ -21,6 +21,41 @@ pub const ENVIRONMENT_PREFIX: &str = "UNIX_HOST_ENVIRONMENT-";
 pub const HOST_PREFIX: &str = "UNIX_HOST-";
 pub const USER_PREFIX: &str = "HOST_USER-";
 
+/// The id of the actionable library error a plugin sees when a callback
+/// could not reach or talk to its host. A plugin that does not catch it
+/// fails its operation as `host_failed`, not as a plugin fault.
+pub const HOST_LIBRARY_ERROR_ID: i32 = 2;
+
+/// Why a library callback failed: its host, or anything else (bad request,
+/// unknown environment...), which the plugin sees with id 1.
+#[derive(Debug)]
+enum CallbackError {
+    Host(String),
+    Other(String),
+}
+
+impl From<String> for CallbackError {
+    fn from(m: String) -> Self {
+        CallbackError::Other(m)
+    }
+}
+
+impl From<&str> for CallbackError {
+    fn from(m: &str) -> Self {
+        CallbackError::Other(m.to_owned())
+    }
+}
+
+/// Sorts an engine or SSH failure of a callback by whether the host is at fault.
+fn callback_error(e: impl Into<EngineError>) -> CallbackError {
+    let e = e.into();
+    if e.code() == doppel_model::ErrorCode::HostFailed {
+        CallbackError::Host(e.to_string())
+    } else {
+        CallbackError::Other(e.to_string())
+    }
+}
+
 /// `PREFIX<n>` → n.
 pub fn parse_ref(reference: &str, prefix: &str) -> Option<i64> {
     reference.strip_prefix(prefix).and_then(|n| n.parse().ok())
@@ -131,10 +166,10 @@ impl Hosts {
         Ok((env, user))
     }
 
-    async fn script_call(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
+    async fn script_call(&self, call: &LibraryCall<'_>) -> Result<Value, CallbackError> {
         let req = &call.request;
         let (env, user) = self.resolve_connection(&req["remote_connection"])?;
-        let conn = self.connect(&env, &user).await.map_err(|e| e.to_string())?;
+        let conn = self.connect(&env, &user).await.map_err(callback_error)?;
         let command = req["command"].as_str().unwrap_or_default();
         let variables: BTreeMap<String, String> = req["variables"]
             .as_object()
@@ -155,7 +190,7 @@ impl Hosts {
                 .await
             }
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(callback_error)?;
         let mut stderr = out.stderr_str();
         if out.truncated {
             // Said, not silently cut: the plugin and its log both see it.
@@ -173,7 +208,7 @@ impl Hosts {
 
     /// Mirrors a directory of the connection's host into the dataset the
     /// running operation fills, over the pinned connection.
-    async fn run_sync(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
+    async fn run_sync(&self, call: &LibraryCall<'_>) -> Result<Value, CallbackError> {
         let target = call.sync_target.ok_or(
             "run_sync copies into the dataset being synced, and is only available during a direct dSource's sync",
         )?;
@@ -197,7 +232,7 @@ impl Hosts {
                     )
                 })?;
         }
-        let conn = self.connect(&env, &user).await.map_err(|e| e.to_string())?;
+        let conn = self.connect(&env, &user).await.map_err(callback_error)?;
         let strings = |k: &str| -> Vec<String> {
             req[k]
                 .as_array()
@@ -217,7 +252,7 @@ impl Hosts {
             exclude_paths: strings("exclude_paths"),
             sym_links_to_follow: strings("sym_links_to_follow"),
         };
-        conn.run_sync(&sync).await.map_err(|e| e.to_string())?;
+        conn.run_sync(&sync).await.map_err(callback_error)?;
         Ok(json!({"return_value": {}}))
     }
 
@@ -256,17 +291,88 @@ impl LibraryHandler for Hosts {
             let answer = match call.method {
                 "run_bash" | "run_expect" => self.script_call(&call).await,
                 "run_powershell" => Err(
-                    "run_powershell needs a Windows host; this environment is a Unix host"
-                        .to_owned(),
+                    "run_powershell needs a Windows host; this environment is a Unix host".into(),
                 ),
-                "retrieve_credentials" => self.retrieve_credentials(&call),
+                "retrieve_credentials" => self.retrieve_credentials(&call).map_err(Into::into),
                 "upgrade_password" => {
-                    Err("upgrade_password is only allowed while a plugin upgrade runs".to_owned())
+                    Err("upgrade_password is only allowed while a plugin upgrade runs".into())
                 }
                 "run_sync" => self.run_sync(&call).await,
-                other => Err(format!("unknown library call {other}")),
+                other => Err(format!("unknown library call {other}").into()),
             };
-            answer.unwrap_or_else(|message| actionable_error(1, message))
+            answer.unwrap_or_else(|e| match e {
+                CallbackError::Host(m) => actionable_error(HOST_LIBRARY_ERROR_ID, m),
+                CallbackError::Other(m) => actionable_error(1, m),
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doppel_store::{EnvironmentRecord, EnvironmentUserRecord};
+
+    #[tokio::test]
+    async fn a_callback_on_a_host_that_does_not_answer_is_a_host_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Arc::new(SecretBox::open(&dir.path().join("key")).unwrap());
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        // A port nothing listens on: connections are refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = EnvironmentRecord {
+            id: 0,
+            name: "gone".into(),
+            host: "127.0.0.1".into(),
+            port,
+            toolkit_path: "/t".into(),
+            scratch_path: "/t/s".into(),
+            host_key:
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g"
+                    .into(),
+            host_key_fingerprint: "x".into(),
+            created_at: "now".into(),
+        };
+        let user = EnvironmentUserRecord {
+            id: 0,
+            environment_id: 0,
+            name: "delphix".into(),
+            auth: "password".into(),
+            secret: secrets.seal("pw"),
+            is_primary: true,
+        };
+        let id = store.insert_environment(&env, &user, &[]).unwrap();
+        let hosts = Hosts::new(store, secrets);
+        let conn = json!({"environment": {"reference": format!("{ENVIRONMENT_PREFIX}{id}")}});
+        for method in ["run_bash", "run_sync"] {
+            let answer = hosts
+                .call(LibraryCall {
+                    method,
+                    request: json!({"remote_connection": conn, "command": "true", "source_directory": "/x"}),
+                    job: None,
+                    sync_target: Some(dir.path()),
+                })
+                .await;
+            let err = &answer["error"]["actionable_error"];
+            assert_eq!(err["id"], HOST_LIBRARY_ERROR_ID, "{method}: {answer}");
+            assert!(
+                err["message"].as_str().unwrap().contains(&port.to_string()),
+                "{method}: the message names the host: {answer}"
+            );
+        }
+        // A callback that is wrong for other reasons keeps id 1.
+        let answer = hosts
+            .call(LibraryCall {
+                method: "run_bash",
+                request: json!({"remote_connection": {"environment": {"reference": "nope"}}}),
+                job: None,
+                sync_target: None,
+            })
+            .await;
+        assert_eq!(answer["error"]["actionable_error"]["id"], 1, "{answer}");
     }
 }

@@ -10,12 +10,41 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use doppel_model::{ApiError, ErrorCode, EventLevel, Job, JobEvent, JobState};
-use doppel_store::{JobFilter, Store};
+use doppel_model::{ApiError, ErrorCode, EventLevel, Job, JobEvent, JobFilter, JobState};
+use doppel_store::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
+
+/// Runs `work`, turning a panic inside it into an internal error, so a bug
+/// in a job body fails the job (and, where a body wraps its fallible
+/// section in this, reaches that body's undo) instead of unwinding past the
+/// code that records the end and releases the target.
+pub(crate) async fn unpanicked<T, F>(work: F) -> Result<T, EngineError>
+where
+    F: Future<Output = Result<T, EngineError>>,
+{
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        // The future is dropped right after a panic, never polled again, so
+        // whatever state the panic broke is not observed.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                std::task::Poll::Ready(Err(EngineError::Internal(format!(
+                    "the engine hit a bug and stopped this operation: {what}"
+                ))))
+            }
+        }
+    })
+    .await
+}
 
 /// What a running job uses to report and to notice cancellation.
 #[derive(Clone)]
@@ -199,7 +228,7 @@ impl JobRunner {
                     tracing::error!(job = %handle.id, error = %e, "cannot mark job running");
                 }
                 handle.changes.bump();
-                work(handle.clone()).await
+                unpanicked(work(handle.clone())).await
             };
             let stored = match &outcome {
                 Ok(v) => handle
@@ -212,9 +241,10 @@ impl JobRunner {
                 }
                 Err(e) => {
                     tracing::warn!(job = %handle.id, error = %e, "job failed");
+                    let shown = e.report(&format!("job {}", handle.id));
                     handle
                         .store
-                        .finish_job(&handle.id, JobState::Failed, Some(&e.to_api()), None)
+                        .finish_job(&handle.id, JobState::Failed, Some(&shown), None)
                 }
             };
             handle.changes.bump();
@@ -340,6 +370,56 @@ mod tests {
         gate.notify_one();
         assert_eq!(wait_finished(&r, &b.id).await.result.unwrap()["made"], "b");
         assert_eq!(*order.lock().unwrap(), vec!["c", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_as_internal_and_frees_its_target() {
+        let r = JobRunner::new(Arc::new(Store::open_in_memory().unwrap())).unwrap();
+        let p = r
+            .spawn("P", Some("X".into()), |h| async move {
+                h.progress(10, "about to trip");
+                let missing: Option<u8> = "not a number".parse().ok();
+                missing.expect("exists");
+                Ok(Value::Null)
+            })
+            .unwrap();
+        let next = r
+            .spawn("N", Some("X".into()), |_| async {
+                Ok(serde_json::json!("ran"))
+            })
+            .unwrap();
+        let failed = wait_finished(&r, &p.id).await;
+        assert_eq!(failed.state, JobState::Failed);
+        let err = failed.error.unwrap();
+        assert_eq!(err.code, ErrorCode::Internal);
+        let id = err.correlation_id.clone().expect("a correlation id");
+        assert!(
+            err.message.contains(&id) && err.message.contains("exists"),
+            "{err:?}"
+        );
+        // The target's lock was released: the job queued behind it ran.
+        assert_eq!(wait_finished(&r, &next.id).await.result.unwrap(), "ran");
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_fallible_section_reaches_its_undo() {
+        let undone = Arc::new(Mutex::new(false));
+        let u = undone.clone();
+        let outcome: Result<(), EngineError> = async move {
+            let section = unpanicked(async {
+                let v: Vec<u8> = Vec::new();
+                let _ = v[3];
+                Ok(())
+            })
+            .await;
+            if section.is_err() {
+                *u.lock().unwrap() = true;
+            }
+            section
+        }
+        .await;
+        assert!(matches!(outcome, Err(EngineError::Internal(m)) if m.contains("out of bounds")));
+        assert!(*undone.lock().unwrap());
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ mod hosts;
 pub mod jobs;
 pub mod keeper;
 pub mod layout;
+mod limits;
 pub mod mounts;
 mod plugins;
 mod secrets;
@@ -50,6 +51,11 @@ pub(crate) fn now() -> String {
 /// A plugin-defined object as plugin requests carry it (`{"json": "..."}`).
 pub(crate) fn pdo(v: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({"json": v.to_string()})
+}
+
+/// A model as the JSON a job returns.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, EngineError> {
+    serde_json::to_value(v).map_err(|e| EngineError::Internal(format!("encoding a result: {e}")))
 }
 
 /// Runs pool work (file system calls that may block) off the async threads.
@@ -126,6 +132,9 @@ pub struct Engine {
     mount_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops plugin workers idle for longer than the configured time.
     worker_reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Mount paths (environment id, path) a dSource or VDB job is mounting
+    /// now, with who: see [`Engine::claim_mount_path`].
+    mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -179,6 +188,7 @@ impl Engine {
             auth,
             mount_watch: Default::default(),
             worker_reaper: Default::default(),
+            mount_claims: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);

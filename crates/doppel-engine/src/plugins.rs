@@ -185,6 +185,56 @@ impl Engine {
         }
     }
 
+    /// Installs (or upgrades) a plugin in a job, as the Delphix-compatible
+    /// upload does, and waits until it ends, so that a refused plugin fails
+    /// the upload itself. Returns the job and how the install ended.
+    pub async fn install_plugin_in_job(
+        self: &Arc<Self>,
+        who: &Principal,
+        artifact: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<
+        (
+            doppel_model::Job,
+            Result<PluginSummary, doppel_model::ApiError>,
+        ),
+        EngineError,
+    > {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let engine = self.clone();
+        let installer = who.clone();
+        let job = self
+            .jobs
+            .spawn("PLUGIN_UPLOAD", None, move |h| async move {
+                h.progress(
+                    10,
+                    &format!("installing the uploaded plugin (by {})", installer.name),
+                );
+                let outcome = engine.install_plugin(&installer, artifact.as_ref()).await;
+                let _ = tx.send(outcome.as_ref().map(Clone::clone).map_err(|e| e.to_api()));
+                let summary = outcome?;
+                h.progress(
+                    100,
+                    &format!(
+                        "plugin {} build {} is installed",
+                        summary.name, summary.build_number
+                    ),
+                );
+                crate::to_json(&summary)
+            })?;
+        match rx.await {
+            Ok(outcome) => Ok((job, outcome)),
+            // The job ended without answering: it panicked, and its record
+            // says so with a correlation id.
+            Err(_) => {
+                let ended = self.jobs.get(&job.id)?;
+                let err = ended.error.clone().unwrap_or_else(|| {
+                    EngineError::Internal(format!("{} ended without an answer", job.id)).to_api()
+                });
+                Ok((job, Err(err)))
+            }
+        }
+    }
+
     /// Installs a plugin from artifact.json bytes, or upgrades an installed
     /// one to a higher buildNumber. Nothing is stored unless every check
     /// passes and the plugin's code loads in a worker.

@@ -26,6 +26,22 @@ use crate::{now, pdo, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
 
 const VDB_PREFIX: &str = "VDB-";
 
+/// A mount path claimed by a job (see `Engine::claim_mount_path`); given
+/// back when dropped, by then recorded as a mount or not mounted at all.
+pub(crate) struct MountClaim {
+    claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
+    key: (i64, String),
+}
+
+impl Drop for MountClaim {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// What a request for a new VDB (provisioned or empty) says about it.
 struct NewVdb<'a> {
     name: &'a str,
@@ -275,6 +291,11 @@ impl Engine {
                 .find_mount(env.id, &path)?
                 .is_some_and(|m| m.volume == ctx.vdb.volume && m.subdirectory == shared);
             if !already {
+                let _claim = self.claim_mount_path(
+                    &env,
+                    &path,
+                    format!("VDB {} ({VDB_PREFIX}{})", ctx.vdb.name, ctx.vdb.id),
+                )?;
                 job.event(
                     EventLevel::Info,
                     &format!(
@@ -393,6 +414,95 @@ impl Engine {
         Ok(format!("{SNAPSHOT_PREFIX}{id}"))
     }
 
+    /// Refuses `action` on a disabled VDB. Jobs call it on the record they
+    /// load under the VDB's lock, so a disable queued before them counts.
+    fn vdb_enabled(vdb: &VdbRecord, action: &str) -> Result<(), EngineError> {
+        if vdb.enabled {
+            Ok(())
+        } else {
+            Err(EngineError::Conflict(format!(
+                "VDB {} is disabled: cannot {action} it; enable it first",
+                vdb.name
+            )))
+        }
+    }
+
+    /// Refuses a VDB name another VDB has. Checked when the request comes
+    /// and again when its job starts: jobs for one name run one at a time,
+    /// so a second request for a name fails there before making anything.
+    fn vdb_name_free(&self, name: &str) -> Result<(), EngineError> {
+        match self.store.find_vdb_by_name(name)? {
+            Some(v) => Err(EngineError::Conflict(format!(
+                "a VDB named {name:?} exists already ({VDB_PREFIX}{})",
+                v.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Claims `path` on `env` for `who` (a dSource or VDB, as users name it)
+    /// while its job mounts there, and refuses a path that is claimed or
+    /// mounted already, naming the holder. Two jobs mounting one path at
+    /// once would otherwise both pass the mount's own check, and the loser's
+    /// undo would take the winner's mount down with its own.
+    pub(crate) fn claim_mount_path(
+        &self,
+        env: &EnvironmentRecord,
+        path: &str,
+        who: String,
+    ) -> Result<MountClaim, EngineError> {
+        let key = (env.id, path.to_owned());
+        {
+            let mut claims = self.mount_claims.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(holder) = claims.get(&key) {
+                return Err(EngineError::Conflict(format!(
+                    "{path} on {} is in use by {holder}",
+                    env.name
+                )));
+            }
+            claims.insert(key.clone(), who);
+        }
+        let claim = MountClaim {
+            claims: self.mount_claims.clone(),
+            key,
+        };
+        if let Some(holder) = self.mount_path_holder(env.id, path)? {
+            return Err(EngineError::Conflict(format!(
+                "{path} on {} is in use by {holder}",
+                env.name
+            )));
+        }
+        Ok(claim)
+    }
+
+    /// Which dSource or VDB holds `path` on `env`, as users name it.
+    pub(crate) fn mount_path_holder(
+        &self,
+        env: i64,
+        path: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(m) = self.store.find_mount(env, path)? else {
+            return Ok(None);
+        };
+        if let Some(v) = self
+            .store
+            .list_vdbs()?
+            .into_iter()
+            .find(|v| v.volume == m.volume)
+        {
+            return Ok(Some(format!("VDB {} ({VDB_PREFIX}{})", v.name, v.id)));
+        }
+        if let Some(d) = self
+            .store
+            .list_dsources()?
+            .into_iter()
+            .find(|d| d.volume == m.volume)
+        {
+            return Ok(Some(format!("dSource {} (DSOURCE-{})", d.name, d.id)));
+        }
+        Ok(Some(format!("dataset {}", m.volume)))
+    }
+
     /// Checks what a new VDB needs (its name, the target environment and
     /// user, the plugin's repository there, the parameters and hook points)
     /// and returns the record to create, not yet stored.
@@ -410,11 +520,7 @@ impl Engine {
             hooks,
         } = new;
         crate::environments::check_name("name", name)?;
-        if self.store.find_vdb_by_name(name)?.is_some() {
-            return Err(EngineError::Conflict(format!(
-                "a VDB named {name:?} exists already"
-            )));
-        }
+        self.vdb_name_free(name)?;
         let env = self.find_environment(environment)?;
         let user = self.env_user(&env, user)?;
         let repo = self
@@ -429,7 +535,8 @@ impl Engine {
                     plugin.name, env.name
                 ),
             })?;
-        Engine::check_hook_points(hooks)?;
+        Engine::check_hooks(hooks, crate::hooks::HookOwner::Vdb)?;
+        crate::limits::check_parameters("parameters", parameters)?;
         let schema =
             ParameterSchema::new(&plugin.definition["virtualSourceDefinition"]["parameters"])
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -502,10 +609,14 @@ impl Engine {
             return Err(e);
         }
         self.store.mark_ready("vdb", vdb.id)?;
-        Ok(
-            serde_json::to_value(self.vdb_model(&self.store.get_vdb(vdb.id)?.expect("stored"))?)
-                .expect("serialisable"),
-        )
+        let stored = self
+            .store
+            .get_vdb(vdb.id)?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "VDB",
+                id: vdb.name.clone(),
+            })?;
+        crate::to_json(&self.vdb_model(&stored)?)
     }
 
     /// Provisions a VDB in a job: clone, mount, configure, first snapshot.
@@ -536,6 +647,7 @@ impl Engine {
         let engine = self.clone();
         let who = who.clone();
         self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
+            engine.vdb_name_free(&record.name)?;
             job.progress(5, &format!("cloning {SNAPSHOT_PREFIX}{} into dataset {}", snapshot.id, record.volume));
             let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
             let to = VolumeId::new(record.volume.as_str())?;
@@ -543,7 +655,8 @@ impl Engine {
             pool_task(move || pool.create_clone(&from, &to).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
             let id = vdb.id;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -557,9 +670,9 @@ impl Engine {
                 engine.store.set_vdb_source_config(id, &sc)?;
                 engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await?;
                 job.progress(80, "taking the first VDB snapshot");
-                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.expect("just stored"))?;
+                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: vdb.name.clone() })?)?;
                 engine.snapshot_vdb_steps(&job, &ctx).await
-            }
+            })
             .await;
             engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
@@ -574,6 +687,15 @@ impl Engine {
         req: CreateEmptyVdb,
     ) -> Result<Job, EngineError> {
         let plugin = self.find_plugin(&req.plugin)?;
+        if plugin.definition.pointer("/manifest/hasInitialize") != Some(&Value::Bool(true)) {
+            return Err(EngineError::InvalidInput {
+                field: "plugin".into(),
+                reason: format!(
+                    "plugin {} has no initialize operation, so it cannot create empty VDBs; provision from a snapshot instead",
+                    plugin.name
+                ),
+            });
+        }
         let new = NewVdb {
             name: &req.name,
             environment: &req.environment,
@@ -586,12 +708,14 @@ impl Engine {
         let engine = self.clone();
         let who = who.clone();
         self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
+            engine.vdb_name_free(&record.name)?;
             job.progress(5, &format!("creating the empty dataset {}", record.volume));
             let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
             pool_task(move || pool.create_volume(&v).map(|_| ())).await?;
             let vdb = engine.store_new_vdb(&record, None).await?;
             let id = vdb.id;
-            let outcome = async {
+            // A panic in here still reaches the undo below.
+            let outcome = crate::jobs::unpanicked(async {
                 engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
                 engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
                 let ctx = engine.vdb_ctx(vdb.clone())?;
@@ -603,7 +727,7 @@ impl Engine {
                 let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
                 engine.store.set_vdb_source_config(id, &sc)?;
                 engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await
-            }
+            })
             .await;
             engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
         })
@@ -625,11 +749,14 @@ impl Engine {
     /// Takes a VDB snapshot in a job.
     pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
+        Engine::vdb_enabled(&vdb, "snapshot")?;
         let engine = self.clone();
         self.jobs.spawn(
             "VDB_SNAPSHOT",
             Some(format!("{VDB_PREFIX}{}", vdb.id)),
             move |job| async move {
+                let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+                Engine::vdb_enabled(&vdb, "snapshot")?;
                 let ctx = engine.vdb_ctx(vdb)?;
                 Ok(json!({"snapshot": engine.snapshot_vdb_steps(&job, &ctx).await?}))
             },
@@ -663,10 +790,13 @@ impl Engine {
                 reason: "rewind needs one of the VDB's snapshots".into(),
             });
         }
+        Engine::vdb_enabled(&vdb, if rewind { "rewind" } else { "refresh" })?;
         let target = self.pick_snapshot(&source_volume, to)?;
         let engine = self.clone();
         let kind = if rewind { "VDB_REWIND" } else { "VDB_REFRESH" };
         self.jobs.spawn(kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+            Engine::vdb_enabled(&vdb, if rewind { "rewind" } else { "refresh" })?;
             let ctx = engine.vdb_ctx(vdb)?;
             let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
             let (pre, post) = if rewind { ("pre-rollback", "post-rollback") } else { ("pre-refresh", "post-refresh") };
@@ -701,7 +831,7 @@ impl Engine {
                 engine.run_hook(&job, &object, "configure-clone", &ctx.env, &ctx.user).await?;
             }
             engine.run_hook(&job, &object, post, &ctx.env, &ctx.user).await?;
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
         })
     }
 
@@ -735,7 +865,7 @@ impl Engine {
             engine.vcall(&ctx, &job, "virtual.unconfigure", unconf).await?;
             engine.vcall(&ctx, &job, "virtual.cleanup", base).await?;
             engine.remove_vdb(&vdb).await?;
-            Ok(serde_json::to_value(model).expect("serialisable"))
+            crate::to_json(&model)
         })
     }
 
@@ -753,6 +883,10 @@ impl Engine {
         let action = action.to_owned();
         let kind = format!("VDB_{}", action.to_uppercase());
         self.jobs.spawn(&kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
+            let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+            if action == "start" || action == "stop" {
+                Engine::vdb_enabled(&vdb, &action)?;
+            }
             let ctx = engine.vdb_ctx(vdb)?;
             let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
             let extended = ctx.plugin.definition["extendedStartStopHooks"] == true;
@@ -778,11 +912,14 @@ impl Engine {
                     // An unimplemented status counts as ACTIVE.
                     let status = engine.vcall(&ctx, &job, "virtual.status", request(&engine.current_mounts(&ctx)?)).await?;
                     let active = status.as_ref().is_none_or(|s| s["status"] != "INACTIVE");
+                    if !active && extended {
+                        hook("pre-start").await?;
+                    }
+                    // Disable unmounted the dataset; a plugin that says
+                    // ACTIVE anyway (its status may look only at the path)
+                    // still needs its files back where they were.
+                    let mounts = engine.mount_vdb(&job, &ctx).await?;
                     if !active {
-                        if extended {
-                            hook("pre-start").await?;
-                        }
-                        let mounts = engine.mount_vdb(&job, &ctx).await?;
                         let mut req = request(&mounts);
                         let latest = engine.store.list_snapshots(Some(&ctx.vdb.volume))?.pop();
                         req["snapshot"] = json!({"parameters": pdo(&latest.map(|s| s.metadata).unwrap_or(json!({})))});
@@ -811,7 +948,7 @@ impl Engine {
                     engine.store.set_enabled("vdb", ctx.vdb.id, false)?;
                 }
             }
-            Ok(serde_json::to_value(engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.expect("exists"))?).expect("serialisable"))
+            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
         })
     }
 

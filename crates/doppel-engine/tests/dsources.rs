@@ -132,7 +132,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
         staging.sh("alice", &format!("cat {}/a.txt", mounts[0].mount_path)),
         "one\n"
     );
-    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    let snaps = engine.list_snapshots(Some("tree")).await.unwrap();
     assert_eq!(snaps[0].metadata["fileCount"], 2, "{:?}", snaps[0].metadata);
 
     // Change the source, sync: a second snapshot; the first is unchanged.
@@ -146,7 +146,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     )
     .await;
     assert_eq!(synced.state, JobState::Succeeded, "{synced:?}");
-    let snaps = engine.list_snapshots(Some("tree")).unwrap();
+    let snaps = engine.list_snapshots(Some("tree")).await.unwrap();
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].metadata["fileCount"], 3);
     // Snapshots are immutable: the first still holds what the first sync copied.
@@ -173,7 +173,7 @@ async fn a_staged_dsource_links_syncs_and_deletes_with_the_directory_plugin() {
     assert_eq!(deleted.state, JobState::Succeeded, "{deleted:?}");
     assert!(engine.list_dsources().unwrap().is_empty());
     assert!(engine.list_mounts().unwrap().is_empty());
-    assert!(engine.list_snapshots(None).unwrap().is_empty());
+    assert!(engine.list_snapshots(None).await.unwrap().is_empty());
     assert!(engine.pool().list_volumes().unwrap().is_empty());
     assert_eq!(
         staging
@@ -547,5 +547,320 @@ async fn vdbs_are_provisioned_refreshed_rewound_and_deleted_with_the_directory_p
             .trim(),
         "0"
     );
+    engine.shutdown().await;
+}
+
+/// Requests that race each other or a disable: one name or one mount path
+/// asked for at once, and operations queued behind a disable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_requests_conflict_cleanly_and_a_queued_disable_counts() {
+    use doppel_model::{ErrorCode, ProvisionVdb};
+    let world = World::new(&["source", "staging", "target"]);
+    let (source, staging, target) = (
+        world.host("source"),
+        world.host("staging"),
+        world.host("target"),
+    );
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file("/srv/data/tree/a.txt", b"v1\n", "alice");
+    trust(staging, source, "alice");
+    target.mkdir("/srv/vdbs", "delphix");
+
+    let data = tempfile::tempdir().unwrap();
+    let engine = open_engine(data.path()).await;
+    let admin = engine.principal("admin").unwrap();
+    engine
+        .install_plugin(
+            &admin,
+            &std::fs::read(plugins::build_example("directory")).unwrap(),
+        )
+        .await
+        .unwrap();
+    add_env(&engine, "source", source, "delphix").await;
+    add_env(&engine, "staging", staging, "alice").await;
+    add_env(&engine, "target", target, "delphix").await;
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let sc = engine
+        .add_source_config(AddSourceConfig {
+            repository: repo.reference,
+            parameters: json!({"name": "tree", "path": "/srv/data/tree"}),
+        })
+        .unwrap();
+    let link = |name: &str| LinkDSource {
+        name: name.into(),
+        source_config: sc.reference.clone(),
+        staging_environment: Some("staging".into()),
+        staging_user: None,
+        parameters: json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}),
+        hooks: Default::default(),
+    };
+    // Three links with one name, sent together: one wins. A loser is
+    // refused at the request (the winner is recorded by then) or by its job
+    // (it was not yet); either way a conflict naming the winner.
+    async fn outcomes(
+        engine: &std::sync::Arc<doppel_engine::Engine>,
+        requests: Vec<Result<doppel_model::Job, EngineError>>,
+    ) -> Vec<Result<doppel_model::Job, doppel_model::ApiError>> {
+        let mut out = Vec::new();
+        for r in requests {
+            out.push(match r {
+                Err(e) => Err(e.to_api()),
+                Ok(j) => {
+                    let j = wait(engine, j).await;
+                    if j.state == JobState::Succeeded {
+                        Ok(j)
+                    } else {
+                        Err(j.error.unwrap())
+                    }
+                }
+            });
+        }
+        out
+    }
+    let links = (0..3)
+        .map(|_| engine.link_dsource(&admin, link("tree")))
+        .collect();
+    let links = outcomes(&engine, links).await;
+    assert_eq!(links.iter().filter(|r| r.is_ok()).count(), 1, "{links:?}");
+    for err in links.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
+        assert!(err.message.contains("DSOURCE-1"), "{err:?}");
+    }
+    assert_eq!(engine.list_dsources().unwrap().len(), 1);
+    assert_eq!(engine.pool().list_volumes().unwrap().len(), 1);
+
+    let provision = |name: &str, path: &str| ProvisionVdb {
+        name: name.into(),
+        from: "tree".into(),
+        snapshot: None,
+        environment: "target".into(),
+        user: None,
+        parameters: json!({"mountPath": path}),
+        hooks: Default::default(),
+    };
+    // 20 provisions of one name.
+    let jobs = (0..20)
+        .map(|i| engine.provision_vdb(&admin, provision("same", &format!("/srv/vdbs/same{i}"))))
+        .collect();
+    let jobs = outcomes(&engine, jobs).await;
+    assert_eq!(jobs.iter().filter(|r| r.is_ok()).count(), 1, "{jobs:?}");
+    assert!(
+        jobs[0].is_ok(),
+        "the first request wins: jobs of one name run in order"
+    );
+    let same = engine.get_vdb("same").unwrap();
+    for err in jobs.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
+        let expected = format!("a VDB named \"same\" exists already ({})", same.reference);
+        assert!(err.message.contains(&expected), "{err:?}");
+    }
+    assert_eq!(engine.list_vdbs().unwrap().len(), 1);
+    assert_eq!(engine.list_mounts().unwrap().len(), 2, "staging and same");
+
+    // Five provisions to one mount path, all at once.
+    let jobs = (0..5)
+        .map(|i| engine.provision_vdb(&admin, provision(&format!("p{i}"), "/srv/vdbs/shared")))
+        .collect();
+    let results = outcomes(&engine, jobs).await;
+    let winner: Vec<usize> = (0..5).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winner.len(), 1, "{results:?}");
+    let holder = engine.get_vdb(&format!("p{}", winner[0])).unwrap();
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
+        let expected = format!("in use by VDB {} ({})", holder.name, holder.reference);
+        assert!(err.message.contains(&expected), "{err:?}");
+    }
+    // Nothing half-made: two VDBs, their datasets and mounts, one sshfs
+    // mount per VDB on the target.
+    assert_eq!(engine.list_vdbs().unwrap().len(), 2);
+    assert_eq!(engine.pool().list_volumes().unwrap().len(), 3);
+    assert_eq!(engine.list_mounts().unwrap().len(), 3);
+    let on_target = target.sh("delphix", "grep fuse.sshfs /proc/mounts || true");
+    assert_eq!(
+        on_target.lines().count(),
+        2,
+        "{on_target}\n{:?}\n{results:?}",
+        engine.list_mounts().unwrap()
+    );
+    assert_eq!(
+        target.sh(
+            "delphix",
+            "cat /srv/vdbs/shared/a.txt /srv/vdbs/same0/a.txt"
+        ),
+        "v1\nv1\n"
+    );
+
+    // A sync queued right behind a disable is refused when it runs.
+    let before = engine.get_dsource("tree").unwrap().snapshots;
+    let disable = engine.dsource_power("tree", false).unwrap();
+    let sync = engine.sync_dsource("tree", None, false).unwrap();
+    assert_eq!(wait(&engine, disable).await.state, JobState::Succeeded);
+    let sync = wait(&engine, sync).await;
+    assert_eq!(sync.state, JobState::Failed);
+    let err = sync.error.unwrap();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(err.message.contains("disabled"), "{err:?}");
+    assert_eq!(engine.get_dsource("tree").unwrap().snapshots, before);
+    assert_eq!(
+        staging
+            .sh("alice", "grep -c fuse.sshfs /proc/mounts || true")
+            .trim(),
+        "0",
+        "the refused sync did not mount staging again"
+    );
+
+    // Likewise a VDB snapshot behind a disable; a later one is refused at once.
+    let disable = engine.vdb_power("same", "disable").unwrap();
+    let snap = engine.snapshot_vdb("same").unwrap();
+    assert_eq!(wait(&engine, disable).await.state, JobState::Succeeded);
+    let snap = wait(&engine, snap).await;
+    assert_eq!(snap.state, JobState::Failed);
+    assert!(snap.error.unwrap().message.contains("disabled"));
+    assert_eq!(engine.get_vdb("same").unwrap().snapshots, same.snapshots);
+    assert!(matches!(
+        engine.snapshot_vdb("same"),
+        Err(EngineError::Conflict(m)) if m.contains("disabled")
+    ));
+
+    // Enable brings the files back even when the plugin's status says
+    // ACTIVE (the directory plugin only looks for the mount directory).
+    let path = "/srv/vdbs/same0";
+    assert!(!target
+        .sh_output("delphix", &format!("mountpoint -q {path}"))
+        .status
+        .success());
+    target.mkdir(path, "delphix");
+    let enabled = wait(&engine, engine.vdb_power("same", "enable").unwrap()).await;
+    assert_eq!(enabled.state, JobState::Succeeded, "{enabled:?}");
+    assert_eq!(target.sh("delphix", &format!("cat {path}/a.txt")), "v1\n");
+    assert!(engine.get_vdb("same").unwrap().enabled);
+
+    // Accepted-but-wrong input is refused naming the field, changing nothing.
+    let field_of = |r: Result<_, EngineError>| match r {
+        Err(EngineError::InvalidInput { field, .. }) => field,
+        Err(other) => panic!("not invalid input: {other:?}"),
+        Ok(_) => panic!("accepted"),
+    };
+    let one = |point: &str, script: &str| [(point.to_owned(), script.to_owned())].into();
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("tree", &one("pre-snapshot", "true"))
+                .map(|_| ())
+        ),
+        "hooks.pre-snapshot"
+    );
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("same", &one("pre-sync", "true"))
+                .map(|_| ())
+        ),
+        "hooks.pre-sync"
+    );
+    let huge = "#".repeat(1_900_000);
+    assert_eq!(
+        field_of(
+            engine
+                .set_hooks("tree", &one("post-sync", &huge))
+                .map(|_| ())
+        ),
+        "hooks.post-sync"
+    );
+    assert!(engine.hooks("tree").unwrap().is_empty() && engine.hooks("same").unwrap().is_empty());
+    let vdbs = engine.list_vdbs().unwrap().len();
+    assert_eq!(
+        field_of(
+            engine
+                .provision_vdb(
+                    &admin,
+                    ProvisionVdb {
+                        hooks: one("post-sync", "true"),
+                        ..provision("hooked", "/srv/vdbs/hooked")
+                    }
+                )
+                .map(|_| ())
+        ),
+        "hooks.post-sync"
+    );
+    // The directory plugin has no initialize: it cannot make empty VDBs.
+    let plugin = engine.get_vdb("same").unwrap().plugin;
+    assert_eq!(
+        field_of(
+            engine
+                .create_empty_vdb(
+                    &admin,
+                    doppel_model::CreateEmptyVdb {
+                        name: "empty".into(),
+                        plugin,
+                        environment: "target".into(),
+                        user: None,
+                        parameters: json!({"mountPath": "/srv/vdbs/empty"}),
+                        hooks: Default::default(),
+                    }
+                )
+                .map(|_| ())
+        ),
+        "plugin"
+    );
+    assert_eq!(engine.list_vdbs().unwrap().len(), vdbs);
+    let long = "a".repeat(254);
+    for host in [
+        "",
+        "db 1",
+        "db1;reboot",
+        "ssh://db1",
+        "alice@db1",
+        long.as_str(),
+    ] {
+        let req = doppel_model::AddEnvironment {
+            name: "bad".into(),
+            host: host.into(),
+            port: 22,
+            user: "delphix".into(),
+            credentials: doppel_model::UserCredentials::Password {
+                password: "x".into(),
+            },
+            toolkit_path: None,
+        };
+        assert_eq!(
+            field_of(engine.add_environment(&admin, req).map(|_| ())),
+            "host",
+            "{host:?}"
+        );
+    }
+    assert_eq!(engine.list_environments().unwrap().len(), 3);
+    let configs = engine.list_source_configs(None).unwrap().len();
+    let repo = engine
+        .list_repositories(Some("source"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let long_path = format!("/{}", "p".repeat(1_500_000));
+    assert_eq!(
+        field_of(
+            engine
+                .add_source_config(AddSourceConfig {
+                    repository: repo.reference,
+                    parameters: json!({"name": "long", "path": long_path}),
+                })
+                .map(|_| ())
+        ),
+        "parameters.path"
+    );
+    assert_eq!(engine.list_source_configs(None).unwrap().len(), configs);
+
+    for name in ["same", &holder.name] {
+        let d = wait(&engine, engine.delete_vdb(name).unwrap()).await;
+        assert_eq!(d.state, JobState::Succeeded, "{d:?}");
+    }
+    let d = wait(&engine, engine.delete_dsource("tree").unwrap()).await;
+    assert_eq!(d.state, JobState::Succeeded, "{d:?}");
+    assert!(engine.list_mounts().unwrap().is_empty());
+    assert!(engine.pool().list_volumes().unwrap().is_empty());
     engine.shutdown().await;
 }

@@ -167,7 +167,7 @@ async fn a_direct_dsource_links_and_syncs_through_run_sync() {
     .await;
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     assert_eq!(std::fs::read(dir.join("b.txt")).unwrap(), b"two\n");
-    let snaps = engine.list_snapshots(Some("direct")).unwrap();
+    let snaps = engine.list_snapshots(Some("direct")).await.unwrap();
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].metadata["path"], "/srv/direct");
     assert_eq!(

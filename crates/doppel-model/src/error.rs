@@ -66,26 +66,6 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
-
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidInput | ErrorCode::InvalidArtifact | ErrorCode::InvalidParameters => {
-                400
-            }
-            ErrorCode::NotFound => 404,
-            ErrorCode::Conflict => 409,
-            ErrorCode::PluginUserError | ErrorCode::HookFailed => 422,
-            ErrorCode::PluginFailed | ErrorCode::HostFailed => 502,
-            ErrorCode::PluginTimeout => 504,
-            ErrorCode::PoolFull => 507,
-            ErrorCode::Internal => 500,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::MethodNotAllowed => 405,
-        }
-    }
 }
 
 /// Body of every error answer: `{"error": {...}}`.

@@ -91,3 +91,11 @@ pub struct JobEvent {
     pub level: EventLevel,
     pub message: String,
 }
+
+/// Which jobs to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub target: Option<String>,
+    pub limit: Option<usize>,
+}

@@ -20,6 +20,6 @@ pub use environment::{
     SourceConfig, UserCredentials,
 };
 pub use error::{ApiError, ErrorCode};
-pub use job::{EventLevel, Job, JobEvent, JobState};
+pub use job::{EventLevel, Job, JobEvent, JobFilter, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};
 pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};

@@ -27,7 +27,7 @@ pub mod worker;
 pub use artifact::{Artifact, ArtifactError, BuildNumber, Language, MAX_ARTIFACT_BYTES};
 pub use error::InvokeError;
 pub use host::{HostConfig, LoadedPlugin, PluginHost, NO_PYTHON27, WORKER_SCRIPT};
-pub use libs::{LibraryCall, LibraryHandler, NoHostAccess};
+pub use libs::{LibraryCall, LibraryHandler};
 pub use logs::{LogContext, LogPage, LogReadError, PluginLog, DEFAULT_TAIL, MAX_TAIL};
 pub use operations::Operation;
 pub use sandbox::{SandboxConfig, SandboxError};

@@ -31,24 +31,3 @@ pub trait LibraryHandler: Send + Sync {
 pub fn actionable_error(id: i32, message: impl Into<String>) -> Value {
     json!({"error": {"actionable_error": {"id": id, "message": message.into()}}})
 }
-
-/// The handler used until environments exist: every host callback fails
-/// with an actionable error that says what is missing.
-#[derive(Debug, Default)]
-pub struct NoHostAccess;
-
-impl LibraryHandler for NoHostAccess {
-    fn call<'a>(
-        &'a self,
-        call: LibraryCall<'a>,
-    ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
-        let message = match call.method {
-            "upgrade_password" => "upgrade_password is only allowed while a plugin upgrade runs".to_owned(),
-            "retrieve_credentials" => {
-                "retrieve_credentials: this engine holds no credentials yet (environments and their users are not set up)".to_owned()
-            }
-            m => format!("{m} needs a connection to an environment's host, and this engine cannot reach hosts yet"),
-        };
-        Box::pin(async move { actionable_error(1, message) })
-    }
-}

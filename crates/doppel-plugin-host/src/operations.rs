@@ -378,6 +378,58 @@ pub const ALL: &[Operation] = &[
 mod tests {
     use super::*;
 
+    /// The worker's own `OPERATIONS` table, read from the embedded script:
+    /// (group, method, request type) for each entry.
+    fn worker_table() -> std::collections::BTreeSet<(String, String, String)> {
+        let script = crate::host::WORKER_SCRIPT;
+        let start = script
+            .find("\nOPERATIONS = {\n")
+            .expect("the worker defines OPERATIONS");
+        let body = &script[start + "\nOPERATIONS = {\n".len()..];
+        let body = &body[..body.find("\n}\n").expect("OPERATIONS ends")];
+        let unquote = |t: &str| t.trim().trim_end_matches(',').trim_matches('"').to_owned();
+        let mut group = String::new();
+        let mut out = std::collections::BTreeSet::new();
+        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(g) = line.strip_suffix(": {") {
+                group = unquote(g);
+            } else if let Some((method, request)) = line.split_once(':') {
+                out.insert((group.clone(), unquote(method), unquote(request)));
+            } else {
+                assert!(
+                    line.starts_with('}'),
+                    "unexpected line in OPERATIONS: {line}"
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_worker_accepts_exactly_these_operations() {
+        let ours: std::collections::BTreeSet<_> = ALL
+            .iter()
+            .map(|o| {
+                (
+                    o.group.to_owned(),
+                    o.method.to_owned(),
+                    o.request_type.to_owned(),
+                )
+            })
+            .collect();
+        let worker = worker_table();
+        assert!(
+            worker.len() > 20,
+            "parsed too little of OPERATIONS: {worker:?}"
+        );
+        let only_ours: Vec<_> = ours.difference(&worker).collect();
+        let only_worker: Vec<_> = worker.difference(&ours).collect();
+        assert!(
+            only_ours.is_empty() && only_worker.is_empty(),
+            "operations.rs and doppel_worker.py disagree; only in Rust: {only_ours:?}; only in the worker: {only_worker:?}"
+        );
+    }
+
     #[test]
     fn names_are_unique_and_found() {
         let mut names: Vec<String> = ALL.iter().map(|o| o.name()).collect();

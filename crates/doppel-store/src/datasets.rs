@@ -112,7 +112,14 @@ impl Store {
             "INSERT INTO dsource (name, plugin_id, source_config_id, staging_environment_id, staging_user_id, parameters, volume, enabled, created_at, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating')",
             params![d.name, d.plugin_id, d.source_config_id, d.staging_environment_id, d.staging_user_id, d.parameters, d.volume, d.enabled, d.created_at],
-        )?;
+        )
+        .map_err(|e| {
+            crate::taken(e, "dSource name", &d.name, || {
+                tx.query_row("SELECT id FROM dsource WHERE name = ?1", [&d.name], |r| r.get::<_, i64>(0))
+                    .ok()
+                    .map(|id| format!("DSOURCE-{id}"))
+            })
+        })?;
         let id = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO timeflow (dsource_id, created_at) VALUES (?1, ?2)",
@@ -203,7 +210,14 @@ impl Store {
             &format!("INSERT INTO vdb ({}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'creating')", &VDB_COLS[4..]),
             params![v.name, v.plugin_id, v.repository_id, v.environment_id, v.user_id, v.parent_volume, v.parameters,
                     v.source_config.as_ref().map(|s| s.to_string()), v.volume, v.enabled, v.created_at],
-        )?;
+        )
+        .map_err(|e| {
+            crate::taken(e, "VDB name", &v.name, || {
+                tx.query_row("SELECT id FROM vdb WHERE name = ?1", [&v.name], |r| r.get::<_, i64>(0))
+                    .ok()
+                    .map(|id| format!("VDB-{id}"))
+            })
+        })?;
         let id = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO timeflow (vdb_id, parent_snapshot_id, created_at) VALUES (?1, ?2, ?3)",

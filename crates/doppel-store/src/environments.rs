@@ -137,7 +137,14 @@ impl Store {
             "INSERT INTO environment (name, host, port, toolkit_path, scratch_path, host_key, host_key_fingerprint, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![env.name, env.host, env.port, env.toolkit_path, env.scratch_path, env.host_key, env.host_key_fingerprint, env.created_at],
-        )?;
+        )
+        .map_err(|e| {
+            crate::taken(e, "environment name", &env.name, || {
+                tx.query_row("SELECT id FROM environment WHERE name = ?1", [&env.name], |r| r.get::<_, i64>(0))
+                    .ok()
+                    .map(|id| format!("UNIX_HOST_ENVIRONMENT-{id}"))
+            })
+        })?;
         let id = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO environment_user (environment_id, name, auth, secret, is_primary) VALUES (?1, ?2, ?3, ?4, 1)",

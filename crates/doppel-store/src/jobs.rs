@@ -1,17 +1,9 @@
 //! Persisted jobs and their events.
 
-use doppel_model::{ApiError, EventLevel, Job, JobEvent, JobState};
+use doppel_model::{ApiError, EventLevel, Job, JobEvent, JobFilter, JobState};
 use rusqlite::{params, OptionalExtension};
 
 use crate::{Store, StoreError};
-
-/// Which jobs to list.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub state: Option<JobState>,
-    pub target: Option<String>,
-    pub limit: Option<usize>,
-}
 
 fn now() -> String {
     time::OffsetDateTime::now_utc()

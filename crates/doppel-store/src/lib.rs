@@ -14,11 +14,11 @@ mod datasets;
 mod environments;
 mod jobs;
 mod mounts;
+pub use doppel_model::JobFilter;
 pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
     SourceConfigRecord,
 };
-pub use jobs::JobFilter;
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
@@ -217,6 +217,41 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("metadata store holds a corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A name or path that must be unique is held by another record (one
+    /// that appeared between a caller's check and its insert).
+    #[error("{what} {value:?} is already used by {holder}")]
+    Taken {
+        what: &'static str,
+        value: String,
+        /// Who holds it, as users name it (`VDB-3`, `dataset vdb-...`).
+        holder: String,
+    },
+}
+
+/// Whether `e` is the violation of a UNIQUE constraint (or primary key).
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// Turns a unique violation of an insert into `Taken`, naming the holder
+/// `find_holder` reports (asked only then); other errors pass.
+pub(crate) fn taken(
+    e: rusqlite::Error,
+    what: &'static str,
+    value: &str,
+    find_holder: impl FnOnce() -> Option<String>,
+) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Taken {
+            what,
+            value: value.to_owned(),
+            holder: find_holder().unwrap_or_else(|| "another record".into()),
+        }
+    } else {
+        StoreError::Sql(e)
+    }
 }
 
 /// A stored plugin version.

@@ -49,7 +49,17 @@ impl Store {
             "INSERT INTO mount (environment_id, user_id, volume, subdirectory, mount_path, kind, read_only, uid, gid, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![m.environment_id, m.user_id, m.volume, m.subdirectory, m.mount_path, m.kind, m.read_only, m.uid, m.gid, m.created_at],
-        )?;
+        )
+        .map_err(|e| {
+            crate::taken(e, "mount path", &m.mount_path, || {
+                conn.query_row(
+                    "SELECT id, volume FROM mount WHERE environment_id = ?1 AND mount_path = ?2",
+                    rusqlite::params![m.environment_id, m.mount_path],
+                    |r| Ok(format!("mount {} of dataset {}", r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                )
+                .ok()
+            })
+        })?;
         Ok(conn.last_insert_rowid())
     }
 

@@ -251,7 +251,18 @@ const WORKER_STARTS: usize = 20;
 /// Times fresh worker starts through the plugin host (unconfined, sandboxed),
 /// alternating, each stopped before the next.
 fn worker_starts(rt: &tokio::runtime::Runtime, artifact: &[u8]) -> (Vec<Duration>, Vec<Duration>) {
-    use doppel_plugin_host::{HostConfig, LoadedPlugin, NoHostAccess, PluginHost, PluginLog};
+    use doppel_plugin_host::{HostConfig, LoadedPlugin, PluginHost, PluginLog};
+    /// Worker starts make no library calls: any that came would be refused.
+    struct NoHosts;
+    impl doppel_plugin_host::LibraryHandler for NoHosts {
+        fn call<'a>(
+            &'a self,
+            _call: doppel_plugin_host::LibraryCall<'a>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send + 'a>>
+        {
+            Box::pin(async { doppel_plugin_host::libs::actionable_error(1, "no hosts here") })
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let parsed = doppel_plugin_host::Artifact::parse(artifact).unwrap();
     let code = dir.path().join("code");
@@ -274,7 +285,7 @@ fn worker_starts(rt: &tokio::runtime::Runtime, artifact: &[u8]) -> (Vec<Duration
                     ..Default::default()
                 },
             },
-            std::sync::Arc::new(NoHostAccess),
+            std::sync::Arc::new(NoHosts),
         )
     };
     let plugin = LoadedPlugin {
