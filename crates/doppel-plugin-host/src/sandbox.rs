@@ -361,6 +361,17 @@ pub(crate) fn worker_command(
         "/usr".as_ref(),
         "/usr".as_ref(),
     ]);
+    // The private /tmp comes before the runtime's binds: a runtime that
+    // lives under /tmp (a checkout there) is then bound inside it, not hidden.
+    let tmp_size = (c.memory / 4).clamp(16 << 20, 256 << 20).to_string();
+    a(&[
+        "--size".as_ref(),
+        tmp_size.as_ref(),
+        "--perms".as_ref(),
+        "1777".as_ref(),
+        "--tmpfs".as_ref(),
+        "/tmp".as_ref(),
+    ]);
     for t in &sb.top {
         match t {
             TopLevel::Link { name, target } => {
@@ -373,6 +384,7 @@ pub(crate) fn worker_command(
         .dirs
         .iter()
         .map(PathBuf::as_path)
+        .filter(|d| *d != Path::new("/tmp"))
         .chain([Path::new("/doppel"), Path::new("/etc")])
     {
         a(&[
@@ -388,7 +400,6 @@ pub(crate) fn worker_command(
     for f in ["/etc/ld.so.cache", "/etc/localtime"] {
         a(&["--ro-bind-try".as_ref(), f.as_ref(), f.as_ref()]);
     }
-    let tmp_size = (c.memory / 4).clamp(16 << 20, 256 << 20).to_string();
     a(&[
         "--ro-bind".as_ref(),
         launch.script.as_os_str(),
@@ -399,12 +410,6 @@ pub(crate) fn worker_command(
         "--bind".as_ref(),
         launch.scratch.as_os_str(),
         SANDBOX_SCRATCH.as_ref(),
-        "--size".as_ref(),
-        tmp_size.as_ref(),
-        "--perms".as_ref(),
-        "1777".as_ref(),
-        "--tmpfs".as_ref(),
-        "/tmp".as_ref(),
         "--dev".as_ref(),
         "/dev".as_ref(),
         "--proc".as_ref(),
