@@ -116,22 +116,7 @@ fn main() {
     std::fs::write(&pw, source.user("delphix").password.as_deref().unwrap()).unwrap();
     for name in ["source", "staging", "target"] {
         let h = world.host(name);
-        engine
-            .cli(&[
-                "env",
-                "add",
-                "--name",
-                name,
-                "--host",
-                &h.address().to_string(),
-                "--port",
-                &h.port().to_string(),
-                "--user",
-                "delphix",
-                "--password-file",
-                pw.to_str().unwrap(),
-            ])
-            .ok();
+        engine.add_env(name, h, "delphix", "--password-file", pw.to_str().unwrap());
     }
     let repo = engine
         .cli(&["repository", "list", "--env", "source", "-o", "json"])

@@ -36,22 +36,13 @@ fn a_crash_mid_link_and_mid_provision_leaves_nothing_half_made() {
 
     let mut engine = Engine::start();
     engine.install(&build_plugin("all-ops-staged"));
-    engine
-        .cli(&[
-            "env",
-            "add",
-            "--name",
-            "host",
-            "--host",
-            &host.address().to_string(),
-            "--port",
-            &host.port().to_string(),
-            "--user",
-            "delphix",
-            "--password-file",
-            pw.to_str().unwrap(),
-        ])
-        .ok();
+    engine.add_env(
+        "host",
+        host,
+        "delphix",
+        "--password-file",
+        pw.to_str().unwrap(),
+    );
     let configs = engine.cli(&["sourceconfig", "list", "-o", "json"]).json();
     let (sc1, sc2) = (
         configs[0]["reference"].as_str().unwrap().to_owned(),
@@ -420,22 +411,13 @@ fn mounts_stay_served_while_the_engine_is_killed_and_nothing_lands_on_a_hosts_di
         host.mkdir("/srv/stage", "delphix");
         let pw = secrets.path().join(name);
         std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
-        engine
-            .cli(&[
-                "env",
-                "add",
-                "--name",
-                name,
-                "--host",
-                &host.address().to_string(),
-                "--port",
-                &host.port().to_string(),
-                "--user",
-                "delphix",
-                "--password-file",
-                pw.to_str().unwrap(),
-            ])
-            .ok();
+        engine.add_env(
+            name,
+            host,
+            "delphix",
+            "--password-file",
+            pw.to_str().unwrap(),
+        );
     }
     let sc = engine.cli(&["sourceconfig", "list", "-o", "json"]).json()[0]["reference"]
         .as_str()

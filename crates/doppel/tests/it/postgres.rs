@@ -137,22 +137,7 @@ impl Setup {
         let engine = Engine::start();
         engine.install(&plugins::build_example("postgres"));
         for (name, host) in [("source", source), ("staging", staging), ("target", target)] {
-            engine
-                .cli(&[
-                    "env",
-                    "add",
-                    "--name",
-                    name,
-                    "--host",
-                    &host.address().to_string(),
-                    "--port",
-                    &host.port().to_string(),
-                    "--user",
-                    "delphix",
-                    "--password-file",
-                    pw,
-                ])
-                .ok();
+            engine.add_env(name, host, "delphix", "--password-file", pw);
         }
         let repos = engine
             .cli(&["repository", "list", "--env", "source", "-o", "json"])
@@ -550,22 +535,13 @@ fn on_the_engines_own_machine_the_readme_walkthrough_works() {
     std::fs::write(&pw, local.user("delphix").password.as_deref().unwrap()).unwrap();
     let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
     engine.install(&plugins::build_example("postgres"));
-    engine
-        .cli(&[
-            "env",
-            "add",
-            "--name",
-            "db",
-            "--host",
-            &local.address().to_string(),
-            "--port",
-            &local.port().to_string(),
-            "--user",
-            "delphix",
-            "--password-file",
-            pw.to_str().unwrap(),
-        ])
-        .ok();
+    engine.add_env(
+        "db",
+        local,
+        "delphix",
+        "--password-file",
+        pw.to_str().unwrap(),
+    );
     let repos = engine.cli(&["repository", "list", "-o", "json"]).json();
     let repo = repos
         .as_array()

@@ -390,6 +390,33 @@ impl Engine {
         }
     }
 
+    /// Adds `host` as the environment `name` through the CLI, logging in as
+    /// `user` with `flag` (`--password-file` or `--key-file`) naming `secret`.
+    pub fn add_env(
+        &self,
+        name: &str,
+        host: &doppel_testworld::Host,
+        user: &str,
+        flag: &str,
+        secret: &str,
+    ) {
+        self.cli(&[
+            "env",
+            "add",
+            "--name",
+            name,
+            "--host",
+            &host.address().to_string(),
+            "--port",
+            &host.port().to_string(),
+            "--user",
+            user,
+            flag,
+            secret,
+        ])
+        .ok();
+    }
+
     /// Installs an artifact through the CLI and returns the plugin's summary.
     pub fn install(&self, artifact: &Path) -> Value {
         self.cli(&[

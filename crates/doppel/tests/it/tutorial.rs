@@ -85,22 +85,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
             pw(target, "pw-target"),
         ),
     ] {
-        engine
-            .cli(&[
-                "env",
-                "add",
-                "--name",
-                name,
-                "--host",
-                &host.address().to_string(),
-                "--port",
-                &host.port().to_string(),
-                "--user",
-                user,
-                flag,
-                &file,
-            ])
-            .ok();
+        engine.add_env(name, host, user, flag, &file);
     }
     let repo = engine
         .cli(&["repository", "list", "--env", "source", "-o", "json"])
