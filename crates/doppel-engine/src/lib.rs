@@ -19,6 +19,7 @@ mod limits;
 pub mod mounts;
 mod plugins;
 mod secrets;
+mod upgrades;
 pub mod vdbs;
 
 use std::path::PathBuf;
