@@ -13,7 +13,7 @@ fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> String {
 }
 
 /// The staging host's alice may ssh to the source host's alice.
-fn trust(from: &Host, to: &Host) {
+pub(crate) fn trust(from: &Host, to: &Host) {
     to.mkdir("/home/alice/.ssh", "alice");
     to.put_file(
         "/home/alice/.ssh/authorized_keys",
