@@ -1,26 +1,50 @@
 import { useState } from 'preact/hooks';
 import { get, post, del } from '../api.js';
 import { useLoad, ErrorBox, ConfirmButton, when } from '../common.jsx';
-import { SchemaFields, initialValue } from '../schemaform.jsx';
+import { SchemaFields, fieldErrors, initialValue } from '../schemaform.jsx';
 
 // Where each schema sits in an artifact, and what it is for.
+// The last item is the name POST /plugins/{p}/validate/{definition} knows it by.
 const SCHEMAS = [
-  ['Linked source (link) parameters', (d) => d.linkedSourceDefinition?.parameters],
-  ['Virtual source (provision) parameters', (d) => d.virtualSourceDefinition?.parameters],
-  ['Source config', (d) => d.discoveryDefinition?.sourceConfigSchema],
-  ['Repository', (d) => d.discoveryDefinition?.repositorySchema],
-  ['Snapshot metadata', (d) => d.snapshotSchema],
-  ['Snapshot (sync) parameters', (d) => d.snapshotParametersDefinition?.schema],
-  ['V2P parameters', (d) => d.virtualToPhysicalDefinition?.parameters],
+  ['Linked source (link) parameters', (d) => d.linkedSourceDefinition?.parameters, 'linkedSource'],
+  ['Virtual source (provision) parameters', (d) => d.virtualSourceDefinition?.parameters, 'virtualSource'],
+  ['Source config', (d) => d.discoveryDefinition?.sourceConfigSchema, 'sourceConfig'],
+  ['Repository', (d) => d.discoveryDefinition?.repositorySchema, 'repository'],
+  ['Snapshot metadata', (d) => d.snapshotSchema, 'snapshot'],
+  ['Snapshot (sync) parameters', (d) => d.snapshotParametersDefinition?.schema, 'snapshotParameters'],
+  ['V2P parameters', (d) => d.virtualToPhysicalDefinition?.parameters, 'virtualToPhysical'],
 ];
 
-function SchemaPreview({ title, schema, idx }) {
+function SchemaPreview({ plugin, title, schema, which, idx, environments }) {
   const [value, setValue] = useState(() => initialValue(schema) || {});
+  const [error, setError] = useState(null);
+  const [valid, setValid] = useState(false);
   return (
     <details class="card">
       <summary>{title}</summary>
-      <form aria-label={`${title}: form preview`} onSubmit={(e) => e.preventDefault()}>
-        <SchemaFields schema={schema} value={value} onChange={setValue} prefix={`preview${idx}`} />
+      <form
+        aria-label={`${title}: form preview`}
+        noValidate
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setError(null);
+          setValid(false);
+          try {
+            await post(`/plugins/${encodeURIComponent(plugin.id)}/validate/${which}`, value);
+            setValid(true);
+          } catch (err) {
+            setError(err);
+          }
+        }}
+      >
+        <SchemaFields schema={schema} value={value} onChange={setValue} errors={fieldErrors(error)} environments={environments} prefix={`preview${idx}`} />
+        <ErrorBox error={error} />
+        <button type="submit">Check with the engine</button>
+        {valid && (
+          <span role="status" class="ok">
+            Valid.
+          </span>
+        )}
       </form>
       <details>
         <summary>JSON schema</summary>
@@ -35,6 +59,7 @@ function PluginDetail({ plugin, onDeleted }) {
   const [level, setLevel] = useState('info');
   const [logs, logError, reloadLogs] = useLoad(() => get(`/plugins/${encodeURIComponent(plugin.id)}/logs?level=${level}&tail=200`), [plugin.id, level]);
   const [actionError, setActionError] = useState(null);
+  const [environments] = useLoad(() => get('/environments'));
   return (
     <section aria-labelledby="plugin-h" class="detail">
       <h2 id="plugin-h">Plugin {plugin.name}</h2>
@@ -71,9 +96,9 @@ function PluginDetail({ plugin, onDeleted }) {
       <p class="muted">Each is shown as the form the UI draws from it.</p>
       <ErrorBox error={error} />
       {def &&
-        SCHEMAS.map(([title, pick], i) => {
+        SCHEMAS.map(([title, pick, which], i) => {
           const s = pick(def);
-          return s ? <SchemaPreview key={title} title={title} schema={s} idx={i} /> : null;
+          return s ? <SchemaPreview key={title} plugin={plugin} title={title} schema={s} which={which} idx={i} environments={environments || []} /> : null;
         })}
       <h3>Logs</h3>
       <div class="field inline">

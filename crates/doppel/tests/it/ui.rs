@@ -74,6 +74,12 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
 
     // Install the plugin by uploading its artifact.
     b.click("a[href='#/plugins']");
+    // Something that is no artifact first: the engine's refusal, as it words it.
+    let file = b.find("#plugin-file");
+    let not_artifact = workspace_root().join("ui/package.json");
+    b.keys_to(&file, not_artifact.to_str().unwrap());
+    b.click("form[aria-labelledby=install-h] button[type=submit]");
+    b.wait_text("form[aria-labelledby=install-h] .error", "invalid_artifact");
     let file = b.find("#plugin-file");
     b.keys_to(&file, artifact.to_str().unwrap());
     b.click("form[aria-labelledby=install-h] button[type=submit]");
@@ -208,5 +214,53 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     b.wait("the VDB gone from the tree", || {
         (!b.text_of(".tree").unwrap_or_default().contains("dev")).then_some(())
     });
+
+    // A plugin with every kind of field: the form drawn from its schema,
+    // checked by the engine, which names nested fields by their path.
+    let all_ops = std::fs::read(build_plugin("all-ops-staged")).unwrap();
+    let plugin = client.install_plugin(all_ops).unwrap();
+    b.goto(&format!("{}/#/plugins/{}", engine.url, plugin.name));
+    b.wait_text("#plugin-h", &plugin.name);
+    b.click("details.card summary");
+    let kind = |css: &str| {
+        b.script(&format!(
+            "const e = document.querySelector({css:?}); return e.tagName + ':' + (e.type || '')"
+        ))
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    b.find("#preview0_behavior");
+    assert_eq!(kind("#preview0_behavior"), "SELECT:select-one");
+    assert_eq!(
+        b.value("#preview0_behavior"),
+        "\"ok\"",
+        "the default is chosen"
+    );
+    assert_eq!(kind("#preview0_secret"), "INPUT:password");
+    assert_eq!(kind("#preview0_recordSizeInKB"), "INPUT:number");
+    assert_eq!(kind("#preview0_mountEnvironment"), "SELECT:select-one");
+    b.choose("#preview0_mountEnvironment", "box");
+    assert_eq!(kind("#preview0_layout_subsetMounts"), "INPUT:number");
+    b.script(
+        "[...document.querySelectorAll('details[open] button')].find(x => x.textContent.startsWith('Add to')).click()",
+    );
+    b.find("#preview0_migrations_0");
+    b.fill("#preview0_secret", "hunter2");
+    b.fill("#preview0_layout_subsetMounts", "9");
+    b.fill("#preview0_recordSizeInKB", "0");
+    b.click("details[open] form button[type=submit]");
+    b.wait_text("#preview0_layout_subsetMounts-err", "");
+    b.wait_text("#preview0_recordSizeInKB-err", "");
+    assert!(b.find_none("#preview0_secret-err"));
+    assert!(!b.text_of("body").unwrap().contains("hunter2"));
+    b.screenshot("08-schema-form");
+    b.assert_accessible("plugin schema form");
+    b.fill("#preview0_layout_subsetMounts", "2");
+    b.fill("#preview0_recordSizeInKB", "128");
+    b.fill("#preview0_migrations_0", "m1");
+    b.click("details[open] form button[type=submit]");
+    b.wait_text("details[open] [role=status]", "Valid");
+
     println!("screenshots in {}", b.shots.display());
 }
