@@ -104,3 +104,38 @@ pub(crate) async fn fallback(method: Method, uri: Uri) -> Response {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(path: &str) -> Response {
+        fallback(Method::GET, path.parse().unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn the_root_is_the_ui_page_and_other_paths_keep_the_api_404() {
+        let root = get("/").await;
+        let want = if BUILT {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(root.status(), want);
+        assert_eq!(
+            root.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert!(root.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        for path in ["/api/v2/x", "/no-such-file.js", "/assets/gone.css"] {
+            let resp = get(path).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        }
+        let post = fallback(Method::POST, "/".parse().unwrap()).await;
+        assert_eq!(post.status(), StatusCode::NOT_FOUND);
+    }
+}
