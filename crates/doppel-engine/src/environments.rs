@@ -358,6 +358,13 @@ impl Engine {
                 ),
             ));
         }
+        job.progress(30, "installing the toolkit's tools (jq)");
+        if let Err(e) = crate::toolkit::install(&conn, &toolkit).await {
+            job.event(
+                EventLevel::Warning,
+                &format!("the toolkit has no jq, which some plugins need: {e}"),
+            );
+        }
         drop(conn);
         job.check_canceled()?;
 
@@ -520,7 +527,14 @@ impl Engine {
             .spawn("ENVIRONMENT_REFRESH", Some(target), move |job| async move {
                 job.progress(5, &format!("connecting to {}", env.name));
                 let user = engine.env_user(&env, None)?;
-                engine.hosts.connect(&env, &user).await?;
+                let conn = engine.hosts.connect(&env, &user).await?;
+                job.progress(10, "installing the toolkit's tools (jq)");
+                if let Err(e) = crate::toolkit::install(&conn, &env.toolkit_path).await {
+                    job.event(
+                        EventLevel::Warning,
+                        &format!("the toolkit has no jq, which some plugins need: {e}"),
+                    );
+                }
                 let found = engine.discover(&job, &env, 20).await?;
                 engine.store.apply_discovery(env.id, &found)?;
                 crate::to_json(&engine.environment_model(&env)?)

@@ -19,6 +19,7 @@ mod limits;
 pub mod mounts;
 mod plugins;
 mod secrets;
+mod toolkit;
 mod upgrades;
 pub mod vdbs;
 
