@@ -8,11 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use doppel_plugin_host::libs::actionable_error;
+use doppel_plugin_host::libs::{self, actionable_error};
 use doppel_plugin_host::{LibraryCall, LibraryHandler};
 use doppel_remote::{Connection, Credentials, HostKey, HostKeyPolicy};
 use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, Store};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::secrets::SecretBox;
 use crate::EngineError;
@@ -201,9 +201,11 @@ impl Hosts {
                 out.stderr_bytes
             ));
         }
-        Ok(
-            json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}),
-        )
+        Ok(libs::command_result(
+            out.exit_code,
+            &out.stdout_str(),
+            &stderr,
+        ))
     }
 
     /// Mirrors a directory of the connection's host into the dataset the
@@ -253,7 +255,7 @@ impl Hosts {
             sym_links_to_follow: strings("sym_links_to_follow"),
         };
         conn.run_sync(&sync).await.map_err(callback_error)?;
-        Ok(json!({"return_value": {}}))
+        Ok(libs::empty_result())
     }
 
     fn retrieve_credentials(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
@@ -262,17 +264,19 @@ impl Hosts {
         match s("type").as_deref() {
             Some("NamedPasswordCredential") => {
                 let password = s("password").ok_or("a NamedPasswordCredential needs a password")?;
-                Ok(
-                    json!({"return_value": {"username": s("username").unwrap_or_default(), "password": password}}),
-                )
+                Ok(libs::credentials_result(&libs::Credentials::Password {
+                    username: s("username").unwrap_or_default(),
+                    password,
+                }))
             }
             Some("NamedKeyPairCredential") => {
                 let private_key =
                     s("privateKey").ok_or("a NamedKeyPairCredential needs a privateKey")?;
-                Ok(
-                    json!({"return_value": {"username": s("username").unwrap_or_default(),
-                    "key_pair": {"private_key": private_key, "public_key": s("publicKey").unwrap_or_default()}}}),
-                )
+                Ok(libs::credentials_result(&libs::Credentials::KeyPair {
+                    username: s("username").unwrap_or_default(),
+                    private_key,
+                    public_key: s("publicKey").unwrap_or_default(),
+                }))
             }
             Some(kind @ ("CyberArkVaultCredential" | "HashiCorpVaultCredential")) => Err(format!(
                 "{kind} is not supported by this engine yet: no vault is configured"
@@ -311,6 +315,7 @@ impl LibraryHandler for Hosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use doppel_store::{EnvironmentRecord, EnvironmentUserRecord};
 
     #[tokio::test]
