@@ -315,8 +315,8 @@ impl LibraryHandler for Hosts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use doppel_store::{EnvironmentRecord, EnvironmentUserRecord};
+    use serde_json::json;
 
     #[tokio::test]
     async fn a_callback_on_a_host_that_does_not_answer_is_a_host_failure() {

@@ -206,6 +206,10 @@ pub fn fields(op: Op) -> &'static [Field] {
 ///   false when the artifact is parsed, so they are never called).
 /// - PYTHON311 (dvp 5.x, buildApi 1.11): `mounts` may carry the staged
 ///   mount; `staged_mount` is still read first when the plugin sets it.
+///
+/// Request shapes that differ (such as the snapshot parameters a policy
+/// sync sends) belong in [`Request::message`], which is given the
+/// generation for that reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
     Python27,
