@@ -113,9 +113,19 @@ impl Engine {
                 req.snapshot
             )));
         };
-        if let Some(schema) = plugin
+        // SDKs before dvp 4 had no V2P: their plugins have no schema for it
+        // and no operations to check or finish a copy.
+        let Some(schema) = plugin
             .definition
             .pointer("/virtualToPhysicalDefinition/parameters")
+        else {
+            return Err(EngineError::Conflict(format!(
+                "plugin {} build {} ({}) has no V2P: its artifact has no virtualToPhysicalDefinition                  (SDKs before dvp 4.0 had none); upgrade the plugin to a build made with dvp 4 or later to export snapshots",
+                plugin.name,
+                plugin.build_number,
+                plugin.definition["language"].as_str().unwrap_or("?")
+            )));
+        };
         {
             let schema =
                 ParameterSchema::new(schema).map_err(|e| EngineError::Internal(e.to_string()))?;

@@ -21,6 +21,7 @@ pub mod mounts;
 mod plugins;
 mod secrets;
 mod steps;
+mod upgrades;
 pub mod vdbs;
 
 use std::path::PathBuf;

@@ -102,6 +102,7 @@ impl Engine {
             job: job.map(|j| j.id().to_owned()),
             sync_target,
             log_sink: job.map(|j| j.plugin_log_sink()),
+            ..Default::default()
         };
         let started = std::time::Instant::now();
         let out = self.host.call(&loaded, op, request, &call).await;

@@ -17,6 +17,8 @@ pub struct LibraryCall<'a> {
     pub job: Option<&'a str>,
     /// Where `run_sync` copies to, when the running operation has a target.
     pub sync_target: Option<&'a std::path::Path>,
+    /// Made by a migration during a plugin upgrade.
+    pub upgrading: bool,
 }
 
 /// Answers library callbacks with the method's `*Response` as proto JSON.
@@ -69,4 +71,14 @@ pub fn credentials_result(c: &Credentials) -> Value {
         } => json!({"return_value": {"username": username,
             "key_pair": {"private_key": private_key, "public_key": public_key}}}),
     }
+}
+
+/// `upgrade_password`'s answer: the credentials supplier a migration
+/// stores in place of a plain password.
+pub fn upgrade_password_result(password: &str, username: Option<&str>) -> Value {
+    let mut supplier = json!({"type": "NamedPasswordCredential", "password": password});
+    if let Some(user) = username {
+        supplier["username"] = json!(user);
+    }
+    json!({"return_value": {"credentials_supplier": supplier}})
 }

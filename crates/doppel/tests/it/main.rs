@@ -2,6 +2,7 @@
 //! plugin workers running artifacts built by the real `dvp build`.
 
 mod auth;
+mod browser;
 mod cli_help;
 mod crash;
 mod data_dir;
@@ -19,3 +20,4 @@ mod sandbox;
 mod support;
 mod tls;
 mod tutorial;
+mod ui;
