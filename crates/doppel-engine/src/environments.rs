@@ -347,6 +347,13 @@ impl Engine {
                 ),
             ));
         }
+        job.progress(30, "installing the toolkit's tools (jq)");
+        if let Err(e) = crate::toolkit::install(&conn, &toolkit).await {
+            job.event(
+                EventLevel::Warning,
+                &format!("the toolkit has no jq, which some plugins need: {e}"),
+            );
+        }
         drop(conn);
         job.check_canceled()?;
 
@@ -513,7 +520,14 @@ impl Engine {
     ) -> Result<Value, EngineError> {
         job.progress(5, &format!("connecting to {}", env.name));
         let user = self.env_user(&env, None)?;
-        self.hosts.connect(&env, &user).await?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        job.progress(10, "installing the toolkit's tools (jq)");
+        if let Err(e) = crate::toolkit::install(&conn, &env.toolkit_path).await {
+            job.event(
+                EventLevel::Warning,
+                &format!("the toolkit has no jq, which some plugins need: {e}"),
+            );
+        }
         let found = self.discover(&job, &env, 20).await?;
         self.store.apply_discovery(env.id, &found)?;
         crate::to_json(&self.environment_model(&env)?)

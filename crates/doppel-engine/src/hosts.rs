@@ -171,7 +171,7 @@ impl Hosts {
         let (env, user) = self.resolve_connection(&req["remote_connection"])?;
         let conn = self.connect(&env, &user).await.map_err(callback_error)?;
         let command = req["command"].as_str().unwrap_or_default();
-        let variables: BTreeMap<String, String> = req["variables"]
+        let mut variables: BTreeMap<String, String> = req["variables"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -179,6 +179,10 @@ impl Hosts {
                     .collect()
             })
             .unwrap_or_default();
+        // What the platform provides, unless the plugin says otherwise.
+        variables
+            .entry(crate::toolkit::JQ_VARIABLE.to_owned())
+            .or_insert_with(|| crate::toolkit::jq_path(&env.toolkit_path));
         let out = match call.method {
             "run_expect" => conn.run_expect(command, &variables).await,
             _ => {

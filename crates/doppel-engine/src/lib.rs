@@ -21,6 +21,7 @@ pub mod mounts;
 mod plugins;
 mod secrets;
 mod steps;
+mod toolkit;
 mod upgrades;
 pub mod vdbs;
 

@@ -326,6 +326,11 @@ fn the_directory_plugin_built_for_python27_runs_its_lifecycle_and_upgrades_to_it
         "--password-file",
         &pw(target, "pw-t"),
     );
+    // Each toolkit carries the jq that plugins reach through DLPX_BIN_JQ.
+    assert_eq!(
+        target.sh("delphix", "~/.doppel/toolkit/bin/jq -n 1+1"),
+        "2\n"
+    );
     let repo = engine
         .cli(&["repository", "list", "--env", "source", "-o", "json"])
         .json()[0]["reference"]

@@ -138,7 +138,9 @@ def call_libs(conn, sync_conn):
     """Call every library function; log `lib <name> ok|error ...` each."""
     calls = [
         ("run_bash", lambda: _script_result(libs.run_bash(
-            conn, "echo hello", variables={"GREETING": "hello"},
+            # The platform's jq (the toolkit's), as published plugins use it.
+            conn, 'printf "%s\\n" "$GREETING" | "$DLPX_BIN_JQ" -Rr .',
+            variables={"GREETING": "hello"},
             use_login_shell=True))),
         ("run_expect", lambda: _script_result(libs.run_expect(
             conn, "exit 0", variables={"ANSWER": "42"}))),
