@@ -6,13 +6,14 @@
 //! the pool snapshots it, the plugin describes it (post_snapshot). Direct:
 //! the plugin's `run_sync` copies into the dataset, then the same snapshot.
 
-use doppel_model::{DSource, LinkDSource, MountRequest, Snapshot};
+use doppel_model::{DSource, LinkDSource, MountRequest};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job, PluginKind};
+use doppel_plugin_host::requests::{DirectSource, Mount, Reply, Request, Source, StagedSource};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
-use doppel_plugin_host::CallContext;
-use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
+use doppel_plugin_host::Op;
+use doppel_storage::{SnapshotRef, VolumeId};
 use doppel_store::{
     DSourceRecord, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord,
 };
@@ -20,20 +21,13 @@ use doppel_store::{
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::environments::connection_json;
-use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX};
+use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::jobs::JobHandle;
+use crate::steps::{mount_on, remote_connection};
 
-use crate::{now, pdo, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
+use crate::{now, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
 
 const DSOURCE_PREFIX: &str = "DSOURCE-";
-
-fn mount_json(env: &EnvironmentRecord, path: &str) -> Value {
-    json!({"remote_environment": {"name": env.name, "reference": format!("{ENVIRONMENT_PREFIX}{}", env.id),
-            "host": {"name": env.host, "reference": format!("{HOST_PREFIX}{}", env.id),
-                     "binary_path": env.toolkit_path, "scratch_path": env.scratch_path}},
-           "mount_path": path})
-}
 
 fn plugin_kind(p: &PluginRecord) -> PluginKind {
     if p.definition
@@ -56,6 +50,35 @@ struct Ctx {
     source_config: Value,
     source: (EnvironmentRecord, EnvironmentUserRecord),
     staging: Option<(EnvironmentRecord, EnvironmentUserRecord)>,
+}
+
+impl Ctx {
+    /// The request of this dSource's operations; `mount`: where its
+    /// staging dataset is mounted, where that is known.
+    fn request(&self, mount: Option<Mount>) -> Request {
+        let guid = format!("{DSOURCE_PREFIX}{}", self.ds.id);
+        let source_connection = remote_connection(&self.source.0, &self.source.1);
+        let source = match &self.staging {
+            Some((env, user)) => Source::Staged(Box::new(StagedSource {
+                guid,
+                parameters: self.params.clone(),
+                source_connection,
+                staged_connection: remote_connection(env, user),
+                mount,
+            })),
+            None => Source::Direct(DirectSource {
+                guid,
+                parameters: self.params.clone(),
+                connection: source_connection,
+            }),
+        };
+        Request {
+            repository: Some(self.repository.clone()),
+            source_config: Some(self.source_config.clone()),
+            source: Some(source),
+            ..Default::default()
+        }
+    }
 }
 
 impl Engine {
@@ -120,166 +143,62 @@ impl Engine {
         let ds = self.find_dsource(reference)?;
         let mut model = self.dsource_model(&ds)?;
         let ctx = self.dsource_ctx(ds.clone())?;
-        let plugin = self.loaded(&ctx.plugin)?;
-        let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
         let (status_op, size_op) = if ctx.staging.is_some() {
-            let mount = self
-                .store
-                .list_mounts(None)?
-                .into_iter()
-                .find(|m| m.volume == ds.volume);
-            let env = mount
-                .as_ref()
-                .and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
-            req["staged_source"] = self.staged_source(
-                &ctx,
-                env.as_ref()
-                    .zip(mount.as_ref())
-                    .map(|(e, m)| (e, m.mount_path.as_str())),
-            );
-            ("linked.status", "linked.staged_source_size")
+            (Some(Op::StagedStatus), Op::StagedSourceSize)
         } else {
-            req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
-                "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ds.id), "parameters": pdo(&ctx.params)}});
-            ("linked.status", "linked.direct_source_size")
+            (None, Op::DirectSourceSize)
         };
-        let call = CallContext::default();
-        if let Ok(op) = self.host.operation(&plugin, status_op) {
-            let out = self
-                .host
-                .invoke(&plugin, op, req.clone(), &call, None)
-                .await?;
-            model.status = out["status"]
-                .as_str()
-                .map(str::to_owned)
-                .or(Some("ACTIVE".into()));
+        let req = ctx.request(self.staging_mount_of(&ds)?);
+        let status_op = match status_op {
+            Some(op) if self.implements(&ctx.plugin, op)? => Some(op),
+            _ => None,
+        };
+        if let Some(op) = status_op {
+            let out = self.run_step(None, &ctx.plugin, op, &req, None).await?;
+            model.status = out.status().map(str::to_owned).or(Some("ACTIVE".into()));
         }
-        if let Ok(op) = self.host.operation(&plugin, size_op) {
-            let out = self.host.invoke(&plugin, op, req, &call, None).await?;
-            // uint64 travels as a string in proto JSON.
-            model.size_bytes = out["database_size"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .or(out["database_size"].as_u64());
+        if self.implements(&ctx.plugin, size_op)? {
+            let out = self
+                .run_step(None, &ctx.plugin, size_op, &req, None)
+                .await?;
+            model.size_bytes = out.database_size();
         }
         Ok(model)
     }
 
-    /// Snapshots of one dSource or VDB (or all), oldest first, with their
-    /// unique size (measured by the pool on a blocking thread: on btrfs it
-    /// walks extents).
-    pub async fn list_snapshots(
-        &self,
-        dataset: Option<&str>,
-    ) -> Result<Vec<Snapshot>, EngineError> {
-        let volume = dataset
-            .map(|d| self.dataset_of(d).map(|(v, _)| v))
-            .transpose()?;
-        self.snapshots_of_volume(volume.as_deref()).await
-    }
-
-    /// Snapshots of one pool volume (or all), as `list_snapshots` shows them.
-    async fn snapshots_of_volume(
-        &self,
-        volume: Option<&str>,
-    ) -> Result<Vec<Snapshot>, EngineError> {
-        let records = self.store.list_snapshots(volume)?;
-        let pool = self.pool.clone();
-        pool_task(move || {
-            Ok(records
-                .into_iter()
-                .map(|s| {
-                    let unique_bytes = (|| {
-                        let r = SnapshotRef::new(
-                            VolumeId::new(s.volume.as_str()).ok()?,
-                            SnapshotId::new(s.pool_snapshot.as_str()).ok()?,
-                        );
-                        pool.snapshot_usage(&r).ok().map(|u| u.exclusive)
-                    })();
-                    Snapshot {
-                        reference: format!("{SNAPSHOT_PREFIX}{}", s.id),
-                        dataset: s.volume,
-                        pool_snapshot: s.pool_snapshot,
-                        timeflow: format!("TIMEFLOW-{}", s.timeflow_id),
-                        created_at: s.created_at,
-                        metadata: s.metadata,
-                        unique_bytes,
-                    }
-                })
-                .collect())
-        })
-        .await
-    }
-
-    /// What a V2P call of this dSource's plugin needs: the plugin, the
-    /// operations' group prefix, and the request without physical_source
-    /// and snapshot.
+    /// What a V2P call of this dSource's plugin needs: the plugin, its
+    /// pre_source_to_physical and source_to_physical, and the request
+    /// without physical_source and snapshot.
     pub(crate) fn dsource_v2p_request(
         &self,
         ds: DSourceRecord,
-    ) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+    ) -> Result<(PluginRecord, [Op; 2], Request), EngineError> {
         let ctx = self.dsource_ctx(ds.clone())?;
-        let mut req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)}});
-        let prefix = if ctx.staging.is_some() {
-            let mount = self
-                .store
-                .list_mounts(None)?
-                .into_iter()
-                .find(|m| m.volume == ds.volume);
-            let env = mount
-                .as_ref()
-                .and_then(|m| self.store.get_environment(m.environment_id).ok().flatten());
-            req["staged_source"] = self.staged_source(
-                &ctx,
-                env.as_ref()
-                    .zip(mount.as_ref())
-                    .map(|(e, m)| (e, m.mount_path.as_str())),
-            );
-            "linked.staged_"
+        let ops = if ctx.staging.is_some() {
+            [Op::StagedPreSourceToPhysical, Op::StagedSourceToPhysical]
         } else {
-            req["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
-                "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ds.id), "parameters": pdo(&ctx.params)}});
-            "linked.direct_"
+            [Op::DirectPreSourceToPhysical, Op::DirectSourceToPhysical]
         };
-        Ok((ctx.plugin, prefix, req))
+        let req = ctx.request(self.staging_mount_of(&ds)?);
+        Ok((ctx.plugin, ops, req))
     }
 
-    /// Deletes a snapshot of a dSource or VDB; refused while a VDB's current
-    /// timeflow starts at it.
-    pub async fn delete_snapshot(&self, reference: &str) -> Result<Snapshot, EngineError> {
-        let id =
-            parse_ref(reference, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
-                field: "snapshot".into(),
-                reason: "must look like SNAPSHOT-<n>".into(),
-            })?;
-        let record = self
+    /// Where a staged dSource's dataset is mounted now, if it is.
+    fn staging_mount_of(&self, ds: &DSourceRecord) -> Result<Option<Mount>, EngineError> {
+        let Some(m) = self
             .store
-            .get_snapshot(id)?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "snapshot",
-                id: reference.to_owned(),
-            })?;
-        let users = self.store.vdbs_on_snapshot(id)?;
-        if !users.is_empty() {
-            return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));
-        }
-        let shown = self
-            .snapshots_of_volume(Some(&record.volume))
-            .await?
+            .list_mounts(None)?
             .into_iter()
-            .find(|s| s.reference == reference)
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "snapshot",
-                id: reference.to_owned(),
-            })?;
-        let r = SnapshotRef::new(
-            VolumeId::new(record.volume.as_str())?,
-            SnapshotId::new(record.pool_snapshot.as_str())?,
-        );
-        let pool = self.pool.clone();
-        pool_task(move || pool.destroy_snapshot(&r)).await?;
-        self.store.delete_snapshot(id)?;
-        Ok(shown)
+            .find(|m| m.volume == ds.volume)
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_environment(m.environment_id)
+            .ok()
+            .flatten()
+            .map(|env| mount_on(&env, &m.mount_path)))
     }
 
     fn dsource_ctx(&self, ds: DSourceRecord) -> Result<Ctx, EngineError> {
@@ -421,45 +340,64 @@ impl Engine {
         };
         let engine = self.clone();
         let who = who.clone();
-        self.jobs.spawn("DSOURCE_LINK", Some(format!("dsource:{}", req.name)), move |job| async move {
-            engine.dsource_name_free(&record.name)?;
-            let volume = VolumeId::new(record.volume.as_str())?;
-            job.progress(5, &format!("creating dataset {volume}"));
-            let pool = engine.pool.clone();
-            let v = volume.clone();
-            pool_task(move || pool.create_volume(&v)).await?;
-            let (id, _) = match engine.store.insert_dsource(&record) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    if let Err(undo) = engine.destroy_dataset(&record.volume).await {
-                        tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a failed link");
-                    }
-                    return Err(e.into());
+        self.jobs.spawn(
+            "DSOURCE_LINK",
+            Some(format!("dsource:{}", req.name)),
+            move |job| async move { engine.link_job(job, record, who, hooks).await },
+        )
+    }
+
+    /// The link job: dataset, record, staging, first sync; undone on failure.
+    async fn link_job(
+        &self,
+        job: JobHandle,
+        record: DSourceRecord,
+        who: Principal,
+        hooks: std::collections::BTreeMap<String, String>,
+    ) -> Result<Value, EngineError> {
+        self.dsource_name_free(&record.name)?;
+        let volume = VolumeId::new(record.volume.as_str())?;
+        job.progress(5, &format!("creating dataset {volume}"));
+        let pool = self.pool.clone();
+        let v = volume.clone();
+        pool_task(move || pool.create_volume(&v)).await?;
+        let (id, _) = match self.store.insert_dsource(&record) {
+            Ok(ids) => ids,
+            Err(e) => {
+                if let Err(undo) = self.destroy_dataset(&record.volume).await {
+                    tracing::error!(volume = %record.volume, error = %undo, "cannot remove the dataset of a failed link");
                 }
-            };
-            let ds = engine.store.get_dsource(id)?.ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
-            // A panic in here still reaches the undo below.
-            let outcome = crate::jobs::unpanicked(async {
-                engine.record_owner(&who, &format!("{DSOURCE_PREFIX}{id}"))?;
-                engine.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
-                let ctx = engine.dsource_ctx(ds.clone())?;
-                if ctx.staging.is_some() {
-                    engine.enable_staging(&job, &ctx).await?;
-                }
-                let resync = engine.default_snapshot_parameters(&ctx.plugin, true);
-                engine.sync_steps(&job, &ctx, resync, 30).await
-            })
-            .await;
-            if let Err(e) = outcome {
-                job.event(EventLevel::Error, &format!("link failed, undoing: {e}"));
-                if let Err(undo) = engine.remove_dsource(&ds).await {
-                    job.event(EventLevel::Error, &format!("could not undo everything: {undo}"));
-                }
-                return Err(e);
+                return Err(e.into());
             }
-            engine.store.mark_ready("dsource", id)?;
-            crate::to_json(&engine.dsource_model(&ds)?)
+        };
+        let ds = self
+            .store
+            .get_dsource(id)?
+            .ok_or_else(|| EngineError::Internal("dSource vanished".into()))?;
+        // A panic in here still reaches the undo below.
+        let outcome = crate::jobs::unpanicked(async {
+            self.record_owner(&who, &format!("{DSOURCE_PREFIX}{id}"))?;
+            self.store_hooks(&format!("{DSOURCE_PREFIX}{id}"), &hooks)?;
+            let ctx = self.dsource_ctx(ds.clone())?;
+            if ctx.staging.is_some() {
+                self.enable_staging(&job, &ctx).await?;
+            }
+            let resync = self.default_snapshot_parameters(&ctx.plugin, true);
+            self.sync_steps(&job, &ctx, resync, 30).await
         })
+        .await;
+        if let Err(e) = outcome {
+            job.event(EventLevel::Error, &format!("link failed, undoing: {e}"));
+            if let Err(undo) = self.remove_dsource(&ds).await {
+                job.event(
+                    EventLevel::Error,
+                    &format!("could not undo everything: {undo}"),
+                );
+            }
+            return Err(e);
+        }
+        self.store.mark_ready("dsource", id)?;
+        crate::to_json(&self.dsource_model(&ds)?)
     }
 
     /// The snapshot parameters of a sync the user gave none for:
@@ -479,69 +417,29 @@ impl Engine {
         }
     }
 
-    fn staged_source(&self, ctx: &Ctx, mount: Option<(&EnvironmentRecord, &str)>) -> Value {
-        let (senv, suser) = ctx.staging.as_ref().expect("staged");
-        let mut v = json!({
-            "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ctx.ds.id), "parameters": pdo(&ctx.params)},
-            "source_connection": connection_json(&ctx.source.0, &ctx.source.1),
-            "staged_connection": connection_json(senv, suser),
-        });
-        if let Some((env, path)) = mount {
-            v["staged_mount"] = mount_json(env, path);
-        }
-        v
-    }
-
+    /// Runs one of the dSource's plugin steps; `sync`: its `run_sync`
+    /// fills the dSource's dataset.
     async fn call(
         &self,
         ctx: &Ctx,
         job: &JobHandle,
-        op: &str,
-        request: Value,
+        op: Op,
+        request: &Request,
         sync: bool,
-    ) -> Result<Value, EngineError> {
-        let plugin = self.loaded(&ctx.plugin)?;
-        let op = self.host.operation(&plugin, op)?;
+    ) -> Result<Reply, EngineError> {
         let sync_target = sync
             .then(|| VolumeId::new(ctx.ds.volume.as_str()).map(|v| self.pool.volume_path(&v)))
             .transpose()?;
-        let call = CallContext {
-            job: Some(job.id().to_owned()),
-            sync_target,
-            log_sink: Some(job.plugin_log_sink()),
-            ..Default::default()
-        };
-        let started = std::time::Instant::now();
-        let out = self.host.invoke(&plugin, op, request, &call, None).await;
-        job.event(
-            if out.is_ok() {
-                EventLevel::Info
-            } else {
-                EventLevel::Error
-            },
-            &format!(
-                "plugin {} {} in {:.3} ms",
-                op.name(),
-                if out.is_ok() { "succeeded" } else { "failed" },
-                started.elapsed().as_secs_f64() * 1000.0
-            ),
-        );
-        Ok(out?)
-    }
-
-    fn implements(&self, ctx: &Ctx, op: &str) -> bool {
-        self.loaded(&ctx.plugin)
-            .is_ok_and(|p| self.host.operation(&p, op).is_ok())
+        self.run_step(Some(job), &ctx.plugin, op, request, sync_target)
+            .await
     }
 
     /// Staged enable: mount where the plugin says, then start_staging.
     async fn enable_staging(&self, job: &JobHandle, ctx: &Ctx) -> Result<(), EngineError> {
         let (env, path) = self.mount_staging(job, ctx).await?;
-        if self.implements(ctx, "linked.start_staging") {
-            let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
-                             "staged_source": self.staged_source(ctx, Some((&env, &path)))});
-            self.call(ctx, job, "linked.start_staging", req, false)
-                .await?;
+        if self.implements(&ctx.plugin, Op::StartStaging)? {
+            let req = ctx.request(Some(mount_on(&env, &path)));
+            self.call(ctx, job, Op::StartStaging, &req, false).await?;
         }
         Ok(())
     }
@@ -553,24 +451,21 @@ impl Engine {
         job: &JobHandle,
         ctx: &Ctx,
     ) -> Result<(EnvironmentRecord, String), EngineError> {
-        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "staged_source": self.staged_source(ctx, None)});
         let spec = self
-            .call(ctx, job, "linked.mount_specification", req, false)
-            .await?;
-        let mount = spec
-            .get("staged_mount")
-            .filter(|m| m.get("mount_path").is_some())
-            .or_else(|| spec["mounts"].get(0))
-            .cloned()
-            .ok_or_else(|| {
-                EngineError::Internal(format!("plugin {} gave no staging mount", ctx.plugin.name))
-            })?;
-        let env_ref = mount
-            .pointer("/remote_environment/reference")
-            .and_then(|r| r.as_str())
-            .unwrap_or_default();
-        let path = mount["mount_path"].as_str().unwrap_or_default().to_owned();
-        let env = self.find_environment(env_ref)?;
+            .call(
+                ctx,
+                job,
+                Op::StagedMountSpecification,
+                &ctx.request(None),
+                false,
+            )
+            .await?
+            .staged_mount();
+        let mount = spec.mounts.into_iter().next().ok_or_else(|| {
+            EngineError::Internal(format!("plugin {} gave no staging mount", ctx.plugin.name))
+        })?;
+        let path = mount.mount_path;
+        let env = self.find_environment(&mount.environment.reference)?;
         let (staging_env, staging_user) = ctx.staging.as_ref().ok_or_else(|| {
             EngineError::Internal(format!(
                 "dSource {} has no staging environment",
@@ -599,9 +494,7 @@ impl Engine {
                 ctx.ds.volume, env.name
             ),
         );
-        let owner = spec
-            .get("ownership_spec")
-            .and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
+        let owner = spec.owner;
         self.mount_volume(MountRequest {
             environment: format!("{ENVIRONMENT_PREFIX}{}", env.id),
             user: Some(user.name.clone()),
@@ -650,46 +543,35 @@ impl Engine {
         params: Value,
         start: u8,
     ) -> Result<Value, EngineError> {
-        let sp = json!({"parameters": pdo(&params)});
-        let base = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
-                          "snapshot_parameters": sp});
         let (req, pre, post, sync) = if ctx.staging.is_some() {
             let (env, path) = self.mount_staging(job, ctx).await?;
-            let mut r = base.clone();
-            r["staged_source"] = self.staged_source(ctx, Some((&env, &path)));
             (
-                r,
-                "linked.staged_pre_snapshot",
-                "linked.staged_post_snapshot",
+                ctx.request(Some(mount_on(&env, &path))),
+                Op::StagedPreSnapshot,
+                Op::StagedPostSnapshot,
                 false,
             )
         } else {
-            let mut r = base.clone();
-            r["direct_source"] = json!({"connection": connection_json(&ctx.source.0, &ctx.source.1),
-                "linked_source": {"guid": format!("{DSOURCE_PREFIX}{}", ctx.ds.id), "parameters": pdo(&ctx.params)}});
             (
-                r,
-                "linked.direct_pre_snapshot",
-                "linked.direct_post_snapshot",
+                ctx.request(None),
+                Op::DirectPreSnapshot,
+                Op::DirectPostSnapshot,
                 true,
             )
         };
+        let req = Request {
+            snapshot_parameters: Some(params),
+            ..req
+        };
         job.check_canceled()?;
-        if self.implements(ctx, pre) {
+        if self.implements(&ctx.plugin, pre)? {
             job.progress(start + 10, "copying data (plugin pre_snapshot)");
-            self.call(ctx, job, pre, req.clone(), sync).await?;
+            self.call(ctx, job, pre, &req, sync).await?;
         }
         job.check_canceled()?;
         job.progress(start + 50, "taking the snapshot");
         let volume = VolumeId::new(ctx.ds.volume.as_str())?;
-        let snap = SnapshotId::new(format!(
-            "s{}",
-            uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .get(..12)
-                .unwrap_or_default()
-        ))?;
+        let snap = crate::datasets::new_snapshot_id()?;
         let pool = self.pool.clone();
         let (v, s) = (volume.clone(), snap.clone());
         pool_task(move || pool.create_snapshot(&v, &s)).await?;
@@ -700,18 +582,16 @@ impl Engine {
                 let _ = pool_task(move || pool.destroy_snapshot(&r)).await;
             }
         };
-        let metadata = match self.call(ctx, job, post, req, false).await {
+        let metadata = match self.call(ctx, job, post, &req, false).await {
             Ok(out) => out,
             Err(e) => {
                 undo().await;
                 return Err(e);
             }
         };
-        let text = metadata
-            .pointer("/snapshot/parameters/json")
-            .and_then(|j| j.as_str())
-            .unwrap_or("{}");
-        let metadata: Value = serde_json::from_str(text)
+        let metadata: Value = metadata
+            .snapshot_metadata()
+            .unwrap_or(Ok(json!({})))
             .map_err(|e| EngineError::Internal(format!("snapshot metadata is not JSON: {e}")))?;
         if let Ok(schema) = ParameterSchema::new(&ctx.plugin.definition["snapshotSchema"]) {
             if let Err(errs) = schema.validate(&metadata) {
@@ -788,19 +668,27 @@ impl Engine {
         self.jobs.spawn(
             kind,
             Some(format!("{DSOURCE_PREFIX}{}", ctx.ds.id)),
-            move |job| async move {
-                // A disable queued before this sync has run by now (jobs on
-                // one dSource run in turn): what counts is the state now.
-                let ds = engine.find_dsource(&format!("{DSOURCE_PREFIX}{}", ctx.ds.id))?;
-                if !ds.enabled {
-                    return Err(EngineError::Conflict(format!(
-                        "dSource {} was disabled before this sync could run; enable it first",
-                        ds.name
-                    )));
-                }
-                engine.sync_steps(&job, &ctx, params, 0).await
-            },
+            move |job| async move { engine.sync_job(job, ctx, params).await },
         )
+    }
+
+    /// The sync job, run once the dSource is free.
+    async fn sync_job(
+        &self,
+        job: JobHandle,
+        ctx: Ctx,
+        params: Value,
+    ) -> Result<Value, EngineError> {
+        // A disable queued before this sync has run by now (jobs on
+        // one dSource run in turn): what counts is the state now.
+        let ds = self.find_dsource(&format!("{DSOURCE_PREFIX}{}", ctx.ds.id))?;
+        if !ds.enabled {
+            return Err(EngineError::Conflict(format!(
+                "dSource {} was disabled before this sync could run; enable it first",
+                ds.name
+            )));
+        }
+        self.sync_steps(&job, &ctx, params, 0).await
     }
 
     /// Enables (mount where the plugin says, start_staging) or disables
@@ -818,27 +706,48 @@ impl Engine {
         } else {
             "DSOURCE_DISABLE"
         };
-        self.jobs.spawn(kind, Some(format!("{DSOURCE_PREFIX}{}", ds.id)), move |job| async move {
-            let ctx = engine.dsource_ctx(ds.clone())?;
-            if ctx.staging.is_some() {
-                if enable {
-                    engine.enable_staging(&job, &ctx).await?;
-                } else {
-                    let mount = engine.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
-                    if engine.implements(&ctx, "linked.stop_staging") {
-                        let env = mount.as_ref().and_then(|m| engine.store.get_environment(m.environment_id).ok().flatten());
-                        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
-                                         "staged_source": engine.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())))});
-                        engine.call(&ctx, &job, "linked.stop_staging", req, false).await?;
-                    }
-                    for m in engine.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ds.volume) {
-                        engine.unmount(m.id).await?;
-                    }
+        self.jobs.spawn(
+            kind,
+            Some(format!("{DSOURCE_PREFIX}{}", ds.id)),
+            move |job| async move { engine.dsource_power_job(job, ds, enable).await },
+        )
+    }
+
+    /// The enable or disable job of a dSource.
+    async fn dsource_power_job(
+        &self,
+        job: JobHandle,
+        ds: DSourceRecord,
+        enable: bool,
+    ) -> Result<Value, EngineError> {
+        let ctx = self.dsource_ctx(ds.clone())?;
+        if ctx.staging.is_some() {
+            if enable {
+                self.enable_staging(&job, &ctx).await?;
+            } else {
+                if self.implements(&ctx.plugin, Op::StopStaging)? {
+                    let req = ctx.request(self.staging_mount_of(&ds)?);
+                    self.call(&ctx, &job, Op::StopStaging, &req, false).await?;
+                }
+                for m in self
+                    .store
+                    .list_mounts(None)?
+                    .into_iter()
+                    .filter(|m| m.volume == ds.volume)
+                {
+                    self.unmount(m.id).await?;
                 }
             }
-            engine.store.set_enabled("dsource", ds.id, enable)?;
-            crate::to_json(&engine.dsource_model(&engine.store.get_dsource(ds.id)?.ok_or_else(|| EngineError::NotFound { kind: "dSource", id: ds.name.clone() })?)?)
-        })
+        }
+        self.store.set_enabled("dsource", ds.id, enable)?;
+        crate::to_json(
+            &self.dsource_model(&self.store.get_dsource(ds.id)?.ok_or_else(|| {
+                EngineError::NotFound {
+                    kind: "dSource",
+                    id: ds.name.clone(),
+                }
+            })?)?,
+        )
     }
 
     /// Deletes a dSource: stop_staging, unmount, destroy its data and records.
@@ -859,24 +768,37 @@ impl Engine {
             )));
         }
         let engine = self.clone();
-        self.jobs.spawn("DSOURCE_DELETE", Some(format!("{DSOURCE_PREFIX}{}", ds.id)), move |job| async move {
-            let model = engine.dsource_model(&ds)?;
-            let ctx = engine.dsource_ctx(ds.clone())?;
-            if ctx.staging.is_some() && engine.implements(&ctx, "linked.stop_staging") {
-                job.progress(10, "stopping staging (plugin stop_staging)");
-                let mount = engine.store.list_mounts(None)?.into_iter().find(|m| m.volume == ds.volume);
-                let env = mount.as_ref().and_then(|m| engine.store.get_environment(m.environment_id).ok().flatten());
-                let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&ctx.source_config)},
-                                 "staged_source": engine.staged_source(&ctx, env.as_ref().zip(mount.as_ref()).map(|(e, m)| (e, m.mount_path.as_str())))});
-                engine.call(&ctx, &job, "linked.stop_staging", req, false).await?;
-            }
-            job.progress(40, "unmounting and destroying the dataset");
-            for m in engine.store.list_mounts(None)?.into_iter().filter(|m| m.volume == ds.volume) {
-                engine.unmount(m.id).await?;
-            }
-            engine.remove_dsource(&ds).await?;
-            crate::to_json(&model)
-        })
+        self.jobs.spawn(
+            "DSOURCE_DELETE",
+            Some(format!("{DSOURCE_PREFIX}{}", ds.id)),
+            move |job| async move { engine.delete_dsource_job(job, ds).await },
+        )
+    }
+
+    /// The delete job of a dSource.
+    async fn delete_dsource_job(
+        &self,
+        job: JobHandle,
+        ds: DSourceRecord,
+    ) -> Result<Value, EngineError> {
+        let model = self.dsource_model(&ds)?;
+        let ctx = self.dsource_ctx(ds.clone())?;
+        if ctx.staging.is_some() && self.implements(&ctx.plugin, Op::StopStaging)? {
+            job.progress(10, "stopping staging (plugin stop_staging)");
+            let req = ctx.request(self.staging_mount_of(&ds)?);
+            self.call(&ctx, &job, Op::StopStaging, &req, false).await?;
+        }
+        job.progress(40, "unmounting and destroying the dataset");
+        for m in self
+            .store
+            .list_mounts(None)?
+            .into_iter()
+            .filter(|m| m.volume == ds.volume)
+        {
+            self.unmount(m.id).await?;
+        }
+        self.remove_dsource(&ds).await?;
+        crate::to_json(&model)
     }
 
     /// Best-effort removal of everything a dSource has: mounts, snapshots,
@@ -895,18 +817,5 @@ impl Engine {
             .delete_hooks(&format!("{DSOURCE_PREFIX}{}", ds.id), None)?;
         self.store.delete_dsource(ds.id)?;
         Ok(())
-    }
-
-    /// Destroys a pool volume with all its snapshots.
-    pub(crate) async fn destroy_dataset(&self, volume: &str) -> Result<(), EngineError> {
-        let v = VolumeId::new(volume)?;
-        let pool = self.pool.clone();
-        pool_task(move || {
-            for s in pool.list_snapshots(&v)? {
-                pool.destroy_snapshot(&SnapshotRef::new(v.clone(), s))?;
-            }
-            pool.destroy_volume(&v)
-        })
-        .await
     }
 }

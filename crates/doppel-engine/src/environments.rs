@@ -9,8 +9,9 @@ use doppel_model::{
     AddEnvironment, AddEnvironmentUser, AddSourceConfig, Environment, EnvironmentUser, EventLevel,
     Job, Repository, SourceConfig, UserCredentials,
 };
+use doppel_plugin_host::requests::Request;
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
-use doppel_plugin_host::CallContext;
+use doppel_plugin_host::Op;
 use doppel_remote::{Connection, Credentials, HostKeyPolicy};
 use doppel_store::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, PluginRecord, RepositoryRecord,
@@ -19,9 +20,10 @@ use doppel_store::{
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, HOST_PREFIX, USER_PREFIX};
+use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX, USER_PREFIX};
 use crate::jobs::JobHandle;
-use crate::{now, pdo, Engine, EngineError};
+use crate::steps::remote_connection;
+use crate::{now, Engine, EngineError};
 
 const REPOSITORY_PREFIX: &str = "REPOSITORY-";
 const SOURCE_CONFIG_PREFIX: &str = "SOURCE_CONFIG-";
@@ -117,19 +119,6 @@ fn seal_credentials(
             ))
         }
     }
-}
-
-/// The `RemoteConnection` a plugin gets for `env` as `user`.
-pub(crate) fn connection_json(env: &EnvironmentRecord, user: &EnvironmentUserRecord) -> Value {
-    json!({
-        "environment": {
-            "name": env.name,
-            "reference": format!("{ENVIRONMENT_PREFIX}{}", env.id),
-            "host": {"name": env.host, "reference": format!("{HOST_PREFIX}{}", env.id),
-                     "binary_path": env.toolkit_path, "scratch_path": env.scratch_path},
-        },
-        "user": {"name": user.name, "reference": format!("{USER_PREFIX}{}", user.id)},
-    })
 }
 
 /// identity = the identity fields' values as a JSON array; name = the name field.
@@ -426,7 +415,7 @@ impl Engine {
         start: u8,
     ) -> Result<Vec<DiscoveredRepository>, EngineError> {
         let user = self.env_user(env, None)?;
-        let conn_json = connection_json(env, &user);
+        let connection = remote_connection(env, &user);
         let plugins: Vec<PluginRecord> = self
             .store
             .list_plugins()?
@@ -434,17 +423,10 @@ impl Engine {
             .filter(plugin_runs_on_unix)
             .collect();
         let mut found = Vec::new();
-        let ctx = CallContext {
-            job: Some(job.id().to_owned()),
-            sync_target: None,
-            log_sink: Some(job.plugin_log_sink()),
-            ..Default::default()
-        };
         for (i, p) in plugins.iter().enumerate() {
             job.check_canceled()?;
             let pct = start + ((100 - start as usize - 5) * i / plugins.len().max(1)) as u8;
             job.progress(pct, &format!("discovery with plugin {}", p.name));
-            let plugin = self.loaded(p)?;
             let d = &p.definition["discoveryDefinition"];
             let manifest = &p.definition["manifest"];
             if manifest["hasRepositoryDiscovery"] != true {
@@ -456,21 +438,17 @@ impl Engine {
             let sc_schema = ParameterSchema::new(&d["sourceConfigSchema"]).map_err(|e| {
                 EngineError::Internal(format!("plugin {}: source config schema: {e}", p.name))
             })?;
-            let op = self.host.operation(&plugin, "discovery.repository")?;
+            let request = Request {
+                connection: Some(connection.clone()),
+                ..Default::default()
+            };
             let out = self
-                .host
-                .invoke(
-                    &plugin,
-                    op,
-                    json!({"source_connection": conn_json}),
-                    &ctx,
-                    None,
-                )
+                .plugin_step(job, p, Op::DiscoveryRepository, &request)
                 .await?;
-            for r in out["repositories"].as_array().into_iter().flatten() {
+            for r in out.repositories() {
                 let params = checked_output(
                     &repo_schema,
-                    &r["parameters"],
+                    r,
                     &format!("repository discovered by plugin {} on {}", p.name, env.name),
                 )?;
                 let (identity, name) = identity_and_name(
@@ -486,15 +464,20 @@ impl Engine {
                     source_configs: Vec::new(),
                 };
                 if manifest["hasSourceConfigDiscovery"] == true {
-                    let op = self.host.operation(&plugin, "discovery.source_config")?;
-                    let req = json!({"source_connection": conn_json, "repository": {"parameters": pdo(&params)}});
-                    let out = self.host.invoke(&plugin, op, req, &ctx, None).await?;
-                    for sc in out["source_configs"].as_array().into_iter().flatten() {
+                    let request = Request {
+                        connection: Some(connection.clone()),
+                        repository: Some(params.clone()),
+                        ..Default::default()
+                    };
+                    let out = self
+                        .plugin_step(job, p, Op::DiscoverySourceConfig, &request)
+                        .await?;
+                    for sc in out.source_configs() {
                         let what = format!(
                             "source config discovered by plugin {} on {}",
                             p.name, env.name
                         );
-                        let sp = checked_output(&sc_schema, &sc["parameters"], &what)?;
+                        let sp = checked_output(&sc_schema, sc, &what)?;
                         let (identity, name) = identity_and_name(
                             &sp,
                             &d["sourceConfigIdentityFields"],
@@ -525,20 +508,29 @@ impl Engine {
         let target = format!("{ENVIRONMENT_PREFIX}{}", env.id);
         self.jobs
             .spawn("ENVIRONMENT_REFRESH", Some(target), move |job| async move {
-                job.progress(5, &format!("connecting to {}", env.name));
-                let user = engine.env_user(&env, None)?;
-                let conn = engine.hosts.connect(&env, &user).await?;
-                job.progress(10, "installing the toolkit's tools (jq)");
-                if let Err(e) = crate::toolkit::install(&conn, &env.toolkit_path).await {
-                    job.event(
-                        EventLevel::Warning,
-                        &format!("the toolkit has no jq, which some plugins need: {e}"),
-                    );
-                }
-                let found = engine.discover(&job, &env, 20).await?;
-                engine.store.apply_discovery(env.id, &found)?;
-                crate::to_json(&engine.environment_model(&env)?)
+                engine.refresh_environment_job(job, env).await
             })
+    }
+
+    /// The environment refresh job: connect, discover, store.
+    async fn refresh_environment_job(
+        &self,
+        job: JobHandle,
+        env: EnvironmentRecord,
+    ) -> Result<Value, EngineError> {
+        job.progress(5, &format!("connecting to {}", env.name));
+        let user = self.env_user(&env, None)?;
+        let conn = self.hosts.connect(&env, &user).await?;
+        job.progress(10, "installing the toolkit's tools (jq)");
+        if let Err(e) = crate::toolkit::install(&conn, &env.toolkit_path).await {
+            job.event(
+                EventLevel::Warning,
+                &format!("the toolkit has no jq, which some plugins need: {e}"),
+            );
+        }
+        let found = self.discover(&job, &env, 20).await?;
+        self.store.apply_discovery(env.id, &found)?;
+        crate::to_json(&self.environment_model(&env)?)
     }
 
     /// Removes an environment and everything found on it.
@@ -871,9 +863,12 @@ impl Engine {
 
 /// A plugin's output object (`PluginDefinedObject`), parsed and checked
 /// against its schema: plugins are not trusted to honour their own schemas.
-fn checked_output(schema: &ParameterSchema, pdo: &Value, what: &str) -> Result<Value, EngineError> {
-    let text = pdo["json"].as_str().unwrap_or("null");
-    let params: Value = serde_json::from_str(text)
+fn checked_output(
+    schema: &ParameterSchema,
+    parsed: Result<Value, doppel_plugin_host::requests::NotJson>,
+    what: &str,
+) -> Result<Value, EngineError> {
+    let params = parsed
         .map_err(|e| EngineError::Internal(format!("{what}: parameters are not JSON ({e})")))?;
     schema
         .validate(&params)

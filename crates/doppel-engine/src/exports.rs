@@ -13,14 +13,30 @@
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, ExportSnapshot, Job, MountRequest};
+use doppel_plugin_host::requests::{PhysicalSource, Request};
 use doppel_plugin_host::schema::ParameterSchema;
-use doppel_plugin_host::CallContext;
+use doppel_plugin_host::Op;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
-use serde_json::json;
+use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord};
+use serde_json::{json, Value};
 
-use crate::environments::{connection_json, sh_quote};
+use crate::environments::sh_quote;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
-use crate::{Engine, EngineError};
+use crate::jobs::JobHandle;
+use crate::steps::remote_connection;
+use crate::{Engine, EngineError, SNAPSHOT_PREFIX};
+
+/// What a V2P job works with, checked when it was asked for.
+struct Export {
+    plugin: PluginRecord,
+    /// pre_source_to_physical and source_to_physical of the snapshot's owner.
+    ops: [Op; 2],
+    request: Request,
+    snapshot: SnapshotRecord,
+    env: EnvironmentRecord,
+    user: EnvironmentUserRecord,
+    target_directory: String,
+}
 
 /// Names of the temporary clones a V2P copies from.
 const TEMP_CLONE_PREFIX: &str = "v2p-";
@@ -73,15 +89,15 @@ impl Engine {
             id: req.user.clone().unwrap_or_default(),
         })?;
         // The snapshot's owner decides the operations.
-        let (plugin, prefix, mut request, target) = if let Some(ds) = self
+        let (plugin, [pre, post], mut request, target) = if let Some(ds) = self
             .store
             .list_dsources()?
             .into_iter()
             .find(|d| d.volume == snapshot.volume)
         {
             let target = format!("DSOURCE-{}", ds.id);
-            let (p, prefix, r) = self.dsource_v2p_request(ds)?;
-            (p, prefix, r, target)
+            let (p, ops, r) = self.dsource_v2p_request(ds)?;
+            (p, ops, r, target)
         } else if let Some(v) = self
             .store
             .list_vdbs()?
@@ -89,8 +105,8 @@ impl Engine {
             .find(|v| v.volume == snapshot.volume)
         {
             let target = format!("VDB-{}", v.id);
-            let (p, prefix, r) = self.vdb_v2p_request(v)?;
-            (p, prefix, r, target)
+            let (p, ops, r) = self.vdb_v2p_request(v)?;
+            (p, ops, r, target)
         } else {
             return Err(EngineError::Internal(format!(
                 "{} belongs to no dSource or VDB",
@@ -120,27 +136,60 @@ impl Engine {
                     violations: errs.violations().iter().map(|v| v.to_string()).collect(),
                 })?;
         }
-        request["snapshot"] = json!({"parameters": {"json": snapshot.metadata.to_string()}});
-        request["physical_source"] = json!({"guid": format!("V2P-{}", uuid::Uuid::new_v4().simple()), "connection": connection_json(&env, &user),
-            "target_directory": req.target_directory, "parameters": {"json": req.parameters.to_string()}});
+        request.snapshot = Some(snapshot.metadata.clone());
+        request.physical_source = Some(PhysicalSource {
+            guid: format!("V2P-{}", uuid::Uuid::new_v4().simple()),
+            connection: remote_connection(&env, &user),
+            target_directory: req.target_directory.clone(),
+            parameters: req.parameters.clone(),
+        });
+        let export = Export {
+            plugin,
+            ops: [pre, post],
+            request,
+            snapshot,
+            env,
+            user,
+            target_directory: req.target_directory,
+        };
         let engine = self.clone();
-        self.jobs.spawn("V2P_EXPORT", Some(target), move |job| async move {
-            let loaded = engine.loaded(&plugin)?;
-            let call = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()), ..Default::default() };
-            let pre = format!("{prefix}pre_source_to_physical");
-            if let Ok(op) = engine.host.operation(&loaded, &pre) {
-                job.progress(10, &format!("plugin {pre}"));
-                engine.host.invoke(&loaded, op, request.clone(), &call, None).await?;
-            }
-            job.progress(30, &format!("copying {} to {} on {}", req.snapshot, req.target_directory, env.name));
-            engine.copy_snapshot(&job, &snapshot, &env, &user.name, &req.target_directory).await?;
-            let post = format!("{prefix}source_to_physical");
-            if let Ok(op) = engine.host.operation(&loaded, &post) {
-                job.progress(90, &format!("plugin {post}"));
-                engine.host.invoke(&loaded, op, request, &call, None).await?;
-            }
-            Ok(json!({"environment": format!("{ENVIRONMENT_PREFIX}{}", env.id), "target_directory": req.target_directory}))
-        })
+        self.jobs
+            .spawn("V2P_EXPORT", Some(target), move |job| async move {
+                engine.export_job(job, export).await
+            })
+    }
+
+    /// The V2P job: pre_source_to_physical, the copy, source_to_physical.
+    async fn export_job(&self, job: JobHandle, export: Export) -> Result<Value, EngineError> {
+        let Export {
+            plugin,
+            ops: [pre, post],
+            request,
+            snapshot,
+            env,
+            user,
+            target_directory,
+        } = export;
+        if self.implements(&plugin, pre)? {
+            job.progress(10, &format!("plugin {}", pre.name()));
+            self.plugin_step(&job, &plugin, pre, &request).await?;
+        }
+        job.progress(
+            30,
+            &format!(
+                "copying {SNAPSHOT_PREFIX}{} to {target_directory} on {}",
+                snapshot.id, env.name
+            ),
+        );
+        self.copy_snapshot(&job, &snapshot, &env, &user.name, &target_directory)
+            .await?;
+        if self.implements(&plugin, post)? {
+            job.progress(90, &format!("plugin {}", post.name()));
+            self.plugin_step(&job, &plugin, post, &request).await?;
+        }
+        Ok(
+            json!({"environment": format!("{ENVIRONMENT_PREFIX}{}", env.id), "target_directory": target_directory}),
+        )
     }
 
     /// A temporary clone of the snapshot, mounted read-only on the host and

@@ -8,11 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use doppel_plugin_host::libs::actionable_error;
+use doppel_plugin_host::libs::{self, actionable_error};
 use doppel_plugin_host::{LibraryCall, LibraryHandler};
 use doppel_remote::{Connection, Credentials, HostKey, HostKeyPolicy};
 use doppel_store::{EnvironmentRecord, EnvironmentUserRecord, Store};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::secrets::SecretBox;
 use crate::EngineError;
@@ -205,9 +205,11 @@ impl Hosts {
                 out.stderr_bytes
             ));
         }
-        Ok(
-            json!({"return_value": {"exit_code": out.exit_code, "stdout": out.stdout_str(), "stderr": stderr}}),
-        )
+        Ok(libs::command_result(
+            out.exit_code,
+            &out.stdout_str(),
+            &stderr,
+        ))
     }
 
     /// Mirrors a directory of the connection's host into the dataset the
@@ -257,7 +259,7 @@ impl Hosts {
             sym_links_to_follow: strings("sym_links_to_follow"),
         };
         conn.run_sync(&sync).await.map_err(callback_error)?;
-        Ok(json!({"return_value": {}}))
+        Ok(libs::empty_result())
     }
 
     fn retrieve_credentials(&self, call: &LibraryCall<'_>) -> Result<Value, String> {
@@ -266,17 +268,19 @@ impl Hosts {
         match s("type").as_deref() {
             Some("NamedPasswordCredential") => {
                 let password = s("password").ok_or("a NamedPasswordCredential needs a password")?;
-                Ok(
-                    json!({"return_value": {"username": s("username").unwrap_or_default(), "password": password}}),
-                )
+                Ok(libs::credentials_result(&libs::Credentials::Password {
+                    username: s("username").unwrap_or_default(),
+                    password,
+                }))
             }
             Some("NamedKeyPairCredential") => {
                 let private_key =
                     s("privateKey").ok_or("a NamedKeyPairCredential needs a privateKey")?;
-                Ok(
-                    json!({"return_value": {"username": s("username").unwrap_or_default(),
-                    "key_pair": {"private_key": private_key, "public_key": s("publicKey").unwrap_or_default()}}}),
-                )
+                Ok(libs::credentials_result(&libs::Credentials::KeyPair {
+                    username: s("username").unwrap_or_default(),
+                    private_key,
+                    public_key: s("publicKey").unwrap_or_default(),
+                }))
             }
             Some(kind @ ("CyberArkVaultCredential" | "HashiCorpVaultCredential")) => Err(format!(
                 "{kind} is not supported by this engine yet: no vault is configured"
@@ -289,14 +293,10 @@ impl Hosts {
 /// A migration's `upgrade_password(password, username=None)`: the
 /// credentials supplier the new schema stores in place of a plain password.
 fn upgrade_password(request: &Value) -> Value {
-    let mut supplier = json!({
-        "type": "NamedPasswordCredential",
-        "password": request["password"].as_str().unwrap_or_default(),
-    });
-    if let Some(user) = request["username"].as_str().filter(|u| !u.is_empty()) {
-        supplier["username"] = json!(user);
-    }
-    json!({"return_value": {"credentials_supplier": supplier}})
+    libs::upgrade_password_result(
+        request["password"].as_str().unwrap_or_default(),
+        request["username"].as_str().filter(|u| !u.is_empty()),
+    )
 }
 
 impl LibraryHandler for Hosts {
@@ -335,6 +335,7 @@ impl LibraryHandler for Hosts {
 mod tests {
     use super::*;
     use doppel_store::{EnvironmentRecord, EnvironmentUserRecord};
+    use serde_json::json;
 
     #[tokio::test]
     async fn a_callback_on_a_host_that_does_not_answer_is_a_host_failure() {

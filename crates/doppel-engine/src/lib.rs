@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+mod datasets;
 pub mod dsources;
 mod environments;
 mod error;
@@ -19,6 +20,7 @@ mod limits;
 pub mod mounts;
 mod plugins;
 mod secrets;
+mod steps;
 mod toolkit;
 mod upgrades;
 pub mod vdbs;
@@ -48,11 +50,6 @@ pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// A plugin-defined object as plugin requests carry it (`{"json": "..."}`).
-pub(crate) fn pdo(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"json": v.to_string()})
 }
 
 /// A model as the JSON a job returns.

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use doppel_model::{JobFilter, JobState};
-use doppel_plugin_host::operations::Operation;
 use doppel_plugin_host::schema::ParameterSchema;
+use doppel_plugin_host::Op;
 use doppel_plugin_host::{BuildNumber, CallContext, LoadedPlugin};
 use doppel_store::{MigratedKind, MigratedObject, PluginRecord};
 use serde_json::{json, Value};
@@ -22,30 +22,30 @@ const VDB_PREFIX: &str = "VDB-";
 
 /// How the plugin names one kind: its upgrade operation, the request's
 /// `type`, and the schema its objects must satisfy afterwards.
-fn upgrade_type(kind: MigratedKind) -> (&'static str, &'static str, ParameterDefinition) {
+fn upgrade_type(kind: MigratedKind) -> (Op, &'static str, ParameterDefinition) {
     match kind {
         MigratedKind::Repository => (
-            "upgrade.repository",
+            Op::UpgradeRepository,
             "REPOSITORY",
             ParameterDefinition::Repository,
         ),
         MigratedKind::SourceConfig | MigratedKind::VdbSourceConfig => (
-            "upgrade.source_config",
+            Op::UpgradeSourceConfig,
             "SOURCECONFIG",
             ParameterDefinition::SourceConfig,
         ),
         MigratedKind::LinkedSource => (
-            "upgrade.linked_source",
+            Op::UpgradeLinkedSource,
             "LINKEDSOURCE",
             ParameterDefinition::LinkedSource,
         ),
         MigratedKind::VirtualSource => (
-            "upgrade.virtual_source",
+            Op::UpgradeVirtualSource,
             "VIRTUALSOURCE",
             ParameterDefinition::VirtualSource,
         ),
         MigratedKind::Snapshot => (
-            "upgrade.snapshot",
+            Op::UpgradeSnapshot,
             "SNAPSHOT",
             ParameterDefinition::Snapshot,
         ),
@@ -134,7 +134,8 @@ impl Engine {
             |k: MigratedKind| matches!(k, MigratedKind::LinkedSource | MigratedKind::VirtualSource);
         let mut out = Vec::new();
         for kind in MigratedKind::ALL {
-            let (op_name, ty, which) = upgrade_type(kind);
+            let (op, ty, which) = upgrade_type(kind);
+            let op_name = op.name();
             let mut before = BTreeMap::new();
             for o in stored.iter().filter(|o| o.kind == kind) {
                 let text = if sealed(kind) {
@@ -153,9 +154,6 @@ impl Engine {
                     .map(|(r, (_, t))| (r.clone(), t.clone()))
                     .collect()
             } else {
-                let op = Operation::find(op_name).ok_or_else(|| {
-                    EngineError::Internal(format!("{op_name} is not in the operations table"))
-                })?;
                 let request = json!({
                     "pre_upgrade_parameters": before.iter().map(|(r, (_, t))| (r.clone(), t.clone())).collect::<BTreeMap<_, _>>(),
                     "type": ty,
@@ -165,7 +163,10 @@ impl Engine {
                     upgrading: true,
                     ..Default::default()
                 };
-                let result = self.host.invoke(new, op, request, &ctx, None).await?;
+                let result = self
+                    .host
+                    .invoke(new, op.spec(), request, &ctx, None)
+                    .await?;
                 serde_json::from_value(result["post_upgrade_parameters"].clone()).map_err(|e| {
                     EngineError::InvalidInput {
                         field: format!("{op_name} result"),

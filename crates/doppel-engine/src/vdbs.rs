@@ -8,8 +8,9 @@ use doppel_model::{CreateEmptyVdb, MountRequest, ProvisionVdb, Vdb};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job};
+use doppel_plugin_host::requests::{Mount, Reply, Request, Source, VirtualSource};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
-use doppel_plugin_host::CallContext;
+use doppel_plugin_host::Op;
 use doppel_storage::{SnapshotId, SnapshotRef, VolumeId};
 use doppel_store::{
     EnvironmentRecord, EnvironmentUserRecord, PluginRecord, SnapshotRecord, VdbRecord,
@@ -18,29 +19,13 @@ use doppel_store::{
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::environments::connection_json;
 use crate::hosts::{parse_ref, ENVIRONMENT_PREFIX};
 use crate::jobs::JobHandle;
+use crate::steps::remote_connection;
 
-use crate::{now, pdo, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
+use crate::{now, pool_task, Engine, EngineError, SNAPSHOT_PREFIX};
 
-const VDB_PREFIX: &str = "VDB-";
-
-/// A mount path claimed by a job (see `Engine::claim_mount_path`); given
-/// back when dropped, by then recorded as a mount or not mounted at all.
-pub(crate) struct MountClaim {
-    claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
-    key: (i64, String),
-}
-
-impl Drop for MountClaim {
-    fn drop(&mut self) {
-        self.claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-    }
-}
+pub(crate) const VDB_PREFIX: &str = "VDB-";
 
 /// What a request for a new VDB (provisioned or empty) says about it.
 struct NewVdb<'a> {
@@ -58,6 +43,30 @@ struct Ctx {
     repository: Value,
     env: EnvironmentRecord,
     user: EnvironmentUserRecord,
+}
+
+impl Ctx {
+    /// The request of this VDB's operations, with its current source
+    /// config (`{}` before configure made one) and `mounts`.
+    fn request(&self, mounts: Vec<Mount>) -> Request {
+        Request {
+            repository: Some(self.repository.clone()),
+            source_config: Some(self.vdb.source_config.clone().unwrap_or(json!({}))),
+            source: Some(Source::Virtual(VirtualSource {
+                guid: format!("{VDB_PREFIX}{}", self.vdb.id),
+                parameters: self.params.clone(),
+                connection: remote_connection(&self.env, &self.user),
+                mounts,
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+/// The source config a configure, reconfigure or initialize returned, if
+/// it returned one that is JSON.
+fn returned_source_config(out: Option<&Reply>) -> Option<Value> {
+    out?.source_config()?.ok()
 }
 
 impl Engine {
@@ -138,46 +147,6 @@ impl Engine {
         self.vdb_model(&self.find_vdb(reference)?)
     }
 
-    /// The dataset (volume) and plugin of a dSource or VDB named by the user.
-    pub(crate) fn dataset_of(&self, reference: &str) -> Result<(String, String), EngineError> {
-        if let Some(v) = parse_ref(reference, VDB_PREFIX)
-            .and_then(|id| self.store.get_vdb(id).ok().flatten())
-            .or(self.store.find_vdb_by_name(reference)?)
-        {
-            return Ok((v.volume, v.plugin_id));
-        }
-        let ds = self.get_dsource(reference)?;
-        Ok((ds.dataset, ds.plugin))
-    }
-
-    /// A snapshot of `volume`: the one named, or the latest.
-    fn pick_snapshot(
-        &self,
-        volume: &str,
-        name: Option<&str>,
-    ) -> Result<SnapshotRecord, EngineError> {
-        let snaps = self.store.list_snapshots(Some(volume))?;
-        match name {
-            None => snaps.last().cloned().ok_or_else(|| {
-                EngineError::Conflict(format!("dataset {volume} has no snapshot yet"))
-            }),
-            Some(n) => {
-                let id =
-                    parse_ref(n, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
-                        field: "snapshot".into(),
-                        reason: "must look like SNAPSHOT-<n>".into(),
-                    })?;
-                snaps
-                    .into_iter()
-                    .find(|s| s.id == id)
-                    .ok_or_else(|| EngineError::NotFound {
-                        kind: "snapshot of that dataset",
-                        id: n.to_owned(),
-                    })
-            }
-        }
-    }
-
     fn vdb_ctx(&self, vdb: VdbRecord) -> Result<Ctx, EngineError> {
         let plugin =
             self.store
@@ -210,75 +179,39 @@ impl Engine {
         })
     }
 
-    fn virtual_source(&self, ctx: &Ctx, mounts: &[Value]) -> Value {
-        json!({"guid": format!("{VDB_PREFIX}{}", ctx.vdb.id), "connection": connection_json(&ctx.env, &ctx.user),
-               "parameters": pdo(&ctx.params), "mounts": mounts})
-    }
-
+    /// Runs one of the VDB's plugin steps, where the plugin implements it.
     async fn vcall(
         &self,
         ctx: &Ctx,
         job: &JobHandle,
-        op: &str,
-        request: Value,
-    ) -> Result<Option<Value>, EngineError> {
-        let plugin = self.loaded(&ctx.plugin)?;
-        let Ok(op) = self.host.operation(&plugin, op) else {
-            return Ok(None);
-        };
-        let started = std::time::Instant::now();
-        let out = self
-            .host
-            .invoke(
-                &plugin,
-                op,
-                request,
-                &CallContext {
-                    job: Some(job.id().to_owned()),
-                    sync_target: None,
-                    log_sink: Some(job.plugin_log_sink()),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await;
-        job.event(
-            if out.is_ok() {
-                EventLevel::Info
-            } else {
-                EventLevel::Error
-            },
-            &format!(
-                "plugin {} {} in {:.3} ms",
-                op.name(),
-                if out.is_ok() { "succeeded" } else { "failed" },
-                started.elapsed().as_secs_f64() * 1000.0
-            ),
-        );
-        Ok(Some(out?))
+        op: Op,
+        request: &Request,
+    ) -> Result<Option<Reply>, EngineError> {
+        self.plugin_step_if_implemented(job, &ctx.plugin, op, request)
+            .await
     }
 
     /// Asks the plugin where the VDB goes and mounts it there; returns the
     /// mounts as the plugin's requests describe them.
-    async fn mount_vdb(&self, job: &JobHandle, ctx: &Ctx) -> Result<Vec<Value>, EngineError> {
-        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "virtual_source": self.virtual_source(ctx, &[])});
+    async fn mount_vdb(&self, job: &JobHandle, ctx: &Ctx) -> Result<Vec<Mount>, EngineError> {
         let spec = self
-            .vcall(ctx, job, "virtual.mount_specification", req)
+            .vcall(
+                ctx,
+                job,
+                Op::VirtualMountSpecification,
+                &ctx.request(Vec::new()),
+            )
             .await?
+            .map(|r| r.virtual_mounts())
             .unwrap_or_default();
-        let owner = spec
-            .get("ownership_spec")
-            .and_then(|o| Some((o["uid"].as_u64()? as u32, o["gid"].as_u64()? as u32)));
+        let owner = spec.owner;
         let mut mounts = Vec::new();
-        for m in spec["mounts"].as_array().into_iter().flatten() {
-            let env_ref = m
-                .pointer("/remote_environment/reference")
-                .and_then(|r| r.as_str())
-                .unwrap_or_default();
-            let env = self.find_environment(env_ref)?;
-            let path = m["mount_path"].as_str().unwrap_or_default().to_owned();
-            let shared = m["shared_path"]
-                .as_str()
+        for m in spec.mounts {
+            let env = self.find_environment(&m.environment.reference)?;
+            let path = m.mount_path.clone();
+            let shared = m
+                .shared_path
+                .as_deref()
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_owned();
@@ -315,14 +248,13 @@ impl Engine {
                 })
                 .await?;
             }
-            let mut entry =
-                json!({"remote_environment": m["remote_environment"].clone(), "mount_path": path});
-            entry["remote_environment"]["reference"] =
-                json!(format!("{ENVIRONMENT_PREFIX}{}", env.id));
-            if !shared.is_empty() {
-                entry["shared_path"] = json!(shared);
-            }
-            mounts.push(entry);
+            let mut environment = m.environment;
+            environment.reference = format!("{ENVIRONMENT_PREFIX}{}", env.id);
+            mounts.push(Mount {
+                environment,
+                mount_path: path,
+                shared_path: Some(shared).filter(|s| !s.is_empty()),
+            });
         }
         Ok(mounts)
     }
@@ -339,18 +271,21 @@ impl Engine {
         Ok(())
     }
 
-    fn current_mounts(&self, ctx: &Ctx) -> Result<Vec<Value>, EngineError> {
+    /// The VDB's recorded mounts, as requests describe them (the
+    /// environment by reference only, as it always was).
+    fn current_mounts(&self, ctx: &Ctx) -> Result<Vec<Mount>, EngineError> {
         Ok(self
             .store
             .list_mounts(None)?
             .into_iter()
             .filter(|m| m.volume == ctx.vdb.volume)
-            .map(|m| {
-                let mut v = json!({"remote_environment": {"reference": format!("{ENVIRONMENT_PREFIX}{}", m.environment_id), "name": "", "host": {}}, "mount_path": m.mount_path});
-                if !m.subdirectory.is_empty() {
-                    v["shared_path"] = json!(m.subdirectory);
-                }
-                v
+            .map(|m| Mount {
+                environment: doppel_plugin_host::requests::RemoteEnvironment {
+                    reference: format!("{ENVIRONMENT_PREFIX}{}", m.environment_id),
+                    ..Default::default()
+                },
+                mount_path: m.mount_path,
+                shared_path: Some(m.subdirectory).filter(|s| !s.is_empty()),
             })
             .collect())
     }
@@ -372,27 +307,15 @@ impl Engine {
 
     /// pre_snapshot → pool snapshot → post_snapshot → recorded on the current timeflow.
     async fn take_vdb_snapshot(&self, job: &JobHandle, ctx: &Ctx) -> Result<String, EngineError> {
-        let mounts = self.current_mounts(ctx)?;
-        let req = json!({"repository": {"parameters": pdo(&ctx.repository)},
-                         "source_config": {"parameters": pdo(ctx.vdb.source_config.as_ref().unwrap_or(&json!({})))},
-                         "virtual_source": self.virtual_source(ctx, &mounts)});
-        self.vcall(ctx, job, "virtual.pre_snapshot", req.clone())
-            .await?;
+        let req = ctx.request(self.current_mounts(ctx)?);
+        self.vcall(ctx, job, Op::VirtualPreSnapshot, &req).await?;
         let volume = VolumeId::new(ctx.vdb.volume.as_str())?;
-        let snap = SnapshotId::new(format!(
-            "s{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ))?;
+        let snap = crate::datasets::new_snapshot_id()?;
         let (pool, v, s) = (self.pool.clone(), volume.clone(), snap.clone());
         pool_task(move || pool.create_snapshot(&v, &s).map(|_| ())).await?;
-        let metadata = match self.vcall(ctx, job, "virtual.post_snapshot", req).await {
+        let metadata = match self.vcall(ctx, job, Op::VirtualPostSnapshot, &req).await {
             Ok(out) => out
-                .and_then(|o| {
-                    o.pointer("/snapshot/parameters/json")
-                        .and_then(|j| j.as_str())
-                        .map(str::to_owned)
-                })
-                .and_then(|t| serde_json::from_str(&t).ok())
+                .and_then(|o| o.snapshot_metadata()?.ok())
                 .unwrap_or_else(|| json!({})),
             Err(e) => {
                 let (pool, r) = (self.pool.clone(), SnapshotRef::new(volume, snap));
@@ -439,69 +362,6 @@ impl Engine {
             ))),
             None => Ok(()),
         }
-    }
-
-    /// Claims `path` on `env` for `who` (a dSource or VDB, as users name it)
-    /// while its job mounts there, and refuses a path that is claimed or
-    /// mounted already, naming the holder. Two jobs mounting one path at
-    /// once would otherwise both pass the mount's own check, and the loser's
-    /// undo would take the winner's mount down with its own.
-    pub(crate) fn claim_mount_path(
-        &self,
-        env: &EnvironmentRecord,
-        path: &str,
-        who: String,
-    ) -> Result<MountClaim, EngineError> {
-        let key = (env.id, path.to_owned());
-        {
-            let mut claims = self.mount_claims.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(holder) = claims.get(&key) {
-                return Err(EngineError::Conflict(format!(
-                    "{path} on {} is in use by {holder}",
-                    env.name
-                )));
-            }
-            claims.insert(key.clone(), who);
-        }
-        let claim = MountClaim {
-            claims: self.mount_claims.clone(),
-            key,
-        };
-        if let Some(holder) = self.mount_path_holder(env.id, path)? {
-            return Err(EngineError::Conflict(format!(
-                "{path} on {} is in use by {holder}",
-                env.name
-            )));
-        }
-        Ok(claim)
-    }
-
-    /// Which dSource or VDB holds `path` on `env`, as users name it.
-    pub(crate) fn mount_path_holder(
-        &self,
-        env: i64,
-        path: &str,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(m) = self.store.find_mount(env, path)? else {
-            return Ok(None);
-        };
-        if let Some(v) = self
-            .store
-            .list_vdbs()?
-            .into_iter()
-            .find(|v| v.volume == m.volume)
-        {
-            return Ok(Some(format!("VDB {} ({VDB_PREFIX}{})", v.name, v.id)));
-        }
-        if let Some(d) = self
-            .store
-            .list_dsources()?
-            .into_iter()
-            .find(|d| d.volume == m.volume)
-        {
-            return Ok(Some(format!("dSource {} (DSOURCE-{})", d.name, d.id)));
-        }
-        Ok(Some(format!("dataset {}", m.volume)))
     }
 
     /// Checks what a new VDB needs (its name, the target environment and
@@ -647,36 +507,78 @@ impl Engine {
         let hooks = req.hooks.clone();
         let engine = self.clone();
         let who = who.clone();
-        self.jobs.spawn("VDB_PROVISION", Some(format!("vdb:{}", req.name)), move |job| async move {
-            engine.vdb_name_free(&record.name)?;
-            job.progress(5, &format!("cloning {SNAPSHOT_PREFIX}{} into dataset {}", snapshot.id, record.volume));
-            let from = SnapshotRef::new(VolumeId::new(snapshot.volume.as_str())?, SnapshotId::new(snapshot.pool_snapshot.as_str())?);
-            let to = VolumeId::new(record.volume.as_str())?;
-            let pool = engine.pool.clone();
-            pool_task(move || pool.create_clone(&from, &to).map(|_| ())).await?;
-            let vdb = engine.store_new_vdb(&record, Some(snapshot.id)).await?;
-            let id = vdb.id;
-            // A panic in here still reaches the undo below.
-            let outcome = crate::jobs::unpanicked(async {
-                engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
-                engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
-                let ctx = engine.vdb_ctx(vdb.clone())?;
+        self.jobs.spawn(
+            "VDB_PROVISION",
+            Some(format!("vdb:{}", req.name)),
+            move |job| async move {
+                engine
+                    .provision_job(job, record, snapshot, who, hooks)
+                    .await
+            },
+        )
+    }
+
+    /// The provision job: clone, mount, configure, first snapshot; undone on failure.
+    async fn provision_job(
+        &self,
+        job: JobHandle,
+        record: VdbRecord,
+        snapshot: SnapshotRecord,
+        who: Principal,
+        hooks: std::collections::BTreeMap<String, String>,
+    ) -> Result<Value, EngineError> {
+        self.vdb_name_free(&record.name)?;
+        job.progress(
+            5,
+            &format!(
+                "cloning {SNAPSHOT_PREFIX}{} into dataset {}",
+                snapshot.id, record.volume
+            ),
+        );
+        let from = SnapshotRef::new(
+            VolumeId::new(snapshot.volume.as_str())?,
+            SnapshotId::new(snapshot.pool_snapshot.as_str())?,
+        );
+        let to = VolumeId::new(record.volume.as_str())?;
+        let pool = self.pool.clone();
+        pool_task(move || pool.create_clone(&from, &to).map(|_| ())).await?;
+        let vdb = self.store_new_vdb(&record, Some(snapshot.id)).await?;
+        let id = vdb.id;
+        // A panic in here still reaches the undo below.
+        let outcome =
+            crate::jobs::unpanicked(async {
+                self.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
+                self.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
+                let ctx = self.vdb_ctx(vdb.clone())?;
                 job.progress(20, "mounting");
-                let mounts = engine.mount_vdb(&job, &ctx).await?;
+                let mounts = self.mount_vdb(&job, &ctx).await?;
                 job.progress(50, "configuring (plugin configure)");
-                let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&snapshot.metadata)},
-                                 "virtual_source": engine.virtual_source(&ctx, &mounts)});
-                let out = engine.vcall(&ctx, &job, "virtual.configure", req).await?.unwrap_or_default();
-                let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
-                engine.store.set_vdb_source_config(id, &sc)?;
-                engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await?;
+                let req = Request {
+                    snapshot: Some(snapshot.metadata.clone()),
+                    ..ctx.request(mounts)
+                };
+                let out = self.vcall(&ctx, &job, Op::Configure, &req).await?;
+                let sc = returned_source_config(out.as_ref()).unwrap_or(json!({}));
+                self.store.set_vdb_source_config(id, &sc)?;
+                self.run_hook(
+                    &job,
+                    &format!("{VDB_PREFIX}{id}"),
+                    "configure-clone",
+                    &ctx.env,
+                    &ctx.user,
+                )
+                .await?;
                 job.progress(80, "taking the first VDB snapshot");
-                let ctx = engine.vdb_ctx(engine.store.get_vdb(id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: vdb.name.clone() })?)?;
-                engine.snapshot_vdb_steps(&job, &ctx).await
+                let ctx = self.vdb_ctx(self.store.get_vdb(id)?.ok_or_else(|| {
+                    EngineError::NotFound {
+                        kind: "VDB",
+                        id: vdb.name.clone(),
+                    }
+                })?)?;
+                self.snapshot_vdb_steps(&job, &ctx).await
             })
             .await;
-            engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
-        })
+        self.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
     }
 
     /// Creates an empty VDB in a job: an empty dataset, mounted where the
@@ -708,43 +610,65 @@ impl Engine {
         let hooks = req.hooks.clone();
         let engine = self.clone();
         let who = who.clone();
-        self.jobs.spawn("VDB_CREATE_EMPTY", Some(format!("vdb:{}", req.name)), move |job| async move {
-            engine.vdb_name_free(&record.name)?;
-            job.progress(5, &format!("creating the empty dataset {}", record.volume));
-            let (pool, v) = (engine.pool.clone(), VolumeId::new(record.volume.as_str())?);
-            pool_task(move || pool.create_volume(&v).map(|_| ())).await?;
-            let vdb = engine.store_new_vdb(&record, None).await?;
-            let id = vdb.id;
-            // A panic in here still reaches the undo below.
-            let outcome = crate::jobs::unpanicked(async {
-                engine.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
-                engine.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
-                let ctx = engine.vdb_ctx(vdb.clone())?;
-                job.progress(20, "mounting");
-                let mounts = engine.mount_vdb(&job, &ctx).await?;
-                job.progress(50, "initializing (plugin initialize)");
-                let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "virtual_source": engine.virtual_source(&ctx, &mounts)});
-                let out = engine.vcall(&ctx, &job, "virtual.initialize", req).await?.unwrap_or_default();
-                let sc: Value = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(json!({}));
-                engine.store.set_vdb_source_config(id, &sc)?;
-                engine.run_hook(&job, &format!("{VDB_PREFIX}{id}"), "configure-clone", &ctx.env, &ctx.user).await
-            })
-            .await;
-            engine.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
+        self.jobs.spawn(
+            "VDB_CREATE_EMPTY",
+            Some(format!("vdb:{}", req.name)),
+            move |job| async move { engine.create_empty_job(job, record, who, hooks).await },
+        )
+    }
+
+    /// The job creating an empty VDB; undone on failure.
+    async fn create_empty_job(
+        &self,
+        job: JobHandle,
+        record: VdbRecord,
+        who: Principal,
+        hooks: std::collections::BTreeMap<String, String>,
+    ) -> Result<Value, EngineError> {
+        self.vdb_name_free(&record.name)?;
+        job.progress(5, &format!("creating the empty dataset {}", record.volume));
+        let (pool, v) = (self.pool.clone(), VolumeId::new(record.volume.as_str())?);
+        pool_task(move || pool.create_volume(&v).map(|_| ())).await?;
+        let vdb = self.store_new_vdb(&record, None).await?;
+        let id = vdb.id;
+        // A panic in here still reaches the undo below.
+        let outcome = crate::jobs::unpanicked(async {
+            self.record_owner(&who, &format!("{VDB_PREFIX}{id}"))?;
+            self.store_hooks(&format!("{VDB_PREFIX}{id}"), &hooks)?;
+            let ctx = self.vdb_ctx(vdb.clone())?;
+            job.progress(20, "mounting");
+            let mounts = self.mount_vdb(&job, &ctx).await?;
+            job.progress(50, "initializing (plugin initialize)");
+            let out = self
+                .vcall(&ctx, &job, Op::Initialize, &ctx.request(mounts))
+                .await?;
+            let sc = returned_source_config(out.as_ref()).unwrap_or(json!({}));
+            self.store.set_vdb_source_config(id, &sc)?;
+            self.run_hook(
+                &job,
+                &format!("{VDB_PREFIX}{id}"),
+                "configure-clone",
+                &ctx.env,
+                &ctx.user,
+            )
+            .await
         })
+        .await;
+        self.finish_new_vdb(&job, &vdb, outcome.map(|_| ())).await
     }
 
     /// What a V2P call of this VDB's plugin needs (see `dsource_v2p_request`).
     pub(crate) fn vdb_v2p_request(
         &self,
         vdb: VdbRecord,
-    ) -> Result<(PluginRecord, &'static str, Value), EngineError> {
+    ) -> Result<(PluginRecord, [Op; 2], Request), EngineError> {
         let ctx = self.vdb_ctx(vdb)?;
-        let mounts = self.current_mounts(&ctx)?;
-        let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
-        let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
-                         "virtual_source": self.virtual_source(&ctx, &mounts)});
-        Ok((ctx.plugin, "virtual.virtual_", req))
+        let req = ctx.request(self.current_mounts(&ctx)?);
+        Ok((
+            ctx.plugin,
+            [Op::VirtualPreSourceToPhysical, Op::VirtualSourceToPhysical],
+            req,
+        ))
     }
 
     /// Takes a VDB snapshot in a job.
@@ -755,13 +679,16 @@ impl Engine {
         self.jobs.spawn(
             "VDB_SNAPSHOT",
             Some(format!("{VDB_PREFIX}{}", vdb.id)),
-            move |job| async move {
-                let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
-                Engine::vdb_enabled(&vdb, "snapshot")?;
-                let ctx = engine.vdb_ctx(vdb)?;
-                Ok(json!({"snapshot": engine.snapshot_vdb_steps(&job, &ctx).await?}))
-            },
+            move |job| async move { engine.snapshot_vdb_job(job, vdb).await },
         )
+    }
+
+    /// The VDB snapshot job.
+    async fn snapshot_vdb_job(&self, job: JobHandle, vdb: VdbRecord) -> Result<Value, EngineError> {
+        let vdb = self.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+        Engine::vdb_enabled(&vdb, "snapshot")?;
+        let ctx = self.vdb_ctx(vdb)?;
+        Ok(json!({"snapshot": self.snapshot_vdb_steps(&job, &ctx).await?}))
     }
 
     /// Refresh (to a snapshot of the parent, default its latest) or rewind
@@ -795,45 +722,80 @@ impl Engine {
         let target = self.pick_snapshot(&source_volume, to)?;
         let engine = self.clone();
         let kind = if rewind { "VDB_REWIND" } else { "VDB_REFRESH" };
-        self.jobs.spawn(kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
-            let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
-            Engine::vdb_enabled(&vdb, if rewind { "rewind" } else { "refresh" })?;
-            let ctx = engine.vdb_ctx(vdb)?;
-            let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
-            let (pre, post) = if rewind { ("pre-rollback", "post-rollback") } else { ("pre-refresh", "post-refresh") };
-            engine.run_hook(&job, &object, pre, &ctx.env, &ctx.user).await?;
-            let mounts = engine.current_mounts(&ctx)?;
-            let current_sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
-            job.progress(10, "unconfiguring (plugin unconfigure)");
-            let req = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&current_sc)},
-                             "virtual_source": engine.virtual_source(&ctx, &mounts), "deleteFlag": false});
-            engine.vcall(&ctx, &job, "virtual.unconfigure", req).await?;
-            engine.unmount_vdb(&ctx).await?;
-            job.progress(40, &format!("restoring the dataset to {SNAPSHOT_PREFIX}{}", target.id));
-            let (pool, vol) = (engine.pool.clone(), VolumeId::new(ctx.vdb.volume.as_str())?);
-            let from = SnapshotRef::new(VolumeId::new(target.volume.as_str())?, SnapshotId::new(target.pool_snapshot.as_str())?);
-            pool_task(move || pool.restore_volume(&vol, &from)).await?;
-            engine.store.new_vdb_timeflow(ctx.vdb.id, target.id, &now())?;
-            job.progress(60, "mounting");
-            let mounts = engine.mount_vdb(&job, &ctx).await?;
-            let (op, req) = if rewind {
-                ("virtual.reconfigure", json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&target.metadata)},
-                    "source_config": {"parameters": pdo(&current_sc)}, "virtual_source": engine.virtual_source(&ctx, &mounts)}))
-            } else {
-                ("virtual.configure", json!({"repository": {"parameters": pdo(&ctx.repository)}, "snapshot": {"parameters": pdo(&target.metadata)},
-                    "virtual_source": engine.virtual_source(&ctx, &mounts)}))
-            };
-            job.progress(80, &format!("plugin {op}"));
-            let out = engine.vcall(&ctx, &job, op, req).await?.unwrap_or_default();
-            if let Some(sc) = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
-                engine.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
-            }
-            if !rewind {
-                engine.run_hook(&job, &object, "configure-clone", &ctx.env, &ctx.user).await?;
-            }
-            engine.run_hook(&job, &object, post, &ctx.env, &ctx.user).await?;
-            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
-        })
+        self.jobs.spawn(
+            kind,
+            Some(format!("{VDB_PREFIX}{}", vdb.id)),
+            move |job| async move { engine.refresh_job(job, vdb, target, rewind).await },
+        )
+    }
+
+    /// The refresh or rewind job, to `target`.
+    async fn refresh_job(
+        &self,
+        job: JobHandle,
+        vdb: VdbRecord,
+        target: SnapshotRecord,
+        rewind: bool,
+    ) -> Result<Value, EngineError> {
+        let vdb = self.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+        Engine::vdb_enabled(&vdb, if rewind { "rewind" } else { "refresh" })?;
+        let ctx = self.vdb_ctx(vdb)?;
+        let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
+        let (pre, post) = if rewind {
+            ("pre-rollback", "post-rollback")
+        } else {
+            ("pre-refresh", "post-refresh")
+        };
+        self.run_hook(&job, &object, pre, &ctx.env, &ctx.user)
+            .await?;
+        job.progress(10, "unconfiguring (plugin unconfigure)");
+        let req = Request {
+            delete_flag: Some(false),
+            ..ctx.request(self.current_mounts(&ctx)?)
+        };
+        self.vcall(&ctx, &job, Op::Unconfigure, &req).await?;
+        self.unmount_vdb(&ctx).await?;
+        job.progress(
+            40,
+            &format!("restoring the dataset to {SNAPSHOT_PREFIX}{}", target.id),
+        );
+        let (pool, vol) = (self.pool.clone(), VolumeId::new(ctx.vdb.volume.as_str())?);
+        let from = SnapshotRef::new(
+            VolumeId::new(target.volume.as_str())?,
+            SnapshotId::new(target.pool_snapshot.as_str())?,
+        );
+        pool_task(move || pool.restore_volume(&vol, &from)).await?;
+        self.store.new_vdb_timeflow(ctx.vdb.id, target.id, &now())?;
+        job.progress(60, "mounting");
+        let mounts = self.mount_vdb(&job, &ctx).await?;
+        let op = if rewind {
+            Op::Reconfigure
+        } else {
+            Op::Configure
+        };
+        let req = Request {
+            snapshot: Some(target.metadata.clone()),
+            ..ctx.request(mounts)
+        };
+        job.progress(80, &format!("plugin {}", op.name()));
+        let out = self.vcall(&ctx, &job, op, &req).await?;
+        if let Some(sc) = returned_source_config(out.as_ref()) {
+            self.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
+        }
+        if !rewind {
+            self.run_hook(&job, &object, "configure-clone", &ctx.env, &ctx.user)
+                .await?;
+        }
+        self.run_hook(&job, &object, post, &ctx.env, &ctx.user)
+            .await?;
+        crate::to_json(
+            &self.vdb_model(&self.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| {
+                EngineError::NotFound {
+                    kind: "VDB",
+                    id: ctx.vdb.name.clone(),
+                }
+            })?)?,
+        )
     }
 
     /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy.
@@ -854,20 +816,26 @@ impl Engine {
             )));
         }
         let engine = self.clone();
-        self.jobs.spawn("VDB_DELETE", Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
-            let model = engine.vdb_model(&vdb)?;
-            let ctx = engine.vdb_ctx(vdb.clone())?;
-            let mounts = engine.current_mounts(&ctx)?;
-            let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
-            let base = json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
-                              "virtual_source": engine.virtual_source(&ctx, &mounts)});
-            let mut unconf = base.clone();
-            unconf["deleteFlag"] = json!(true);
-            engine.vcall(&ctx, &job, "virtual.unconfigure", unconf).await?;
-            engine.vcall(&ctx, &job, "virtual.cleanup", base).await?;
-            engine.remove_vdb(&vdb).await?;
-            crate::to_json(&model)
-        })
+        self.jobs.spawn(
+            "VDB_DELETE",
+            Some(format!("{VDB_PREFIX}{}", vdb.id)),
+            move |job| async move { engine.delete_vdb_job(job, vdb).await },
+        )
+    }
+
+    /// The delete job of a VDB.
+    async fn delete_vdb_job(&self, job: JobHandle, vdb: VdbRecord) -> Result<Value, EngineError> {
+        let model = self.vdb_model(&vdb)?;
+        let ctx = self.vdb_ctx(vdb.clone())?;
+        let base = ctx.request(self.current_mounts(&ctx)?);
+        let unconf = Request {
+            delete_flag: Some(true),
+            ..base.clone()
+        };
+        self.vcall(&ctx, &job, Op::Unconfigure, &unconf).await?;
+        self.vcall(&ctx, &job, Op::Cleanup, &base).await?;
+        self.remove_vdb(&vdb).await?;
+        crate::to_json(&model)
     }
 
     /// Start (`start`), stop (`stop`), enable (`enable`) or disable
@@ -883,74 +851,107 @@ impl Engine {
         let engine = self.clone();
         let action = action.to_owned();
         let kind = format!("VDB_{}", action.to_uppercase());
-        self.jobs.spawn(&kind, Some(format!("{VDB_PREFIX}{}", vdb.id)), move |job| async move {
-            let vdb = engine.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
-            if action == "start" || action == "stop" {
-                Engine::vdb_enabled(&vdb, &action)?;
+        self.jobs.spawn(
+            &kind,
+            Some(format!("{VDB_PREFIX}{}", vdb.id)),
+            move |job| async move { engine.vdb_power_job(job, vdb, action).await },
+        )
+    }
+
+    /// The start, stop, enable or disable job of a VDB.
+    async fn vdb_power_job(
+        &self,
+        job: JobHandle,
+        vdb: VdbRecord,
+        action: String,
+    ) -> Result<Value, EngineError> {
+        let vdb = self.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+        if action == "start" || action == "stop" {
+            Engine::vdb_enabled(&vdb, &action)?;
+        }
+        let ctx = self.vdb_ctx(vdb)?;
+        let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
+        let extended = ctx.plugin.definition["extendedStartStopHooks"] == true;
+        let hook = |point: &'static str| self.run_hook(&job, &object, point, &ctx.env, &ctx.user);
+        match action.as_str() {
+            "start" => {
+                hook("pre-start").await?;
+                let mounts = self.mount_vdb(&job, &ctx).await?;
+                self.vcall(&ctx, &job, Op::Start, &ctx.request(mounts))
+                    .await?;
+                hook("post-start").await?;
             }
-            let ctx = engine.vdb_ctx(vdb)?;
-            let object = format!("{VDB_PREFIX}{}", ctx.vdb.id);
-            let extended = ctx.plugin.definition["extendedStartStopHooks"] == true;
-            let sc = ctx.vdb.source_config.clone().unwrap_or(json!({}));
-            let request = |mounts: &[Value]| {
-                json!({"repository": {"parameters": pdo(&ctx.repository)}, "source_config": {"parameters": pdo(&sc)},
-                       "virtual_source": engine.virtual_source(&ctx, mounts)})
-            };
-            let hook = |point: &'static str| engine.run_hook(&job, &object, point, &ctx.env, &ctx.user);
-            match action.as_str() {
-                "start" => {
+            "stop" => {
+                hook("pre-stop").await?;
+                self.vcall(
+                    &ctx,
+                    &job,
+                    Op::Stop,
+                    &ctx.request(self.current_mounts(&ctx)?),
+                )
+                .await?;
+                hook("post-stop").await?;
+            }
+            "enable" => {
+                // An unimplemented status counts as ACTIVE.
+                let status = self
+                    .vcall(
+                        &ctx,
+                        &job,
+                        Op::VirtualStatus,
+                        &ctx.request(self.current_mounts(&ctx)?),
+                    )
+                    .await?;
+                let active = status
+                    .as_ref()
+                    .is_none_or(|s| s.status() != Some("INACTIVE"));
+                if !active && extended {
                     hook("pre-start").await?;
-                    let mounts = engine.mount_vdb(&job, &ctx).await?;
-                    engine.vcall(&ctx, &job, "virtual.start", request(&mounts)).await?;
-                    hook("post-start").await?;
                 }
-                "stop" => {
+                // Disable unmounted the dataset; a plugin that says
+                // ACTIVE anyway (its status may look only at the path)
+                // still needs its files back where they were.
+                let mounts = self.mount_vdb(&job, &ctx).await?;
+                if !active {
+                    let latest = self.store.list_snapshots(Some(&ctx.vdb.volume))?.pop();
+                    let req = Request {
+                        snapshot: Some(latest.map(|s| s.metadata).unwrap_or(json!({}))),
+                        ..ctx.request(mounts)
+                    };
+                    let out = self.vcall(&ctx, &job, Op::Reconfigure, &req).await?;
+                    if let Some(sc) = returned_source_config(out.as_ref()) {
+                        self.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
+                    }
+                    if extended {
+                        hook("post-start").await?;
+                    }
+                }
+                self.store.set_enabled("vdb", ctx.vdb.id, true)?;
+            }
+            _ => {
+                if extended {
                     hook("pre-stop").await?;
-                    engine.vcall(&ctx, &job, "virtual.stop", request(&engine.current_mounts(&ctx)?)).await?;
+                }
+                let req = Request {
+                    delete_flag: Some(false),
+                    ..ctx.request(self.current_mounts(&ctx)?)
+                };
+                self.vcall(&ctx, &job, Op::Unconfigure, &req).await?;
+                self.unmount_vdb(&ctx).await?;
+                if extended {
                     hook("post-stop").await?;
                 }
-                "enable" => {
-                    // An unimplemented status counts as ACTIVE.
-                    let status = engine.vcall(&ctx, &job, "virtual.status", request(&engine.current_mounts(&ctx)?)).await?;
-                    let active = status.as_ref().is_none_or(|s| s["status"] != "INACTIVE");
-                    if !active && extended {
-                        hook("pre-start").await?;
-                    }
-                    // Disable unmounted the dataset; a plugin that says
-                    // ACTIVE anyway (its status may look only at the path)
-                    // still needs its files back where they were.
-                    let mounts = engine.mount_vdb(&job, &ctx).await?;
-                    if !active {
-                        let mut req = request(&mounts);
-                        let latest = engine.store.list_snapshots(Some(&ctx.vdb.volume))?.pop();
-                        req["snapshot"] = json!({"parameters": pdo(&latest.map(|s| s.metadata).unwrap_or(json!({})))});
-                        if let Some(out) = engine.vcall(&ctx, &job, "virtual.reconfigure", req).await? {
-                            if let Some(sc) = out.pointer("/source_config/parameters/json").and_then(|j| j.as_str()).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
-                                engine.store.set_vdb_source_config(ctx.vdb.id, &sc)?;
-                            }
-                        }
-                        if extended {
-                            hook("post-start").await?;
-                        }
-                    }
-                    engine.store.set_enabled("vdb", ctx.vdb.id, true)?;
-                }
-                _ => {
-                    if extended {
-                        hook("pre-stop").await?;
-                    }
-                    let mut req = request(&engine.current_mounts(&ctx)?);
-                    req["deleteFlag"] = json!(false);
-                    engine.vcall(&ctx, &job, "virtual.unconfigure", req).await?;
-                    engine.unmount_vdb(&ctx).await?;
-                    if extended {
-                        hook("post-stop").await?;
-                    }
-                    engine.store.set_enabled("vdb", ctx.vdb.id, false)?;
-                }
+                self.store.set_enabled("vdb", ctx.vdb.id, false)?;
             }
-            crate::to_json(&engine.vdb_model(&engine.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| EngineError::NotFound { kind: "VDB", id: ctx.vdb.name.clone() })?)?)
-        })
+        }
+        crate::to_json(
+            &self.vdb_model(&self.store.get_vdb(ctx.vdb.id)?.ok_or_else(|| {
+                EngineError::NotFound {
+                    kind: "VDB",
+                    id: ctx.vdb.name.clone(),
+                }
+            })?)?,
+        )
     }
 
     /// Removes a VDB's mounts, dataset and records. Every step is tried; the

@@ -16,7 +16,8 @@ use crate::artifact::Language;
 use crate::error::InvokeError;
 use crate::libs::LibraryHandler;
 use crate::logs::PluginLog;
-use crate::operations::{Applies, DeadlineClass, Operation};
+use crate::operations::{Applies, DeadlineClass, Op, Operation};
+use crate::requests::{Generation, Reply, Request};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::worker::{CallContext, Worker, WorkerSpec};
 
@@ -265,30 +266,59 @@ impl PluginHost {
         plugin: &LoadedPlugin,
         name: &str,
     ) -> Result<&'static Operation, InvokeError> {
-        let unknown = || InvokeError::UnknownOperation {
+        let op = Operation::find(name).ok_or_else(|| InvokeError::UnknownOperation {
             plugin: plugin.name.clone(),
             operation: name.to_owned(),
-        };
-        let op = Operation::find(name).ok_or_else(unknown)?;
-        if let Applies::Only(kind) = op.applies {
-            if kind != plugin.kind {
-                return Err(InvokeError::UnknownOperation {
-                    plugin: plugin.name.clone(),
-                    operation: format!(
-                        "{name} (only for {} plugins; this one is {})",
-                        kind.as_str(),
-                        plugin.kind.as_str()
-                    ),
-                });
-            }
-        }
-        if !op.implemented_by(&plugin.manifest, plugin.kind) {
+        })?;
+        if !self.implements(plugin, op.id)? {
             return Err(InvokeError::NotImplemented {
                 plugin: plugin.name.clone(),
                 operation: name.to_owned(),
             });
         }
         Ok(op)
+    }
+
+    /// Whether the plugin's manifest says it implements `op`. An operation
+    /// of the other kind of dSource is an error, not a "no": asking a
+    /// direct plugin for a staged step is a bug of the caller.
+    pub fn implements(&self, plugin: &LoadedPlugin, op: Op) -> Result<bool, InvokeError> {
+        let spec = op.spec();
+        if let Applies::Only(kind) = spec.applies {
+            if kind != plugin.kind {
+                return Err(InvokeError::UnknownOperation {
+                    plugin: plugin.name.clone(),
+                    operation: format!(
+                        "{} (only for {} plugins; this one is {})",
+                        spec.name(),
+                        kind.as_str(),
+                        plugin.kind.as_str()
+                    ),
+                });
+            }
+        }
+        Ok(spec.implemented_by(&plugin.manifest, plugin.kind))
+    }
+
+    /// Calls `op` with its message built from `request` for this plugin's
+    /// SDK generation; an operation the manifest lacks is `NotImplemented`.
+    pub async fn call(
+        &self,
+        plugin: &LoadedPlugin,
+        op: Op,
+        request: &Request,
+        call: &CallContext,
+    ) -> Result<Reply, InvokeError> {
+        if !self.implements(plugin, op)? {
+            return Err(InvokeError::NotImplemented {
+                plugin: plugin.name.clone(),
+                operation: op.name(),
+            });
+        }
+        let generation = Generation::from(plugin.language);
+        let message = request.message(op, generation)?;
+        let out = self.invoke(plugin, op.spec(), message, call, None).await?;
+        Ok(Reply::new(out, generation))
     }
 
     /// Calls one operation and returns its `return_value` as proto JSON.

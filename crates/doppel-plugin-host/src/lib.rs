@@ -5,7 +5,9 @@
 //! - [`artifact`]: parse and check artifact.json, extract its code.
 //! - [`schema`]: the plugin's JSON schemas: install-time rules and
 //!   validation of user parameters with the SDK's formats.
-//! - [`operations`]: every operation of the contract as data.
+//! - [`operations`]: every operation of the contract as data, named by [`Op`].
+//! - [`requests`]: requests built from typed inputs, results read back,
+//!   the one place that knows each SDK generation's shapes.
 //! - [`host`] and [`worker`]: worker processes, deadlines, restarts.
 //! - [`libs`]: library callbacks the plugin makes while it runs.
 //! - [`logs`]: the plugin's debug/info/error streams.
@@ -20,6 +22,7 @@ pub mod host;
 pub mod libs;
 pub mod logs;
 pub mod operations;
+pub mod requests;
 pub mod sandbox;
 pub mod schema;
 pub mod worker;
@@ -29,6 +32,6 @@ pub use error::InvokeError;
 pub use host::{HostConfig, LoadedPlugin, PluginHost, NO_PYTHON27, WORKER_SCRIPT};
 pub use libs::{LibraryCall, LibraryHandler};
 pub use logs::{LogContext, LogPage, LogReadError, PluginLog, DEFAULT_TAIL, MAX_TAIL};
-pub use operations::Operation;
+pub use operations::{Op, Operation};
 pub use sandbox::{SandboxConfig, SandboxError};
 pub use worker::{CallContext, LogSink};

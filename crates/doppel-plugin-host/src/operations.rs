@@ -27,9 +27,64 @@ pub enum Applies {
     Only(PluginKind),
 }
 
+/// An operation of the contract, named so that a typo cannot compile; its
+/// data is [`Op::spec`]. Variants are in the order of [`ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    DiscoveryRepository,
+    DiscoverySourceConfig,
+    DirectPreSnapshot,
+    DirectPostSnapshot,
+    DirectSourceSize,
+    DirectPreSourceToPhysical,
+    DirectSourceToPhysical,
+    StagedPreSnapshot,
+    StagedPostSnapshot,
+    StartStaging,
+    StopStaging,
+    StagedStatus,
+    StagedWorker,
+    StagedMountSpecification,
+    StagedSourceSize,
+    StagedPreSourceToPhysical,
+    StagedSourceToPhysical,
+    Configure,
+    Unconfigure,
+    Reconfigure,
+    Cleanup,
+    Start,
+    Stop,
+    VirtualPreSnapshot,
+    VirtualPostSnapshot,
+    VirtualStatus,
+    Initialize,
+    VirtualMountSpecification,
+    VirtualSourceSize,
+    VirtualPreSourceToPhysical,
+    VirtualSourceToPhysical,
+    UpgradeRepository,
+    UpgradeSourceConfig,
+    UpgradeLinkedSource,
+    UpgradeVirtualSource,
+    UpgradeSnapshot,
+}
+
+impl Op {
+    /// The operation's entry in [`ALL`].
+    pub fn spec(self) -> &'static Operation {
+        &ALL[self as usize]
+    }
+
+    /// `group.method`, the name users and logs see.
+    pub fn name(self) -> String {
+        self.spec().name()
+    }
+}
+
 /// One operation a plugin may implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Operation {
+    pub id: Op,
     /// `discovery`, `linked`, `virtual` or `upgrade`.
     pub group: &'static str,
     /// The wrapper method is `_internal_<method>`.
@@ -74,6 +129,7 @@ impl Operation {
 }
 
 const fn op(
+    id: Op,
     group: &'static str,
     method: &'static str,
     request_type: &'static str,
@@ -82,6 +138,7 @@ const fn op(
     applies: Applies,
 ) -> Operation {
     Operation {
+        id,
         group,
         method,
         request_type,
@@ -99,6 +156,7 @@ const DIRECT: Applies = Only(PluginKind::Direct);
 /// The whole contract, in the order of §2.3.
 pub const ALL: &[Operation] = &[
     op(
+        Op::DiscoveryRepository,
         "discovery",
         "repository",
         "RepositoryDiscoveryRequest",
@@ -107,6 +165,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::DiscoverySourceConfig,
         "discovery",
         "source_config",
         "SourceConfigDiscoveryRequest",
@@ -115,6 +174,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::DirectPreSnapshot,
         "linked",
         "direct_pre_snapshot",
         "DirectPreSnapshotRequest",
@@ -123,6 +183,7 @@ pub const ALL: &[Operation] = &[
         DIRECT,
     ),
     op(
+        Op::DirectPostSnapshot,
         "linked",
         "direct_post_snapshot",
         "DirectPostSnapshotRequest",
@@ -131,6 +192,7 @@ pub const ALL: &[Operation] = &[
         DIRECT,
     ),
     op(
+        Op::DirectSourceSize,
         "linked",
         "direct_source_size",
         "DirectSourceSizeRequest",
@@ -139,6 +201,7 @@ pub const ALL: &[Operation] = &[
         DIRECT,
     ),
     op(
+        Op::DirectPreSourceToPhysical,
         "linked",
         "direct_pre_source_to_physical",
         "DirectPreSourceToPhysicalRequest",
@@ -147,6 +210,7 @@ pub const ALL: &[Operation] = &[
         DIRECT,
     ),
     op(
+        Op::DirectSourceToPhysical,
         "linked",
         "direct_source_to_physical",
         "DirectSourceToPhysicalRequest",
@@ -155,6 +219,7 @@ pub const ALL: &[Operation] = &[
         DIRECT,
     ),
     op(
+        Op::StagedPreSnapshot,
         "linked",
         "staged_pre_snapshot",
         "StagedPreSnapshotRequest",
@@ -163,6 +228,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedPostSnapshot,
         "linked",
         "staged_post_snapshot",
         "StagedPostSnapshotRequest",
@@ -171,6 +237,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StartStaging,
         "linked",
         "start_staging",
         "StartStagingRequest",
@@ -179,6 +246,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StopStaging,
         "linked",
         "stop_staging",
         "StopStagingRequest",
@@ -187,6 +255,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedStatus,
         "linked",
         "status",
         "StagedStatusRequest",
@@ -195,6 +264,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedWorker,
         "linked",
         "worker",
         "StagedWorkerRequest",
@@ -203,6 +273,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedMountSpecification,
         "linked",
         "mount_specification",
         "StagedMountSpecRequest",
@@ -211,6 +282,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedSourceSize,
         "linked",
         "staged_source_size",
         "StagedSourceSizeRequest",
@@ -219,6 +291,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedPreSourceToPhysical,
         "linked",
         "staged_pre_source_to_physical",
         "StagedPreSourceToPhysicalRequest",
@@ -227,6 +300,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::StagedSourceToPhysical,
         "linked",
         "staged_source_to_physical",
         "StagedSourceToPhysicalRequest",
@@ -235,6 +309,7 @@ pub const ALL: &[Operation] = &[
         STAGED,
     ),
     op(
+        Op::Configure,
         "virtual",
         "configure",
         "ConfigureRequest",
@@ -243,6 +318,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Unconfigure,
         "virtual",
         "unconfigure",
         "UnconfigureRequest",
@@ -251,6 +327,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Reconfigure,
         "virtual",
         "reconfigure",
         "ReconfigureRequest",
@@ -259,6 +336,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Cleanup,
         "virtual",
         "cleanup",
         "VirtualCleanupRequest",
@@ -267,6 +345,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Start,
         "virtual",
         "start",
         "StartRequest",
@@ -275,6 +354,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Stop,
         "virtual",
         "stop",
         "StopRequest",
@@ -283,6 +363,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualPreSnapshot,
         "virtual",
         "pre_snapshot",
         "VirtualPreSnapshotRequest",
@@ -291,6 +372,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualPostSnapshot,
         "virtual",
         "post_snapshot",
         "VirtualPostSnapshotRequest",
@@ -299,6 +381,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualStatus,
         "virtual",
         "status",
         "VirtualStatusRequest",
@@ -307,6 +390,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::Initialize,
         "virtual",
         "initialize",
         "InitializeRequest",
@@ -315,6 +399,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualMountSpecification,
         "virtual",
         "mount_specification",
         "VirtualMountSpecRequest",
@@ -323,6 +408,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualSourceSize,
         "virtual",
         "virtual_source_size",
         "VirtualSourceSizeRequest",
@@ -331,6 +417,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualPreSourceToPhysical,
         "virtual",
         "virtual_pre_source_to_physical",
         "VirtualPreSourceToPhysicalRequest",
@@ -339,6 +426,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::VirtualSourceToPhysical,
         "virtual",
         "virtual_source_to_physical",
         "VirtualSourceToPhysicalRequest",
@@ -346,8 +434,17 @@ pub const ALL: &[Operation] = &[
         Long,
         Any,
     ),
-    op("upgrade", "repository", "UpgradeRequest", None, Normal, Any),
     op(
+        Op::UpgradeRepository,
+        "upgrade",
+        "repository",
+        "UpgradeRequest",
+        None,
+        Normal,
+        Any,
+    ),
+    op(
+        Op::UpgradeSourceConfig,
         "upgrade",
         "source_config",
         "UpgradeRequest",
@@ -356,6 +453,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::UpgradeLinkedSource,
         "upgrade",
         "linked_source",
         "UpgradeRequest",
@@ -364,6 +462,7 @@ pub const ALL: &[Operation] = &[
         Any,
     ),
     op(
+        Op::UpgradeVirtualSource,
         "upgrade",
         "virtual_source",
         "UpgradeRequest",
@@ -371,7 +470,15 @@ pub const ALL: &[Operation] = &[
         Normal,
         Any,
     ),
-    op("upgrade", "snapshot", "UpgradeRequest", None, Normal, Any),
+    op(
+        Op::UpgradeSnapshot,
+        "upgrade",
+        "snapshot",
+        "UpgradeRequest",
+        None,
+        Normal,
+        Any,
+    ),
 ];
 
 #[cfg(test)]
@@ -428,6 +535,19 @@ mod tests {
             only_ours.is_empty() && only_worker.is_empty(),
             "operations.rs and doppel_worker.py disagree; only in Rust: {only_ours:?}; only in the worker: {only_worker:?}"
         );
+    }
+
+    #[test]
+    fn each_op_is_its_own_entry() {
+        for (i, o) in ALL.iter().enumerate() {
+            assert_eq!(o.id as usize, i, "{} is out of place", o.name());
+            assert_eq!(o.id.spec(), o);
+        }
+        assert_eq!(
+            Op::StagedMountSpecification.name(),
+            "linked.mount_specification"
+        );
+        assert_eq!(Op::UpgradeSnapshot as usize + 1, ALL.len());
     }
 
     #[test]
