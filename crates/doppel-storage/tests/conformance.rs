@@ -2,6 +2,9 @@
 //! filesystem: btrfs on a loop file, reflink on XFS on a loop file, copy on
 //! a plain temporary directory. Every test makes its own filesystem.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -218,10 +218,10 @@ pub fn tree_search(
         let mut last = cur;
         for _ in 0..n {
             let h = &a.buf[off..off + 32];
-            let objectid = u64::from_ne_bytes(h[8..16].try_into().unwrap());
-            let offset = u64::from_ne_bytes(h[16..24].try_into().unwrap());
-            let kind = u32::from_ne_bytes(h[24..28].try_into().unwrap());
-            let len = u32::from_ne_bytes(h[28..32].try_into().unwrap()) as usize;
+            let objectid = u64::from_ne_bytes(bytes_at(h, 8));
+            let offset = u64::from_ne_bytes(bytes_at(h, 16));
+            let kind = u32::from_ne_bytes(bytes_at(h, 24));
+            let len = u32::from_ne_bytes(bytes_at(h, 28)) as usize;
             off += 32;
             out.push(Item {
                 objectid,
@@ -248,10 +248,19 @@ pub fn tree_search(
     }
 }
 
+/// The `N` bytes at `at` of a search header, whose layout is fixed (32
+/// bytes, checked above), so the slice always has the length.
+fn bytes_at<const N: usize>(h: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&h[at..at + N]);
+    out
+}
+
 /// Little-endian u64 at byte `at` of an on-disk item.
 pub fn le64(data: &[u8], at: usize) -> u64 {
     data.get(at..at + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
         .unwrap_or(0)
 }
 

@@ -1,6 +1,9 @@
 //! End-to-end tests of the `doppel` binary: a real engine process, real
 //! plugin workers running artifacts built by the real `dvp build`.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod cli_help;
 mod crash;
