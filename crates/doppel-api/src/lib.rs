@@ -508,7 +508,11 @@ async fn cancel_job(
     Ok(Json(engine.jobs().cancel(&job)?))
 }
 
-/// Size, use and health of the storage pool.
+/// Size, use and health of the storage pool: driver and capabilities,
+/// space, the capacity thresholds and where usage stands against them
+/// (`capacity`: `usage_percent`, `warn_percent`, `refuse_percent`, `state`
+/// ok, warning or refusing), and per dSource and VDB the bytes it uses and
+/// those its deletion would free (`objects`).
 #[utoipa::path(get, path = "/api/v1/pool", tag = "engine",
     responses((status = 200, body = Object)))]
 async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {

@@ -79,6 +79,7 @@ async fn main() {
         plugin_sandbox: Default::default(),
         auth: Default::default(),
         mount_keeper: None,
+        capacity: Default::default(),
     })
     .await
     .unwrap();

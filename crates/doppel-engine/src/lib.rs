@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod capacity;
 pub mod dsources;
 mod environments;
 mod error;
@@ -93,6 +94,8 @@ pub struct EngineConfig {
     /// engine restarts (`doppel serve` passes itself). None serves them
     /// inside the engine: they end with it (tests of the engine alone).
     pub mount_keeper: Option<PathBuf>,
+    /// Pool usage thresholds: warn, then refuse new syncs, provisions and snapshots.
+    pub capacity: capacity::Capacity,
 }
 
 /// Plugin operation deadlines per class.
@@ -135,6 +138,7 @@ pub struct Engine {
     /// Mount paths (environment id, path) a dSource or VDB job is mounting
     /// now, with who: see [`Engine::claim_mount_path`].
     mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
+    capacity: capacity::Capacity,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -144,6 +148,7 @@ impl Engine {
     /// Opens the data directory, creating what is missing, and checks that
     /// plugin workers can run.
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        config.capacity.validate()?;
         let layout = Layout::new(&config.data_dir);
         layout.create()?;
         layout::write_private(&layout.worker_script(), WORKER_SCRIPT.as_bytes()).map_err(
@@ -189,6 +194,7 @@ impl Engine {
             mount_watch: Default::default(),
             worker_reaper: Default::default(),
             mount_claims: Default::default(),
+            capacity: config.capacity,
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
@@ -250,9 +256,8 @@ impl Engine {
     }
 
     /// The storage pool's driver, capabilities, space and notices.
-    pub async fn pool_status(&self) -> Result<doppel_storage::PoolStatus, EngineError> {
-        let pool = self.pool.clone();
-        pool_task(move || pool.status()).await
+    pub async fn pool_status(&self) -> Result<capacity::PoolReport, EngineError> {
+        self.pool_report().await
     }
 
     /// The storage pool (datasets, snapshots, clones).

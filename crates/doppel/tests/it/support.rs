@@ -530,3 +530,19 @@ pub fn virtual_source(params: Value) -> Value {
 pub fn params_of(v: &Value) -> Value {
     serde_json::from_str(v["parameters"]["json"].as_str().unwrap_or("null")).unwrap()
 }
+
+/// The directory of a dataset in the engine's pool.
+pub fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
+    let mut todo = vec![data.join("pool")];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name() == volume && dir.ends_with("volumes") {
+                    return e.path();
+                }
+                todo.push(e.path());
+            }
+        }
+    }
+    panic!("no dataset {volume} under {}", data.display());
+}
