@@ -511,6 +511,8 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let out = self.host.invoke(&plugin, op, request, &call, None).await;
+        self.metrics
+            .plugin_operation(&op.name(), out.is_ok(), started.elapsed());
         job.event(
             if out.is_ok() {
                 EventLevel::Info

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod keeper;
 pub mod layout;
 mod limits;
+mod metrics;
 pub mod mounts;
 mod plugins;
 mod secrets;
@@ -139,6 +140,7 @@ pub struct Engine {
     /// now, with who: see [`Engine::claim_mount_path`].
     mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
     capacity: capacity::Capacity,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -160,6 +162,9 @@ impl Engine {
         }
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
+        let metrics = Arc::new(metrics::Metrics::new()?);
+        let counted = metrics.clone();
+        jobs.observe(Arc::new(move |n| counted.job(n)));
         let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
         let pool = Arc::new(open_pool(&config, known_datasets(&store)?).await?);
         // A freshly mounted pool shows its own top, not the mount point.
@@ -195,6 +200,7 @@ impl Engine {
             worker_reaper: Default::default(),
             mount_claims: Default::default(),
             capacity: config.capacity,
+            metrics,
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);

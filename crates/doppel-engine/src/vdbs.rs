@@ -241,6 +241,8 @@ impl Engine {
                 None,
             )
             .await;
+        self.metrics
+            .plugin_operation(&op.name(), out.is_ok(), started.elapsed());
         job.event(
             if out.is_ok() {
                 EventLevel::Info

@@ -11,6 +11,7 @@ mod data_dir;
 mod delphix;
 mod environments;
 mod hostile_artifacts;
+mod metrics;
 mod openapi;
 mod plugin_errors;
 mod plugins;

@@ -546,3 +546,19 @@ pub fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
     }
     panic!("no dataset {volume} under {}", data.display());
 }
+
+/// Adds an API user with `role` (password `<name>-password`) and returns its token.
+pub fn add_user(engine: &Engine, name: &str, role: &str) -> String {
+    engine
+        .cli_as(
+            &["user", "add", name, "--role", role],
+            Some(&engine.token),
+            None,
+            Some(&format!("{name}-password\n")),
+        )
+        .ok();
+    doppel_client::Client::new(&engine.url)
+        .login(name, &format!("{name}-password"))
+        .unwrap()
+        .token
+}
