@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Doppel needs on a fresh machine of this kind, idempotently.
 #   scripts/setup.sh          engine prerequisites: apt packages, the plugin worker venv,
-#                             the CPython 2.7 runtime for PYTHON27 plugins (.venv/python27)
+#                             the CPython 2.7 runtime for PYTHON27 plugins (.venv/python27),
+#                             the web UI built into ui/dist (npm ci, then Vite), which
+#                             cargo embeds in the binary
 #   scripts/setup.sh --test   also what the test suite needs: the Delphix SDK venvs
-#                             (dvp 5.2.0 in .venv/dvp, dvp 3.1.0 on 2.7 in .venv/dvp27)
+#                             (dvp 5.2.0 in .venv/dvp, dvp 3.1.0 on 2.7 in .venv/dvp27),
+#                             headless Chromium and its WebDriver for the browser test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,6 +18,10 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 apt_pkgs=(btrfs-progs xfsprogs openssh-server openssh-client openssl sshfs rsync expect fuse3 iproute2 util-linux e2fsprogs bubblewrap jq)
 # The PostgreSQL plugin's tests run real clusters on the fake hosts.
 [ $with_test = 1 ] && apt_pkgs+=(openjdk-17-jre-headless postgresql-15)
+# The web UI's browser test drives Debian's Chromium through its WebDriver.
+[ $with_test = 1 ] && apt_pkgs+=(chromium chromium-driver)
+# Node.js builds the web UI; any 18+ works (Vite 6), so one from elsewhere is kept.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +36,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then say "need root to install packages"; exit 1; fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The web UI: npm packages from the committed lock file (again only when it
+# changed), then a build when ui/dist is missing or older than its sources.
+# cargo embeds ui/dist; a binary built without it serves a page saying so.
+node_ok=$(node -e 'process.stdout.write(String(+process.versions.node.split(".")[0] >= 18))' 2>/dev/null || true)
+if [ "$node_ok" != true ]; then
+  say "the web UI needs Node.js 18 or newer with npm (found: $(node --version 2>/dev/null || echo none)); install it (Debian: apt-get install nodejs npm) and run this again"
+  exit 1
+fi
+lock_sum=$(sha256sum ui/package-lock.json | cut -d' ' -f1)
+if [ "$(cat ui/node_modules/.doppel-lock 2>/dev/null)" != "$lock_sum" ]; then
+  say "installing the web UI's npm packages (npm ci)"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+  printf '%s' "$lock_sum" > ui/node_modules/.doppel-lock
+fi
+if [ ! -f ui/dist/index.html ] || [ -n "$(find ui/src ui/index.html ui/vite.config.js ui/package-lock.json -newer ui/dist/index.html -print -quit)" ]; then
+  say "building the web UI (ui/dist)"
+  (cd ui && npm run --silent build >/dev/null)
 fi
 
 python=${DOPPEL_BOOTSTRAP_PYTHON:-python3.11}

@@ -173,7 +173,8 @@ pub(crate) async fn json_errors(req: Request, next: axum::middleware::Next) -> R
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // JSON is ours already; HTML is the web UI's page saying it was not built.
     if is_json {
         return resp;
     }

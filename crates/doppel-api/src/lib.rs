@@ -13,6 +13,7 @@ mod openapi;
 mod rights;
 mod stream;
 pub mod tls;
+mod ui;
 
 pub use listen::{delphix_router, serve_listeners, Listeners};
 pub use openapi::{openapi, openapi_json};
@@ -144,7 +145,8 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
 pub fn router(engine: Arc<Engine>) -> Router {
     let (api, _) = documented_routes().split_for_parts();
     api.merge(delphix::routes(engine.clone()))
-        .fallback(not_found)
+        // Paths no route takes: the web UI's files, else the API's 404.
+        .fallback(ui::fallback)
         // After every route is in: it applies to the routes there are.
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `ApiBody`, which sets each endpoint's limit.
@@ -159,7 +161,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
-async fn not_found() -> Failure {
+pub(crate) async fn not_found() -> Failure {
     Failure(ApiError {
         code: ErrorCode::NotFound,
         message: "no such API endpoint".into(),

@@ -448,7 +448,7 @@ impl Engine {
                 if ctx.staging.is_some() {
                     engine.enable_staging(&job, &ctx).await?;
                 }
-                let resync = engine.resync_parameters(&ctx.plugin);
+                let resync = engine.default_snapshot_parameters(&ctx.plugin, true);
                 engine.sync_steps(&job, &ctx, resync, 30).await
             })
             .await;
@@ -464,15 +464,18 @@ impl Engine {
         })
     }
 
-    /// `{"resync": true}` when the plugin's snapshot parameters have a
-    /// `resync` flag (the docs' convention), else a policy sync's `null`.
-    fn resync_parameters(&self, plugin: &PluginRecord) -> Value {
+    /// The snapshot parameters of a sync the user gave none for:
+    /// `{"resync": <resync>}` when the plugin's snapshot parameters have a
+    /// `resync` flag (the docs' convention; published plugins read
+    /// `snapshot_parameters.resync` without a None check, so a plain sync
+    /// must say `false`, never `null`), else `null`.
+    fn default_snapshot_parameters(&self, plugin: &PluginRecord, resync: bool) -> Value {
         if plugin
             .definition
             .pointer("/snapshotParametersDefinition/schema/properties/resync")
             .is_some()
         {
-            json!({"resync": true})
+            json!({ "resync": resync })
         } else {
             Value::Null
         }
@@ -508,6 +511,7 @@ impl Engine {
             job: Some(job.id().to_owned()),
             sync_target,
             log_sink: Some(job.plugin_log_sink()),
+            ..Default::default()
         };
         let started = std::time::Instant::now();
         let out = self.host.invoke(&plugin, op, request, &call, None).await;
@@ -763,8 +767,8 @@ impl Engine {
         }
         let ctx = self.dsource_ctx(ds)?;
         let params = match (params, resync) {
-            (_, true) => self.resync_parameters(&ctx.plugin),
-            (None, false) => Value::Null,
+            (_, true) => self.default_snapshot_parameters(&ctx.plugin, true),
+            (None, false) => self.default_snapshot_parameters(&ctx.plugin, false),
             (Some(p), false) => {
                 crate::limits::check_parameters("parameters", &p)?;
                 let schema = ParameterSchema::new(

@@ -106,7 +106,9 @@ impl EngineError {
                 | doppel_storage::StorageError::HasSnapshots { .. } => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },
-            EngineError::Store(doppel_store::StoreError::Taken { .. }) => ErrorCode::Conflict,
+            EngineError::Store(
+                doppel_store::StoreError::Taken { .. } | doppel_store::StoreError::Changed(_),
+            ) => ErrorCode::Conflict,
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => {
                 ErrorCode::Internal
             }

@@ -97,9 +97,19 @@ impl Engine {
                 req.snapshot
             )));
         };
-        if let Some(schema) = plugin
+        // SDKs before dvp 4 had no V2P: their plugins have no schema for it
+        // and no operations to check or finish a copy.
+        let Some(schema) = plugin
             .definition
             .pointer("/virtualToPhysicalDefinition/parameters")
+        else {
+            return Err(EngineError::Conflict(format!(
+                "plugin {} build {} ({}) has no V2P: its artifact has no virtualToPhysicalDefinition                  (SDKs before dvp 4.0 had none); upgrade the plugin to a build made with dvp 4 or later to export snapshots",
+                plugin.name,
+                plugin.build_number,
+                plugin.definition["language"].as_str().unwrap_or("?")
+            )));
+        };
         {
             let schema =
                 ParameterSchema::new(schema).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -116,7 +126,7 @@ impl Engine {
         let engine = self.clone();
         self.jobs.spawn("V2P_EXPORT", Some(target), move |job| async move {
             let loaded = engine.loaded(&plugin)?;
-            let call = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()) };
+            let call = CallContext { job: Some(job.id().to_owned()), sync_target: None, log_sink: Some(job.plugin_log_sink()), ..Default::default() };
             let pre = format!("{prefix}pre_source_to_physical");
             if let Ok(op) = engine.host.operation(&loaded, &pre) {
                 job.progress(10, &format!("plugin {pre}"));

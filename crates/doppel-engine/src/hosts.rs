@@ -282,6 +282,19 @@ impl Hosts {
     }
 }
 
+/// A migration's `upgrade_password(password, username=None)`: the
+/// credentials supplier the new schema stores in place of a plain password.
+fn upgrade_password(request: &Value) -> Value {
+    let mut supplier = json!({
+        "type": "NamedPasswordCredential",
+        "password": request["password"].as_str().unwrap_or_default(),
+    });
+    if let Some(user) = request["username"].as_str().filter(|u| !u.is_empty()) {
+        supplier["username"] = json!(user);
+    }
+    json!({"return_value": {"credentials_supplier": supplier}})
+}
+
 impl LibraryHandler for Hosts {
     fn call<'a>(
         &'a self,
@@ -289,6 +302,12 @@ impl LibraryHandler for Hosts {
     ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
         Box::pin(async move {
             let answer = match call.method {
+                "upgrade_password" if call.upgrading => Ok(upgrade_password(&call.request)),
+                // Contract: during an upgrade every other library call fails.
+                other if call.upgrading => Err(format!(
+                    "{other} is not allowed while a plugin upgrade runs; a migration may only call upgrade_password"
+                )
+                .into()),
                 "run_bash" | "run_expect" => self.script_call(&call).await,
                 "run_powershell" => Err(
                     "run_powershell needs a Windows host; this environment is a Unix host".into(),
@@ -355,6 +374,7 @@ mod tests {
                     request: json!({"remote_connection": conn, "command": "true", "source_directory": "/x"}),
                     job: None,
                     sync_target: Some(dir.path()),
+                    upgrading: false,
                 })
                 .await;
             let err = &answer["error"]["actionable_error"];
@@ -371,6 +391,7 @@ mod tests {
                 request: json!({"remote_connection": {"environment": {"reference": "nope"}}}),
                 job: None,
                 sync_target: None,
+                upgrading: false,
             })
             .await;
         assert_eq!(answer["error"]["actionable_error"]["id"], 1, "{answer}");

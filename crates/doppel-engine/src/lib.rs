@@ -21,6 +21,7 @@ mod metrics;
 pub mod mounts;
 mod plugins;
 mod secrets;
+mod upgrades;
 pub mod vdbs;
 
 use std::path::PathBuf;

@@ -59,7 +59,7 @@ impl ParameterDefinition {
     }
 
     /// Where the schema sits in artifact.json.
-    fn pointer(self) -> &'static str {
+    pub(crate) fn pointer(self) -> &'static str {
         match self {
             Self::LinkedSource => "/linkedSourceDefinition/parameters",
             Self::VirtualSource => "/virtualSourceDefinition/parameters",
@@ -279,7 +279,7 @@ impl Engine {
                     ),
                 });
             }
-            self.refuse_if_in_use(old, "upgrade")?;
+            self.refuse_upgrade_while_busy(old)?;
         }
 
         let staging = self.layout.plugin_staging_dir(&artifact.id);
@@ -312,8 +312,22 @@ impl Engine {
         // Loading in a real worker catches an entry point that names nothing
         // and module code that raises on import.
         let loaded = self.host.ensure_loaded(&probe).await;
+        // An upgrade migrates what the old build made, in the new build's
+        // worker, before anything is stored.
+        let migrated = match (&loaded, &existing) {
+            (Ok(_), Some(old)) => {
+                let ids = crate::upgrades::new_migrations(
+                    &self.summary(old).migration_ids,
+                    &artifact.migration_ids,
+                );
+                self.migrate_objects(old, &probe, &artifact.definition, &ids)
+                    .await
+            }
+            _ => Ok(Vec::new()),
+        };
         self.host.stop(&probe).await;
         loaded?;
+        let migrated = migrated?;
 
         let build = artifact.build_number.to_string();
         let code_dir = self.layout.plugin_code_dir(&artifact.id, &build);
@@ -338,9 +352,12 @@ impl Engine {
             code_dir: rel,
             installed_at: crate::now(),
         };
-        if let Err(e) = self
-            .store
-            .put_plugin(&record)
+        let stored = if existing.is_some() {
+            self.store.upgrade_plugin(&record, &migrated)
+        } else {
+            self.store.put_plugin(&record)
+        };
+        if let Err(e) = stored
             .map_err(EngineError::from)
             .and_then(|_| self.record_owner(who, &record.id))
         {
@@ -357,8 +374,14 @@ impl Engine {
             PluginLogLevel::Info,
             &LogContext::default(),
             &format!(
-                "plugin {} build {} {verb}",
-                record.name, record.build_number
+                "plugin {} build {} {verb}{}",
+                record.name,
+                record.build_number,
+                if existing.is_some() {
+                    format!(" ({} stored objects migrated)", migrated.len())
+                } else {
+                    String::new()
+                }
             ),
         );
         if let Some(old) = existing {
@@ -439,6 +462,7 @@ impl Engine {
             job: call.job,
             sync_target,
             log_sink: None,
+            ..Default::default()
         };
         Ok(self
             .host
@@ -520,8 +544,7 @@ impl Engine {
         Ok(redact_secrets(&schema, params))
     }
 
-    /// Objects made by a plugin tie it down: deleting would orphan them, and
-    /// upgrading would need data migrations, which the engine does not run yet.
+    /// Objects made by a plugin tie it down: deleting would orphan them.
     fn refuse_if_in_use(&self, rec: &PluginRecord, what: &str) -> Result<(), EngineError> {
         let (repos, configs) = self.store.plugin_object_counts(&rec.id)?;
         if repos > 0 {

@@ -237,6 +237,7 @@ impl Engine {
                     job: Some(job.id().to_owned()),
                     sync_target: None,
                     log_sink: Some(job.plugin_log_sink()),
+                    ..Default::default()
                 },
                 None,
             )

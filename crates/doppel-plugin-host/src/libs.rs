@@ -17,6 +17,8 @@ pub struct LibraryCall<'a> {
     pub job: Option<&'a str>,
     /// Where `run_sync` copies to, when the running operation has a target.
     pub sync_target: Option<&'a std::path::Path>,
+    /// Made by a migration during a plugin upgrade.
+    pub upgrading: bool,
 }
 
 /// Answers library callbacks with the method's `*Response` as proto JSON.

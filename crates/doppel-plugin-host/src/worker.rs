@@ -191,6 +191,9 @@ pub struct CallContext {
     /// The dataset directory a `run_sync` of this call fills (a direct
     /// dSource's sync); the contract's request has no target of its own.
     pub sync_target: Option<PathBuf>,
+    /// The call is a migration of a plugin upgrade, when the contract
+    /// allows `upgrade_password` and no other library call.
+    pub upgrading: bool,
 }
 
 pub struct Worker {
@@ -482,6 +485,7 @@ impl Worker {
                             request,
                             job: call.job.as_deref(),
                             sync_target: call.sync_target.as_deref(),
+                            upgrading: call.upgrading,
                         })
                         .await;
                     let reply = json!({"type": "lib_reply", "call": call_id, "response": response});

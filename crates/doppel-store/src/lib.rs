@@ -19,9 +19,11 @@ pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
     SourceConfigRecord,
 };
+mod upgrades;
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
+pub use upgrades::{MigratedKind, MigratedObject};
 pub use users::{GrantRecord, TokenRecord, UserDeletion, UserRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
@@ -226,6 +228,10 @@ pub enum StoreError {
         /// Who holds it, as users name it (`VDB-3`, `dataset vdb-...`).
         holder: String,
     },
+    /// Records a multi-record change depends on changed while it was
+    /// prepared; nothing was stored.
+    #[error("{0}; nothing was changed, try again")]
+    Changed(String),
 }
 
 /// Whether `e` is the violation of a UNIQUE constraint (or primary key).
@@ -252,6 +258,19 @@ pub(crate) fn taken(
     } else {
         StoreError::Sql(e)
     }
+}
+
+/// Inserts a plugin, or replaces the stored version of the same id, on a
+/// connection or inside a transaction.
+pub(crate) fn put_plugin_in(conn: &Connection, p: &PluginRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO plugin (id, name, build_number, definition, code_dir, installed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, build_number = excluded.build_number,
+           definition = excluded.definition, code_dir = excluded.code_dir, installed_at = excluded.installed_at",
+        params![p.id, p.name, p.build_number, p.definition.to_string(), p.code_dir, p.installed_at],
+    )?;
+    Ok(())
 }
 
 /// A stored plugin version.
@@ -340,14 +359,7 @@ impl Store {
 
     /// Inserts a plugin, or replaces the stored version of the same id.
     pub fn put_plugin(&self, p: &PluginRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO plugin (id, name, build_number, definition, code_dir, installed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, build_number = excluded.build_number,
-               definition = excluded.definition, code_dir = excluded.code_dir, installed_at = excluded.installed_at",
-            params![p.id, p.name, p.build_number, p.definition.to_string(), p.code_dir, p.installed_at],
-        )?;
-        Ok(())
+        put_plugin_in(&self.conn(), p)
     }
 
     pub fn get_plugin(&self, id: &str) -> Result<Option<PluginRecord>, StoreError> {

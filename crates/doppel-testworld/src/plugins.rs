@@ -147,11 +147,22 @@ pub fn build_plugin27(name: &str) -> PathBuf {
 
 /// Builds the example plugin `examples/plugins/<name>`.
 pub fn build_example(name: &str) -> PathBuf {
+    build_example_with(name, "example", Sdk::Dvp5, |_| {})
+}
+
+/// Builds the example plugin `examples/plugins/<name>` with `sdk` after
+/// `tweak` edits a copy of it.
+pub fn build_example_with(
+    name: &str,
+    variant: &str,
+    sdk: Sdk,
+    tweak: impl FnOnce(&Path),
+) -> PathBuf {
     build_from(
         &workspace_root().join("examples/plugins").join(name),
-        "example",
-        Sdk::Dvp5,
-        |_| {},
+        variant,
+        sdk,
+        tweak,
     )
 }
 

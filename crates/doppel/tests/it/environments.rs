@@ -9,13 +9,6 @@ use crate::support::*;
 
 const ALL_OPS: &str = "doppel-all-ops-staged";
 
-/// Writes a secret to a file for `--password-file` / `--key-file`.
-fn secret_file(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_owned()
-}
-
 fn add_env(
     engine: &Engine,
     name: &str,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod browser;
 mod cli_help;
 mod crash;
 mod data_dir;
@@ -23,3 +24,4 @@ mod sandbox;
 mod support;
 mod tls;
 mod tutorial;
+mod ui;

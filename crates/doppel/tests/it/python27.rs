@@ -6,6 +6,7 @@ use std::path::Path;
 use base64::Engine as _;
 use doppel_client::ClientError;
 use doppel_model::{ApiError, ErrorCode};
+use doppel_testworld::{plugins, Host, World};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -220,5 +221,267 @@ fn python38_and_broken_python27_bytecode_are_refused_and_nothing_is_stored() {
     assert!(
         left.is_empty(),
         "left behind in the plugin directory: {left:?}"
+    );
+}
+
+const DIRECTORY_ID: &str = "113a040e-d04c-4923-a2ee-03e730339ac7";
+
+/// Edits a file of a plugin copy in place.
+fn edit(file: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(file, edit(text)).unwrap();
+}
+
+/// The directory example as an older release would have shipped it: built
+/// for PYTHON27 by dvp 3.1.0 (no V2P schema, which that SDK lacks), build
+/// 0.9.0, whose linked source called the SSH port `port`.
+fn directory27() -> std::path::PathBuf {
+    plugins::build_example_with("directory", "py27-port", plugins::Sdk::Dvp3, |src| {
+        edit(&src.join("plugin_config.yml"), |t| {
+            t.replace("language: PYTHON311", "language: PYTHON27")
+                .replace("buildNumber: 1.0.0", "buildNumber: 0.9.0")
+        });
+        let schema = src.join("schema.json");
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&schema).unwrap()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .remove("virtualToPhysicalDefinition");
+        let props = v["linkedSourceDefinition"]["properties"]
+            .as_object_mut()
+            .unwrap();
+        let port = props.remove("sshPort").unwrap();
+        props.insert("port".into(), port);
+        std::fs::write(&schema, v.to_string()).unwrap();
+        edit(&src.join("src/plugin_runner.py"), |t| {
+            t.replace("params.ssh_port", "params.port")
+        });
+    })
+}
+
+/// The example as it is (PYTHON311, build 1.0.0), plus the migration that
+/// renames 0.9.0's `port` to `sshPort`.
+fn directory311_migrating() -> std::path::PathBuf {
+    plugins::build_example_with("directory", "port-migration", plugins::Sdk::Dvp5, |src| {
+        edit(&src.join("src/plugin_runner.py"), |t| {
+            t + r#"
+
+@plugin.upgrade.linked_source("1.0")
+def port_is_ssh_port(old_linked_source):
+    new = dict(old_linked_source)
+    if "port" in new:
+        new["sshPort"] = new.pop("port")
+    return new
+"#
+        });
+    })
+}
+
+#[test]
+fn the_directory_plugin_built_for_python27_runs_its_lifecycle_and_upgrades_to_its_python311_build()
+{
+    let world = World::new(&["source", "staging", "target"]);
+    let (source, staging, target) = (
+        world.host("source"),
+        world.host("staging"),
+        world.host("target"),
+    );
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file(
+        "/srv/data/tree/hello.txt",
+        "caf\u{e9} 1\n".as_bytes(),
+        "alice",
+    );
+    trust_ssh(staging, source);
+    target.mkdir("/srv/vdbs", "delphix");
+    source.mkdir("/srv/restore", "delphix");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = |h: &Host, n: &str| {
+        secret_file(
+            secrets.path(),
+            n,
+            h.user("delphix").password.as_deref().unwrap(),
+        )
+    };
+    let key = secret_file(
+        secrets.path(),
+        "alice-key",
+        staging.user("alice").private_key_pem.as_deref().unwrap(),
+    );
+    let engine = Engine::start();
+    let installed = engine.install(&directory27());
+    assert_eq!(installed["language"], "PYTHON27", "{installed}");
+    engine.add_env(
+        "source",
+        source,
+        "delphix",
+        "--password-file",
+        &pw(source, "pw-s"),
+    );
+    engine.add_env("staging", staging, "alice", "--key-file", &key);
+    engine.add_env(
+        "target",
+        target,
+        "delphix",
+        "--password-file",
+        &pw(target, "pw-t"),
+    );
+    let repo = engine
+        .cli(&["repository", "list", "--env", "source", "-o", "json"])
+        .json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sc = engine
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "source",
+            "--repository",
+            &repo,
+            "--params",
+            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
+            "-o",
+            "json",
+        ])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "port": source.port()}).to_string();
+    let linked = engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "staging",
+            "--params",
+            &params,
+            "-o",
+            "json",
+        ])
+        .json();
+    assert_eq!(linked["snapshots"], 1, "{linked}");
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "dev",
+            "--from",
+            "tree",
+            "--env",
+            "target",
+            "--params",
+            r#"{"mountPath": "/srv/vdbs/dev"}"#,
+        ])
+        .ok();
+    let cat = || target.sh("delphix", "cat /srv/vdbs/dev/hello.txt");
+    assert_eq!(cat(), "caf\u{e9} 1\n");
+
+    // A plain sync sends the snapshot parameters {"resync": false} (never
+    // null, which this plugin, like published ones, takes for a policy sync).
+    source.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
+    engine.cli(&["dsource", "sync", "tree"]).ok();
+    let logs = engine.cli(&[
+        "plugin",
+        "logs",
+        "directory",
+        "--level",
+        "info",
+        "--tail",
+        "200",
+    ]);
+    let logs = logs.ok();
+    assert!(logs.contains("resync of /srv/data/tree"), "{logs}");
+    assert!(
+        logs.lines().any(|l| l.ends_with("sync of /srv/data/tree")) && !logs.contains("(policy)"),
+        "{logs}"
+    );
+    engine.cli(&["vdb", "refresh", "dev"]).ok();
+    assert_eq!(cat(), "version 2\n");
+    engine.cli(&["vdb", "snapshot", "dev"]).ok();
+    let vdb_snapshot = engine
+        .cli(&["snapshot", "list", "--dataset", "dev", "-o", "json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    target.sh("delphix", "echo scribbled > /srv/vdbs/dev/hello.txt");
+    engine
+        .cli(&["vdb", "rewind", "dev", "--to", &vdb_snapshot])
+        .ok();
+    assert_eq!(cat(), "version 2\n");
+
+    // dvp 3.1.0 has no V2P: refused before anything starts.
+    let v2p = [
+        "vdb",
+        "export",
+        "dev",
+        "--env",
+        "source",
+        "--target",
+        "/srv/restore/dev",
+    ];
+    let refused = engine.cli(&v2p);
+    let stderr = refused.fails(5);
+    assert!(
+        stderr.contains("has no V2P") && stderr.contains("PYTHON27"),
+        "{stderr}"
+    );
+    assert!(!source.exists("/srv/restore/dev"));
+
+    // An upgrade whose build lacks the migration would leave the dSource's
+    // `port` invalid for the new schema: refused, nothing changed.
+    let out = engine.cli(&[
+        "plugin",
+        "install",
+        plugins::build_example("directory").to_str().unwrap(),
+    ]);
+    let stderr = out.fails(3);
+    assert!(
+        stderr.contains("DSOURCE-1") && stderr.contains("port"),
+        "{stderr}"
+    );
+    let shown = engine
+        .cli(&["plugin", "show", DIRECTORY_ID, "-o", "json"])
+        .json();
+    assert_eq!(
+        (shown["language"].as_str(), shown["build_number"].as_str()),
+        (Some("PYTHON27"), Some("0.9")),
+        "{shown}"
+    );
+
+    // With its migration the 3.11 build takes over the 2.7 build's objects.
+    let upgraded = engine.install(&directory311_migrating());
+    assert_eq!(upgraded["language"], "PYTHON311", "{upgraded}");
+    let ds = engine
+        .cli(&["dsource", "show", "tree", "-o", "json"])
+        .json();
+    assert_eq!(ds["parameters"]["sshPort"], source.port(), "{ds}");
+    assert!(ds["parameters"].get("port").is_none(), "{ds}");
+    source.put_file("/srv/data/tree/hello.txt", b"version 3\n", "alice");
+    engine.cli(&["dsource", "sync", "tree"]).ok();
+    engine.cli(&["vdb", "refresh", "dev"]).ok();
+    assert_eq!(cat(), "version 3\n");
+    engine.cli(&["vdb", "snapshot", "dev"]).ok();
+    engine.cli(&v2p).ok();
+    assert_eq!(
+        source.sh("delphix", "cat /srv/restore/dev/hello.txt"),
+        "version 3\n"
+    );
+
+    engine.cli(&["vdb", "delete", "dev"]).ok();
+    engine.cli(&["dsource", "delete", "tree"]).ok();
+    assert_eq!(
+        engine.cli(&["mount", "list", "-o", "json"]).json(),
+        json!([])
     );
 }

@@ -567,3 +567,34 @@ pub fn add_user(engine: &Engine, name: &str, role: &str) -> String {
         .unwrap()
         .token
 }
+
+/// Writes `text` to `dir/name` (a password or key file for the CLI).
+pub fn secret_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// The staging host's alice may ssh to the source host's alice.
+pub fn trust_ssh(from: &doppel_testworld::Host, to: &doppel_testworld::Host) {
+    to.mkdir("/home/alice/.ssh", "alice");
+    to.put_file(
+        "/home/alice/.ssh/authorized_keys",
+        format!("{}\n", from.user("alice").public_key.clone().unwrap()).as_bytes(),
+        "alice",
+    );
+    from.mkdir("/home/alice/.ssh", "alice");
+    from.put_file(
+        "/home/alice/.ssh/id_ed25519",
+        from.user("alice")
+            .private_key_pem
+            .clone()
+            .unwrap()
+            .as_bytes(),
+        "alice",
+    );
+    for (h, f) in [(to, "authorized_keys"), (from, "id_ed25519")] {
+        h.command(&["chmod", "700", "/home/alice/.ssh"]);
+        h.command(&["chmod", "600", &format!("/home/alice/.ssh/{f}")]);
+    }
+}

@@ -6,36 +6,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_owned()
-}
-
-/// The staging host's alice may ssh to the source host's alice.
-fn trust(from: &Host, to: &Host) {
-    to.mkdir("/home/alice/.ssh", "alice");
-    to.put_file(
-        "/home/alice/.ssh/authorized_keys",
-        format!("{}\n", from.user("alice").public_key.clone().unwrap()).as_bytes(),
-        "alice",
-    );
-    from.mkdir("/home/alice/.ssh", "alice");
-    from.put_file(
-        "/home/alice/.ssh/id_ed25519",
-        from.user("alice")
-            .private_key_pem
-            .clone()
-            .unwrap()
-            .as_bytes(),
-        "alice",
-    );
-    for (h, f) in [(to, "authorized_keys"), (from, "id_ed25519")] {
-        h.command(&["chmod", "700", "/home/alice/.ssh"]);
-        h.command(&["chmod", "600", &format!("/home/alice/.ssh/{f}")]);
-    }
-}
-
 #[test]
 fn the_tutorial_from_link_to_rewind_through_the_cli() {
     let world = World::new(&["source", "staging", "target"]);
@@ -46,7 +16,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     );
     source.mkdir("/srv/data/tree", "alice");
     source.put_file("/srv/data/tree/hello.txt", b"version 1\n", "alice");
-    trust(staging, source);
+    trust_ssh(staging, source);
     target.mkdir("/srv/vdbs", "delphix");
     let secrets = tempfile::tempdir().unwrap();
     let pw = |h: &Host, n: &str| {
@@ -372,7 +342,7 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     let local = world.host("local");
     local.mkdir("/srv/data/tree", "alice");
     local.put_file("/srv/data/tree/hello.txt", b"here\n", "alice");
-    trust(local, local);
+    trust_ssh(local, local);
     local.mkdir("/srv/vdbs", "alice");
     let secrets = tempfile::tempdir().unwrap();
     let key = secret_file(

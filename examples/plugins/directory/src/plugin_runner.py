@@ -144,38 +144,6 @@ def linked_status(staged_source, repository, source_config):
     return Status.INACTIVE
 
 
-def _export_check(physical_source):
-    hosts.check_export_target(physical_source.connection,
-                              physical_source.target_directory)
-
-
-def _export_verify(physical_source, snapshot):
-    """After the engine copied the snapshot's files: count them."""
-    target = physical_source.target_directory
-    files, size, _ = hosts.count_files(physical_source.connection, target)
-    logger.info("exported %d files (%d bytes) to %s on %s", files, size,
-                target, hosts.host_label(physical_source.connection))
-    expected = getattr(snapshot, "file_count", None)
-    if expected is not None and files != expected:
-        raise UserError(
-            "%s holds %d files, but the snapshot has %d."
-            % (target, files, expected),
-            "Check the free space and permissions on %s, then export "
-            "again into an empty directory." % target)
-
-
-@plugin.linked.pre_source_to_physical()
-def linked_pre_source_to_physical(staged_source, repository, source_config,
-                                  snapshot, physical_source):
-    _export_check(physical_source)
-
-
-@plugin.linked.source_to_physical()
-def linked_source_to_physical(staged_source, repository, source_config,
-                              snapshot, physical_source):
-    _export_verify(physical_source, snapshot)
-
-
 # ------------------------------------------------------------------ virtual
 
 def _vdb_config(virtual_source, name=None):
@@ -227,13 +195,51 @@ def virtual_status(virtual_source, repository, source_config):
     return Status.INACTIVE
 
 
-@plugin.virtual.pre_source_to_physical()
-def virtual_pre_source_to_physical(virtual_source, repository,
-                                   source_config, snapshot, physical_source):
-    _export_check(physical_source)
+# ---------------------------------------------------------------------- V2P
+
+# dvp 3.x, which builds this plugin for PYTHON27 (with the schema's
+# virtualToPhysicalDefinition left out), has no V2P operations: they are
+# defined only where the SDK has them.
+if hasattr(plugin.linked, "source_to_physical"):
+    def _export_check(physical_source):
+        hosts.check_export_target(physical_source.connection,
+                                  physical_source.target_directory)
 
 
-@plugin.virtual.source_to_physical()
-def virtual_source_to_physical(virtual_source, repository, source_config,
-                               snapshot, physical_source):
-    _export_verify(physical_source, snapshot)
+    def _export_verify(physical_source, snapshot):
+        """After the engine copied the snapshot's files: count them."""
+        target = physical_source.target_directory
+        files, size, _ = hosts.count_files(physical_source.connection, target)
+        logger.info("exported %d files (%d bytes) to %s on %s", files, size,
+                    target, hosts.host_label(physical_source.connection))
+        expected = getattr(snapshot, "file_count", None)
+        if expected is not None and files != expected:
+            raise UserError(
+                "%s holds %d files, but the snapshot has %d."
+                % (target, files, expected),
+                "Check the free space and permissions on %s, then export "
+                "again into an empty directory." % target)
+
+
+    @plugin.linked.pre_source_to_physical()
+    def linked_pre_source_to_physical(staged_source, repository, source_config,
+                                      snapshot, physical_source):
+        _export_check(physical_source)
+
+
+    @plugin.linked.source_to_physical()
+    def linked_source_to_physical(staged_source, repository, source_config,
+                                  snapshot, physical_source):
+        _export_verify(physical_source, snapshot)
+
+
+    @plugin.virtual.pre_source_to_physical()
+    def virtual_pre_source_to_physical(virtual_source, repository,
+                                       source_config, snapshot, physical_source):
+        _export_check(physical_source)
+
+
+    @plugin.virtual.source_to_physical()
+    def virtual_source_to_physical(virtual_source, repository, source_config,
+                                   snapshot, physical_source):
+        _export_verify(physical_source, snapshot)

@@ -1,11 +1,19 @@
 """Bash snippets the plugin runs on hosts.
 
 Pure functions: every value that comes from a user or the engine is quoted
-with shlex.quote, so the snippets can be read (and tested) as plain text.
+with `quote` (shlex's, or pipes' on Python 2.7), so the snippets can be
+read (and tested) as plain text.
 """
 
 import posixpath
-import shlex
+
+try:
+    from shlex import quote
+except ImportError:  # Python 2.7: a PYTHON27 build of this plugin
+    from pipes import quote
+
+# Text as it is (unicode on Python 2.7), anything else as its str().
+_TEXT = type(u"")
 
 # Options for the ssh that rsync starts on the staging host. BatchMode makes
 # a missing key fail at once instead of waiting for a password prompt;
@@ -22,7 +30,7 @@ NOT_FOUND = 127
 
 
 def q(value):
-    return shlex.quote(str(value))
+    return quote(value if isinstance(value, _TEXT) else str(value))
 
 
 def ssh_command(port):

@@ -1,0 +1,266 @@
+//! The web UI in a real headless Chromium against a real `doppel serve`
+//! and a fake host: the tutorial's life cycle, done by clicking. One flow,
+//! since a browser is slow to start; it saves a screenshot of each screen
+//! (in `target/ui-screenshots/`) and runs axe-core on each.
+
+use doppel_testworld::{plugins, World};
+
+use crate::browser::{Browser, ENTER, TAB};
+use crate::support::*;
+
+/// Waits for the job view in `scope` to show a job other than `before`
+/// finished, and returns its id; fails on any end but success.
+fn job_done(b: &Browser, scope: &str, before: &Option<String>) -> String {
+    let sel = format!("{scope} .job");
+    let id = b.wait("a new job", || {
+        let id = b
+            .script(&format!(
+                "const j = document.querySelector({sel:?}); return j && ['succeeded','failed','canceled'].includes(j.dataset.state) ? j.dataset.job : null"
+            ))
+            .as_str()
+            .map(str::to_owned)?;
+        (Some(&id) != before.as_ref()).then_some(id)
+    });
+    let state = b.attr(&sel, "data-state").unwrap();
+    assert_eq!(state, "succeeded", "{id}: {}", b.wait_text(&sel, &id));
+    id
+}
+
+fn current_job(b: &Browser, scope: &str) -> Option<String> {
+    b.script(&format!(
+        "const j = document.querySelector({:?}); return j ? j.dataset.job : null",
+        format!("{scope} .job")
+    ))
+    .as_str()
+    .map(str::to_owned)
+}
+
+#[test]
+fn an_operator_runs_the_tutorial_in_the_web_ui() {
+    let world = World::new(&["host"]);
+    let host = world.host("host");
+    // One host is source, staging and target: alice may ssh to herself.
+    trust_ssh(host, host);
+    host.mkdir("/srv/data/tree", "alice");
+    host.put_file("/srv/data/tree/hello.txt", b"version 1\n", "alice");
+    host.mkdir("/srv/vdbs", "alice");
+    let artifact = plugins::build_example("directory");
+
+    let engine = Engine::start();
+    let client = engine.client();
+    let b = Browser::start();
+
+    // Login, by keyboard only.
+    b.goto(&engine.url);
+    b.find("#login-user");
+    assert!(
+        b.script("return document.title").as_str() == Some("Doppel"),
+        "the engine serves no built web UI at /: run scripts/setup.sh, then build again"
+    );
+    b.screenshot("01-login");
+    b.assert_accessible("login");
+    b.click("#login-user");
+    b.type_keys(TAB);
+    assert_eq!(b.focused("id"), "login-password");
+    b.type_keys("wrong password");
+    b.type_keys(ENTER);
+    b.wait_text(".error", "unauthorized");
+    b.fill("#login-password", ADMIN_PASSWORD);
+    b.type_keys(ENTER);
+    b.wait_text("main", "Storage pool");
+    b.wait_text(".gauge", "Free");
+    b.screenshot("02-overview");
+    b.assert_accessible("overview");
+
+    // Install the plugin by uploading its artifact.
+    b.click("a[href='#/plugins']");
+    // Something that is no artifact first: the engine's refusal, as it words it.
+    let file = b.find("#plugin-file");
+    let not_artifact = workspace_root().join("ui/package.json");
+    b.keys_to(&file, not_artifact.to_str().unwrap());
+    b.click("form[aria-labelledby=install-h] button[type=submit]");
+    b.wait_text("form[aria-labelledby=install-h] .error", "invalid_artifact");
+    let file = b.find("#plugin-file");
+    b.keys_to(&file, artifact.to_str().unwrap());
+    b.click("form[aria-labelledby=install-h] button[type=submit]");
+    b.wait_text("[role=status]", "Installed directory");
+    b.click("a[href='#/plugins/directory']");
+    b.wait_text("#plugin-h", "directory");
+    b.click("details.card summary");
+    b.find("#preview0_sourceHost");
+    b.screenshot("03-plugins");
+    b.assert_accessible("plugins");
+
+    // Add the host as an environment, logging in with alice's key.
+    b.click("a[href='#/environments']");
+    b.fill("#env-name", "box");
+    b.fill("#env-host", &host.address().to_string());
+    b.fill("#env-port", &host.port().to_string());
+    b.fill("#env-user", "alice");
+    b.click("#env-auth-key");
+    b.fill(
+        "#env-key",
+        host.user("alice").private_key_pem.as_deref().unwrap(),
+    );
+    b.click("form[aria-labelledby=add-env-h] button[type=submit]");
+    job_done(&b, "form[aria-labelledby=add-env-h]", &None);
+    // Discovery found the host's repository; add the directory to it.
+    b.wait_text("#env-detail-h", "box");
+    b.wait_text(".detail", "Discovered repositories");
+    let repo = client.list_repositories(Some("box")).unwrap()[0]
+        .reference
+        .clone();
+    b.fill(&format!("#sc-{repo}_name"), "tree");
+    b.fill(&format!("#sc-{repo}_path"), "/srv/data/tree");
+    b.click(".detail form.card button[type=submit]");
+    b.wait_text(".detail", "Source config tree");
+    b.screenshot("04-environments");
+    b.assert_accessible("environments");
+
+    // Link through the form drawn from the plugin's schema: a wrong value
+    // first, which the engine refuses at its field.
+    b.click("a[href='#/datasets']");
+    b.choose("#link-sc", "tree");
+    b.choose("#link-staging", "box");
+    b.fill("#link_sourceHost", "not a host!");
+    b.fill("#link_sourceUser", "alice");
+    // The schema's default is filled in.
+    assert_eq!(b.value("#link_sshPort"), "22");
+    b.fill("#link_sshPort", &host.port().to_string());
+    b.click("form[aria-labelledby=link-h] button[type=submit]");
+    let refusal = b.wait_text("#link_sourceHost-err", "");
+    assert!(!refusal.is_empty());
+    assert_eq!(
+        b.attr("#link_sourceHost", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    assert!(b
+        .attr("#link_sourceHost", "aria-describedby")
+        .unwrap()
+        .contains("link_sourceHost-err"),);
+    assert!(b.find_none("#link_sourceUser-err"));
+    b.screenshot("05-link-refused");
+    b.assert_accessible("link form with an error");
+    assert!(client.list_dsources().unwrap().is_empty(), "nothing linked");
+    b.fill("#link_sourceHost", &host.address().to_string());
+    b.click("form[aria-labelledby=link-h] button[type=submit]");
+    let scope = "section[aria-labelledby=tree-h] .card";
+    let linked = job_done(&b, scope, &None);
+    b.wait_text(".tree", "tree");
+
+    // Provision from a chosen snapshot (the first), on the same host.
+    b.click(".tree a[href='#/datasets/dsource/tree']");
+    b.wait_text("#ds-h", "tree");
+    let first = client.list_snapshots(Some("tree")).unwrap()[0]
+        .reference
+        .clone();
+    b.fill("#prov-name", "dev");
+    b.choose("#prov-snapshot", &first);
+    b.choose("#prov-env", "box");
+    b.fill("#prov_mountPath", "/srv/vdbs/dev");
+    b.click("form[aria-labelledby=prov-h] button[type=submit]");
+    let provisioned = job_done(&b, scope, &Some(linked));
+    assert_eq!(
+        host.sh("alice", "cat /srv/vdbs/dev/hello.txt"),
+        "version 1\n"
+    );
+    assert_eq!(client.get_vdb("dev").unwrap().name, "dev");
+
+    // A new snapshot of the source, then refresh the VDB to it.
+    host.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
+    b.click(".detail .actions button:first-child");
+    let synced = job_done(&b, scope, &Some(provisioned));
+    b.click(".tree a[href='#/datasets/vdb/dev']");
+    b.wait_text("#ds-h", "dev");
+    let vdb_first = client.list_snapshots(Some("dev")).unwrap()[0]
+        .reference
+        .clone();
+    b.click("form[aria-label='Refresh from the parent'] button");
+    let refreshed = job_done(&b, scope, &Some(synced));
+    assert_eq!(
+        host.sh("alice", "cat /srv/vdbs/dev/hello.txt"),
+        "version 2\n"
+    );
+    b.screenshot("06-datasets");
+    b.assert_accessible("dSources and VDBs");
+
+    // Rewind to the VDB's first snapshot, chosen in the list.
+    b.choose("#rewind-to", &vdb_first);
+    b.click("form[aria-label='Rewind to an own snapshot'] button");
+    let rewound = job_done(&b, scope, &Some(refreshed));
+    assert_eq!(
+        host.sh("alice", "cat /srv/vdbs/dev/hello.txt"),
+        "version 1\n"
+    );
+    b.wait_text(".detail", "Timeflows");
+    assert_eq!(client.get_vdb("dev").unwrap().timeflows, 3);
+
+    // The jobs screen shows a job's events.
+    b.goto(&format!("{}/#/jobs/{rewound}", engine.url));
+    b.wait_text(&format!(".job[data-job='{rewound}']"), "succeeded");
+    b.find(&format!(".job[data-job='{rewound}'] .events li"));
+    b.screenshot("07-jobs");
+    b.assert_accessible("jobs");
+
+    // Delete the VDB, asked once more.
+    b.goto(&format!("{}/#/datasets/vdb/dev", engine.url));
+    b.wait_text("#ds-h", "dev");
+    let before = current_job(&b, scope);
+    b.click(".detail .actions button.danger");
+    b.click(".detail .confirm button.danger");
+    job_done(&b, scope, &before);
+    assert!(client.list_vdbs().unwrap().is_empty(), "the VDB is gone");
+    assert!(!host.exists("/srv/vdbs/dev/hello.txt"));
+    b.wait("the VDB gone from the tree", || {
+        (!b.text_of(".tree").unwrap_or_default().contains("dev")).then_some(())
+    });
+
+    // A plugin with every kind of field: the form drawn from its schema,
+    // checked by the engine, which names nested fields by their path.
+    let all_ops = std::fs::read(build_plugin("all-ops-staged")).unwrap();
+    let plugin = client.install_plugin(all_ops).unwrap();
+    b.goto(&format!("{}/#/plugins/{}", engine.url, plugin.name));
+    b.wait_text("#plugin-h", &plugin.name);
+    b.click("details.card summary");
+    let kind = |css: &str| {
+        b.script(&format!(
+            "const e = document.querySelector({css:?}); return e.tagName + ':' + (e.type || '')"
+        ))
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    b.find("#preview0_behavior");
+    assert_eq!(kind("#preview0_behavior"), "SELECT:select-one");
+    assert_eq!(
+        b.value("#preview0_behavior"),
+        "\"ok\"",
+        "the default is chosen"
+    );
+    assert_eq!(kind("#preview0_secret"), "INPUT:password");
+    assert_eq!(kind("#preview0_recordSizeInKB"), "INPUT:number");
+    assert_eq!(kind("#preview0_mountEnvironment"), "SELECT:select-one");
+    b.choose("#preview0_mountEnvironment", "box");
+    assert_eq!(kind("#preview0_layout_subsetMounts"), "INPUT:number");
+    b.script(
+        "[...document.querySelectorAll('details[open] button')].find(x => x.textContent.startsWith('Add to')).click()",
+    );
+    b.find("#preview0_migrations_0");
+    b.fill("#preview0_secret", "hunter2");
+    b.fill("#preview0_layout_subsetMounts", "9");
+    b.fill("#preview0_recordSizeInKB", "0");
+    b.click("details[open] form button[type=submit]");
+    b.wait_text("#preview0_layout_subsetMounts-err", "");
+    b.wait_text("#preview0_recordSizeInKB-err", "");
+    assert!(b.find_none("#preview0_secret-err"));
+    assert!(!b.text_of("body").unwrap().contains("hunter2"));
+    b.screenshot("08-schema-form");
+    b.assert_accessible("plugin schema form");
+    b.fill("#preview0_layout_subsetMounts", "2");
+    b.fill("#preview0_recordSizeInKB", "128");
+    b.fill("#preview0_migrations_0", "m1");
+    b.click("details[open] form button[type=submit]");
+    b.wait_text("details[open] [role=status]", "Valid");
+
+    println!("screenshots in {}", b.shots.display());
+}

@@ -1,0 +1,364 @@
+import { useState } from 'preact/hooks';
+import { get, post, del, bytes } from '../api.js';
+import { useLoad, ErrorBox, JobView, ConfirmButton, when } from '../common.jsx';
+import { SchemaFields, fieldErrors, initialValue } from '../schemaform.jsx';
+
+const enc = encodeURIComponent;
+
+/** dSource → VDBs → child VDBs, each node a link to its details. */
+function Tree({ dsources, vdbs, selected }) {
+  const children = (dataset) => vdbs.filter((v) => v.parent_dataset === dataset);
+  const node = (kind, o) => (
+    <li key={o.reference}>
+      <a href={`#/datasets/${kind}/${enc(o.name)}`} aria-current={selected === o.reference ? 'true' : undefined}>
+        <span class="kind">{kind === 'dsource' ? 'dSource' : 'VDB'}</span> {o.name}
+      </a>{' '}
+      <span class="muted">
+        {o.snapshots} snapshot{o.snapshots === 1 ? '' : 's'}
+        {o.enabled ? '' : ', disabled'}
+      </span>
+      {children(o.dataset).length > 0 && <ul>{children(o.dataset).map((v) => node('vdb', v))}</ul>}
+    </li>
+  );
+  if (!dsources.length && !vdbs.length) return <p class="muted">No dSource yet: link one below.</p>;
+  const roots = vdbs.filter((v) => !dsources.some((d) => d.dataset === v.parent_dataset) && !vdbs.some((p) => p.dataset === v.parent_dataset));
+  return (
+    <ul class="tree" aria-label="dSources and their VDBs">
+      {dsources.map((d) => node('dsource', d))}
+      {roots.map((v) => node('vdb', v))}
+    </ul>
+  );
+}
+
+/** Snapshots by timeflow, oldest first, on a time axis. */
+function Timeline({ snapshots }) {
+  if (!snapshots.length) return <p class="muted">No snapshot.</p>;
+  const flows = [...new Set(snapshots.map((s) => s.timeflow))];
+  const times = snapshots.map((s) => Date.parse(s.created_at));
+  const lo = Math.min(...times);
+  const span = Math.max(...times) - lo || 1;
+  return (
+    <div class="timeline">
+      {flows.map((tf) => (
+        <div class="timeflow" key={tf}>
+          <h4>Timeflow {tf}</h4>
+          <div class="axis" aria-hidden="true">
+            {snapshots
+              .filter((s) => s.timeflow === tf)
+              .map((s) => (
+                <span key={s.reference} class="tick" style={{ left: `${(100 * (Date.parse(s.created_at) - lo)) / span}%` }} title={s.reference} />
+              ))}
+          </div>
+          <ol class="plain">
+            {snapshots
+              .filter((s) => s.timeflow === tf)
+              .map((s) => (
+                <li key={s.reference}>
+                  <strong>{s.reference}</strong> {when(s.created_at)} · {bytes(s.unique_bytes)} unique{' '}
+                  <details>
+                    <summary>Metadata</summary>
+                    <pre tabIndex={0}>{JSON.stringify(s.metadata, null, 2)}</pre>
+                  </details>
+                </li>
+              ))}
+          </ol>
+        </div>
+      ))}
+    </div>
+  );
+}
+
+function SnapshotChoice({ id, label, snapshots, value, onChange }) {
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(e) => onChange(e.currentTarget.value)}>
+        <option value="">The latest</option>
+        {snapshots.map((s) => (
+          <option key={s.reference} value={s.reference}>
+            {s.reference} ({when(s.created_at)})
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
+function EnvChoice({ id, label, environments, value, onChange, optional }) {
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(e) => onChange(e.currentTarget.value)}>
+        <option value="">{optional ? '(none)' : '(choose)'}</option>
+        {environments.map((e) => (
+          <option key={e.reference} value={e.reference}>
+            {e.name} ({e.host})
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
+function Provision({ from, snapshots, environments, onJob }) {
+  const [def] = useLoad(() => get(`/plugins/${enc(from.plugin)}/definition`), [from.plugin]);
+  const schema = def?.virtualSourceDefinition?.parameters;
+  const [name, setName] = useState('');
+  const [snapshot, setSnapshot] = useState('');
+  const [env, setEnv] = useState('');
+  const [params, setParams] = useState(null);
+  const [error, setError] = useState(null);
+  if (!schema) return null;
+  const value = params ?? initialValue(schema) ?? {};
+  return (
+    <form
+      class="card"
+      aria-labelledby="prov-h"
+      noValidate
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setError(null);
+        try {
+          onJob(await post('/vdbs', { name, from: from.reference, snapshot: snapshot || null, environment: env, parameters: value }));
+        } catch (err) {
+          setError(err);
+        }
+      }}
+    >
+      <h3 id="prov-h">Provision a VDB from {from.name}</h3>
+      <div class="field">
+        <label for="prov-name">VDB name</label>
+        <input id="prov-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </div>
+      <SnapshotChoice id="prov-snapshot" label="From snapshot" snapshots={snapshots} value={snapshot} onChange={setSnapshot} />
+      <EnvChoice id="prov-env" label="Target environment" environments={environments} value={env} onChange={setEnv} />
+      <fieldset>
+        <legend>Plugin parameters</legend>
+        <SchemaFields schema={schema} value={value} onChange={setParams} errors={fieldErrors(error)} environments={environments} prefix="prov" />
+      </fieldset>
+      <ErrorBox error={error} />
+      <button type="submit">Provision</button>
+    </form>
+  );
+}
+
+function Link({ environments, onJob }) {
+  const [configs] = useLoad(() => get('/sourceconfigs'));
+  const [sc, setSc] = useState('');
+  const config = configs?.find((c) => c.reference === sc);
+  const [def] = useLoad(() => (config ? get(`/plugins/${enc(config.plugin)}/definition`) : Promise.resolve(null)), [config?.plugin]);
+  const schema = def?.linkedSourceDefinition?.parameters;
+  const [name, setName] = useState('');
+  const [staging, setStaging] = useState('');
+  const [params, setParams] = useState(null);
+  const [error, setError] = useState(null);
+  const value = params ?? (schema ? initialValue(schema) : null) ?? {};
+  return (
+    <form
+      class="card"
+      aria-labelledby="link-h"
+      noValidate
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setError(null);
+        try {
+          onJob(
+            await post('/dsources', {
+              name: name || config?.name,
+              source_config: sc,
+              staging_environment: staging || null,
+              parameters: value,
+            }),
+          );
+        } catch (err) {
+          setError(err);
+        }
+      }}
+    >
+      <h2 id="link-h">Link a dSource</h2>
+      <div class="field">
+        <label for="link-sc">Source config</label>
+        <select
+          id="link-sc"
+          value={sc}
+          onChange={(e) => {
+            setSc(e.currentTarget.value);
+            setParams(null);
+          }}
+        >
+          <option value="">(choose)</option>
+          {configs?.map((c) => (
+            <option key={c.reference} value={c.reference}>
+              {c.name} ({c.reference} on {environments.find((e) => e.reference === c.environment)?.name || c.environment})
+            </option>
+          ))}
+        </select>
+      </div>
+      <div class="field">
+        <label for="link-name">dSource name</label>
+        <input id="link-name" value={name} placeholder={config?.name} onInput={(e) => setName(e.currentTarget.value)} />
+        <small class="help">Default: the source config's name.</small>
+      </div>
+      <EnvChoice id="link-staging" label="Staging environment (staged plugins)" environments={environments} value={staging} onChange={setStaging} optional />
+      {schema && (
+        <fieldset>
+          <legend>Plugin parameters</legend>
+          <SchemaFields schema={schema} value={value} onChange={setParams} errors={fieldErrors(error)} environments={environments} prefix="link" />
+        </fieldset>
+      )}
+      <ErrorBox error={error} />
+      <button type="submit" disabled={!sc}>
+        Link
+      </button>
+    </form>
+  );
+}
+
+function Detail({ kind, obj, environments, onJob, onGone }) {
+  const [snapshots, snapError, reloadSnaps] = useLoad(() => get(`/snapshots?dataset=${enc(obj.reference)}`), [obj.reference, obj.snapshots]);
+  const [parentSnaps] = useLoad(
+    async () => {
+      if (kind !== 'vdb') return [];
+      const all = await get('/snapshots');
+      return all.filter((s) => s.dataset === obj.parent_dataset);
+    },
+    [obj.reference],
+  );
+  const [to, setTo] = useState('');
+  const [refreshTo, setRefreshTo] = useState('');
+  const [error, setError] = useState(null);
+  const act = async (method, path, body) => {
+    setError(null);
+    try {
+      const r = await (method === 'DELETE' ? del(path) : post(path, body));
+      onJob(r, method === 'DELETE');
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const base = kind === 'dsource' ? `/dsources/${enc(obj.reference)}` : `/vdbs/${enc(obj.reference)}`;
+  const env = environments.find((e) => e.reference === (obj.environment || obj.staging_environment));
+  return (
+    <section class="detail" aria-labelledby="ds-h">
+      <h2 id="ds-h">
+        {kind === 'dsource' ? 'dSource' : 'VDB'} {obj.name}
+      </h2>
+      <dl class="facts">
+        <dt>Reference</dt>
+        <dd>{obj.reference}</dd>
+        <dt>Plugin</dt>
+        <dd>{obj.plugin}</dd>
+        <dt>{kind === 'dsource' ? 'Staging' : 'Target'} environment</dt>
+        <dd>{env?.name || obj.environment || obj.staging_environment || '–'}</dd>
+        <dt>State</dt>
+        <dd>{obj.enabled ? 'enabled' : 'disabled'}</dd>
+        {kind === 'vdb' && (
+          <>
+            <dt>Timeflows</dt>
+            <dd>{obj.timeflows}</dd>
+          </>
+        )}
+        <dt>Parameters</dt>
+        <dd>
+          <code>{JSON.stringify(obj.parameters)}</code>
+        </dd>
+      </dl>
+      <div class="actions">
+        {kind === 'dsource' ? (
+          <button type="button" onClick={() => act('POST', `${base}/sync`)}>
+            Sync
+          </button>
+        ) : (
+          <>
+            <button type="button" onClick={() => act('POST', `${base}/snapshot`)}>
+              Snapshot
+            </button>
+            <button type="button" onClick={() => act('POST', `${base}/power/start`)}>
+              Start
+            </button>
+            <button type="button" onClick={() => act('POST', `${base}/power/stop`)}>
+              Stop
+            </button>
+          </>
+        )}
+        <button type="button" onClick={() => act('POST', kind === 'dsource' ? `${base}/${obj.enabled ? 'disable' : 'enable'}` : `${base}/power/${obj.enabled ? 'disable' : 'enable'}`)}>
+          {obj.enabled ? 'Disable' : 'Enable'}
+        </button>
+        <ConfirmButton label="Delete" confirm={`Delete ${obj.name} and its data?`} onConfirm={() => act('DELETE', base).then(onGone)} />
+      </div>
+      {kind === 'vdb' && (
+        <div class="actions">
+          <form
+            class="inline"
+            aria-label="Refresh from the parent"
+            onSubmit={(e) => {
+              e.preventDefault();
+              act('POST', `${base}/refresh`, { to: refreshTo || null });
+            }}
+          >
+            <SnapshotChoice id="refresh-to" label="Refresh from parent snapshot" snapshots={parentSnaps || []} value={refreshTo} onChange={setRefreshTo} />
+            <button type="submit">Refresh</button>
+          </form>
+          <form
+            class="inline"
+            aria-label="Rewind to an own snapshot"
+            onSubmit={(e) => {
+              e.preventDefault();
+              act('POST', `${base}/rewind`, { to: to || null });
+            }}
+          >
+            <SnapshotChoice id="rewind-to" label="Rewind to snapshot" snapshots={snapshots || []} value={to} onChange={setTo} />
+            <button type="submit">Rewind</button>
+          </form>
+        </div>
+      )}
+      <ErrorBox error={error} />
+      <h3>Snapshots</h3>
+      <button type="button" class="small" onClick={reloadSnaps}>
+        Reload snapshots
+      </button>
+      <ErrorBox error={snapError} />
+      {snapshots && <Timeline snapshots={snapshots} />}
+      {snapshots && <Provision from={obj} snapshots={snapshots} environments={environments} onJob={(j) => onJob(j)} />}
+    </section>
+  );
+}
+
+export function Datasets({ arg }) {
+  const [data, error, reload] = useLoad(async () => {
+    const [dsources, vdbs, environments] = await Promise.all([get('/dsources'), get('/vdbs'), get('/environments')]);
+    return { dsources, vdbs, environments };
+  });
+  const [job, setJob] = useState(null);
+  const [kind, name] = (arg || '').split('/');
+  const obj = data && (kind === 'dsource' ? data.dsources : data.vdbs).find((o) => o.name === name || o.reference === name);
+  const onJob = (j) => setJob(j);
+  return (
+    <div class="split">
+      <section aria-labelledby="tree-h">
+        <h2 id="tree-h">Tree</h2>
+        <ErrorBox error={error} />
+        {data && <Tree dsources={data.dsources} vdbs={data.vdbs} selected={obj?.reference} />}
+        {job && (
+          <div class="card">
+            <h2>Last action</h2>
+            <JobView job={job} key={job.id} onDone={reload} />
+          </div>
+        )}
+        {data && <Link environments={data.environments} onJob={onJob} />}
+      </section>
+      {obj && (
+        <Detail
+          kind={kind}
+          obj={obj}
+          key={obj.reference}
+          environments={data.environments}
+          onJob={onJob}
+          onGone={() => {
+            location.hash = '#/datasets';
+          }}
+        />
+      )}
+    </div>
+  );
+}
