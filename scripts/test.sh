@@ -15,6 +15,8 @@ if cargo fmt --version >/dev/null 2>&1; then
 else
     echo "notice: rustfmt is not available; formatting not checked" >&2
 fi
+# Lints are part of the suite (STYLE.md): any warning fails it.
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

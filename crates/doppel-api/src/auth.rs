@@ -94,7 +94,8 @@ pub(crate) async fn require_token(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    if !path.starts_with("/api/v1/") || OPEN_ROUTES.contains(&path) {
+    let guarded = path.starts_with("/api/v1/") || path == crate::METRICS_PATH;
+    if !guarded || OPEN_ROUTES.contains(&path) {
         return next.run(req).await;
     }
     let Some(token) = bearer(req.headers()) else {

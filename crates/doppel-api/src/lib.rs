@@ -120,6 +120,7 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(invoke_operation))
         .routes(routes!(validate_parameters))
         .routes(routes!(pool_status))
+        .routes(routes!(metrics))
         .routes(routes!(list_environments, add_environment))
         .routes(routes!(get_environment, delete_environment))
         .routes(routes!(refresh_environment))
@@ -510,11 +511,37 @@ async fn cancel_job(
     Ok(Json(engine.jobs().cancel(&job)?))
 }
 
-/// Size, use and health of the storage pool.
+/// Size, use and health of the storage pool: driver and capabilities,
+/// space, the capacity thresholds and where usage stands against them
+/// (`capacity`: `usage_percent`, `warn_percent`, `refuse_percent`, `state`
+/// ok, warning or refusing), and per dSource and VDB the bytes it uses and
+/// those its deletion would free (`objects`).
 #[utoipa::path(get, path = "/api/v1/pool", tag = "engine",
     responses((status = 200, body = Object)))]
 async fn pool_status(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
     Ok(Json(engine.pool_status().await?))
+}
+
+/// Where Prometheus scrapes: outside `/api/v1`, as scrapers expect, but
+/// behind the same token check (`auth::require_token`).
+pub(crate) const METRICS_PATH: &str = "/metrics";
+
+/// Prometheus metrics in the text exposition format: jobs by type and state
+/// (`doppel_jobs`), started and finished counts and durations, pool bytes by
+/// kind (size, used, free, reclaiming) and usage, objects by kind, plugin
+/// operation durations, plugin workers per plugin, mounts active and lost.
+/// Any role's token is enough (send it as a bearer token).
+#[utoipa::path(get, path = "/metrics", tag = "engine",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+async fn metrics(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse> {
+    let text = engine.metrics_text().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 /// A job accepted: `202` with the job, which the client follows.

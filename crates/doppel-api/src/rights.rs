@@ -69,6 +69,8 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
         Read,
     ),
     ("GET", "/api/v1/pool", Read),
+    // Where Prometheus looks; read-only like the rest of what it shows.
+    ("GET", crate::METRICS_PATH, Read),
     ("GET", "/api/v1/environments", Read),
     ("POST", "/api/v1/environments", Operate),
     ("GET", "/api/v1/environments/{env}", Read),

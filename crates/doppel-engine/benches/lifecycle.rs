@@ -13,6 +13,9 @@
 //! `DOPPEL_BENCH_ROUNDS`, default 7; `DOPPEL_BENCH_BIG_GIB`, default 4, the big dataset's size,
 //! 5,000 files per GiB).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Instant;
 
 use doppel_engine::{Engine, EngineConfig};
@@ -76,6 +79,7 @@ async fn main() {
         plugin_sandbox: Default::default(),
         auth: Default::default(),
         mount_keeper: None,
+        capacity: Default::default(),
     })
     .await
     .unwrap();

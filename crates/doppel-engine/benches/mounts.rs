@@ -6,6 +6,9 @@
 //! Run: `DOPPEL_TEST_PYTHON=.venv/worker/bin/python cargo bench -p doppel-engine --bench mounts`
 //! (as root; `DOPPEL_BENCH_ROUNDS`, default 20).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use doppel_model::MountRequest;

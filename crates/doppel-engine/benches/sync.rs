@@ -14,6 +14,9 @@
 //!   cargo bench -p doppel-engine --bench sync` (`DOPPEL_BENCH_QUICK=1`: 20 MiB in 400 files;
 //! `DOPPEL_BENCH_ROUNDS`, default 5).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Instant;
 
 use doppel_engine::{Engine, EngineConfig};
@@ -91,6 +94,7 @@ async fn main() {
         plugin_sandbox: Default::default(),
         auth: Default::default(),
         mount_keeper: None,
+        capacity: Default::default(),
     })
     .await
     .unwrap();

@@ -269,6 +269,8 @@ impl Engine {
         who: &Principal,
         req: LinkDSource,
     ) -> Result<Job, EngineError> {
+        // A link's first step is a full sync.
+        self.check_capacity("sync")?;
         let invalid = |field: &str, reason: String| EngineError::InvalidInput {
             field: field.into(),
             reason,
@@ -633,6 +635,7 @@ impl Engine {
         params: Option<Value>,
         resync: bool,
     ) -> Result<Job, EngineError> {
+        self.check_capacity("sync")?;
         let ds = self.find_dsource(reference)?;
         if !ds.enabled {
             return Err(EngineError::Conflict(format!(

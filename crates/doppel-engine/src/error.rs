@@ -34,6 +34,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Internal(String),
+    /// The pool is past a capacity threshold (the message names both figures).
+    #[error("{0}")]
+    PoolFull(String),
     /// A user hook exited non-zero.
     #[error("the {point} hook failed (exit {exit_code})")]
     HookFailed {
@@ -109,6 +112,7 @@ impl EngineError {
             EngineError::Store(_) | EngineError::Io { .. } | EngineError::Internal(_) => {
                 ErrorCode::Internal
             }
+            EngineError::PoolFull(_) => ErrorCode::PoolFull,
             EngineError::Unauthorized(_) => ErrorCode::Unauthorized,
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::RateLimited { .. } => ErrorCode::RateLimited,

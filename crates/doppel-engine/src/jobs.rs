@@ -119,6 +119,49 @@ impl JobHandle {
     }
 }
 
+/// A moment in a job's life, as observers see it.
+#[derive(Clone, Debug)]
+pub enum JobNotice {
+    /// The job took its target and its body started.
+    Started {
+        job: String,
+        kind: String,
+        target: Option<String>,
+    },
+    /// The job ended (succeeded, failed or canceled).
+    Finished {
+        job: String,
+        kind: String,
+        target: Option<String>,
+        state: JobState,
+        /// What a user sees of the failure.
+        error: Option<ApiError>,
+        /// From start to end; zero for a job canceled while queued.
+        duration: std::time::Duration,
+    },
+}
+
+/// Told of every job's start and end (metrics; webhooks could be another).
+/// Called on the job's task right after the change is recorded: it must
+/// not block; slow work (a POST) belongs on a task of its own or behind a
+/// channel.
+pub type JobObserver = Arc<dyn Fn(&JobNotice) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Observers(Arc<std::sync::RwLock<Vec<JobObserver>>>);
+
+impl Observers {
+    fn tell(&self, notice: &JobNotice) {
+        let list = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for o in list {
+            // An observer's bug must not fail the job it watches.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| o(notice))).is_err() {
+                tracing::error!(?notice, "a job observer panicked");
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Running {
     /// Per target: the lock jobs queue on, and which job holds it.
@@ -130,6 +173,7 @@ pub struct JobRunner {
     store: Arc<Store>,
     running: Arc<Mutex<Running>>,
     changes: Changes,
+    observers: Observers,
 }
 
 impl JobRunner {
@@ -151,7 +195,17 @@ impl JobRunner {
             store,
             running: Default::default(),
             changes: Default::default(),
+            observers: Default::default(),
         })
+    }
+
+    /// Adds an observer told of every later job start and end.
+    pub fn observe(&self, observer: JobObserver) {
+        self.observers
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
     }
 
     /// Records a job and runs `work` in the background once `target` is free.
@@ -206,6 +260,8 @@ impl JobRunner {
             changes: self.changes.clone(),
         };
         let running = self.running.clone();
+        let observers = self.observers.clone();
+        let kind = kind.to_owned();
         tokio::spawn(async move {
             let _guard = match claim {
                 Claim::Free => None,
@@ -221,6 +277,7 @@ impl JobRunner {
                     Some(g)
                 }
             };
+            let mut started = None;
             let outcome = if handle.cancel.is_cancelled() {
                 Err(EngineError::Canceled)
             } else {
@@ -228,29 +285,53 @@ impl JobRunner {
                     tracing::error!(job = %handle.id, error = %e, "cannot mark job running");
                 }
                 handle.changes.bump();
+                observers.tell(&JobNotice::Started {
+                    job: handle.id.clone(),
+                    kind: kind.clone(),
+                    target: target.clone(),
+                });
+                started = Some(std::time::Instant::now());
                 unpanicked(work(handle.clone())).await
             };
-            let stored = match &outcome {
-                Ok(v) => handle
-                    .store
-                    .finish_job(&handle.id, JobState::Succeeded, None, Some(v)),
-                Err(EngineError::Canceled) => {
+            let (stored, state, error) = match &outcome {
+                Ok(v) => (
                     handle
                         .store
-                        .finish_job(&handle.id, JobState::Canceled, None, None)
-                }
+                        .finish_job(&handle.id, JobState::Succeeded, None, Some(v)),
+                    JobState::Succeeded,
+                    None,
+                ),
+                Err(EngineError::Canceled) => (
+                    handle
+                        .store
+                        .finish_job(&handle.id, JobState::Canceled, None, None),
+                    JobState::Canceled,
+                    None,
+                ),
                 Err(e) => {
                     tracing::warn!(job = %handle.id, error = %e, "job failed");
                     let shown = e.report(&format!("job {}", handle.id));
-                    handle
-                        .store
-                        .finish_job(&handle.id, JobState::Failed, Some(&shown), None)
+                    (
+                        handle
+                            .store
+                            .finish_job(&handle.id, JobState::Failed, Some(&shown), None),
+                        JobState::Failed,
+                        Some(shown),
+                    )
                 }
             };
             handle.changes.bump();
             if let Err(e) = stored {
                 tracing::error!(job = %handle.id, error = %e, "cannot record the end of a job");
             }
+            observers.tell(&JobNotice::Finished {
+                job: handle.id.clone(),
+                kind,
+                target: target.clone(),
+                state,
+                error,
+                duration: started.map(|s| s.elapsed()).unwrap_or_default(),
+            });
             drop(_guard);
             let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
             r.tokens.remove(&handle.id);

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod capacity;
 mod datasets;
 pub mod dsources;
 mod environments;
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod keeper;
 pub mod layout;
 mod limits;
+mod metrics;
 pub mod mounts;
 mod plugins;
 mod secrets;
@@ -92,6 +94,8 @@ pub struct EngineConfig {
     /// engine restarts (`doppel serve` passes itself). None serves them
     /// inside the engine: they end with it (tests of the engine alone).
     pub mount_keeper: Option<PathBuf>,
+    /// Pool usage thresholds: warn, then refuse new syncs, provisions and snapshots.
+    pub capacity: capacity::Capacity,
 }
 
 /// Plugin operation deadlines per class.
@@ -134,6 +138,8 @@ pub struct Engine {
     /// Mount paths (environment id, path) a dSource or VDB job is mounting
     /// now, with who: see [`Engine::claim_mount_path`].
     mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
+    capacity: capacity::Capacity,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -143,6 +149,7 @@ impl Engine {
     /// Opens the data directory, creating what is missing, and checks that
     /// plugin workers can run.
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        config.capacity.validate()?;
         let layout = Layout::new(&config.data_dir);
         layout.create()?;
         layout::write_private(&layout.worker_script(), WORKER_SCRIPT.as_bytes()).map_err(
@@ -154,6 +161,9 @@ impl Engine {
         }
         let store = Arc::new(Store::open(&layout.metadata_db())?);
         let jobs = jobs::JobRunner::new(store.clone())?;
+        let metrics = Arc::new(metrics::Metrics::new()?);
+        let counted = metrics.clone();
+        jobs.observe(Arc::new(move |n| counted.job(n)));
         let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
         let pool = Arc::new(open_pool(&config, known_datasets(&store)?).await?);
         // A freshly mounted pool shows its own top, not the mount point.
@@ -188,6 +198,8 @@ impl Engine {
             mount_watch: Default::default(),
             worker_reaper: Default::default(),
             mount_claims: Default::default(),
+            capacity: config.capacity,
+            metrics,
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
@@ -205,12 +217,14 @@ impl Engine {
                 );
             }
             engine.undo_unfinished().await;
+            engine.limit_datasets().await;
             drop(engine);
             // Afterwards a mount whose session ends without an unmount
             // (sshfs killed, host rebooted, connection dropped) comes back.
             loop {
                 tokio::time::sleep(MOUNT_WATCH_INTERVAL).await;
                 let Some(engine) = weak.upgrade() else { return };
+                engine.limit_datasets().await;
                 let healed = engine.heal_mounts().await;
                 if healed > 0 {
                     tracing::info!(count = healed, "lost mounts re-established");
@@ -249,9 +263,8 @@ impl Engine {
     }
 
     /// The storage pool's driver, capabilities, space and notices.
-    pub async fn pool_status(&self) -> Result<doppel_storage::PoolStatus, EngineError> {
-        let pool = self.pool.clone();
-        pool_task(move || pool.status()).await
+    pub async fn pool_status(&self) -> Result<capacity::PoolReport, EngineError> {
+        self.pool_report().await
     }
 
     /// The storage pool (datasets, snapshots, clones).

@@ -106,6 +106,8 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let out = self.host.call(&loaded, op, request, &call).await;
+        self.metrics
+            .plugin_operation(&op.name(), out.is_ok(), started.elapsed());
         if let Some(job) = job {
             job.event(
                 if out.is_ok() {

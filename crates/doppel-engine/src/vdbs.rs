@@ -487,6 +487,7 @@ impl Engine {
         who: &Principal,
         req: ProvisionVdb,
     ) -> Result<Job, EngineError> {
+        self.check_capacity("provision")?;
         let (parent_volume, plugin_id) = self.dataset_of(&req.from)?;
         let snapshot = self.pick_snapshot(&parent_volume, req.snapshot.as_deref())?;
         let plugin = self
@@ -589,6 +590,7 @@ impl Engine {
         who: &Principal,
         req: CreateEmptyVdb,
     ) -> Result<Job, EngineError> {
+        self.check_capacity("provision")?;
         let plugin = self.find_plugin(&req.plugin)?;
         if plugin.definition.pointer("/manifest/hasInitialize") != Some(&Value::Bool(true)) {
             return Err(EngineError::InvalidInput {
@@ -673,6 +675,7 @@ impl Engine {
 
     /// Takes a VDB snapshot in a job.
     pub fn snapshot_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
+        self.check_capacity("snapshot")?;
         let vdb = self.find_vdb(reference)?;
         Engine::vdb_enabled(&vdb, "snapshot")?;
         let engine = self.clone();

@@ -2,6 +2,9 @@
 //! host, the dataset mounted on the staging host, data copied by the
 //! plugin's rsync from the source host, snapshots in the pool.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use doppel_engine::EngineError;
 use doppel_model::LinkDSource;
 use doppel_model::{AddSourceConfig, JobState};

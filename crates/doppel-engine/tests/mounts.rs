@@ -1,6 +1,9 @@
 //! Engine storage mounted on a fake remote host over sshfs (passive mode,
 //! served by the engine), checked from the host over SSH.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use doppel_engine::EngineError;

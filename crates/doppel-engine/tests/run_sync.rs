@@ -1,6 +1,9 @@
 //! `run_sync` from a real plugin: the direct test plugin's pre_snapshot
 //! copies a directory of a fake host into a pool dataset.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use doppel_engine::PluginInvocation;
 use doppel_testworld::{plugins, World};
 use serde_json::json;

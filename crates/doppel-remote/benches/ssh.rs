@@ -1,6 +1,9 @@
 //! `cargo bench -p doppel-remote --bench ssh`: run_bash("true") round trip on
 //! a warm connection to a fake host, against a local `bash -c true` spawn.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,8 @@
 //! doppel-remote against real sshd hosts of the test world.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! the sequential file size (default 512), DOPPEL_SFTP_BENCH_FILES the number
 //! of 4 KiB files (default 2000).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,6 +1,9 @@
 //! Escape attempts and read-only mode, with a raw SFTP client speaking the
 //! protocol directly to the server.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -1,6 +1,9 @@
 //! A real sshfs in passive mode, talking to `serve_sftp` over pipes; every
 //! effect made through the mountpoint is checked directly in the root.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -8,6 +8,9 @@
 //! Each driver gets its own filesystem: btrfs and XFS (reflink) on sparse
 //! loop files, copy on a plain directory of the data directory's filesystem.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

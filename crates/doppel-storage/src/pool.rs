@@ -572,6 +572,11 @@ impl Pool {
         self.driver.set_quota(v, bytes)
     }
 
+    /// Size, use and free space of the pool's filesystem now.
+    pub fn space(&self) -> Result<crate::driver::PoolSpace> {
+        self.driver.space()
+    }
+
     /// Status of the pool.
     pub fn status(&self) -> Result<PoolStatus> {
         let info = self.info();

@@ -2,6 +2,9 @@
 //! mounted, and unmounted → mount again), refusal of a non-pool directory
 //! and of a disk too full for the pool file.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -76,6 +76,16 @@ impl Store {
     }
 
     /// Newest first.
+    /// How many jobs there are of each (kind, state).
+    pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, state, COUNT(*) FROM job GROUP BY kind, state ORDER BY kind, state",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(

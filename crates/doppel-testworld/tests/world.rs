@@ -1,5 +1,8 @@
 //! Tests of the fake-host harness itself, with the real `ssh` client.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

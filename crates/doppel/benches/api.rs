@@ -13,6 +13,9 @@
 //! `DOPPEL_BENCH_CLIENTS` (default 4) and `DOPPEL_BENCH_REQUESTS` (per
 //! measurement, default 2000; listing: a tenth of it) tune it.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/it/support.rs"]
 mod support;
 

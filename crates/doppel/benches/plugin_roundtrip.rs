@@ -7,6 +7,9 @@
 //! Run: `cargo bench -p doppel --bench plugin_roundtrip` (after `scripts/setup.sh --test`).
 //! `DOPPEL_BENCH_ROUNDS` sets the number of calls (default 2000).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/it/support.rs"]
 mod support;
 
@@ -94,6 +97,7 @@ fn main() {
                 },
                 auth: Default::default(),
                 mount_keeper: None,
+                capacity: Default::default(),
             }))
             .unwrap();
         rt.block_on(engine.install_plugin(

@@ -14,6 +14,9 @@
 //! pgbench scales of about 1 GiB and 10 GiB), `DOPPEL_BENCH_ROUNDS` (default 5),
 //! `DOPPEL_BENCH_PG_PARALLEL` (default 20).
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/it/support.rs"]
 mod support;
 

@@ -4,6 +4,8 @@
 //! Run: `cargo bench -p doppel --bench python27` (after `scripts/setup.sh --test`).
 //! `DOPPEL_BENCH_ROUNDS` sets the number of calls per plugin (default 2000).
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/it/support.rs"]
 mod support;
 
@@ -55,12 +57,21 @@ fn main() {
             plugin_sandbox: Default::default(),
             auth: Default::default(),
             mount_keeper: None,
+            capacity: Default::default(),
         }))
         .unwrap();
     let admin = engine.principal("admin").unwrap();
     let plugins = [
-        ("PYTHON311", "doppel-all-ops-staged", build_plugin("all-ops-staged")),
-        ("PYTHON27", "doppel-py27-staged", build_plugin27("py27-staged")),
+        (
+            "PYTHON311",
+            "doppel-all-ops-staged",
+            build_plugin("all-ops-staged"),
+        ),
+        (
+            "PYTHON27",
+            "doppel-py27-staged",
+            build_plugin27("py27-staged"),
+        ),
     ];
     for (_, _, artifact) in &plugins {
         rt.block_on(engine.install_plugin(&admin, &std::fs::read(artifact).unwrap()))

@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// Free space the pool keeps: writes that would eat into it are refused.
     #[arg(long, env = "DOPPEL_POOL_RESERVE", default_value = "1GiB", value_parser = parse_bytes)]
     pool_reserve: u64,
+    /// Pool usage (percent of its size not free) past which `pool status`
+    /// warns that the pool is filling up.
+    #[arg(long, env = "DOPPEL_POOL_WARN_PERCENT", default_value_t = 78.0)]
+    pool_warn_percent: f64,
+    /// Pool usage (percent) past which new syncs, provisions and snapshots
+    /// are refused; running jobs go on.
+    #[arg(long, env = "DOPPEL_POOL_REFUSE_PERCENT", default_value_t = 85.0)]
+    pool_refuse_percent: f64,
     /// Force a storage driver (btrfs, reflink or copy) instead of the best available.
     #[arg(long, env = "DOPPEL_POOL_DRIVER", value_parser = parse_driver)]
     pool_driver: Option<doppel_engine::DriverKind>,
@@ -150,6 +158,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let capacity = doppel_engine::capacity::Capacity {
+        warn_percent: args.pool_warn_percent,
+        refuse_percent: args.pool_refuse_percent,
+    };
+    if let Err(e) = capacity.validate() {
+        eprintln!("error: --{e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = args.transport.check() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -176,6 +192,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         auth,
         // Remote mounts are served by this binary's `mount-keeper`, so they outlive the engine.
         mount_keeper: std::env::current_exe().ok(),
+        capacity,
     };
     match runtime.block_on(serve(config, args.listen, args.transport)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,9 @@
 //! "Code map"). A new dependency against it fails here, so the map and the
 //! manifests cannot drift apart silently.
 
+// A test or benchmark stops at its first surprise: there an unwrap is an assert.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

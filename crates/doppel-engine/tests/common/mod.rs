@@ -29,6 +29,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
         plugin_sandbox: Default::default(),
         auth: Default::default(),
         mount_keeper: None,
+        capacity: Default::default(),
     })
     .await
     .expect("engine opens")

@@ -7,7 +7,8 @@ use super::{table, CliError, Ctx};
 
 #[derive(Subcommand)]
 pub enum PoolCommand {
-    /// Show the storage pool: driver, whether clones are thin and instant, space, notices.
+    /// Show the storage pool: driver, whether clones are thin and instant, space,
+    /// capacity thresholds, space per dSource and VDB (and what deleting it frees), notices.
     Status,
 }
 
@@ -58,6 +59,16 @@ pub fn run(ctx: &Ctx, cmd: PoolCommand) -> Result<(), CliError> {
                     vec!["free".into(), bytes(&s["free"])],
                     vec!["reclaiming".into(), bytes(&s["reclaiming"])],
                     vec!["reserve".into(), bytes(&s["reserve"])],
+                    vec![
+                        "usage".into(),
+                        format!(
+                            "{} % ({}; warn at {} %, refuse new work at {} %)",
+                            s["capacity"]["usage_percent"],
+                            s["capacity"]["state"].as_str().unwrap_or_default(),
+                            s["capacity"]["warn_percent"],
+                            s["capacity"]["refuse_percent"]
+                        ),
+                    ],
                     vec!["datasets".into(), s["volumes"].to_string()],
                     vec!["snapshots".into(), s["snapshots"].to_string()],
                 ];
@@ -68,6 +79,23 @@ pub fn run(ctx: &Ctx, cmd: PoolCommand) -> Result<(), CliError> {
                     ]);
                 }
                 table(&["", ""], rows);
+                let objects: Vec<Vec<String>> = s["objects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| {
+                        vec![
+                            o["kind"].as_str().unwrap_or_default().to_owned(),
+                            o["name"].as_str().unwrap_or_default().to_owned(),
+                            bytes(&o["used"]),
+                            bytes(&o["frees"]),
+                        ]
+                    })
+                    .collect();
+                if !objects.is_empty() {
+                    println!();
+                    table(&["KIND", "NAME", "USED", "DELETING FREES"], objects);
+                }
             });
         }
     }

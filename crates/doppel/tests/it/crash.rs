@@ -355,22 +355,6 @@ impl Drop for Probe<'_> {
     }
 }
 
-/// The directory of a dataset in the engine's pool.
-fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
-    let mut todo = vec![data.join("pool")];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if e.file_name() == volume && dir.ends_with("volumes") {
-                    return e.path();
-                }
-                todo.push(e.path());
-            }
-        }
-    }
-    panic!("no dataset {volume} under {}", data.display());
-}
-
 /// Waits until `file` reads through its mount again; returns whether it did.
 fn readable(host: &doppel_testworld::Host, user: &str, file: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -58,3 +58,202 @@ fn a_forced_copy_driver_says_it_is_neither_thin_nor_instant() {
         bad.stderr
     );
 }
+
+/// An engine with the all-ops plugin, the host `host` as an environment
+/// and the dSource `tree` linked with its staging mount at
+/// `/srv/stage/tree` there. The engine comes second, so it is dropped first.
+fn staged_tree(extra: &[&str]) -> (doppel_testworld::World, Engine) {
+    let world = doppel_testworld::World::new(&["host"]);
+    let host = world.host("host");
+    host.mkdir("/srv/stage", "delphix");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = secrets.path().join("pw");
+    std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
+    let engine = Engine::start_with(extra);
+    engine.install(&build_plugin("all-ops-staged"));
+    engine.add_env(
+        "host",
+        host,
+        "delphix",
+        "--password-file",
+        pw.to_str().unwrap(),
+    );
+    let sc = engine.cli(&["sourceconfig", "list", "-o", "json"]).json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = serde_json::json!({"behavior": "ok", "mountPath": "/srv/stage/tree"}).to_string();
+    engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--name",
+            "tree",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "host",
+            "--params",
+            &params,
+        ])
+        .ok();
+    (world, engine)
+}
+
+/// The pool's usage as `pool status` reports it.
+fn capacity(engine: &Engine) -> serde_json::Value {
+    engine.cli(&["pool", "status", "-o", "json"]).json()["capacity"].clone()
+}
+
+#[test]
+fn a_pool_past_the_refusal_threshold_refuses_new_provisions_with_the_numbers_until_space_is_freed()
+{
+    let (_world, engine) = staged_tree(&["--pool-size", "1GiB"]);
+    let provision = |name: &str| {
+        let params =
+            serde_json::json!({"behavior": "ok", "mountPath": format!("/srv/stage/{name}")})
+                .to_string();
+        engine.cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            name,
+            "--from",
+            "tree",
+            "--env",
+            "host",
+            "--params",
+            &params,
+        ])
+    };
+    let before = capacity(&engine);
+    assert_eq!(before["state"], "ok", "{before}");
+    assert_eq!(before["warn_percent"], 78.0);
+    assert_eq!(before["refuse_percent"], 85.0);
+
+    // What a staging host writes into the dSource's dataset, as a big sync would.
+    let status = engine.cli(&["pool", "status", "-o", "json"]).json();
+    let (size, free) = (
+        status["size"].as_u64().unwrap(),
+        status["free"].as_u64().unwrap(),
+    );
+    let dataset = engine
+        .cli(&["dsource", "show", "tree", "-o", "json"])
+        .json()["dataset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let filler = dataset_dir(engine.data_dir.path(), &dataset).join("filler");
+    let fill = free - size / 10;
+    let out = std::process::Command::new("fallocate")
+        .args(["-l", &fill.to_string()])
+        .arg(&filler)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let full = capacity(&engine);
+    assert_eq!(full["state"], "refusing", "{full}");
+    let usage = full["usage_percent"].as_f64().unwrap();
+    assert!(usage >= 85.0, "{full}");
+
+    let refused = provision("dev");
+    let err = refused.fails(8);
+    assert!(
+        err.contains(&format!("{usage:.1} % full")) && err.contains("85 %"),
+        "the refusal names the usage and the threshold: {err}"
+    );
+    assert!(
+        engine.cli(&["vdb", "list", "-o", "json"]).json() == serde_json::json!([]),
+        "a refused provision makes nothing"
+    );
+    let objects = engine.cli(&["pool", "status", "-o", "json"]).json()["objects"].clone();
+    let tree = objects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "tree")
+        .unwrap_or_else(|| panic!("the dSource is listed: {objects}"));
+    assert!(
+        tree["frees"].as_u64().unwrap() >= fill,
+        "deleting the dSource would free what it holds: {tree}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    // The freed extents count once btrfs has committed the deletion.
+    let synced = std::process::Command::new("sync")
+        .arg("-f")
+        .arg(dataset_dir(engine.data_dir.path(), &dataset))
+        .status()
+        .unwrap();
+    assert!(synced.success());
+    let after = capacity(&engine);
+    assert_eq!(after["state"], "ok", "{after}");
+    provision("dev").ok();
+}
+
+#[test]
+fn thresholds_out_of_order_are_refused_at_start_naming_the_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args([
+            "serve",
+            "--pool-warn-percent",
+            "90",
+            "--pool-refuse-percent",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--pool-warn-percent") && err.contains("90") && err.contains("80"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_host_writing_into_a_mount_stops_at_the_reserve_instead_of_filling_the_pool() {
+    // btrfs's free figure runs ahead of what data can still use by up to
+    // about a hundred MiB on a pool this small (metadata chunks are
+    // allocated as data grows), so the reserve is kept only in part here (40 to 80 MiB of
+    // 200 measured);
+    // what matters is that the pool never fills (before the limits it
+    // ended with 0 bytes free and EIO for everyone).
+    let (world, engine) = staged_tree(&["--pool-size", "1GiB", "--pool-reserve", "200MiB"]);
+    let host = world.host("host");
+    // The engine sets dataset limits every 2 s; let it run once after the link.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let out = host.sh_output(
+        "delphix",
+        "dd if=/dev/zero of=/srv/stage/tree/fill bs=1M count=2048 conv=fsync 2>&1",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the write must be stopped: {said}");
+    let status = engine.cli(&["pool", "status", "-o", "json"]).json();
+    let (free, reserve) = (
+        status["free"].as_u64().unwrap(),
+        status["reserve"].as_u64().unwrap(),
+    );
+    assert!(
+        free >= 16 << 20,
+        "the pool keeps part of its reserve ({reserve} bytes), {free} bytes are free; dd said: {said}\n{}",
+        engine.log()
+    );
+    let written = std::fs::metadata(
+        dataset_dir(
+            engine.data_dir.path(),
+            engine
+                .cli(&["dsource", "show", "tree", "-o", "json"])
+                .json()["dataset"]
+                .as_str()
+                .unwrap(),
+        )
+        .join("fill"),
+    )
+    .unwrap()
+    .len();
+    assert!(
+        written > 512 * 1024 * 1024,
+        "the host could use the space above the reserve: {written} bytes written"
+    );
+}

@@ -40,6 +40,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "auditor",
     ),
     ("GET", "/api/v1/pool", "auditor"),
+    ("GET", "/metrics", "auditor"),
     ("GET", "/api/v1/environments", "auditor"),
     ("POST", "/api/v1/environments", "operator"),
     ("GET", "/api/v1/environments/{env}", "auditor"),
@@ -90,21 +91,6 @@ const ROLES: [&str; 3] = ["auditor", "operator", "admin"];
 
 fn rank(role: &str) -> usize {
     ROLES.iter().position(|r| *r == role).unwrap()
-}
-
-fn add_user(engine: &Engine, name: &str, role: &str) -> String {
-    engine
-        .cli_as(
-            &["user", "add", name, "--role", role],
-            Some(&engine.token),
-            None,
-            Some(&format!("{name}-password\n")),
-        )
-        .ok();
-    Client::new(&engine.url)
-        .login(name, &format!("{name}-password"))
-        .unwrap()
-        .token
 }
 
 /// Sends one request; answers (status, body).

@@ -172,9 +172,14 @@ impl Engine {
             // Small pools: tests make many engines at once (a benchmark
             // may ask for a bigger one).
             .args(if self.extra.iter().any(|a| a == "--pool-size") {
-                &["--pool-reserve", "64MiB"][..]
+                &[][..]
             } else {
-                &["--pool-size", "2GiB", "--pool-reserve", "64MiB"][..]
+                &["--pool-size", "2GiB"][..]
+            })
+            .args(if self.extra.iter().any(|a| a == "--pool-reserve") {
+                &[][..]
+            } else {
+                &["--pool-reserve", "64MiB"][..]
             })
             .arg("--admin-password-file")
             .arg(&password_file)
@@ -529,6 +534,38 @@ pub fn virtual_source(params: Value) -> Value {
 
 pub fn params_of(v: &Value) -> Value {
     serde_json::from_str(v["parameters"]["json"].as_str().unwrap_or("null")).unwrap()
+}
+
+/// The directory of a dataset in the engine's pool.
+pub fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
+    let mut todo = vec![data.join("pool")];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name() == volume && dir.ends_with("volumes") {
+                    return e.path();
+                }
+                todo.push(e.path());
+            }
+        }
+    }
+    panic!("no dataset {volume} under {}", data.display());
+}
+
+/// Adds an API user with `role` (password `<name>-password`) and returns its token.
+pub fn add_user(engine: &Engine, name: &str, role: &str) -> String {
+    engine
+        .cli_as(
+            &["user", "add", name, "--role", role],
+            Some(&engine.token),
+            None,
+            Some(&format!("{name}-password\n")),
+        )
+        .ok();
+    doppel_client::Client::new(&engine.url)
+        .login(name, &format!("{name}-password"))
+        .unwrap()
+        .token
 }
 
 /// Writes `text` to `dir/name` (a password or key file for the CLI).
