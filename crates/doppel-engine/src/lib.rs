@@ -18,6 +18,8 @@ pub mod layout;
 mod limits;
 pub mod mounts;
 mod plugins;
+pub mod policies;
+mod scheduler;
 mod secrets;
 pub mod vdbs;
 
@@ -135,6 +137,8 @@ pub struct Engine {
     /// Mount paths (environment id, path) a dSource or VDB job is mounting
     /// now, with who: see [`Engine::claim_mount_path`].
     mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
+    /// Turns policies into jobs; see [`Engine::start_scheduler`].
+    scheduler: scheduler::Scheduler,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -189,6 +193,7 @@ impl Engine {
             mount_watch: Default::default(),
             worker_reaper: Default::default(),
             mount_claims: Default::default(),
+            scheduler: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
@@ -264,6 +269,7 @@ impl Engine {
     /// next start adopts them); those served inside the engine end and are
     /// re-established at the next start.
     pub async fn shutdown(&self) {
+        self.scheduler.stop();
         for task in [&self.mount_watch, &self.worker_reaper] {
             if let Some(t) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 t.abort();
