@@ -190,9 +190,17 @@ pub(crate) fn check_spec(spec: &PolicySpec) -> Result<(), EngineError> {
 
 /// A stored policy's sections as a spec (the name is kept beside them).
 pub(crate) fn spec_of(p: &PolicyRecord) -> PolicySpec {
-    let mut spec: PolicySpec = serde_json::from_value(p.spec.clone()).unwrap_or_default();
-    spec.name = p.name.clone();
-    spec
+    let mut v = p.spec.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("name".into(), serde_json::Value::String(p.name.clone()));
+    }
+    serde_json::from_value(v).unwrap_or_else(|e| {
+        tracing::warn!(policy = %p.name, error = %e, "a stored policy does not read back");
+        PolicySpec {
+            name: p.name.clone(),
+            ..Default::default()
+        }
+    })
 }
 
 /// One section in force on an object, and which policy gave it.
@@ -663,6 +671,23 @@ mod tests {
         assert_eq!(
             utc.latest(t("2026-03-01T03:29:59Z")),
             Some(t("2026-02-28T03:30:00Z"))
+        );
+        let minutely = Slots::parse(
+            "s",
+            &Schedule {
+                cron: Some("* * * * *".into()),
+                every: None,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            minutely.latest(t("2026-01-01T00:02:01Z")),
+            Some(t("2026-01-01T00:02:00Z"))
+        );
+        assert_eq!(
+            minutely.latest(t("2026-01-01T00:01:05Z")),
+            Some(t("2026-01-01T00:01:00Z"))
         );
         // 03:30 in Paris is 02:30 UTC in winter.
         let paris = Slots::parse("s", &cron, Some("Europe/Paris")).unwrap();

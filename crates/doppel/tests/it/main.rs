@@ -11,6 +11,7 @@ mod hostile_artifacts;
 mod openapi;
 mod plugin_errors;
 mod plugins;
+mod policies;
 mod pool;
 mod postgres;
 mod python27;
