@@ -10,6 +10,7 @@ mod delphix;
 mod extract;
 mod listen;
 mod openapi;
+mod policies;
 mod rights;
 mod stream;
 pub mod tls;
@@ -139,6 +140,7 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(stream::stream_job))
         .routes(routes!(cancel_job))
         .merge(datasets::routes())
+        .merge(policies::routes())
         .merge(auth::routes())
 }
 

@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         (name = "environments", description = "Hosts, their users, repositories and source configs"),
         (name = "datasets", description = "dSources, VDBs, snapshots and mounts"),
         (name = "jobs", description = "Long operations"),
+        (name = "policies", description = "Schedules and retention applied to dSources and VDBs, and the scheduler"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -113,6 +113,21 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
     // them needs the owner right too (checked by the handler).
     ("GET", "/api/v1/hooks/{object}", Operate),
     ("PUT", "/api/v1/hooks/{object}", Operate),
+    ("GET", "/api/v1/policies", Read),
+    ("POST", "/api/v1/policies", Operate),
+    ("GET", "/api/v1/policies/{policy}", Read),
+    ("PUT", "/api/v1/policies/{policy}", Operate),
+    ("DELETE", "/api/v1/policies/{policy}", Operate),
+    ("POST", "/api/v1/policies/{policy}/apply", Operate),
+    (
+        "DELETE",
+        "/api/v1/policies/{policy}/objects/{object}",
+        Operate,
+    ),
+    ("GET", "/api/v1/schedule-runs", Read),
+    // Moves the scheduler's time: refused anyway unless the engine was
+    // started with --test-clock.
+    ("POST", "/api/v1/test-clock", Admin),
 ];
 
 /// The rule of a routed request, if the route has one.

@@ -656,4 +656,81 @@ impl Client {
     ) -> Result<doppel_model::Job, ClientError> {
         self.send(self.http.post(self.url(&["exports"])).json(req))
     }
+
+    pub fn list_policies(&self) -> Result<Vec<doppel_model::Policy>, ClientError> {
+        self.send(self.http.get(self.url(&["policies"])))
+    }
+
+    pub fn add_policy(
+        &self,
+        spec: &doppel_model::PolicySpec,
+    ) -> Result<doppel_model::Policy, ClientError> {
+        self.send(self.http.post(self.url(&["policies"])).json(spec))
+    }
+
+    pub fn get_policy(&self, policy: &str) -> Result<doppel_model::Policy, ClientError> {
+        self.send(self.http.get(self.url(&["policies", policy])))
+    }
+
+    pub fn update_policy(
+        &self,
+        policy: &str,
+        spec: &doppel_model::PolicySpec,
+    ) -> Result<doppel_model::Policy, ClientError> {
+        self.send(self.http.put(self.url(&["policies", policy])).json(spec))
+    }
+
+    pub fn delete_policy(&self, policy: &str) -> Result<doppel_model::Policy, ClientError> {
+        self.send(self.http.delete(self.url(&["policies", policy])))
+    }
+
+    pub fn apply_policy(
+        &self,
+        policy: &str,
+        req: &doppel_model::ApplyPolicy,
+    ) -> Result<doppel_model::ApplyOutcome, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&["policies", policy, "apply"]))
+                .json(req),
+        )
+    }
+
+    pub fn unapply_policy(
+        &self,
+        policy: &str,
+        object: &str,
+    ) -> Result<doppel_model::Policy, ClientError> {
+        self.send(
+            self.http
+                .delete(self.url(&["policies", policy, "objects", object])),
+        )
+    }
+
+    pub fn schedule_runs(
+        &self,
+        object: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<doppel_model::ScheduleRun>, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(o) = object {
+            q.push(("object", o.to_owned()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        self.send(self.http.get(self.url(&["schedule-runs"])).query(&q))
+    }
+
+    /// Sets the clock of an engine started with `--test-clock` and runs one
+    /// scheduling pass.
+    pub fn set_test_clock(&self, now: &str) -> Result<doppel_model::SchedulerPass, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&["test-clock"]))
+                .json(&doppel_model::SetTestClock {
+                    now: now.to_owned(),
+                }),
+        )
+    }
 }

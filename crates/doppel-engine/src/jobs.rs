@@ -348,6 +348,22 @@ impl JobRunner {
         Ok(job)
     }
 
+    /// The job holding `target` (or waiting for it) right now, if any.
+    pub fn busy_with(&self, target: &str) -> Option<String> {
+        let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        r.targets
+            .get(target)
+            .map(|(_, holder)| holder.clone().unwrap_or_else(|| "a queued job".into()))
+    }
+
+    /// Adds an event to a job from outside it (who started it, and why).
+    pub fn note(&self, id: &str, level: EventLevel, message: &str) {
+        if let Err(e) = self.store.add_job_event(id, level, message) {
+            tracing::warn!(job = %id, error = %e, "cannot record job event");
+        }
+        self.changes.bump();
+    }
+
     /// Wakes on every later change of any job (state, progress, events).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.0.subscribe()

@@ -21,6 +21,8 @@ mod limits;
 mod metrics;
 pub mod mounts;
 mod plugins;
+pub mod policies;
+mod scheduler;
 mod secrets;
 mod steps;
 mod toolkit;
@@ -140,6 +142,8 @@ pub struct Engine {
     mount_claims: Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), String>>>,
     capacity: capacity::Capacity,
     metrics: Arc<metrics::Metrics>,
+    /// Turns policies into jobs; see [`Engine::start_scheduler`].
+    scheduler: scheduler::Scheduler,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -200,6 +204,7 @@ impl Engine {
             mount_claims: Default::default(),
             capacity: config.capacity,
             metrics,
+            scheduler: Default::default(),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);
@@ -276,6 +281,7 @@ impl Engine {
     /// next start adopts them); those served inside the engine end and are
     /// re-established at the next start.
     pub async fn shutdown(&self) {
+        self.scheduler.stop();
         for task in [&self.mount_watch, &self.worker_reaper] {
             if let Some(t) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 t.abort();

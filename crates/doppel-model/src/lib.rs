@@ -9,6 +9,7 @@ pub mod environment;
 pub mod error;
 pub mod job;
 pub mod plugin;
+pub mod policy;
 pub mod user;
 
 pub use dataset::{
@@ -22,4 +23,8 @@ pub use environment::{
 pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobFilter, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};
+pub use policy::{
+    AppliedTo, ApplyOutcome, ApplyPolicy, Policy, PolicySpec, Retention, RetentionVictim, Schedule,
+    ScheduleRun, SchedulerPass, SetTestClock, SnapSync,
+};
 pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};

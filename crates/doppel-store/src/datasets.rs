@@ -165,6 +165,7 @@ impl Store {
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM dsource WHERE id = ?1", [id])?;
         crate::users::delete_grants_of(&tx, &format!("DSOURCE-{id}"))?;
+        crate::policies::forget_object(&tx, &format!("DSOURCE-{id}"))?;
         tx.commit()?;
         Ok(n > 0)
     }
@@ -283,6 +284,7 @@ impl Store {
         )?;
         let n = tx.execute("DELETE FROM vdb WHERE id = ?1", [id])?;
         crate::users::delete_grants_of(&tx, &format!("VDB-{id}"))?;
+        crate::policies::forget_object(&tx, &format!("VDB-{id}"))?;
         tx.commit()?;
         Ok(n > 0)
     }

@@ -14,12 +14,14 @@ mod datasets;
 mod environments;
 mod jobs;
 mod mounts;
+mod policies;
 pub use doppel_model::JobFilter;
 pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
     SourceConfigRecord,
 };
 mod upgrades;
+pub use policies::{BindingRecord, PolicyRecord, RunRecord};
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
@@ -198,6 +200,39 @@ const MIGRATIONS: &[&str] = &[
         grant_right TEXT NOT NULL,
         granted_at TEXT NOT NULL,
         PRIMARY KEY (object, user_id)
+    );",
+    // 11: policies, the objects they apply to (DSOURCE-<n>, VDB-<n>: a base
+    // policy and an override each), the last slot the scheduler dealt with
+    // per object and kind, and what it did with each slot.
+    "CREATE TABLE policy (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        spec TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE policy_binding (
+        object TEXT NOT NULL,
+        is_override INTEGER NOT NULL,
+        policy_id INTEGER NOT NULL REFERENCES policy (id) ON DELETE CASCADE,
+        applied_at TEXT NOT NULL,
+        PRIMARY KEY (object, is_override)
+    );
+    CREATE TABLE schedule_slot (
+        object TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        last_slot TEXT NOT NULL,
+        PRIMARY KEY (object, kind)
+    );
+    CREATE TABLE schedule_run (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        object TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        policy TEXT,
+        slot TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        job TEXT,
+        reason TEXT,
+        at TEXT NOT NULL
     );",
 ];
 

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    /// For tests only: the scheduler's clock stands still at this RFC 3339
+    /// time until an administrator sets it (`POST /api/v1/test-clock`,
+    /// which runs one scheduling pass), and no pass runs by itself. Hidden,
+    /// with no environment variable (a stray one cannot turn it on), and
+    /// refused unless `--listen` is a loopback address.
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    test_clock: Option<String>,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -166,6 +173,20 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("error: --{e}");
         return ExitCode::from(2);
     }
+    let test_clock = match &args.test_clock {
+        None => None,
+        Some(_) if !args.listen.ip().is_loopback() => {
+            eprintln!("error: --test-clock: only on a loopback --listen address (it is for tests)");
+            return ExitCode::from(2);
+        }
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+            Err(e) => {
+                eprintln!("error: --test-clock: {t:?} is not an RFC 3339 time ({e})");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if let Err(e) = args.transport.check() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -194,7 +215,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         mount_keeper: std::env::current_exe().ok(),
         capacity,
     };
-    match runtime.block_on(serve(config, args.listen, args.transport)) {
+    match runtime.block_on(serve(config, args.listen, args.transport, test_clock)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -228,9 +249,17 @@ async fn serve(
     config: EngineConfig,
     listen: SocketAddr,
     transport: crate::transport::TransportArgs,
+    test_clock: Option<chrono::DateTime<chrono::Utc>>,
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let engine = Engine::open(config).await?;
+    match test_clock {
+        Some(t) => {
+            tracing::warn!(now = %t, "TEST CLOCK: schedules run only when an administrator sets the time; never use this in production");
+            engine.use_test_clock(t);
+        }
+        None => engine.start_scheduler(),
+    }
     let (listeners, url) = transport.listeners(listen, engine.layout()).await?;
     tracing::info!(url = %url, data_dir = %data_dir.display(), "doppel engine ready");
     doppel_api::serve_listeners(listeners, engine.clone(), shutdown_signal()).await?;

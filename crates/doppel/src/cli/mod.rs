@@ -7,6 +7,7 @@ mod env;
 mod job;
 mod login;
 mod plugin;
+mod policy;
 mod pool;
 
 use std::process::ExitCode;
@@ -117,6 +118,17 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: pool::PoolCommand,
     },
+    /// Policies: sync, snapshot and refresh schedules and retention, applied
+    /// to dSources and VDBs and run by the engine's scheduler.
+    #[command(
+        after_help = "Examples:\n  doppel policy add nightly --snapsync-cron '30 3 * * *' --keep-last 7\n  doppel policy apply nightly --to dsource:tree\n  doppel policy apply nightly --dry-run\n  doppel policy runs --object dsource:tree"
+    )]
+    Policy {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
     /// Follow and manage jobs: every long operation runs as one.
     #[command(
         after_help = "Examples:\n  doppel job list --state running\n  doppel job wait JOB-12\n  doppel job cancel JOB-12"
@@ -201,6 +213,7 @@ fn run_command(cmd: ClientCommand) -> Result<(), CliError> {
             let ctx = Ctx::new(&global)?;
             pool::run(&ctx, command)
         }
+        ClientCommand::Policy { global, command } => policy::run(&Ctx::new(&global)?, command),
         ClientCommand::Job { global, command } => {
             let ctx = Ctx::new(&global)?;
             job::run(&ctx, command)

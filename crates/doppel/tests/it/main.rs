@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod plugin_errors;
 mod plugins;
+mod policies;
 mod pool;
 mod postgres;
 mod python27;

@@ -85,6 +85,19 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/mounts", "auditor"),
     ("GET", "/api/v1/hooks/{object}", "operator"),
     ("PUT", "/api/v1/hooks/{object}", "operator"),
+    ("GET", "/api/v1/policies", "auditor"),
+    ("POST", "/api/v1/policies", "operator"),
+    ("GET", "/api/v1/policies/{policy}", "auditor"),
+    ("PUT", "/api/v1/policies/{policy}", "operator"),
+    ("DELETE", "/api/v1/policies/{policy}", "operator"),
+    ("POST", "/api/v1/policies/{policy}/apply", "operator"),
+    (
+        "DELETE",
+        "/api/v1/policies/{policy}/objects/{object}",
+        "operator",
+    ),
+    ("GET", "/api/v1/schedule-runs", "auditor"),
+    ("POST", "/api/v1/test-clock", "admin"),
 ];
 
 const ROLES: [&str; 3] = ["auditor", "operator", "admin"];
