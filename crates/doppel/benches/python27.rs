@@ -6,27 +6,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/stats.rs"]
+mod stats;
 #[path = "../tests/it/support.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use stats::{median, ms, p99};
 use support::*;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn p99(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() * 99 / 100]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn main() {
     let rounds: usize = std::env::var("DOPPEL_BENCH_ROUNDS")
