@@ -246,53 +246,6 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Keeps the pool's free-space reserve while data flows: every dSource
-    /// and VDB dataset may grow by what is free above the reserve and no
-    /// more (a per-dataset limit where the driver has one: btrfs quota
-    /// groups), so a host writing into a mount gets EDQUOT at the reserve
-    /// instead of the pool filling to 100 % (where btrfs answers EIO to
-    /// everyone). Run every few seconds by the engine's watch loop: as free
-    /// space shrinks the limits follow; several datasets growing at once
-    /// can together overshoot the reserve by at most what they write
-    /// between two runs. A driver without limits is left alone.
-    pub(crate) async fn limit_datasets(&self) {
-        let volumes = match self.store.dataset_volumes() {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list datasets to limit");
-                return;
-            }
-        };
-        let pool = self.pool.clone();
-        let outcome = pool_task(move || {
-            let space = pool.space()?;
-            let headroom = space.free.saturating_sub(pool.reserve());
-            for v in volumes {
-                let Ok(id) = doppel_storage::VolumeId::new(v.as_str()) else {
-                    continue;
-                };
-                let used = match pool.volume_usage(&id) {
-                    Ok(u) => u.exclusive,
-                    // Being made or removed by a job right now.
-                    Err(doppel_storage::StorageError::VolumeNotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                match pool.set_quota(&id, Some(used.saturating_add(headroom))) {
-                    Ok(()) | Err(doppel_storage::StorageError::VolumeNotFound(_)) => {}
-                    Err(doppel_storage::StorageError::NotSupported { .. }) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = outcome {
-            tracing::warn!(error = %e, "cannot set dataset limits");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

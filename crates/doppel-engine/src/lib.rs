@@ -222,14 +222,12 @@ impl Engine {
                 );
             }
             engine.undo_unfinished().await;
-            engine.limit_datasets().await;
             drop(engine);
             // Afterwards a mount whose session ends without an unmount
             // (sshfs killed, host rebooted, connection dropped) comes back.
             loop {
                 tokio::time::sleep(MOUNT_WATCH_INTERVAL).await;
                 let Some(engine) = weak.upgrade() else { return };
-                engine.limit_datasets().await;
                 let healed = engine.heal_mounts().await;
                 if healed > 0 {
                     tracing::info!(count = healed, "lost mounts re-established");

@@ -512,15 +512,13 @@ fn bad_input_changes_nothing(e: Env) {
     assert_eq!(p.list_volumes().unwrap(), vec![vid("v")]);
     assert_eq!(p.list_all_snapshots().unwrap(), vec![sref("v", "s")]);
     assert_eq!(fs::read(vp.join("f")).unwrap(), b"keep");
-    if e.kind != DriverKind::Btrfs {
-        assert!(matches!(
-            p.set_quota(&vid("v"), Some(MIB)),
-            Err(StorageError::NotSupported {
-                op: "set_quota",
-                ..
-            })
-        ));
-    }
+    assert!(matches!(
+        p.set_quota(&vid("v"), Some(MIB)),
+        Err(StorageError::NotSupported {
+            op: "set_quota",
+            ..
+        })
+    ));
 }
 
 fn reopen_keeps_datasets_and_sweeps_temporaries(e: Env) {
@@ -658,57 +656,6 @@ fn btrfs_full_qgroups_report_exclusive_and_shared() {
     let s = pool.snapshot_usage(&sref("v", "s")).unwrap();
     assert!(approx(s.exclusive, 10 * MIB, 0.1), "{s:?}");
     drop(pool);
-}
-
-/// Writes into a limited btrfs volume stop at its limit with EDQUOT, for
-/// the default (simple where the kernel has them) and full quota groups;
-/// lifting the limit lets them go on.
-#[test]
-fn btrfs_volume_limits_stop_writes_with_edquot() {
-    for quota in [
-        doppel_storage::QuotaMode::Auto,
-        doppel_storage::QuotaMode::Full,
-    ] {
-        let fs_ = Scratch::btrfs();
-        let opts = PoolOptions {
-            reserve: 0,
-            driver: Some(DriverKind::Btrfs),
-            quota,
-            ..Default::default()
-        };
-        let pool = Pool::open(fs_.pool_root(), &opts).unwrap();
-        let vp = pool.create_volume(&vid("v")).unwrap();
-        // As a dSource is when its limit is set: some data, a snapshot.
-        write_noise(&vp.join("old"), 2 * MIB as usize, 3);
-        pool.create_snapshot(&vid("v"), &SnapshotId::new("s").unwrap())
-            .unwrap();
-        let used = pool.volume_usage(&vid("v")).unwrap().exclusive;
-        pool.set_quota(&vid("v"), Some(used + 4 * MIB)).unwrap();
-        let mut f = fs::File::create(vp.join("big")).unwrap();
-        let chunk = vec![7u8; MIB as usize];
-        let mut written = 0u64;
-        let err = loop {
-            // Each write is flushed, so the limit is met by this data, not by
-            // a later writeback.
-            match std::io::Write::write_all(&mut f, &chunk).and_then(|()| f.sync_data()) {
-                Ok(()) => written += MIB,
-                Err(e) => break e,
-            }
-            assert!(
-                written <= 64 * MIB,
-                "{quota:?}: no limit after {written} bytes"
-            );
-        };
-        assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{quota:?}: {err}");
-        assert!(
-            written <= 8 * MIB,
-            "{quota:?}: stopped after {written} bytes"
-        );
-        drop(f);
-        pool.set_quota(&vid("v"), None).unwrap();
-        write_noise(&vp.join("more"), 8 * MIB as usize, 1);
-        drop(pool);
-    }
 }
 
 #[test]

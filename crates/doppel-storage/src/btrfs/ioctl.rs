@@ -33,21 +33,6 @@ pub struct QuotaCtlArgs {
     status: u64,
 }
 
-/// `struct btrfs_ioctl_qgroup_limit_args` (with its `struct btrfs_qgroup_limit`).
-#[repr(C)]
-#[derive(Default)]
-pub struct QgroupLimitArgs {
-    pub qgroupid: u64,
-    pub flags: u64,
-    pub max_rfer: u64,
-    pub max_excl: u64,
-    pub rsv_rfer: u64,
-    pub rsv_excl: u64,
-}
-
-/// `BTRFS_QGROUP_LIMIT_MAX_EXCL`: the limit on exclusive bytes is set.
-const QGROUP_LIMIT_MAX_EXCL: u64 = 1 << 1;
-
 /// `struct btrfs_ioctl_search_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -91,8 +76,6 @@ nix::ioctl_write_ptr!(ioc_subvol_create_v2, MAGIC, 24, VolArgsV2);
 nix::ioctl_write_ptr!(ioc_snap_destroy_v2, MAGIC, 63, VolArgsV2);
 nix::ioctl_readwrite!(ioc_quota_ctl, MAGIC, 40, QuotaCtlArgs);
 nix::ioctl_none!(ioc_quota_rescan_wait, MAGIC, 46);
-// The kernel declares it `_IOR` although the argument is read by it.
-nix::ioctl_read!(ioc_qgroup_limit, MAGIC, 43, QgroupLimitArgs);
 nix::ioctl_none!(ioc_sync, MAGIC, 8);
 nix::ioctl_readwrite!(ioc_tree_search, MAGIC, 17, SearchArgs);
 nix::ioctl_readwrite!(ioc_ino_lookup, MAGIC, 18, InoLookupArgs);
@@ -154,26 +137,6 @@ pub fn quota_ctl(f: &File, cmd: u64) -> io::Result<()> {
     let mut a = QuotaCtlArgs { cmd, status: 0 };
     // SAFETY: `a` is a valid quota_ctl_args.
     unsafe { ioc_quota_ctl(f.as_raw_fd(), &mut a) }
-        .map(drop)
-        .map_err(err)
-}
-
-/// Limits the exclusive bytes of subvolume `subvol` (its level-0 qgroup);
-/// None lifts the limit. Past it, writes fail with EDQUOT. `f` is open on
-/// the pool's top, not on the subvolume: the ioctl's transaction is charged
-/// to the subvolume of `f`, and one at its limit would refuse the very call
-/// that raises it.
-pub fn qgroup_limit_exclusive(f: &File, subvol: u64, bytes: Option<u64>) -> io::Result<()> {
-    let mut a = QgroupLimitArgs {
-        qgroupid: subvol,
-        flags: QGROUP_LIMIT_MAX_EXCL,
-        // The kernel reads all ones as "no limit".
-        max_excl: bytes.unwrap_or(u64::MAX),
-        ..Default::default()
-    };
-    // SAFETY: `a` is a fully initialised qgroup_limit_args and `f` an open
-    // directory of the subvolume.
-    unsafe { ioc_qgroup_limit(f.as_raw_fd(), &mut a) }
         .map(drop)
         .map_err(err)
 }

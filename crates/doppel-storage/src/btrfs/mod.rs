@@ -327,19 +327,6 @@ impl StorageDriver for BtrfsDriver {
         }
     }
 
-    fn set_quota(&self, v: &VolumeId, bytes: Option<u64>) -> Result<()> {
-        if !self.qgroups {
-            return Err(StorageError::NotSupported {
-                op: "set_quota",
-                driver: "btrfs without quota groups",
-            });
-        }
-        let p = self.layout.volume(v);
-        let id = ioctl::subvol_id(&open_dir(&p)?).ctx("look up subvolume", &p)?;
-        let top = open_dir(self.layout.root())?;
-        ioctl::qgroup_limit_exclusive(&top, id, bytes).ctx("set qgroup limit", &p)
-    }
-
     fn volume_usage(&self, v: &VolumeId) -> Result<Usage> {
         self.usage(&self.layout.volume(v))
     }

@@ -172,14 +172,9 @@ impl Engine {
             // Small pools: tests make many engines at once (a benchmark
             // may ask for a bigger one).
             .args(if self.extra.iter().any(|a| a == "--pool-size") {
-                &[][..]
-            } else {
-                &["--pool-size", "2GiB"][..]
-            })
-            .args(if self.extra.iter().any(|a| a == "--pool-reserve") {
-                &[][..]
-            } else {
                 &["--pool-reserve", "64MiB"][..]
+            } else {
+                &["--pool-size", "2GiB", "--pool-reserve", "64MiB"][..]
             })
             .arg("--admin-password-file")
             .arg(&password_file)
