@@ -124,14 +124,8 @@ fn parse_tz(tz: Option<&str>) -> Result<chrono_tz::Tz, EngineError> {
 /// Checks every section of a policy, naming the field at fault.
 pub(crate) fn check_spec(spec: &PolicySpec) -> Result<(), EngineError> {
     let name = &spec.name;
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        return Err(invalid("name", "1 to 64 letters, digits, '.', '_' or '-'"));
-    }
+    // The engine's one name rule, so no policy is `..` or looks like a flag.
+    crate::environments::check_name("name", name)?;
     if parse_ref(name, POLICY_PREFIX).is_some() {
         return Err(invalid(
             "name",
