@@ -6,7 +6,7 @@ use std::path::Path;
 use base64::Engine as _;
 use doppel_client::ClientError;
 use doppel_model::{ApiError, ErrorCode};
-use doppel_testworld::{plugins, Host, World};
+use doppel_testworld::{plugins, World};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -292,68 +292,17 @@ fn the_directory_plugin_built_for_python27_runs_its_lifecycle_and_upgrades_to_it
         "caf\u{e9} 1\n".as_bytes(),
         "alice",
     );
-    trust_ssh(staging, source);
     target.mkdir("/srv/vdbs", "delphix");
     source.mkdir("/srv/restore", "delphix");
-    let secrets = tempfile::tempdir().unwrap();
-    let pw = |h: &Host, n: &str| {
-        secret_file(
-            secrets.path(),
-            n,
-            h.user("delphix").password.as_deref().unwrap(),
-        )
-    };
-    let key = secret_file(
-        secrets.path(),
-        "alice-key",
-        staging.user("alice").private_key_pem.as_deref().unwrap(),
-    );
     let engine = Engine::start();
     let installed = engine.install(&directory27());
     assert_eq!(installed["language"], "PYTHON27", "{installed}");
-    engine.add_env(
-        "source",
-        source,
-        "delphix",
-        "--password-file",
-        &pw(source, "pw-s"),
-    );
-    engine.add_env("staging", staging, "alice", "--key-file", &key);
-    engine.add_env(
-        "target",
-        target,
-        "delphix",
-        "--password-file",
-        &pw(target, "pw-t"),
-    );
+    let sc = add_directory_envs(&engine, source, staging, target);
     // Each toolkit carries the jq that plugins reach through DLPX_BIN_JQ.
     assert_eq!(
         target.sh("delphix", "~/.doppel/toolkit/bin/jq -n 1+1"),
         "2\n"
     );
-    let repo = engine
-        .cli(&["repository", "list", "--env", "source", "-o", "json"])
-        .json()[0]["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let sc = engine
-        .cli(&[
-            "sourceconfig",
-            "add",
-            "--env",
-            "source",
-            "--repository",
-            &repo,
-            "--params",
-            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
-            "-o",
-            "json",
-        ])
-        .json()["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "port": source.port()}).to_string();
     let linked = engine
         .cli(&[

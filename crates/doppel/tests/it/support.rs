@@ -593,3 +593,57 @@ pub fn trust_ssh(from: &doppel_testworld::Host, to: &doppel_testworld::Host) {
         h.command(&["chmod", "600", &format!("/home/alice/.ssh/{f}")]);
     }
 }
+
+/// The directory tutorial's environments: `source` and `target` added as
+/// `delphix` with its password, `staging` as `alice` with her key (which
+/// the source's alice trusts), then the source config `tree` for
+/// `/srv/data/tree` on the source; returns its reference.
+pub fn add_directory_envs(
+    engine: &Engine,
+    source: &doppel_testworld::Host,
+    staging: &doppel_testworld::Host,
+    target: &doppel_testworld::Host,
+) -> String {
+    trust_ssh(staging, source);
+    let secrets = tempfile::tempdir().unwrap();
+    let password = |h: &doppel_testworld::Host, file: &str| {
+        secret_file(
+            secrets.path(),
+            file,
+            h.user("delphix").password.as_deref().unwrap(),
+        )
+    };
+    let key = secret_file(
+        secrets.path(),
+        "alice-key",
+        staging.user("alice").private_key_pem.as_deref().unwrap(),
+    );
+    let source_pw = password(source, "pw-source");
+    let target_pw = password(target, "pw-target");
+    engine.add_env("source", source, "delphix", "--password-file", &source_pw);
+    engine.add_env("staging", staging, "alice", "--key-file", &key);
+    engine.add_env("target", target, "delphix", "--password-file", &target_pw);
+    let repo = engine
+        .cli(&["repository", "list", "--env", "source", "-o", "json"])
+        .json()[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    engine
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "source",
+            "--repository",
+            &repo,
+            "--params",
+            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
+            "-o",
+            "json",
+        ])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

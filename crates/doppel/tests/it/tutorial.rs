@@ -16,21 +16,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     );
     source.mkdir("/srv/data/tree", "alice");
     source.put_file("/srv/data/tree/hello.txt", b"version 1\n", "alice");
-    trust_ssh(staging, source);
     target.mkdir("/srv/vdbs", "delphix");
-    let secrets = tempfile::tempdir().unwrap();
-    let pw = |h: &Host, n: &str| {
-        secret_file(
-            secrets.path(),
-            n,
-            h.user("delphix").password.as_deref().unwrap(),
-        )
-    };
-    let key = secret_file(
-        secrets.path(),
-        "alice-key",
-        staging.user("alice").private_key_pem.as_deref().unwrap(),
-    );
 
     let engine = Engine::start();
     assert_eq!(
@@ -38,48 +24,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
         "btrfs"
     );
     engine.install(&plugins::build_example("directory"));
-    for (name, host, user, flag, file) in [
-        (
-            "source",
-            source,
-            "delphix",
-            "--password-file",
-            pw(source, "pw-source"),
-        ),
-        ("staging", staging, "alice", "--key-file", key.clone()),
-        (
-            "target",
-            target,
-            "delphix",
-            "--password-file",
-            pw(target, "pw-target"),
-        ),
-    ] {
-        engine.add_env(name, host, user, flag, &file);
-    }
-    let repo = engine
-        .cli(&["repository", "list", "--env", "source", "-o", "json"])
-        .json()[0]["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let sc = engine
-        .cli(&[
-            "sourceconfig",
-            "add",
-            "--env",
-            "source",
-            "--repository",
-            &repo,
-            "--params",
-            r#"{"name": "tree", "path": "/srv/data/tree"}"#,
-            "-o",
-            "json",
-        ])
-        .json()["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sc = add_directory_envs(&engine, source, staging, target);
     let params = json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()}).to_string();
     // No --name: the dSource takes the source config's name.
     let linked = engine
