@@ -15,6 +15,7 @@ mod rights;
 mod stream;
 pub mod tls;
 mod ui;
+mod webhooks;
 
 pub use listen::{delphix_router, serve_listeners, Listeners};
 pub use openapi::{openapi, openapi_json};
@@ -141,6 +142,7 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(cancel_job))
         .merge(datasets::routes())
         .merge(policies::routes())
+        .merge(webhooks::routes())
         .merge(auth::routes())
 }
 

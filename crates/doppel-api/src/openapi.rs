@@ -56,6 +56,7 @@ impl Modify for BearerAuth {
         (name = "datasets", description = "dSources, VDBs, snapshots and mounts"),
         (name = "jobs", description = "Long operations"),
         (name = "policies", description = "Schedules and retention applied to dSources and VDBs, and the scheduler"),
+        (name = "webhooks", description = "URLs that receive the engine's events as signed JSON POSTs"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -128,6 +128,13 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
     // Moves the scheduler's time: refused anyway unless the engine was
     // started with --test-clock.
     ("POST", "/api/v1/test-clock", Admin),
+    // Where the engine's events go (URLs may carry tokens in their query,
+    // and a new one receives everything): administrators only.
+    ("GET", "/api/v1/webhooks", Admin),
+    ("POST", "/api/v1/webhooks", Admin),
+    ("GET", "/api/v1/webhooks/{webhook}", Admin),
+    ("DELETE", "/api/v1/webhooks/{webhook}", Admin),
+    ("POST", "/api/v1/webhooks/{webhook}/test", Admin),
 ];
 
 /// The rule of a routed request, if the route has one.

@@ -733,4 +733,32 @@ impl Client {
                 }),
         )
     }
+
+    pub fn list_webhooks(&self) -> Result<Vec<doppel_model::Webhook>, ClientError> {
+        self.send(self.http.get(self.url(&["webhooks"])))
+    }
+
+    pub fn add_webhook(
+        &self,
+        req: &doppel_model::AddWebhook,
+    ) -> Result<doppel_model::Webhook, ClientError> {
+        self.send(self.http.post(self.url(&["webhooks"])).json(req))
+    }
+
+    /// One webhook with its last deliveries.
+    pub fn get_webhook(&self, webhook: &str) -> Result<doppel_model::Webhook, ClientError> {
+        self.send(self.http.get(self.url(&["webhooks", webhook])))
+    }
+
+    pub fn delete_webhook(&self, webhook: &str) -> Result<doppel_model::Webhook, ClientError> {
+        self.send(self.http.delete(self.url(&["webhooks", webhook])))
+    }
+
+    /// Sends a `ping` to the webhook and says how its receiver answered.
+    pub fn test_webhook(
+        &self,
+        webhook: &str,
+    ) -> Result<doppel_model::WebhookDelivery, ClientError> {
+        self.send(self.http.post(self.url(&["webhooks", webhook, "test"])))
+    }
 }

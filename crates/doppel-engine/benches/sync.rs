@@ -95,6 +95,7 @@ async fn main() {
         auth: Default::default(),
         mount_keeper: None,
         capacity: Default::default(),
+        webhooks: Default::default(),
     })
     .await
     .unwrap();

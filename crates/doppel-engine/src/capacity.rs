@@ -71,7 +71,7 @@ impl Capacity {
 }
 
 /// How full the pool is against the thresholds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CapacityState {
     /// Below the warning threshold.
@@ -185,6 +185,7 @@ impl Engine {
         })
         .await?;
         let capacity = self.capacity_of(&space);
+        self.note_capacity(&capacity);
         let mut status = status;
         match capacity.state {
             CapacityState::Ok => {}
@@ -224,6 +225,7 @@ impl Engine {
     pub(crate) fn check_capacity(&self, what: &str) -> Result<(), EngineError> {
         let space = self.pool.space()?;
         let report = self.capacity_of(&space);
+        self.note_capacity(&report);
         if report.state == CapacityState::Refusing {
             return Err(EngineError::PoolFull(format!(
                 "the storage pool is {:.1} % full ({} of {} bytes not free), past the {} % at which new \
@@ -235,14 +237,27 @@ impl Engine {
                 report.refuse_percent
             )));
         }
-        if report.state == CapacityState::Warning {
+        Ok(())
+    }
+
+    /// Tells of the pool crossing a threshold upwards once per crossing
+    /// (the log and a `capacity.warning` event), wherever usage was last
+    /// measured: a request's check, `pool status`, a metrics scrape.
+    pub(crate) fn note_capacity(&self, report: &CapacityReport) {
+        let before = {
+            let mut seen = self.capacity_seen.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *seen, report.state)
+        };
+        if report.state > before {
             tracing::warn!(
                 usage_percent = report.usage_percent,
                 warn_percent = report.warn_percent,
+                refuse_percent = report.refuse_percent,
+                state = ?report.state,
                 "the storage pool is filling up"
             );
+            self.publish(crate::webhooks::Event::capacity(report));
         }
-        Ok(())
     }
 }
 

@@ -127,12 +127,15 @@ pub enum JobNotice {
         job: String,
         kind: String,
         target: Option<String>,
+        /// The policy (`POLICY-<n>`) whose schedule started it, if one did.
+        policy: Option<String>,
     },
     /// The job ended (succeeded, failed or canceled).
     Finished {
         job: String,
         kind: String,
         target: Option<String>,
+        policy: Option<String>,
         state: JobState,
         /// What a user sees of the failure.
         error: Option<ApiError>,
@@ -141,7 +144,23 @@ pub enum JobNotice {
     },
 }
 
-/// Told of every job's start and end (metrics; webhooks could be another).
+thread_local! {
+    /// The policy on whose behalf jobs spawned now on this thread run: see
+    /// [`started_by`].
+    static ORIGIN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, marking every job it spawns as started by `policy`, so that
+/// observers (webhooks) know it from the job's first notice on. `f` is
+/// synchronous: job spawning is, and the mark stays on this thread.
+pub(crate) fn started_by<T>(policy: &str, f: impl FnOnce() -> T) -> T {
+    let before = ORIGIN.with(|o| o.replace(Some(policy.to_owned())));
+    let out = f();
+    ORIGIN.with(|o| *o.borrow_mut() = before);
+    out
+}
+
+/// Told of every job's start and end (metrics, webhooks).
 /// Called on the job's task right after the change is recorded: it must
 /// not block; slow work (a POST) belongs on a task of its own or behind a
 /// channel.
@@ -220,6 +239,7 @@ impl JobRunner {
         Fut: Future<Output = Result<Value, EngineError>> + Send + 'static,
     {
         let job = self.store.create_job(kind, target.as_deref())?;
+        let policy = ORIGIN.with(|o| o.borrow().clone());
         let cancel = CancellationToken::new();
         // Either the target is free and this job takes it now, in call
         // order, or it queues (tokio's mutex is fair) behind the holder.
@@ -289,6 +309,7 @@ impl JobRunner {
                     job: handle.id.clone(),
                     kind: kind.clone(),
                     target: target.clone(),
+                    policy: policy.clone(),
                 });
                 started = Some(std::time::Instant::now());
                 unpanicked(work(handle.clone())).await
@@ -328,6 +349,7 @@ impl JobRunner {
                 job: handle.id.clone(),
                 kind,
                 target: target.clone(),
+                policy,
                 state,
                 error,
                 duration: started.map(|s| s.elapsed()).unwrap_or_default(),
@@ -467,6 +489,29 @@ mod tests {
         gate.notify_one();
         assert_eq!(wait_finished(&r, &b.id).await.result.unwrap()["made"], "b");
         assert_eq!(*order.lock().unwrap(), vec!["c", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn observers_learn_which_policy_started_a_job() {
+        let r = JobRunner::new(Arc::new(Store::open_in_memory().unwrap())).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        r.observe(Arc::new(move |n| {
+            let (JobNotice::Started { policy, .. } | JobNotice::Finished { policy, .. }) = n;
+            s.lock().unwrap().push(policy.clone());
+        }));
+        let by_policy = started_by("POLICY-7", || {
+            r.spawn("A", None, |_| async { Ok(Value::Null) }).unwrap()
+        });
+        let by_user = r.spawn("B", None, |_| async { Ok(Value::Null) }).unwrap();
+        wait_finished(&r, &by_policy.id).await;
+        wait_finished(&r, &by_user.id).await;
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [None, None, Some("POLICY-7".into()), Some("POLICY-7".into())]
+        );
     }
 
     #[tokio::test]

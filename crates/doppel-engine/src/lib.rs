@@ -28,6 +28,7 @@ mod steps;
 mod toolkit;
 mod upgrades;
 pub mod vdbs;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub struct EngineConfig {
     pub mount_keeper: Option<PathBuf>,
     /// Pool usage thresholds: warn, then refuse new syncs, provisions and snapshots.
     pub capacity: capacity::Capacity,
+    /// How webhook deliveries are tried.
+    pub webhooks: webhooks::DeliveryConfig,
 }
 
 /// Plugin operation deadlines per class.
@@ -144,6 +147,10 @@ pub struct Engine {
     metrics: Arc<metrics::Metrics>,
     /// Turns policies into jobs; see [`Engine::start_scheduler`].
     scheduler: scheduler::Scheduler,
+    /// Where events go out to webhooks; see [`Engine::publish`].
+    webhooks: webhooks::Webhooks,
+    /// The capacity state last seen, so a crossing is told once.
+    capacity_seen: std::sync::Mutex<capacity::CapacityState>,
 }
 
 /// How often the engine looks for remote mounts whose session ended.
@@ -169,10 +176,20 @@ impl Engine {
         let counted = metrics.clone();
         jobs.observe(Arc::new(move |n| counted.job(n)));
         let auth = auth::Auth::open(store.clone(), &layout, config.auth.clone()).await?;
+        let secrets = Arc::new(secrets::SecretBox::open(&layout.secrets_key())?);
+        let webhooks = webhooks::Webhooks::start(
+            store.clone(),
+            secrets.clone(),
+            metrics.clone(),
+            config.webhooks.clone(),
+        )?;
+        let published = webhooks.publisher();
+        jobs.observe(Arc::new(move |n| {
+            published.publish(webhooks::Event::job(n))
+        }));
         let pool = Arc::new(open_pool(&config, known_datasets(&store)?).await?);
         // A freshly mounted pool shows its own top, not the mount point.
         let _ = layout::tighten_path(pool.root())?;
-        let secrets = Arc::new(secrets::SecretBox::open(&layout.secrets_key())?);
         let hosts = Arc::new(hosts::Hosts::new(store.clone(), secrets));
         let host = PluginHost::new(
             HostConfig {
@@ -205,6 +222,8 @@ impl Engine {
             capacity: config.capacity,
             metrics,
             scheduler: Default::default(),
+            webhooks,
+            capacity_seen: std::sync::Mutex::new(capacity::CapacityState::Ok),
         };
         engine.sweep_plugin_leftovers()?;
         let engine = Arc::new(engine);

@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     workers: IntGaugeVec,
     mounts: IntGaugeVec,
     up: IntGauge,
+    webhook_deliveries: IntCounterVec,
+    webhook_dropped: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -153,6 +155,26 @@ fn build() -> prometheus::Result<Metrics> {
             r,
             IntGauge::new("doppel_up", "1 while the engine answers.")?,
         )?,
+        webhook_deliveries: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "doppel_webhook_deliveries_total",
+                    "Webhook deliveries that ended, by outcome (delivered, failed).",
+                ),
+                &["outcome"],
+            )?,
+        )?,
+        webhook_dropped: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "doppel_webhook_events_dropped_total",
+                    "Events not sent to webhooks because their queue was full, by kind.",
+                ),
+                &["kind"],
+            )?,
+        )?,
         registry,
     })
 }
@@ -181,6 +203,14 @@ impl Metrics {
                     .observe(duration.as_secs_f64());
             }
         }
+    }
+
+    pub(crate) fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries.with_label_values(&[outcome]).inc();
+    }
+
+    pub(crate) fn webhook_dropped(&self, kind: &str) {
+        self.webhook_dropped.with_label_values(&[kind]).inc();
     }
 
     /// Records one plugin operation's duration.
@@ -214,6 +244,7 @@ impl Engine {
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
         m.pool_usage.set(crate::capacity::usage_percent(&space));
+        self.note_capacity(&self.capacity_of(&space));
         let plugins = self.store.list_plugins()?;
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         for (kind, n) in [
@@ -267,6 +298,8 @@ mod tests {
             .with_label_values(&["o", "succeeded"])
             .observe(1.0);
         m.pool_usage.set(1.0);
-        assert_eq!(m.registry.gather().len(), 11);
+        m.webhook_delivery("failed");
+        m.webhook_dropped("job.started");
+        assert_eq!(m.registry.gather().len(), 13);
     }
 }

@@ -476,7 +476,8 @@ impl Engine {
                 });
             }
             if !req.dry_run {
-                let job = self.enforce_retention(o, &rule)?;
+                let job =
+                    crate::jobs::started_by(&rule.policy, || self.enforce_retention(o, &rule))?;
                 outcome.jobs.push(job.id);
             }
         }

@@ -221,7 +221,7 @@ impl Engine {
                 // loses this slot rather than running it twice.
                 self.store.record_slot(&run)?;
                 if reason.is_none() {
-                    let started = match kind {
+                    let started = crate::jobs::started_by(&sched.policy, || match kind {
                         "snapsync" => self.sync_dsource(
                             &object,
                             e.snapsync.as_ref().and_then(|s| s.value.parameters.clone()),
@@ -229,7 +229,7 @@ impl Engine {
                         ),
                         "vdb_snapshot" => self.snapshot_vdb(&object),
                         _ => self.refresh_vdb(&object, None, false),
-                    };
+                    });
                     match started {
                         Ok(job) => {
                             self.jobs.note(
@@ -265,7 +265,9 @@ impl Engine {
                 {
                     continue;
                 }
-                let job = self.enforce_retention(&object, rule)?;
+                let job = crate::jobs::started_by(&rule.policy, || {
+                    self.enforce_retention(&object, rule)
+                })?;
                 let run = RunRecord {
                     object: object.clone(),
                     kind: "retention".into(),

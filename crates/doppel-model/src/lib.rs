@@ -11,6 +11,7 @@ pub mod job;
 pub mod plugin;
 pub mod policy;
 pub mod user;
+pub mod webhook;
 
 pub use dataset::{
     CreateEmptyVdb, DSource, ExportSnapshot, LinkDSource, Mount, MountRequest, ProvisionVdb,
@@ -28,3 +29,4 @@ pub use policy::{
     ScheduleRun, SchedulerPass, SetTestClock, SnapSync,
 };
 pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};
+pub use webhook::{AddWebhook, Webhook, WebhookDelivery, WebhookEvent, EVENT_KINDS};

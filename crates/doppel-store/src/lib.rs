@@ -23,10 +23,12 @@ pub use environments::{
 mod upgrades;
 pub use policies::{BindingRecord, PolicyRecord, RunRecord};
 mod users;
+mod webhooks;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
 pub use upgrades::{MigratedKind, MigratedObject};
 pub use users::{GrantRecord, TokenRecord, UserDeletion, UserRecord};
+pub use webhooks::{DeliveryRecord, WebhookRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -233,6 +235,29 @@ const MIGRATIONS: &[&str] = &[
         job TEXT,
         reason TEXT,
         at TEXT NOT NULL
+    );",
+    // 12: webhooks (the secret sealed like host credentials; events a JSON
+    // list, empty for all) and their last deliveries.
+    "CREATE TABLE webhook (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        events TEXT NOT NULL,
+        ca_cert TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE webhook_delivery (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        webhook_id INTEGER NOT NULL REFERENCES webhook (id) ON DELETE CASCADE,
+        event TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
     );",
 ];
 

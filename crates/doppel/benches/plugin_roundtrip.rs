@@ -87,6 +87,7 @@ fn main() {
                 auth: Default::default(),
                 mount_keeper: None,
                 capacity: Default::default(),
+                webhooks: Default::default(),
             }))
             .unwrap();
         rt.block_on(engine.install_plugin(

@@ -47,6 +47,7 @@ fn main() {
             auth: Default::default(),
             mount_keeper: None,
             capacity: Default::default(),
+            webhooks: Default::default(),
         }))
         .unwrap();
     let admin = engine.principal("admin").unwrap();

@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// are refused; running jobs go on.
     #[arg(long, env = "DOPPEL_POOL_REFUSE_PERCENT", default_value_t = 85.0)]
     pool_refuse_percent: f64,
+    /// Tries per webhook delivery before it is recorded failed.
+    #[arg(long, env = "DOPPEL_WEBHOOK_TRIES", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
+    webhook_tries: u32,
+    /// Seconds before a webhook delivery's second try; each later wait doubles.
+    #[arg(long, env = "DOPPEL_WEBHOOK_FIRST_RETRY", default_value_t = 2.0)]
+    webhook_first_retry: f64,
+    /// Seconds one webhook try may take before it counts as failed.
+    #[arg(long, env = "DOPPEL_WEBHOOK_TIMEOUT", default_value_t = 10.0)]
+    webhook_timeout: f64,
     /// Force a storage driver (btrfs, reflink or copy) instead of the best available.
     #[arg(long, env = "DOPPEL_POOL_DRIVER", value_parser = parse_driver)]
     pool_driver: Option<doppel_engine::DriverKind>,
@@ -151,6 +160,21 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let webhooks = (|| {
+        Ok::<_, String>(doppel_engine::webhooks::DeliveryConfig {
+            tries: args.webhook_tries,
+            first_retry: secs("webhook-first-retry", args.webhook_first_retry)?,
+            timeout: secs("webhook-timeout", args.webhook_timeout)?,
+            ..Default::default()
+        })
+    })();
+    let webhooks = match webhooks {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let deadlines = match deadlines {
         Ok(d) => d,
         Err(e) => {
@@ -214,6 +238,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Remote mounts are served by this binary's `mount-keeper`, so they outlive the engine.
         mount_keeper: std::env::current_exe().ok(),
         capacity,
+        webhooks,
     };
     match runtime.block_on(serve(config, args.listen, args.transport, test_clock)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,7 @@ pub async fn open_engine(dir: &Path) -> Arc<Engine> {
         auth: Default::default(),
         mount_keeper: None,
         capacity: Default::default(),
+        webhooks: Default::default(),
     })
     .await
     .expect("engine opens")

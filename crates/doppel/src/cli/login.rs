@@ -127,14 +127,21 @@ pub fn run_grant(ctx: &Ctx, cmd: GrantCommand) -> Result<(), CliError> {
 /// A password from the terminal (not echoed), or the first line of stdin
 /// when stdin is not a terminal.
 fn read_password(prompt: &str, confirm: bool) -> Result<String, CliError> {
+    read_secret("password", prompt, confirm)
+}
+
+/// A secret (`what` names it in errors) from the terminal (not echoed), or
+/// the first line of stdin when stdin is not a terminal: never from the
+/// command line, where other users see it.
+pub(super) fn read_secret(what: &str, prompt: &str, confirm: bool) -> Result<String, CliError> {
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password(prompt)
-            .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("cannot read the {what}: {e}")))?;
         if confirm {
             let again = rpassword::prompt_password("Again: ")
-                .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+                .map_err(|e| CliError::Usage(format!("cannot read the {what}: {e}")))?;
             if again != p {
-                return Err(CliError::Usage("the passwords differ".into()));
+                return Err(CliError::Usage(format!("the {what}s differ")));
             }
         }
         Ok(p)
@@ -143,11 +150,11 @@ fn read_password(prompt: &str, confirm: bool) -> Result<String, CliError> {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| CliError::Usage(format!("cannot read the password from stdin: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("cannot read the {what} from stdin: {e}")))?;
         let p = line.strip_suffix('\n').unwrap_or(&line);
         let p = p.strip_suffix('\r').unwrap_or(p).to_owned();
         if p.is_empty() {
-            return Err(CliError::Usage("no password on stdin".into()));
+            return Err(CliError::Usage(format!("no {what} on stdin")));
         }
         Ok(p)
     }

@@ -9,6 +9,7 @@ mod login;
 mod plugin;
 mod policy;
 mod pool;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -129,6 +130,18 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Webhooks: URLs that receive the engine's events (jobs started and
+    /// ended, capacity warnings, VDB expiry warnings) as signed JSON POSTs
+    /// (administrators only).
+    #[command(
+        after_help = "Examples:\n  doppel webhook add ops https://hooks.example.com/doppel --secret-file secret.txt --event job.failed\n  doppel webhook test ops\n  doppel webhook show ops\n  doppel webhook delete ops"
+    )]
+    Webhook {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
+    },
     /// Follow and manage jobs: every long operation runs as one.
     #[command(
         after_help = "Examples:\n  doppel job list --state running\n  doppel job wait JOB-12\n  doppel job cancel JOB-12"
@@ -214,6 +227,7 @@ fn run_command(cmd: ClientCommand) -> Result<(), CliError> {
             pool::run(&ctx, command)
         }
         ClientCommand::Policy { global, command } => policy::run(&Ctx::new(&global)?, command),
+        ClientCommand::Webhook { global, command } => webhook::run(&Ctx::new(&global)?, command),
         ClientCommand::Job { global, command } => {
             let ctx = Ctx::new(&global)?;
             job::run(&ctx, command)
@@ -294,6 +308,10 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Usage(String),
+    /// The request was fine and answered, but what it tried did not work
+    /// (a webhook ping the receiver refused): exit 1.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Exit codes scripts can rely on.
@@ -348,6 +366,10 @@ fn report(e: CliError) -> ExitCode {
         CliError::Usage(msg) => {
             eprintln!("error[invalid_input]: {msg}");
             ExitCode::from(2)
+        }
+        CliError::Failed(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
         }
     }
 }

@@ -26,3 +26,4 @@ mod support;
 mod tls;
 mod tutorial;
 mod ui;
+mod webhooks;

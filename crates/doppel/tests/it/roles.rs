@@ -98,6 +98,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/api/v1/schedule-runs", "auditor"),
     ("POST", "/api/v1/test-clock", "admin"),
+    ("GET", "/api/v1/webhooks", "admin"),
+    ("POST", "/api/v1/webhooks", "admin"),
+    ("GET", "/api/v1/webhooks/{webhook}", "admin"),
+    ("DELETE", "/api/v1/webhooks/{webhook}", "admin"),
+    ("POST", "/api/v1/webhooks/{webhook}/test", "admin"),
 ];
 
 const ROLES: [&str; 3] = ["auditor", "operator", "admin"];
