@@ -62,6 +62,12 @@ pub struct Snapshot {
     pub metadata: Value,
     /// Bytes only this snapshot holds (what deleting it would free).
     pub unique_bytes: Option<u64>,
+    /// Why retention keeps it (`VDB dev's current timeflow`, `bookmark
+    /// before-migration`, `newest 2 (retention of keep-2 POLICY-1)`, ...),
+    /// by the same reasoning retention deletes with; empty: the next
+    /// retention pass deletes it.
+    #[serde(default)]
+    pub kept_because: Vec<String>,
 }
 
 /// `POST /api/v1/vdbs`.
@@ -101,6 +107,12 @@ pub struct Vdb {
     pub source_config: Option<Value>,
     pub timeflows: usize,
     pub snapshots: usize,
+    /// Deletion protection: none may delete the VDB while it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<crate::Protection>,
+    /// When the scheduler deletes the VDB (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// What to mount where.
