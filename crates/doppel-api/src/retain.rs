@@ -54,7 +54,7 @@ async fn add_bookmark(
     body: ApiBody,
 ) -> Result<impl IntoResponse> {
     let req: AddBookmark = parse_body(&body)?;
-    let snapshot = engine.bookmark_target(&req.snapshot)?;
+    let snapshot = engine.resolve_snapshot(&req.snapshot)?;
     engine.authorize(&who, &[Need::Snapshot(&snapshot, Right::Owner)])?;
     Ok((
         axum::http::StatusCode::CREATED,

@@ -303,17 +303,18 @@ impl Engine {
         }
     }
 
-    /// The snapshot a new bookmark goes on (`SNAPSHOT-<n>`, a dataset for
-    /// its latest, or `DATASET@SNAPSHOT-<n>`), as `SNAPSHOT-<n>`: what
-    /// the API checks the rights on before adding it.
-    pub fn bookmark_target(&self, snapshot: &str) -> Result<String, EngineError> {
+    /// A snapshot as users name it outside a dataset's context
+    /// (`SNAPSHOT-<n>`, a dataset for its latest, `DATASET@SNAPSHOT-<n>` or
+    /// `DATASET@BOOKMARK`), as `SNAPSHOT-<n>`: what the API resolves
+    /// before checking rights on it and calling the operation.
+    pub fn resolve_snapshot(&self, snapshot: &str) -> Result<String, EngineError> {
         Ok(format!(
             "{SNAPSHOT_PREFIX}{}",
-            self.bookmark_snapshot(snapshot)?.id
+            self.named_snapshot(snapshot)?.id
         ))
     }
 
-    fn bookmark_snapshot(&self, snapshot: &str) -> Result<SnapshotRecord, EngineError> {
+    fn named_snapshot(&self, snapshot: &str) -> Result<SnapshotRecord, EngineError> {
         if let Some(id) = parse_ref(snapshot, SNAPSHOT_PREFIX) {
             return self
                 .store
@@ -353,7 +354,7 @@ impl Engine {
             ("expires_in", req.expires_in.as_deref()),
             now,
         )?;
-        let snap = self.bookmark_snapshot(&req.snapshot)?;
+        let snap = self.named_snapshot(&req.snapshot)?;
         let id = self.store.insert_bookmark(&BookmarkRecord {
             id: 0,
             name: req.name.clone(),

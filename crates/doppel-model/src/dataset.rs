@@ -78,7 +78,8 @@ pub struct ProvisionVdb {
     pub name: String,
     /// A dSource or VDB (name or reference).
     pub from: String,
-    /// One of its snapshots (default: the latest).
+    /// One of its snapshots, `SNAPSHOT-<n>` or a bookmark name (default:
+    /// the latest).
     pub snapshot: Option<String>,
     /// Target environment.
     pub environment: String,
@@ -179,7 +180,7 @@ pub struct CreateEmptyVdb {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportSnapshot {
-    /// `SNAPSHOT-<n>` of a dSource or VDB.
+    /// `SNAPSHOT-<n>` of a dSource or VDB, or `DATASET@BOOKMARK`.
     pub snapshot: String,
     /// The environment that receives the copy.
     pub environment: String,

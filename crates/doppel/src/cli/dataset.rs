@@ -136,6 +136,7 @@ pub enum VdbCommand {
     /// Re-point to a snapshot of the parent (default: its latest); starts a new timeflow.
     Refresh {
         vdb: String,
+        /// SNAPSHOT-<n> of the parent or one of its bookmarks.
         #[arg(long)]
         to: Option<String>,
         #[arg(long)]
@@ -326,7 +327,7 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
 /// Where and how a snapshot is exported (V2P).
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// SNAPSHOT-<n> (default: the latest).
+    /// SNAPSHOT-<n> or one of the dataset's bookmarks (default: the latest).
     #[arg(long)]
     snapshot: Option<String>,
     #[arg(long)]
@@ -346,6 +347,8 @@ pub struct ExportArgs {
 /// V2P of a dSource's or VDB's snapshot (default: its latest).
 fn export(ctx: &Ctx, dataset: &str, args: ExportArgs) -> Result<(), CliError> {
     let snapshot = match args.snapshot {
+        // A bare name is one of this dataset's bookmarks.
+        Some(s) if !s.starts_with("SNAPSHOT-") && !s.contains('@') => format!("{dataset}@{s}"),
         Some(s) => s,
         None => ctx
             .client

@@ -228,6 +228,28 @@ fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_s
     assert_eq!(k[0], vec!["bookmark golden".to_owned()]);
     assert_eq!(k[1], vec!["VDB dev's current timeflow".to_owned()]);
     assert!(has(&k[2], "newest 1 (retention of keep-1"), "{k:?}");
+    // A child VDB provisioned from the VDB's bookmark needs that snapshot too.
+    let child_params = json!({"mountPath": "/srv/stage/qa"}).to_string();
+    engine
+        .cli(&[
+            "vdb",
+            "provision",
+            "--name",
+            "qa",
+            "--from",
+            "dev@golden",
+            "--env",
+            "host",
+            "--params",
+            &child_params,
+        ])
+        .ok();
+    let k = kept(&engine, "dev");
+    assert_eq!(
+        k[0],
+        vec!["child VDB qa".to_owned(), "bookmark golden".to_owned()]
+    );
+    engine.cli(&["vdb", "delete", "qa"]).ok();
 
     // Protection: nobody deletes a protected VDB, admin included.
     let err = engine.cli(&["vdb", "protect", "nope"]).fails(4).to_owned();
