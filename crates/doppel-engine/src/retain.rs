@@ -581,3 +581,62 @@ impl Engine {
         Ok(runs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time(s).unwrap()
+    }
+
+    #[test]
+    fn times_are_absolute_or_from_now_in_the_future_and_refusals_name_the_field() {
+        let now = t("2026-01-01T00:00:00Z");
+        let field = |at, after| match future_time(("at", at), ("after", after), now) {
+            Err(EngineError::InvalidInput { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            future_time(("at", None), ("after", Some("2h")), now).unwrap(),
+            Some(t("2026-01-01T02:00:00Z"))
+        );
+        assert_eq!(
+            future_time(
+                ("at", Some("2026-01-02T00:00:00+01:00")),
+                ("after", None),
+                now
+            )
+            .unwrap(),
+            Some(t("2026-01-01T23:00:00Z"))
+        );
+        assert_eq!(
+            future_time(("at", None), ("after", None), now).unwrap(),
+            None
+        );
+        assert_eq!(field(Some("tomorrow"), None), "at");
+        assert_eq!(field(Some("2025-12-31T23:59:59Z"), None), "at");
+        assert_eq!(field(None, Some("2 hours")), "after");
+        assert_eq!(field(Some("2026-01-02T00:00:00Z"), Some("1h")), "at");
+    }
+
+    #[test]
+    fn protection_holds_until_its_end_or_forever() {
+        let now = t("2026-01-01T12:00:00Z");
+        let l = |protected, until: Option<&str>| LifecycleRecord {
+            vdb_id: 1,
+            protected,
+            protected_until: until.map(str::to_owned),
+            expires_at: None,
+        };
+        assert!(protection_at(&l(false, None), now).is_none());
+        assert_eq!(
+            protection_at(&l(true, None), now),
+            Some(Protection { until: None })
+        );
+        assert!(protection_at(&l(true, Some("2026-01-01T13:00:00Z")), now).is_some());
+        assert!(protection_at(&l(true, Some("2026-01-01T12:00:00Z")), now).is_none());
+        // An end that does not read back keeps protecting: the safe side.
+        assert!(protection_at(&l(true, Some("someday")), now).is_some());
+    }
+}
