@@ -82,7 +82,7 @@ pub enum DSourceCommand {
     Show {
         dsource: String,
     },
-    /// Unmount and destroy a dSource and its snapshots (refused while VDBs use it).
+    /// Unmount and destroy a dSource, its snapshots and bookmarks (refused while VDBs use it).
     Delete {
         dsource: String,
         #[arg(long)]
