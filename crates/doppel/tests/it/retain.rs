@@ -2,8 +2,8 @@
 //! expiry, on an engine with a test clock: a bookmark names a snapshot
 //! wherever one is taken and pins it against retention (after a refresh
 //! and a rewind too) until it expires; a protected VDB survives delete,
-//! admin's included, and expiry; an expiring VDB is warned of, then
-//! deleted by a job on time.
+//! admin's included, and expiry; an expiring VDB is warned of once (a
+//! restart does not repeat it), then deleted by a job on time.
 
 use doppel_testworld::World;
 use serde_json::{json, Value};
@@ -46,7 +46,7 @@ fn has(reasons: &[String], text: &str) -> bool {
 #[test]
 fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_should() {
     let world = World::new(&["host"]);
-    let engine = clocked_tree(&world, &[]);
+    let mut engine = clocked_tree(&world, &[]);
     engine.cli(&["dsource", "sync", "tree"]).ok();
     engine.cli(&["dsource", "sync", "tree"]).ok();
     let s = snapshots(&engine, "tree");
@@ -319,6 +319,8 @@ fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_s
         "{runs:?}"
     );
     assert!(of_kind(&runs, "expiry").is_empty(), "{runs:?}");
+    // What was dealt with is remembered across a restart: no second warning.
+    engine.restart();
     let runs = tick(&engine, "2026-01-02T01:00:00Z");
     assert!(of_kind(&runs, "expiry_warning").is_empty(), "{runs:?}");
     let runs = tick(&engine, "2026-01-03T00:00:10Z");
