@@ -4,7 +4,8 @@
 //! deletions use), and the deletion protection and expiry of VDBs.
 //!
 //! The scheduler's pass calls [`Engine::lifecycle_pass`]: expired
-//! bookmarks are removed, VDBs about to expire are warned of
+//! bookmarks are removed, VDBs expiring within the warning period (24 h
+//! unless set otherwise) are warned of
 //! ([`Engine::warn_expiring`], once per expiry time), and expired VDBs are
 //! deleted by an ordinary delete job, unless protected (then the skip is
 //! recorded). Each of these is recorded like a scheduled slot, so it
@@ -27,7 +28,8 @@ use crate::{Engine, EngineError, SNAPSHOT_PREFIX};
 
 pub(crate) const BOOKMARK_PREFIX: &str = "BOOKMARK-";
 
-/// How long before a VDB's expiry its warning is recorded.
+/// How long before a VDB's expiry its warning is recorded, unless
+/// `doppel serve --vdb-expiry-warning` says otherwise.
 pub const EXPIRY_WARNING_AHEAD: chrono::Duration = chrono::Duration::hours(24);
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
@@ -96,6 +98,24 @@ pub(crate) struct Verdict {
 }
 
 impl Engine {
+    /// Sets how long before its expiry a VDB is warned of.
+    pub fn set_expiry_warning(&self, ahead: std::time::Duration) {
+        *self
+            .scheduler
+            .expiry_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(chrono::Duration::from_std(ahead).unwrap_or(EXPIRY_WARNING_AHEAD));
+    }
+
+    fn expiry_warning(&self) -> chrono::Duration {
+        self.scheduler
+            .expiry_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(EXPIRY_WARNING_AHEAD)
+    }
+
     /// The dSource or VDB a pool volume belongs to: (reference, name).
     pub(crate) fn object_of_volume(
         &self,
@@ -523,6 +543,7 @@ impl Engine {
             self.store.record_slot(&run)?;
             runs.push(crate::scheduler::run_model(run));
         }
+        let ahead = self.expiry_warning();
         for l in self.store.list_lifecycles()? {
             let Some(at) = l.expires_at.clone() else {
                 continue;
@@ -534,7 +555,7 @@ impl Engine {
             let object = format!("{VDB_PREFIX}{}", vdb.id);
             let dealt = |kind: &str| slots.get(&(object.clone(), kind.to_owned())) == Some(&at);
             let protection = protection_at(&l, now);
-            if now >= t - EXPIRY_WARNING_AHEAD && !dealt("expiry_warning") {
+            if now >= t - ahead && !dealt("expiry_warning") {
                 runs.push(self.warn_expiring(&vdb, &at, protection.as_ref(), now)?);
             }
             if now < t || dealt("expiry") {

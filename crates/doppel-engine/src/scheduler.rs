@@ -38,6 +38,8 @@ pub(crate) struct Scheduler {
     /// Passes never overlap (a slot is read and recorded by one pass).
     pass: tokio::sync::Mutex<()>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How long before a VDB's expiry it is warned of; None: the default.
+    pub(crate) expiry_warning: std::sync::Mutex<Option<chrono::Duration>>,
 }
 
 impl Scheduler {

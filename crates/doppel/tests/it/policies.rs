@@ -38,8 +38,9 @@ pub(crate) fn wait(engine: &Engine, job: &str) {
 /// An engine on the test clock at [`T0`] with the `all-ops-staged` plugin,
 /// `world`'s `host` added as the environment `host` (with /srv/stage and
 /// /srv/ctl made there), and the dSource `tree` linked with `hooks`
-/// (`POINT=SCRIPT`), its first snapshot taken.
-pub(crate) fn clocked_tree(world: &World, hooks: &[&str]) -> Engine {
+/// (`POINT=SCRIPT`), its first snapshot taken; `extra` are more flags of
+/// `doppel serve`.
+pub(crate) fn clocked_tree(world: &World, hooks: &[&str], extra: &[&str]) -> Engine {
     let host = world.host("host");
     host.mkdir("/srv/stage", "delphix");
     host.mkdir("/srv/ctl", "delphix");
@@ -47,7 +48,9 @@ pub(crate) fn clocked_tree(world: &World, hooks: &[&str]) -> Engine {
     let pw = secrets.path().join("pw");
     std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
 
-    let engine = Engine::start_with(&["--test-clock", T0]);
+    let mut args = vec!["--test-clock", T0];
+    args.extend_from_slice(extra);
+    let engine = Engine::start_with(&args);
     engine.install(&build_plugin("all-ops-staged"));
     engine.add_env(
         "host",
@@ -87,7 +90,7 @@ fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_on
     // /srv/ctl/go: that is how a test keeps the dSource busy.
     let hook =
         "pre-sync=if [ -e /srv/ctl/hold ]; then while [ ! -e /srv/ctl/go ]; do sleep 0.1; done; fi";
-    let mut engine = clocked_tree(&world, &[hook]);
+    let mut engine = clocked_tree(&world, &[hook], &[]);
 
     // Bad input: named, and nothing made.
     let err = engine

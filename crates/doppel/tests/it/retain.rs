@@ -46,7 +46,8 @@ fn has(reasons: &[String], text: &str) -> bool {
 #[test]
 fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_should() {
     let world = World::new(&["host"]);
-    let mut engine = clocked_tree(&world, &[]);
+    // Expiring VDBs are warned of 12 hours ahead.
+    let mut engine = clocked_tree(&world, &[], &["--vdb-expiry-warning", "43200"]);
     engine.cli(&["dsource", "sync", "tree"]).ok();
     engine.cli(&["dsource", "sync", "tree"]).ok();
     let s = snapshots(&engine, "tree");
@@ -302,13 +303,13 @@ fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_s
         .json();
     assert!(shown.get("protection").is_none(), "{shown}");
 
-    // Expiry on time, warned 24 hours ahead, once.
+    // Expiry on time, warned 12 hours ahead, once.
     engine
         .cli(&["vdb", "expire", "dev", "--at", "2026-01-03T00:00:00Z"])
         .ok();
-    let runs = tick(&engine, "2026-01-01T12:00:00Z");
-    assert!(of_kind(&runs, "expiry_warning").is_empty(), "{runs:?}");
     let runs = tick(&engine, "2026-01-02T00:30:00Z");
+    assert!(of_kind(&runs, "expiry_warning").is_empty(), "{runs:?}");
+    let runs = tick(&engine, "2026-01-02T12:30:00Z");
     let warned = of_kind(&runs, "expiry_warning");
     assert_eq!(warned.len(), 1, "{runs:?}");
     assert!(
@@ -321,7 +322,7 @@ fn bookmarks_pin_snapshots_and_protected_or_expiring_vdbs_live_as_long_as_they_s
     assert!(of_kind(&runs, "expiry").is_empty(), "{runs:?}");
     // What was dealt with is remembered across a restart: no second warning.
     engine.restart();
-    let runs = tick(&engine, "2026-01-02T01:00:00Z");
+    let runs = tick(&engine, "2026-01-02T13:00:00Z");
     assert!(of_kind(&runs, "expiry_warning").is_empty(), "{runs:?}");
     let runs = tick(&engine, "2026-01-03T00:00:10Z");
     let expiry = of_kind(&runs, "expiry");
