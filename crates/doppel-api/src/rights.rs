@@ -125,6 +125,16 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
         Operate,
     ),
     ("GET", "/api/v1/schedule-runs", Read),
+    ("GET", "/api/v1/bookmarks", Read),
+    ("POST", "/api/v1/bookmarks", Operate),
+    ("GET", "/api/v1/bookmarks/{bookmark}", Read),
+    ("DELETE", "/api/v1/bookmarks/{bookmark}", Operate),
+    // Protection binds administrators too, but only on delete: they may
+    // lift it like any owner.
+    ("POST", "/api/v1/vdbs/{vdb}/protection", Operate),
+    ("DELETE", "/api/v1/vdbs/{vdb}/protection", Operate),
+    ("PUT", "/api/v1/vdbs/{vdb}/expiry", Operate),
+    ("DELETE", "/api/v1/vdbs/{vdb}/expiry", Operate),
     // Moves the scheduler's time: refused anyway unless the engine was
     // started with --test-clock.
     ("POST", "/api/v1/test-clock", Admin),

@@ -93,6 +93,7 @@ impl Engine {
     ) -> Result<Vdb, EngineError> {
         let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?)
             .unwrap_or(Value::Null);
+        let lifecycle = self.store.vdb_lifecycle(v.id)?;
         Ok(Vdb {
             reference: format!("{VDB_PREFIX}{}", v.id),
             name: v.name.clone(),
@@ -105,10 +106,12 @@ impl Engine {
             source_config: v.source_config.clone(),
             timeflows,
             snapshots,
+            protection: crate::retain::protection_at(&lifecycle, self.clock_now()),
+            expires_at: lifecycle.expires_at,
         })
     }
 
-    fn find_vdb(&self, reference: &str) -> Result<VdbRecord, EngineError> {
+    pub(crate) fn find_vdb(&self, reference: &str) -> Result<VdbRecord, EngineError> {
         let found = match parse_ref(reference, VDB_PREFIX) {
             Some(id) => self.store.get_vdb(id)?,
             None => self.store.find_vdb_by_name(reference)?,
@@ -801,9 +804,12 @@ impl Engine {
         )
     }
 
-    /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy.
+    /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy;
+    /// refused while it is protected (for everyone) or has child VDBs. Its
+    /// bookmarks go with it.
     pub fn delete_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
+        self.refuse_if_protected(&vdb)?;
         let children: Vec<String> = self
             .store
             .list_vdbs()?
@@ -828,6 +834,9 @@ impl Engine {
 
     /// The delete job of a VDB.
     async fn delete_vdb_job(&self, job: JobHandle, vdb: VdbRecord) -> Result<Value, EngineError> {
+        // A protection set while the job waited for the VDB counts.
+        let vdb = self.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+        self.refuse_if_protected(&vdb)?;
         let model = self.vdb_model(&vdb)?;
         let ctx = self.vdb_ctx(vdb.clone())?;
         let base = ctx.request(self.current_mounts(&ctx)?);

@@ -163,6 +163,11 @@ impl Store {
     pub fn delete_dsource(&self, id: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // Its bookmarks go with it, as in Delphix.
+        tx.execute(
+            "DELETE FROM bookmark WHERE volume = (SELECT volume FROM dsource WHERE id = ?1)",
+            [id],
+        )?;
         let n = tx.execute("DELETE FROM dsource WHERE id = ?1", [id])?;
         crate::users::delete_grants_of(&tx, &format!("DSOURCE-{id}"))?;
         crate::policies::forget_object(&tx, &format!("DSOURCE-{id}"))?;
@@ -279,6 +284,11 @@ impl Store {
             [id],
         )?;
         tx.execute(
+            "DELETE FROM bookmark WHERE volume = (SELECT volume FROM vdb WHERE id = ?1)",
+            [id],
+        )?;
+        tx.execute("DELETE FROM vdb_lifecycle WHERE vdb_id = ?1", [id])?;
+        tx.execute(
             "DELETE FROM snapshot WHERE timeflow_id IN (SELECT id FROM timeflow WHERE vdb_id = ?1)",
             [id],
         )?;
@@ -361,6 +371,7 @@ impl Store {
             "UPDATE timeflow SET parent_snapshot_id = NULL WHERE parent_snapshot_id = ?1",
             [id],
         )?;
+        tx.execute("DELETE FROM bookmark WHERE snapshot_id = ?1", [id])?;
         let n = tx.execute("DELETE FROM snapshot WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(n > 0)

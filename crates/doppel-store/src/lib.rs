@@ -15,6 +15,7 @@ mod environments;
 mod jobs;
 mod mounts;
 mod policies;
+mod retain;
 pub use doppel_model::JobFilter;
 pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
@@ -22,6 +23,7 @@ pub use environments::{
 };
 mod upgrades;
 pub use policies::{BindingRecord, PolicyRecord, RunRecord};
+pub use retain::{BookmarkRecord, LifecycleRecord};
 mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
@@ -233,6 +235,24 @@ const MIGRATIONS: &[&str] = &[
         job TEXT,
         reason TEXT,
         at TEXT NOT NULL
+    );",
+    // 12: bookmarks (a name on a snapshot, unique per dataset, optionally
+    // until a time), and per VDB its deletion protection (optionally until
+    // a time) and expiry.
+    "CREATE TABLE bookmark (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        snapshot_id INTEGER NOT NULL REFERENCES snapshot (id) ON DELETE CASCADE,
+        expires_at TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (volume, name)
+    );
+    CREATE TABLE vdb_lifecycle (
+        vdb_id INTEGER PRIMARY KEY REFERENCES vdb (id) ON DELETE CASCADE,
+        protected INTEGER NOT NULL DEFAULT 0,
+        protected_until TEXT,
+        expires_at TEXT
     );",
 ];
 

@@ -97,6 +97,14 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "operator",
     ),
     ("GET", "/api/v1/schedule-runs", "auditor"),
+    ("GET", "/api/v1/bookmarks", "auditor"),
+    ("POST", "/api/v1/bookmarks", "operator"),
+    ("GET", "/api/v1/bookmarks/{bookmark}", "auditor"),
+    ("DELETE", "/api/v1/bookmarks/{bookmark}", "operator"),
+    ("POST", "/api/v1/vdbs/{vdb}/protection", "operator"),
+    ("DELETE", "/api/v1/vdbs/{vdb}/protection", "operator"),
+    ("PUT", "/api/v1/vdbs/{vdb}/expiry", "operator"),
+    ("DELETE", "/api/v1/vdbs/{vdb}/expiry", "operator"),
     ("POST", "/api/v1/test-clock", "admin"),
 ];
 
