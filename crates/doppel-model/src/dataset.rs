@@ -101,6 +101,11 @@ pub struct Vdb {
     pub source_config: Option<Value>,
     pub timeflows: usize,
     pub snapshots: usize,
+    /// `SNAPSHOT-<n>` its current timeflow starts at: the parent's snapshot
+    /// it was provisioned or refreshed from, or its own after a rewind (none
+    /// once that snapshot is deleted).
+    #[serde(default)]
+    pub parent_snapshot: Option<String>,
 }
 
 /// What to mount where.

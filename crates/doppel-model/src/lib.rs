@@ -27,4 +27,6 @@ pub use policy::{
     AppliedTo, ApplyOutcome, ApplyPolicy, Policy, PolicySpec, Retention, RetentionVictim, Schedule,
     ScheduleRun, SchedulerPass, SetTestClock, SnapSync,
 };
-pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};
+pub use user::{
+    AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role, SetRole,
+};
