@@ -50,6 +50,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Flags for an engine whose pool is a directory on the test machine's own
+/// disk (the copy driver needs no loop device in a host's namespace). That
+/// disk is shared with everything else on the machine, so its usage says
+/// nothing about the test: the capacity thresholds are raised to the top so
+/// that only a truly full disk refuses work.
+pub const POOL_ON_THE_MACHINES_DISK: &[&str] = &[
+    "--pool-driver",
+    "copy",
+    "--pool-warn-percent",
+    "99.9",
+    "--pool-refuse-percent",
+    "100",
+];
+
 impl Engine {
     pub fn start() -> Engine {
         Self::start_with(&[])

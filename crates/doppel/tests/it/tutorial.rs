@@ -297,7 +297,7 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     );
 
     // The copy driver: the pool then needs no loop device in the host's namespace.
-    let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    let engine = Engine::start_in_namespace_of(local, POOL_ON_THE_MACHINES_DISK);
     engine.install(&plugins::build_example("directory"));
     let addr = local.address().to_string();
     let port = local.port().to_string();
