@@ -286,6 +286,38 @@ function Export({ obj, snapshots, environments, onJob }) {
   );
 }
 
+/** A sync with the plugin's snapshot parameters (`doppel dsource sync --params`). */
+function SyncWith({ obj, environments, onJob }) {
+  const [def] = useLoad(() => get(`/plugins/${enc(obj.plugin)}/definition`), [obj.plugin]);
+  const schema = def?.snapshotParametersDefinition?.schema;
+  const [params, setParams] = useState(null);
+  const [error, setError] = useState(null);
+  if (!schema?.properties || !Object.keys(schema.properties).length) return null;
+  const value = params ?? initialValue(schema) ?? {};
+  return (
+    <details class="card sync">
+      <summary>Sync with snapshot parameters</summary>
+      <form
+        aria-label="Sync with snapshot parameters"
+        noValidate
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setError(null);
+          try {
+            onJob(await post(`/dsources/${enc(obj.reference)}/sync`, { parameters: value }));
+          } catch (err) {
+            setError(err);
+          }
+        }}
+      >
+        <SchemaFields schema={schema} value={value} onChange={setParams} errors={fieldErrors(error)} environments={environments} prefix="sync" />
+        <ErrorBox error={error} />
+        <button type="submit">Sync</button>
+      </form>
+    </details>
+  );
+}
+
 /** Hook scripts by point (`doppel dsource|vdb hooks`); an emptied script is removed. */
 function Hooks({ kind, obj }) {
   const points = kind === 'dsource' ? DSOURCE_HOOKS : VDB_HOOKS;
@@ -456,6 +488,7 @@ function Detail({ kind, obj, vdbs, environments, onJob, onGone, onChanged }) {
           </form>
         </div>
       )}
+      {kind === 'dsource' && <SyncWith obj={obj} environments={environments} onJob={onJob} />}
       <ErrorBox error={error} />
       <h3>Snapshots</h3>
       <button type="button" class="small" onClick={reloadSnaps}>

@@ -181,8 +181,12 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
 
     // A new snapshot of the source, then refresh the VDB to it.
     host.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
-    b.click(".detail .actions button:first-child");
+    // With the snapshot parameters' form, which the plugin reads.
+    b.click(".detail details.sync summary");
+    b.click("#sync_resync");
+    b.click("form[aria-label='Sync with snapshot parameters'] button[type=submit]");
     let synced = job_done(&b, scope, &Some(provisioned));
+    b.wait_text(&format!("{scope} .job .events"), "resync of /srv/data/tree");
     b.click(".tree a[href='#/datasets/vdb/dev']");
     b.wait_text("#ds-h", "dev");
     let vdb_first = client.list_snapshots(Some("dev")).unwrap()[0]
