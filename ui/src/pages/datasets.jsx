@@ -379,6 +379,67 @@ function Hooks({ kind, obj }) {
 const DSOURCE_HOOKS = ['pre-sync', 'post-sync'];
 const VDB_HOOKS = ['configure-clone', 'pre-refresh', 'post-refresh', 'pre-rollback', 'post-rollback', 'pre-snapshot', 'post-snapshot', 'pre-start', 'post-start', 'pre-stop', 'post-stop'];
 
+/** A VDB with no data, which the plugin initializes (`doppel vdb create-empty`). */
+function CreateEmpty({ environments, onJob }) {
+  const [plugins] = useLoad(() => get('/plugins'));
+  const [plugin, setPlugin] = useState('');
+  const [def] = useLoad(() => (plugin ? get(`/plugins/${enc(plugin)}/definition`) : Promise.resolve(null)), [plugin]);
+  const schema = def?.virtualSourceDefinition?.parameters;
+  const [name, setName] = useState('');
+  const [env, setEnv] = useState('');
+  const [params, setParams] = useState(null);
+  const [error, setError] = useState(null);
+  const value = params ?? (schema ? initialValue(schema) : null) ?? {};
+  return (
+    <form
+      class="card"
+      aria-labelledby="empty-h"
+      noValidate
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setError(null);
+        try {
+          onJob(await post('/empty-vdbs', { name, plugin, environment: env, parameters: value }));
+        } catch (err) {
+          setError(err);
+        }
+      }}
+    >
+      <h2 id="empty-h">Create an empty VDB</h2>
+      <div class="field">
+        <label for="empty-plugin">Plugin</label>
+        <select
+          id="empty-plugin"
+          value={plugin}
+          onChange={(e) => {
+            setPlugin(e.currentTarget.value);
+            setParams(null);
+          }}
+        >
+          <option value="">(choose)</option>
+          {plugins?.map((p) => (
+            <option key={p.id} value={p.id}>
+              {p.name}
+            </option>
+          ))}
+        </select>
+      </div>
+      <TextField id="empty-name" label="VDB name" value={name} onInput={setName} error={inputError(error, 'name')} />
+      <EnvChoice id="empty-env" label="Target environment" environments={environments} value={env} onChange={setEnv} />
+      {schema && (
+        <fieldset>
+          <legend>Plugin parameters</legend>
+          <SchemaFields schema={schema} value={value} onChange={setParams} errors={fieldErrors(error)} environments={environments} prefix="empty" />
+        </fieldset>
+      )}
+      <ErrorBox error={error} />
+      <button type="submit" disabled={!plugin}>
+        Create empty VDB
+      </button>
+    </form>
+  );
+}
+
 function Detail({ kind, obj, vdbs, environments, onJob, onGone, onChanged }) {
   const [snapshots, snapError, reloadSnaps] = useLoad(() => get(`/snapshots?dataset=${enc(obj.reference)}`), [obj.reference, obj.snapshots]);
   const [parentSnaps] = useLoad(
@@ -540,6 +601,7 @@ export function Datasets({ arg }) {
           </div>
         )}
         {data && <Link environments={data.environments} onJob={onJob} />}
+        {data && <CreateEmpty environments={data.environments} onJob={onJob} />}
       </section>
       {obj && (
         <Detail

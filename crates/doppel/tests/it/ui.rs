@@ -338,6 +338,24 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     b.click("details[open] form button[type=submit]");
     b.wait_text("details[open] [role=status]", "Valid");
 
+    // An empty VDB of that plugin, once discovery has found its repository on box.
+    b.goto(&format!("{}/#/environments/box", engine.url));
+    b.wait_text("#env-detail-h", "box");
+    b.click(".detail .actions button:first-child");
+    job_done(&b, ".detail", &None);
+    b.goto(&format!("{}/#/datasets", engine.url));
+    b.choose("#empty-plugin", &plugin.name);
+    b.fill("#empty-name", "blank");
+    b.choose("#empty-env", "box");
+    b.fill("#empty_mountPath", "/srv/vdbs/blank");
+    b.click("form[aria-labelledby=empty-h] button[type=submit]");
+    job_done(&b, scope, &None);
+    b.wait_text(".tree", "blank");
+    assert!(host
+        .sh_output("alice", "mountpoint -q /srv/vdbs/blank")
+        .status
+        .success());
+
     // Users: added with a password the page never shows, given another
     // role and a right, then deleted.
     b.click("a[href='#/users']");
