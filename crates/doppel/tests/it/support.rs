@@ -186,9 +186,14 @@ impl Engine {
             // Small pools: tests make many engines at once (a benchmark
             // may ask for a bigger one).
             .args(if self.extra.iter().any(|a| a == "--pool-size") {
-                &["--pool-reserve", "64MiB"][..]
+                &[][..]
             } else {
-                &["--pool-size", "2GiB", "--pool-reserve", "64MiB"][..]
+                &["--pool-size", "2GiB"][..]
+            })
+            .args(if self.extra.iter().any(|a| a == "--pool-reserve") {
+                &[][..]
+            } else {
+                &["--pool-reserve", "64MiB"][..]
             })
             .arg("--admin-password-file")
             .arg(&password_file)
