@@ -5,6 +5,16 @@ import { SchemaFields, fieldErrors, initialValue } from '../schemaform.jsx';
 
 const enc = encodeURIComponent;
 
+/**
+ * A plugin's definition (none without a plugin) and the schema at `path`
+ * in it, for the forms drawn from it: `[definition, schema]`, both null
+ * while loading.
+ */
+function usePluginSchema(plugin, ...path) {
+  const [def] = useLoad(() => (plugin ? get(`/plugins/${enc(plugin)}/definition`) : Promise.resolve(null)), [plugin]);
+  return [def, def && path.reduce((o, k) => o?.[k], def)];
+}
+
 /** dSource → VDBs → child VDBs, each node a link to its details. */
 function Tree({ dsources, vdbs, selected }) {
   const children = (dataset) => vdbs.filter((v) => v.parent_dataset === dataset);
@@ -122,8 +132,7 @@ function EnvChoice({ id, label, environments, value, onChange, optional }) {
 }
 
 function Provision({ from, snapshots, environments, onJob }) {
-  const [def] = useLoad(() => get(`/plugins/${enc(from.plugin)}/definition`), [from.plugin]);
-  const schema = def?.virtualSourceDefinition?.parameters;
+  const [, schema] = usePluginSchema(from.plugin, 'virtualSourceDefinition', 'parameters');
   const [name, setName] = useState('');
   const [snapshot, setSnapshot] = useState('');
   const [env, setEnv] = useState('');
@@ -167,8 +176,7 @@ function Link({ environments, onJob }) {
   const [configs] = useLoad(() => get('/sourceconfigs'));
   const [sc, setSc] = useState('');
   const config = configs?.find((c) => c.reference === sc);
-  const [def] = useLoad(() => (config ? get(`/plugins/${enc(config.plugin)}/definition`) : Promise.resolve(null)), [config?.plugin]);
-  const schema = def?.linkedSourceDefinition?.parameters;
+  const [, schema] = usePluginSchema(config?.plugin, 'linkedSourceDefinition', 'parameters');
   const [name, setName] = useState('');
   const [staging, setStaging] = useState('');
   const [params, setParams] = useState(null);
@@ -237,8 +245,7 @@ function Link({ environments, onJob }) {
 
 /** V2P: a snapshot copied as plain files into a directory of a host, with the plugin's V2P parameters. */
 function Export({ obj, snapshots, environments, onJob }) {
-  const [def] = useLoad(() => get(`/plugins/${enc(obj.plugin)}/definition`), [obj.plugin]);
-  const schema = def?.virtualToPhysicalDefinition?.parameters;
+  const [def, schema] = usePluginSchema(obj.plugin, 'virtualToPhysicalDefinition', 'parameters');
   const [snapshot, setSnapshot] = useState('');
   const [env, setEnv] = useState('');
   const [target, setTarget] = useState('');
@@ -288,8 +295,7 @@ function Export({ obj, snapshots, environments, onJob }) {
 
 /** A sync with the plugin's snapshot parameters (`doppel dsource sync --params`). */
 function SyncWith({ obj, environments, onJob }) {
-  const [def] = useLoad(() => get(`/plugins/${enc(obj.plugin)}/definition`), [obj.plugin]);
-  const schema = def?.snapshotParametersDefinition?.schema;
+  const [, schema] = usePluginSchema(obj.plugin, 'snapshotParametersDefinition', 'schema');
   const [params, setParams] = useState(null);
   const [error, setError] = useState(null);
   if (!schema?.properties || !Object.keys(schema.properties).length) return null;
@@ -383,8 +389,7 @@ const VDB_HOOKS = ['configure-clone', 'pre-refresh', 'post-refresh', 'pre-rollba
 function CreateEmpty({ environments, onJob }) {
   const [plugins] = useLoad(() => get('/plugins'));
   const [plugin, setPlugin] = useState('');
-  const [def] = useLoad(() => (plugin ? get(`/plugins/${enc(plugin)}/definition`) : Promise.resolve(null)), [plugin]);
-  const schema = def?.virtualSourceDefinition?.parameters;
+  const [, schema] = usePluginSchema(plugin, 'virtualSourceDefinition', 'parameters');
   const [name, setName] = useState('');
   const [env, setEnv] = useState('');
   const [params, setParams] = useState(null);

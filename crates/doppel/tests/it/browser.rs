@@ -164,6 +164,13 @@ impl Browser {
         self.find_now(css).is_none()
     }
 
+    /// Waits until no element matches `css`.
+    pub fn wait_gone(&self, css: &str) {
+        self.wait(&format!("{css} to go"), || {
+            self.find_none(css).then_some(())
+        });
+    }
+
     /// The element `css` names, once it is there.
     pub fn find(&self, css: &str) -> String {
         self.wait(&format!("an element {css}"), || self.find_now(css))

@@ -26,6 +26,12 @@ fn job_done(b: &Browser, scope: &str, before: &Option<String>) -> String {
     id
 }
 
+/// Clicks the destructive button in `scope`, then says yes when asked.
+fn confirm_danger(b: &Browser, scope: &str) {
+    b.click(&format!("{scope} button.danger"));
+    b.click(&format!("{scope} .confirm button.danger"));
+}
+
 fn current_job(b: &Browser, scope: &str) -> Option<String> {
     b.script(&format!(
         "const j = document.querySelector({:?}); return j ? j.dataset.job : null",
@@ -123,11 +129,8 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     assert_eq!(client.get_environment("box").unwrap().users.len(), 2);
     b.screenshot("04-environments");
     b.assert_accessible("environments");
-    b.click("tr[data-user=delphix] button.danger");
-    b.click("tr[data-user=delphix] .confirm button.danger");
-    b.wait("the host user gone", || {
-        b.find_none("tr[data-user=delphix]").then_some(())
-    });
+    confirm_danger(&b, "tr[data-user=delphix]");
+    b.wait_gone("tr[data-user=delphix]");
     assert_eq!(client.get_environment("box").unwrap().users.len(), 1);
 
     // Link through the form drawn from the plugin's schema: a wrong value
@@ -282,8 +285,7 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     b.goto(&format!("{}/#/datasets/vdb/dev", engine.url));
     b.wait_text("#ds-h", "dev");
     let before = current_job(&b, scope);
-    b.click(".detail .actions button.danger");
-    b.click(".detail .confirm button.danger");
+    confirm_danger(&b, ".detail .actions");
     job_done(&b, scope, &before);
     assert!(client.list_vdbs().unwrap().is_empty(), "the VDB is gone");
     assert!(!host.exists("/srv/vdbs/dev/hello.txt"));
@@ -385,9 +387,8 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     assert_eq!(b.value("#role-olga"), "operator");
     b.screenshot("10-users");
     b.assert_accessible("users");
-    b.click(&format!("{grant} button.danger"));
-    b.click(&format!("{grant} .confirm button.danger"));
-    b.wait("the right revoked", || b.find_none(&grant).then_some(()));
+    confirm_danger(&b, &grant);
+    b.wait_gone(&grant);
     assert!(client.list_grants(None, Some("olga")).unwrap().is_empty());
     b.choose("#role-olga", "auditor");
     b.wait("olga an auditor", || {
@@ -404,11 +405,8 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
         "last administrator",
     );
     assert_eq!(b.value("#role-admin"), "admin");
-    b.click("tr[data-user=olga] button.danger");
-    b.click("tr[data-user=olga] .confirm button.danger");
-    b.wait("olga gone", || {
-        b.find_none("tr[data-user=olga]").then_some(())
-    });
+    confirm_danger(&b, "tr[data-user=olga]");
+    b.wait_gone("tr[data-user=olga]");
     assert_eq!(client.list_users().unwrap().len(), 1);
 
     println!("screenshots in {}", b.shots.display());
