@@ -46,6 +46,7 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/users", Admin),
     ("POST", "/api/v1/users", Admin),
     ("DELETE", "/api/v1/users/{name}", Admin),
+    ("PUT", "/api/v1/users/{name}/role", Admin),
     ("GET", "/api/v1/grants", Read),
     ("POST", "/api/v1/grants", Operate),
     ("DELETE", "/api/v1/grants", Operate),

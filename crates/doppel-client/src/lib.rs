@@ -482,6 +482,15 @@ impl Client {
         self.send(self.http.post(self.url(&["users"])).json(req))
     }
 
+    pub fn set_user_role(
+        &self,
+        name: &str,
+        role: doppel_model::Role,
+    ) -> Result<doppel_model::ApiUser, ClientError> {
+        let req = doppel_model::SetRole { role };
+        self.send(self.http.put(self.url(&["users", name, "role"])).json(&req))
+    }
+
     pub fn delete_user(&self, name: &str) -> Result<Value, ClientError> {
         self.send(self.http.delete(self.url(&["users", name])))
     }

@@ -80,7 +80,8 @@ impl Engine {
             self.store.vdb_timeflows(v.id)?.len(),
             self.store.list_snapshots(Some(&v.volume))?.len(),
         );
-        self.vdb_model_with(v, &schema, counts)
+        let parent = self.store.vdb_parent_snapshots()?.get(&v.id).copied();
+        self.vdb_model_with(v, &schema, counts, parent)
     }
 
     /// A VDB as shown, from what the caller already loaded (the plugin's
@@ -90,6 +91,7 @@ impl Engine {
         v: &VdbRecord,
         schema: &Value,
         (timeflows, snapshots): (usize, usize),
+        parent_snapshot: Option<i64>,
     ) -> Result<Vdb, EngineError> {
         let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?)
             .unwrap_or(Value::Null);
@@ -108,6 +110,7 @@ impl Engine {
             snapshots,
             protection: crate::retain::protection_at(&lifecycle, self.clock_now()),
             expires_at: lifecycle.expires_at,
+            parent_snapshot: parent_snapshot.map(|id| format!("{SNAPSHOT_PREFIX}{id}")),
         })
     }
 
@@ -125,6 +128,7 @@ impl Engine {
     /// Every VDB: plugin schemas and counts are read once for the whole list.
     pub fn list_vdbs(&self) -> Result<Vec<Vdb>, EngineError> {
         let counts = self.store.vdb_counts()?;
+        let parents = self.store.vdb_parent_snapshots()?;
         let mut schemas: std::collections::HashMap<String, Value> =
             std::collections::HashMap::new();
         let mut out = Vec::new();
@@ -141,6 +145,7 @@ impl Engine {
                 &v,
                 &schemas[&v.plugin_id],
                 counts.get(&v.id).copied().unwrap_or_default(),
+                parents.get(&v.id).copied(),
             )?);
         }
         Ok(out)

@@ -114,6 +114,11 @@ pub struct Vdb {
     /// When the scheduler deletes the VDB (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// `SNAPSHOT-<n>` its current timeflow starts at: the parent's snapshot
+    /// it was provisioned or refreshed from, or its own after a rewind (none
+    /// once that snapshot is deleted).
+    #[serde(default)]
+    pub parent_snapshot: Option<String>,
 }
 
 /// What to mount where.

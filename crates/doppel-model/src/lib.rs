@@ -28,4 +28,6 @@ pub use policy::{
     ProtectVdb, Protection, Retention, RetentionVictim, Schedule, ScheduleRun, SchedulerPass,
     SetTestClock, SnapSync,
 };
-pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};
+pub use user::{
+    AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role, SetRole,
+};

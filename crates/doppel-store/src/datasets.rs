@@ -350,6 +350,19 @@ impl Store {
         Ok(counts)
     }
 
+    /// Per VDB id: the snapshot its current timeflow starts at (none once
+    /// that snapshot is deleted), in one query for all VDBs.
+    pub fn vdb_parent_snapshots(&self) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT t.vdb_id, t.parent_snapshot_id FROM timeflow t
+             WHERE t.id = (SELECT MAX(id) FROM timeflow WHERE vdb_id = t.vdb_id)
+               AND t.parent_snapshot_id IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Names of the VDBs whose current timeflow starts at this snapshot.
     pub fn vdbs_on_snapshot(&self, snapshot_id: i64) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();

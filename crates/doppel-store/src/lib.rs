@@ -28,7 +28,7 @@ mod users;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
 pub use upgrades::{MigratedKind, MigratedObject};
-pub use users::{GrantRecord, TokenRecord, UserDeletion, UserRecord};
+pub use users::{GrantRecord, RoleChange, TokenRecord, UserDeletion, UserRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
 const MIGRATIONS: &[&str] = &[

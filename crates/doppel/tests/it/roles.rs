@@ -19,6 +19,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/users", "admin"),
     ("POST", "/api/v1/users", "admin"),
     ("DELETE", "/api/v1/users/{name}", "admin"),
+    ("PUT", "/api/v1/users/{name}/role", "admin"),
     ("GET", "/api/v1/grants", "auditor"),
     ("POST", "/api/v1/grants", "operator"),
     ("DELETE", "/api/v1/grants", "operator"),
