@@ -66,7 +66,8 @@ export async function api(method, path, body) {
 
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body);
-export const del = (path) => api('DELETE', path);
+export const put = (path, body) => api('PUT', path, body);
+export const del = (path, body) => api('DELETE', path, body);
 
 export async function login(user, password) {
   const r = await answer(

@@ -91,11 +91,11 @@ export function JobView({ job: first, onDone }) {
 }
 
 /** A button that asks once more before a destructive action. */
-export function ConfirmButton({ label, confirm, onConfirm }) {
+export function ConfirmButton({ label, confirm, onConfirm, small }) {
   const [asking, setAsking] = useState(false);
   if (!asking) {
     return (
-      <button type="button" class="danger" onClick={() => setAsking(true)}>
+      <button type="button" class={small ? 'danger small' : 'danger'} onClick={() => setAsking(true)}>
         {label}
       </button>
     );
@@ -123,4 +123,76 @@ export function ConfirmButton({ label, confirm, onConfirm }) {
 
 export function when(ts) {
   return ts ? ts.replace('T', ' ').replace(/\.\d+/, '').replace('Z', ' UTC') : '–';
+}
+
+/**
+ * What the engine said about one plain field: its `invalid_input` answers
+ * read `<field>: <reason>`, so the reason goes next to that input.
+ */
+export function inputError(error, field) {
+  const head = `${field}: `;
+  return error?.code === 'invalid_input' && error.message?.startsWith(head) ? error.message.slice(head.length) : null;
+}
+
+/** A labelled input; `error` is the engine's word on it, tied to it for screen readers. */
+export function TextField({ id, label, value, onInput, error, help, ...attrs }) {
+  const described = [help && `${id}-help`, error && `${id}-err`].filter(Boolean).join(' ') || undefined;
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <input id={id} value={value} onInput={(e) => onInput(e.currentTarget.value)} aria-invalid={error ? 'true' : undefined} aria-describedby={described} {...attrs} />
+      {help && (
+        <small class="help" id={`${id}-help`}>
+          {help}
+        </small>
+      )}
+      {error && (
+        <p class="field-error" id={`${id}-err`}>
+          {error}
+        </p>
+      )}
+    </div>
+  );
+}
+
+export const NO_SECRET = { auth: 'password', password: '', key: '', passphrase: '' };
+
+/** The credentials of `f` (see `Credentials`) as the API takes them. */
+export function credentials(f) {
+  return f.auth === 'password' ? { password: { password: f.password } } : { key: { private_key: f.key, passphrase: f.passphrase || null } };
+}
+
+/** A password or an SSH key (with its passphrase), as a host user logs in. */
+export function Credentials({ prefix, value: f, onChange }) {
+  const set = (k) => (e) => onChange({ ...f, [k]: e.currentTarget.value });
+  return (
+    <>
+      <fieldset>
+        <legend>Log in with</legend>
+        {['password', 'key'].map((a) => (
+          <span key={a} class="radio">
+            <input type="radio" id={`${prefix}-auth-${a}`} name={`${prefix}-auth`} value={a} checked={f.auth === a} onChange={set('auth')} />
+            <label for={`${prefix}-auth-${a}`}>{a === 'password' ? 'a password' : 'an SSH key'}</label>
+          </span>
+        ))}
+      </fieldset>
+      {f.auth === 'password' ? (
+        <div class="field">
+          <label for={`${prefix}-password`}>Password</label>
+          <input id={`${prefix}-password`} type="password" autocomplete="new-password" value={f.password} onInput={set('password')} />
+        </div>
+      ) : (
+        <>
+          <div class="field">
+            <label for={`${prefix}-key`}>Private key (PEM or OpenSSH)</label>
+            <textarea id={`${prefix}-key`} rows={4} spellcheck={false} value={f.key} onInput={set('key')} />
+          </div>
+          <div class="field">
+            <label for={`${prefix}-passphrase`}>Key passphrase (if any)</label>
+            <input id={`${prefix}-passphrase`} type="password" autocomplete="new-password" value={f.passphrase} onInput={set('passphrase')} />
+          </div>
+        </>
+      )}
+    </>
+  );
 }

@@ -7,6 +7,7 @@ import { Environments } from './pages/environments.jsx';
 import { Plugins } from './pages/plugins.jsx';
 import { Datasets } from './pages/datasets.jsx';
 import { Jobs } from './pages/jobs.jsx';
+import { Users } from './pages/users.jsx';
 import './style.css';
 
 // Hash routes: the engine serves one page, and a reload keeps the screen.
@@ -16,6 +17,8 @@ const SCREENS = [
   ['plugins', 'Plugins', Plugins],
   ['datasets', 'dSources and VDBs', Datasets],
   ['jobs', 'Jobs', Jobs],
+  // Only administrators manage users: the engine refuses the others.
+  ['users', 'Users', Users, 'admin'],
 ];
 
 function route() {
@@ -77,7 +80,8 @@ function App() {
     };
   }, []);
   if (!who) return <Login />;
-  const screen = SCREENS.find(([n]) => n === where.name) || SCREENS[0];
+  const screens = SCREENS.filter(([, , , role]) => !role || who.user?.role === role);
+  const screen = screens.find(([n]) => n === where.name) || screens[0];
   const Screen = screen[2];
   return (
     <>
@@ -88,7 +92,7 @@ function App() {
         <span class="brand">Doppel</span>
         <nav aria-label="Screens">
           <ul>
-            {SCREENS.map(([n, label]) => (
+            {screens.map(([n, label]) => (
               <li key={n}>
                 <a href={`#/${n}`} aria-current={n === screen[0] ? 'page' : undefined}>
                   {label}

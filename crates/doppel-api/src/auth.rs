@@ -15,6 +15,7 @@ use doppel_engine::auth::{Principal, TokenKind};
 use doppel_engine::{Engine, EngineError};
 use doppel_model::{
     AddUser, ApiError, ApiUser, ErrorCode, Grant, GrantRequest, LoginRequest, LoginResponse, Role,
+    SetRole,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(whoami))
         .routes(routes!(list_users, add_user))
         .routes(routes!(delete_user))
+        .routes(routes!(set_user_role))
         .routes(routes!(list_grants, add_grant, delete_grant))
 }
 
@@ -211,6 +213,20 @@ async fn delete_user(
 ) -> Result<impl IntoResponse> {
     engine.delete_user(&who, &name)?;
     Ok(Json(DeletedUser { deleted: name }))
+}
+
+/// Administrators only; the last administrator keeps the role.
+#[utoipa::path(put, path = "/api/v1/users/{name}/role", tag = "auth", request_body = SetRole,
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, body = ApiUser)))]
+async fn set_user_role(
+    State(engine): State<Arc<Engine>>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetRole = parse_body(&body)?;
+    Ok(Json(engine.set_user_role(&who, &name, req.role)?))
 }
 
 /// Answer of `DELETE /api/v1/users/{name}`.

@@ -48,7 +48,8 @@ async fn export_snapshot(
     Extension(who): Extension<Principal>,
     body: ApiBody,
 ) -> Result<impl IntoResponse> {
-    let req: doppel_model::ExportSnapshot = parse_body(&body)?;
+    let mut req: doppel_model::ExportSnapshot = parse_body(&body)?;
+    req.snapshot = engine.resolve_snapshot(&req.snapshot)?;
     engine.authorize(
         &who,
         &[
@@ -303,7 +304,7 @@ async fn snapshot_vdb(
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ToBody {
-    /// `SNAPSHOT-<n>`.
+    /// `SNAPSHOT-<n>` or a bookmark of the dataset it comes from.
     to: Option<String>,
 }
 

@@ -11,6 +11,7 @@ mod extract;
 mod listen;
 mod openapi;
 mod policies;
+mod retain;
 mod rights;
 mod stream;
 pub mod tls;
@@ -142,6 +143,7 @@ pub(crate) fn documented_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(cancel_job))
         .merge(datasets::routes())
         .merge(policies::routes())
+        .merge(retain::routes())
         .merge(webhooks::routes())
         .merge(auth::routes())
 }

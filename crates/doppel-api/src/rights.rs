@@ -46,6 +46,7 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/users", Admin),
     ("POST", "/api/v1/users", Admin),
     ("DELETE", "/api/v1/users/{name}", Admin),
+    ("PUT", "/api/v1/users/{name}/role", Admin),
     ("GET", "/api/v1/grants", Read),
     ("POST", "/api/v1/grants", Operate),
     ("DELETE", "/api/v1/grants", Operate),
@@ -125,6 +126,16 @@ pub(crate) const RULES: &[(&str, &str, Rule)] = &[
         Operate,
     ),
     ("GET", "/api/v1/schedule-runs", Read),
+    ("GET", "/api/v1/bookmarks", Read),
+    ("POST", "/api/v1/bookmarks", Operate),
+    ("GET", "/api/v1/bookmarks/{bookmark}", Read),
+    ("DELETE", "/api/v1/bookmarks/{bookmark}", Operate),
+    // Protection binds administrators too, but only on delete: they may
+    // lift it like any owner.
+    ("POST", "/api/v1/vdbs/{vdb}/protection", Operate),
+    ("DELETE", "/api/v1/vdbs/{vdb}/protection", Operate),
+    ("PUT", "/api/v1/vdbs/{vdb}/expiry", Operate),
+    ("DELETE", "/api/v1/vdbs/{vdb}/expiry", Operate),
     // Moves the scheduler's time: refused anyway unless the engine was
     // started with --test-clock.
     ("POST", "/api/v1/test-clock", Admin),

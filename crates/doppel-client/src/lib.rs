@@ -482,6 +482,15 @@ impl Client {
         self.send(self.http.post(self.url(&["users"])).json(req))
     }
 
+    pub fn set_user_role(
+        &self,
+        name: &str,
+        role: doppel_model::Role,
+    ) -> Result<doppel_model::ApiUser, ClientError> {
+        let req = doppel_model::SetRole { role };
+        self.send(self.http.put(self.url(&["users", name, "role"])).json(&req))
+    }
+
     pub fn delete_user(&self, name: &str) -> Result<Value, ClientError> {
         self.send(self.http.delete(self.url(&["users", name])))
     }
@@ -760,5 +769,58 @@ impl Client {
         webhook: &str,
     ) -> Result<doppel_model::WebhookDelivery, ClientError> {
         self.send(self.http.post(self.url(&["webhooks", webhook, "test"])))
+    }
+}
+
+impl Client {
+    pub fn list_bookmarks(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<Vec<doppel_model::Bookmark>, ClientError> {
+        let q: Vec<(&str, &str)> = dataset.map(|d| ("dataset", d)).into_iter().collect();
+        self.send(self.http.get(self.url(&["bookmarks"])).query(&q))
+    }
+
+    pub fn add_bookmark(
+        &self,
+        req: &doppel_model::AddBookmark,
+    ) -> Result<doppel_model::Bookmark, ClientError> {
+        self.send(self.http.post(self.url(&["bookmarks"])).json(req))
+    }
+
+    pub fn get_bookmark(&self, bookmark: &str) -> Result<doppel_model::Bookmark, ClientError> {
+        self.send(self.http.get(self.url(&["bookmarks", bookmark])))
+    }
+
+    pub fn delete_bookmark(&self, bookmark: &str) -> Result<doppel_model::Bookmark, ClientError> {
+        self.send(self.http.delete(self.url(&["bookmarks", bookmark])))
+    }
+
+    pub fn protect_vdb(
+        &self,
+        vdb: &str,
+        req: &doppel_model::ProtectVdb,
+    ) -> Result<doppel_model::Vdb, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&["vdbs", vdb, "protection"]))
+                .json(req),
+        )
+    }
+
+    pub fn unprotect_vdb(&self, vdb: &str) -> Result<doppel_model::Vdb, ClientError> {
+        self.send(self.http.delete(self.url(&["vdbs", vdb, "protection"])))
+    }
+
+    /// `req` with neither field: the expiry is removed.
+    pub fn expire_vdb(
+        &self,
+        vdb: &str,
+        req: &doppel_model::ExpireVdb,
+    ) -> Result<doppel_model::Vdb, ClientError> {
+        if req.at.is_none() && req.after.is_none() {
+            return self.send(self.http.delete(self.url(&["vdbs", vdb, "expiry"])));
+        }
+        self.send(self.http.put(self.url(&["vdbs", vdb, "expiry"])).json(req))
     }
 }

@@ -17,7 +17,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use base64::Engine as _;
 use doppel_model::{AddUser, ApiUser, Role};
-use doppel_store::{Store, UserDeletion, UserRecord};
+use doppel_store::{RoleChange, Store, UserDeletion, UserRecord};
 use sha2::{Digest, Sha256};
 
 use crate::layout::Layout;
@@ -488,6 +488,34 @@ impl Engine {
             .iter()
             .map(|u| Principal::of(u).to_api())
             .collect())
+    }
+
+    /// Gives a user another role; their tokens carry it from the next request.
+    pub fn set_user_role(
+        &self,
+        who: &Principal,
+        name: &str,
+        role: Role,
+    ) -> Result<ApiUser, EngineError> {
+        Self::require_admin(who)?;
+        match self.auth.store.set_user_role(name, role.as_str())? {
+            RoleChange::Changed(u) => {
+                tracing::info!(user = %u.name, role = %u.role, by = %who.name, "role changed");
+                Ok(Principal::of(&u).to_api())
+            }
+            RoleChange::NotFound => Err(EngineError::NotFound {
+                kind: "user",
+                id: name.to_owned(),
+            }),
+            RoleChange::LastAdmin => Err(EngineError::Conflict(format!(
+                "{name:?} is the last administrator; make another user an administrator first"
+            ))),
+            RoleChange::HoldsRights(n) => Err(EngineError::Conflict(format!(
+                "{name:?} holds {n} right{} on objects and auditors hold none; revoke {} first",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it" } else { "them" },
+            ))),
+        }
     }
 
     /// Deletes a user and ends all their tokens.

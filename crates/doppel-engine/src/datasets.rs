@@ -53,7 +53,9 @@ impl Engine {
         Ok((ds.dataset, ds.plugin))
     }
 
-    /// A snapshot of `volume`: the one named, or the latest.
+    /// A snapshot of `volume`: the one named (`SNAPSHOT-<n>` or one of the
+    /// dataset's bookmarks), or the latest. Every request that names a
+    /// snapshot of a dataset comes through here.
     pub(crate) fn pick_snapshot(
         &self,
         volume: &str,
@@ -65,11 +67,19 @@ impl Engine {
                 EngineError::Conflict(format!("dataset {volume} has no snapshot yet"))
             }),
             Some(n) => {
-                let id =
-                    parse_ref(n, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
-                        field: "snapshot".into(),
-                        reason: "must look like SNAPSHOT-<n>".into(),
-                    })?;
+                // A bookmark of the dataset names its snapshot.
+                let id = match parse_ref(n, SNAPSHOT_PREFIX) {
+                    Some(id) => id,
+                    None => match self.bookmark_on(volume, n)? {
+                        Some(b) => b.snapshot_id,
+                        None => {
+                            return Err(EngineError::NotFound {
+                                kind: "snapshot (SNAPSHOT-<n>) or bookmark of that dataset",
+                                id: n.to_owned(),
+                            })
+                        }
+                    },
+                };
                 snaps
                     .into_iter()
                     .find(|s| s.id == id)
@@ -100,6 +110,7 @@ impl Engine {
         volume: Option<&str>,
     ) -> Result<Vec<Snapshot>, EngineError> {
         let records = self.store.list_snapshots(volume)?;
+        let mut kept = self.kept_because(&records)?;
         let pool = self.pool.clone();
         pool_task(move || {
             Ok(records
@@ -120,6 +131,7 @@ impl Engine {
                         created_at: s.created_at,
                         metadata: s.metadata,
                         unique_bytes,
+                        kept_because: kept.remove(&s.id).unwrap_or_default(),
                     }
                 })
                 .collect())
@@ -128,7 +140,7 @@ impl Engine {
     }
 
     /// Deletes a snapshot of a dSource or VDB; refused while a VDB's current
-    /// timeflow starts at it.
+    /// timeflow starts at it or a bookmark pins it.
     pub async fn delete_snapshot(&self, reference: &str) -> Result<Snapshot, EngineError> {
         let id =
             parse_ref(reference, SNAPSHOT_PREFIX).ok_or_else(|| EngineError::InvalidInput {
@@ -142,6 +154,13 @@ impl Engine {
                 kind: "snapshot",
                 id: reference.to_owned(),
             })?;
+        let marks = self.bookmarks_pinning(&record)?;
+        if !marks.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "{reference} is bookmarked as {}; delete the bookmark first",
+                marks.join(", ")
+            )));
+        }
         let users = self.store.vdbs_on_snapshot(id)?;
         if !users.is_empty() {
             return Err(EngineError::Conflict(format!("{reference} is the base of the current state of VDB(s) {}; refresh or delete them first", users.join(", "))));

@@ -10,7 +10,9 @@ use doppel_model::{DSource, LinkDSource, MountRequest};
 use std::sync::Arc;
 
 use doppel_model::{EventLevel, Job, PluginKind};
-use doppel_plugin_host::requests::{DirectSource, Mount, Reply, Request, Source, StagedSource};
+use doppel_plugin_host::requests::{
+    default_snapshot_parameters, DirectSource, Mount, Reply, Request, Source, StagedSource,
+};
 use doppel_plugin_host::schema::{redact_secrets, ParameterSchema};
 use doppel_plugin_host::Op;
 use doppel_storage::{SnapshotRef, VolumeId};
@@ -384,7 +386,7 @@ impl Engine {
             if ctx.staging.is_some() {
                 self.enable_staging(&job, &ctx).await?;
             }
-            let resync = self.default_snapshot_parameters(&ctx.plugin, true);
+            let resync = default_snapshot_parameters(&ctx.plugin.definition, true);
             self.sync_steps(&job, &ctx, resync, 30).await
         })
         .await;
@@ -400,23 +402,6 @@ impl Engine {
         }
         self.store.mark_ready("dsource", id)?;
         crate::to_json(&self.dsource_model(&ds)?)
-    }
-
-    /// The snapshot parameters of a sync the user gave none for:
-    /// `{"resync": <resync>}` when the plugin's snapshot parameters have a
-    /// `resync` flag (the docs' convention; published plugins read
-    /// `snapshot_parameters.resync` without a None check, so a plain sync
-    /// must say `false`, never `null`), else `null`.
-    fn default_snapshot_parameters(&self, plugin: &PluginRecord, resync: bool) -> Value {
-        if plugin
-            .definition
-            .pointer("/snapshotParametersDefinition/schema/properties/resync")
-            .is_some()
-        {
-            json!({ "resync": resync })
-        } else {
-            Value::Null
-        }
     }
 
     /// Runs one of the dSource's plugin steps; `sync`: its `run_sync`
@@ -645,8 +630,8 @@ impl Engine {
         }
         let ctx = self.dsource_ctx(ds)?;
         let params = match (params, resync) {
-            (_, true) => self.default_snapshot_parameters(&ctx.plugin, true),
-            (None, false) => self.default_snapshot_parameters(&ctx.plugin, false),
+            (_, true) => default_snapshot_parameters(&ctx.plugin.definition, true),
+            (None, false) => default_snapshot_parameters(&ctx.plugin.definition, false),
             (Some(p), false) => {
                 crate::limits::check_parameters("parameters", &p)?;
                 let schema = ParameterSchema::new(

@@ -46,6 +46,10 @@ pub(crate) struct KeeperSpec {
     pub read_only: bool,
     pub owner: Option<(u32, u32)>,
     pub label: String,
+    /// The pool's reserve: writes that would eat into it are refused.
+    /// Keepers started by an engine that predates it serve without one.
+    #[serde(default)]
+    pub keep_free: u64,
 }
 
 impl KeeperSpec {
@@ -92,22 +96,31 @@ const READY: Duration = Duration::from_secs(10);
 /// How often a keeper checks that its socket file is still there.
 const SOCKET_CHECK: Duration = Duration::from_secs(1);
 
+/// How a mount is served: read-only or not, who owns what the host
+/// creates, and the free space writes must leave in the pool.
+pub(crate) fn serve_options(
+    read_only: bool,
+    owner: Option<(u32, u32)>,
+    keep_free: u64,
+) -> doppel_sftp::ServeOptions {
+    doppel_sftp::ServeOptions {
+        read_only,
+        new_file_owner: owner.map(|(uid, gid)| doppel_sftp::Owner { uid, gid }),
+        keep_free,
+        ..Default::default()
+    }
+}
+
 /// Serves one mount over an exec channel until the session ends.
 pub(crate) async fn serve(
     conn: &Connection,
     command: &str,
     root: PathBuf,
-    read_only: bool,
-    owner: Option<(u32, u32)>,
+    options: doppel_sftp::ServeOptions,
     label: String,
 ) -> Result<JoinHandle<DuplexExit>, doppel_remote::Error> {
     let exec = conn.exec_duplex(command).await?;
     let (stream, waiter) = exec.into_parts();
-    let options = doppel_sftp::ServeOptions {
-        read_only,
-        new_file_owner: owner.map(|(uid, gid)| doppel_sftp::Owner { uid, gid }),
-        ..Default::default()
-    };
     Ok(tokio::spawn(async move {
         let (reader, writer) = tokio::io::split(stream);
         match doppel_sftp::serve_sftp(&root, options, reader, writer).await {
@@ -335,8 +348,7 @@ async fn keep(socket: &Path, spec: KeeperSpec) -> Result<(), String> {
             &conn,
             &spec.command,
             spec.root,
-            spec.read_only,
-            spec.owner,
+            serve_options(spec.read_only, spec.owner, spec.keep_free),
             spec.label,
         )
         .await

@@ -22,6 +22,7 @@ mod metrics;
 pub mod mounts;
 mod plugins;
 pub mod policies;
+pub mod retain;
 mod scheduler;
 mod secrets;
 mod steps;

@@ -404,6 +404,7 @@ impl Engine {
                     read_only: m.read_only,
                     owner,
                     label,
+                    keep_free: self.pool.reserve(),
                 };
                 spec.set_credentials(&self.hosts.credentials_of(&user)?);
                 let keeper_error = |why: String| {
@@ -417,7 +418,10 @@ impl Engine {
                     .map_err(keeper_error)?;
                 crate::keeper::watch(&socket).await.map_err(keeper_error)?.1
             }
-            None => crate::keeper::serve(conn, &command, root, m.read_only, owner, label).await?,
+            None => {
+                let options = crate::keeper::serve_options(m.read_only, owner, self.pool.reserve());
+                crate::keeper::serve(conn, &command, root, options, label).await?
+            }
         };
         let key = (env.id, m.mount_path.clone());
         let deadline = tokio::time::Instant::now() + MOUNT_READY;

@@ -5,7 +5,9 @@
 //!
 //! Retention is safe-only: a snapshot is deleted only when its rules let it
 //! go and nothing needs it (a VDB's or child VDB's current timeflow starts
-//! at it); the newest snapshot of a dataset is always kept.
+//! at it, or a bookmark that has not expired is on it); the newest snapshot
+//! of a dataset is always kept. Why each is kept is decided in one place,
+//! `retain::verdicts`, which `snapshot list` shows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -454,7 +456,7 @@ impl Engine {
             let Some(volume) = self.volume_of_object(o)? else {
                 continue;
             };
-            let victims = self.retention_victims(&volume, &rule.value, now)?;
+            let victims = self.retention_victims(&volume, &rule, now)?;
             if victims.is_empty() {
                 continue;
             }
@@ -518,36 +520,20 @@ impl Engine {
     }
 
     /// The snapshots of `volume` that `rule` lets go and nothing needs,
-    /// oldest first.
+    /// oldest first: those for which `verdicts` finds no reason to keep.
     pub(crate) fn retention_victims(
         &self,
         volume: &str,
-        rule: &Retention,
+        rule: &InForce<Retention>,
         now: DateTime<Utc>,
     ) -> Result<Vec<SnapshotRecord>, EngineError> {
         let snaps = self.store.list_snapshots(Some(volume))?;
-        let n = snaps.len();
-        let max_age = rule
-            .max_age
-            .as_deref()
-            .map(|a| parse_duration("retention.max_age", a))
-            .transpose()?;
-        let mut victims = Vec::new();
-        for (i, s) in snaps.into_iter().enumerate() {
-            let newest = i + 1 == n;
-            let by_count = rule.keep_last.is_some_and(|k| i + k as usize >= n);
-            let by_age = max_age.is_some_and(|a| {
-                parse_time(&s.created_at).is_none_or(|t| (now - t).num_seconds() < a)
-            });
-            if newest || by_count || by_age {
-                continue;
-            }
-            if !self.store.vdbs_on_snapshot(s.id)?.is_empty() {
-                continue;
-            }
-            victims.push(s);
-        }
-        Ok(victims)
+        Ok(self
+            .verdicts(snaps, Some(rule), now)?
+            .into_iter()
+            .filter(|v| v.kept_because.is_empty())
+            .map(|v| v.snapshot)
+            .collect())
     }
 
     /// Deletes, in a job on the object, what its retention lets go; what is
@@ -566,7 +552,7 @@ impl Engine {
                 let Some(volume) = engine.volume_of_object(&o)? else {
                     return Ok(json!({"deleted": []}));
                 };
-                let victims = engine.retention_victims(&volume, &r.value, engine.clock_now())?;
+                let victims = engine.retention_victims(&volume, &r, engine.clock_now())?;
                 let mut deleted = Vec::new();
                 for (i, v) in victims.iter().enumerate() {
                     job.check_canceled()?;

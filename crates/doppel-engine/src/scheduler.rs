@@ -10,6 +10,9 @@
 //! (a job holds or waits for it) or disabled, or that is older than its
 //! SnapSync window, is recorded as skipped, with the reason.
 //!
+//! Bookmark expiry and VDB expiry (with its warning ahead) are dealt with
+//! in the same pass (`retain::lifecycle_pass`).
+//!
 //! The clock is the system's, except on an engine started with
 //! `--test-clock`: there time stands still until an administrator sets it,
 //! which also runs one pass, and no pass runs by itself.
@@ -35,6 +38,8 @@ pub(crate) struct Scheduler {
     /// Passes never overlap (a slot is read and recorded by one pass).
     pass: tokio::sync::Mutex<()>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How long before a VDB's expiry it is warned of; None: the default.
+    pub(crate) expiry_warning: std::sync::Mutex<Option<chrono::Duration>>,
 }
 
 impl Scheduler {
@@ -259,10 +264,7 @@ impl Engine {
                 let Some(volume) = self.volume_of_object(&object)? else {
                     continue;
                 };
-                if self
-                    .retention_victims(&volume, &rule.value, now)?
-                    .is_empty()
-                {
+                if self.retention_victims(&volume, rule, now)?.is_empty() {
                     continue;
                 }
                 let job = crate::jobs::started_by(&rule.policy, || {
@@ -282,6 +284,7 @@ impl Engine {
                 pass.runs.push(run_model(run));
             }
         }
+        pass.runs.extend(self.lifecycle_pass(now, &slots)?);
         Ok(pass)
     }
 }
@@ -296,7 +299,7 @@ fn in_force<T>(s: &InForce<T>, value: doppel_model::Schedule) -> InForce<doppel_
     }
 }
 
-fn run_model(r: RunRecord) -> ScheduleRun {
+pub(crate) fn run_model(r: RunRecord) -> ScheduleRun {
     ScheduleRun {
         object: r.object,
         kind: r.kind,

@@ -122,7 +122,35 @@ impl Engine {
                     started.elapsed().as_secs_f64() * 1000.0
                 ),
             );
+            if out.is_err() {
+                self.say_if_at_reserve(job).await;
+            }
         }
         Ok(out?)
+    }
+
+    /// A plugin that writes into a mount while the pool is at its reserve
+    /// has its writes refused (the host sees EPERM or EIO) and fails with
+    /// whatever its copy tool said: the job's events say why.
+    async fn say_if_at_reserve(&self, job: &JobHandle) {
+        let pool = self.pool.clone();
+        let Ok(space) = crate::pool_task(move || pool.space()).await else {
+            return;
+        };
+        let reserve = self.pool.reserve();
+        // Within 1 % of the reserve (or 16 MiB): the guard stops writes
+        // just short of it.
+        let margin = (reserve / 100).max(16 << 20);
+        if reserve > 0 && space.free <= reserve.saturating_add(margin) {
+            job.event(
+                EventLevel::Error,
+                &format!(
+                    "the pool is at its free-space reserve ({} bytes free, {reserve} bytes kept): \
+                     writes into its mounts were refused, which is likely why the plugin failed; \
+                     free space (delete VDBs, snapshots or dSources) or lower --pool-reserve",
+                    space.free
+                ),
+            );
+        }
     }
 }

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 
 use doppel_model::{JobFilter, JobState};
+use doppel_plugin_host::requests::UpgradeRequest;
 use doppel_plugin_host::schema::ParameterSchema;
 use doppel_plugin_host::Op;
 use doppel_plugin_host::{BuildNumber, CallContext, LoadedPlugin};
 use doppel_store::{MigratedKind, MigratedObject, PluginRecord};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::plugins::ParameterDefinition;
 use crate::{Engine, EngineError, SNAPSHOT_PREFIX};
@@ -154,11 +155,16 @@ impl Engine {
                     .map(|(r, (_, t))| (r.clone(), t.clone()))
                     .collect()
             } else {
-                let request = json!({
-                    "pre_upgrade_parameters": before.iter().map(|(r, (_, t))| (r.clone(), t.clone())).collect::<BTreeMap<_, _>>(),
-                    "type": ty,
-                    "migration_ids": migration_ids,
-                });
+                let texts: BTreeMap<String, String> = before
+                    .iter()
+                    .map(|(r, (_, t))| (r.clone(), t.clone()))
+                    .collect();
+                let request = UpgradeRequest {
+                    object_type: ty,
+                    pre_upgrade_parameters: &texts,
+                    migration_ids,
+                }
+                .message();
                 let ctx = CallContext {
                     upgrading: true,
                     ..Default::default()
@@ -167,7 +173,7 @@ impl Engine {
                     .host
                     .invoke(new, op.spec(), request, &ctx, None)
                     .await?;
-                serde_json::from_value(result["post_upgrade_parameters"].clone()).map_err(|e| {
+                UpgradeRequest::post_upgrade_parameters(&result).map_err(|e| {
                     EngineError::InvalidInput {
                         field: format!("{op_name} result"),
                         reason: format!("post_upgrade_parameters is not a map of JSON texts: {e}"),

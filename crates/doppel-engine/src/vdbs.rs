@@ -80,7 +80,8 @@ impl Engine {
             self.store.vdb_timeflows(v.id)?.len(),
             self.store.list_snapshots(Some(&v.volume))?.len(),
         );
-        self.vdb_model_with(v, &schema, counts)
+        let parent = self.store.vdb_parent_snapshots()?.get(&v.id).copied();
+        self.vdb_model_with(v, &schema, counts, parent)
     }
 
     /// A VDB as shown, from what the caller already loaded (the plugin's
@@ -90,9 +91,11 @@ impl Engine {
         v: &VdbRecord,
         schema: &Value,
         (timeflows, snapshots): (usize, usize),
+        parent_snapshot: Option<i64>,
     ) -> Result<Vdb, EngineError> {
         let params: Value = serde_json::from_str(&self.hosts.secrets.open_sealed(&v.parameters)?)
             .unwrap_or(Value::Null);
+        let lifecycle = self.store.vdb_lifecycle(v.id)?;
         Ok(Vdb {
             reference: format!("{VDB_PREFIX}{}", v.id),
             name: v.name.clone(),
@@ -105,10 +108,13 @@ impl Engine {
             source_config: v.source_config.clone(),
             timeflows,
             snapshots,
+            protection: crate::retain::protection_at(&lifecycle, self.clock_now()),
+            expires_at: lifecycle.expires_at,
+            parent_snapshot: parent_snapshot.map(|id| format!("{SNAPSHOT_PREFIX}{id}")),
         })
     }
 
-    fn find_vdb(&self, reference: &str) -> Result<VdbRecord, EngineError> {
+    pub(crate) fn find_vdb(&self, reference: &str) -> Result<VdbRecord, EngineError> {
         let found = match parse_ref(reference, VDB_PREFIX) {
             Some(id) => self.store.get_vdb(id)?,
             None => self.store.find_vdb_by_name(reference)?,
@@ -122,6 +128,7 @@ impl Engine {
     /// Every VDB: plugin schemas and counts are read once for the whole list.
     pub fn list_vdbs(&self) -> Result<Vec<Vdb>, EngineError> {
         let counts = self.store.vdb_counts()?;
+        let parents = self.store.vdb_parent_snapshots()?;
         let mut schemas: std::collections::HashMap<String, Value> =
             std::collections::HashMap::new();
         let mut out = Vec::new();
@@ -138,6 +145,7 @@ impl Engine {
                 &v,
                 &schemas[&v.plugin_id],
                 counts.get(&v.id).copied().unwrap_or_default(),
+                parents.get(&v.id).copied(),
             )?);
         }
         Ok(out)
@@ -801,9 +809,12 @@ impl Engine {
         )
     }
 
-    /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy.
+    /// Deletes a VDB: unconfigure (deleteFlag), cleanup, unmount, destroy;
+    /// refused while it is protected (for everyone) or has child VDBs. Its
+    /// bookmarks go with it.
     pub fn delete_vdb(self: &Arc<Self>, reference: &str) -> Result<Job, EngineError> {
         let vdb = self.find_vdb(reference)?;
+        self.refuse_if_protected(&vdb)?;
         let children: Vec<String> = self
             .store
             .list_vdbs()?
@@ -828,6 +839,9 @@ impl Engine {
 
     /// The delete job of a VDB.
     async fn delete_vdb_job(&self, job: JobHandle, vdb: VdbRecord) -> Result<Value, EngineError> {
+        // A protection set while the job waited for the VDB counts.
+        let vdb = self.find_vdb(&format!("{VDB_PREFIX}{}", vdb.id))?;
+        self.refuse_if_protected(&vdb)?;
         let model = self.vdb_model(&vdb)?;
         let ctx = self.vdb_ctx(vdb.clone())?;
         let base = ctx.request(self.current_mounts(&ctx)?);

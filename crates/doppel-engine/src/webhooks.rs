@@ -137,11 +137,12 @@ impl Event {
         }
     }
 
-    /// `vdb.expiring`: a VDB will be deleted at `expires_at` (RFC 3339).
-    pub fn vdb_expiring(vdb: &str, name: &str, expires_at: &str) -> Event {
+    /// `vdb.expiring`: a VDB expires at `expires_at` (RFC 3339) and will
+    /// then be deleted, unless `protected` (then it stays while protected).
+    pub fn vdb_expiring(vdb: &str, name: &str, expires_at: &str, protected: bool) -> Event {
         Event {
             kind: "vdb.expiring",
-            data: json!({"vdb": vdb, "name": name, "expires_at": expires_at}),
+            data: json!({"vdb": vdb, "name": name, "expires_at": expires_at, "protected": protected}),
         }
     }
 

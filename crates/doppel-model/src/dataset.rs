@@ -62,6 +62,12 @@ pub struct Snapshot {
     pub metadata: Value,
     /// Bytes only this snapshot holds (what deleting it would free).
     pub unique_bytes: Option<u64>,
+    /// Why retention keeps it (`VDB dev's current timeflow`, `bookmark
+    /// before-migration`, `newest 2 (retention of keep-2 POLICY-1)`, ...),
+    /// by the same reasoning retention deletes with; empty: the next
+    /// retention pass deletes it.
+    #[serde(default)]
+    pub kept_because: Vec<String>,
 }
 
 /// `POST /api/v1/vdbs`.
@@ -72,7 +78,8 @@ pub struct ProvisionVdb {
     pub name: String,
     /// A dSource or VDB (name or reference).
     pub from: String,
-    /// One of its snapshots (default: the latest).
+    /// One of its snapshots, `SNAPSHOT-<n>` or a bookmark name (default:
+    /// the latest).
     pub snapshot: Option<String>,
     /// Target environment.
     pub environment: String,
@@ -101,6 +108,17 @@ pub struct Vdb {
     pub source_config: Option<Value>,
     pub timeflows: usize,
     pub snapshots: usize,
+    /// Deletion protection: none may delete the VDB while it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<crate::Protection>,
+    /// When the scheduler deletes the VDB (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `SNAPSHOT-<n>` its current timeflow starts at: the parent's snapshot
+    /// it was provisioned or refreshed from, or its own after a rewind (none
+    /// once that snapshot is deleted).
+    #[serde(default)]
+    pub parent_snapshot: Option<String>,
 }
 
 /// What to mount where.
@@ -167,7 +185,7 @@ pub struct CreateEmptyVdb {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportSnapshot {
-    /// `SNAPSHOT-<n>` of a dSource or VDB.
+    /// `SNAPSHOT-<n>` of a dSource or VDB, or `DATASET@BOOKMARK`.
     pub snapshot: String,
     /// The environment that receives the copy.
     pub environment: String,

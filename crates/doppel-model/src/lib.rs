@@ -25,8 +25,11 @@ pub use error::{ApiError, ErrorCode};
 pub use job::{EventLevel, Job, JobEvent, JobFilter, JobState};
 pub use plugin::{PluginKind, PluginLogLevel, PluginLogLine, PluginSummary};
 pub use policy::{
-    AppliedTo, ApplyOutcome, ApplyPolicy, Policy, PolicySpec, Retention, RetentionVictim, Schedule,
-    ScheduleRun, SchedulerPass, SetTestClock, SnapSync,
+    AddBookmark, AppliedTo, ApplyOutcome, ApplyPolicy, Bookmark, ExpireVdb, Policy, PolicySpec,
+    ProtectVdb, Protection, Retention, RetentionVictim, Schedule, ScheduleRun, SchedulerPass,
+    SetTestClock, SnapSync,
 };
-pub use user::{AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role};
+pub use user::{
+    AddUser, ApiUser, Grant, GrantRequest, LoginRequest, LoginResponse, Right, Role, SetRole,
+};
 pub use webhook::{AddWebhook, Webhook, WebhookDelivery, WebhookEvent, EVENT_KINDS};

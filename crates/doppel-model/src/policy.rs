@@ -156,12 +156,14 @@ pub struct ApplyOutcome {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRun {
     pub object: String,
-    /// `snapsync`, `vdb_snapshot`, `refresh`, `retention` or `expiry`.
+    /// `snapsync`, `vdb_snapshot`, `refresh`, `retention`, `expiry`,
+    /// `expiry_warning` or `bookmark_expiry`.
     pub kind: String,
     pub policy: Option<String>,
     /// The slot's time (UTC).
     pub slot: String,
-    /// `started`, `skipped`.
+    /// `started`, `skipped`; `warned` (an expiry warning), `deleted` (an
+    /// expired bookmark).
     pub outcome: String,
     pub job: Option<String>,
     pub reason: Option<String>,
@@ -183,4 +185,77 @@ pub struct SchedulerPass {
 pub struct SetTestClock {
     /// RFC 3339.
     pub now: String,
+}
+
+/// A name on a snapshot, usable wherever a snapshot is (`tree@NAME`,
+/// `rewind --to NAME`), which pins it against retention until it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Bookmark {
+    /// `BOOKMARK-<n>`.
+    pub reference: String,
+    /// Unique within its dSource or VDB.
+    pub name: String,
+    /// `SNAPSHOT-<n>`.
+    pub snapshot: String,
+    /// The dSource or VDB (`DSOURCE-<n>`, `VDB-<n>`).
+    pub object: String,
+    /// Its name.
+    pub object_name: String,
+    /// After this (RFC 3339, UTC) it no longer pins and is removed.
+    pub expires_at: Option<String>,
+    /// Whether it has expired (by the engine's clock) and awaits removal.
+    pub expired: bool,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/bookmarks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddBookmark {
+    pub name: String,
+    /// `SNAPSHOT-<n>`; or a dSource or VDB for its latest snapshot; or
+    /// `DATASET@SNAPSHOT-<n>`.
+    pub snapshot: String,
+    /// RFC 3339. At most one of `expires_at` and `expires_in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// A duration from now (`7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// A VDB's deletion protection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Protection {
+    /// RFC 3339; none: until unprotected.
+    pub until: Option<String>,
+}
+
+/// `POST /api/v1/vdbs/{vdb}/protection` (none of the two: until unprotected).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProtectVdb {
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// A duration from now (`1d`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "for")]
+    pub for_: Option<String>,
+}
+
+/// `PUT /api/v1/vdbs/{vdb}/expiry`: exactly one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExpireVdb {
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// A duration from now (`2h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }

@@ -138,6 +138,14 @@ pub struct LoginResponse {
     pub user: ApiUser,
 }
 
+/// Body of `PUT /api/v1/users/{name}/role`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    pub role: Role,
+}
+
 /// Body of `POST /api/v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -363,6 +363,50 @@ pub struct Reply {
     generation: Generation,
 }
 
+/// The snapshot parameters of a sync the user gave none for. Published
+/// plugins read `snapshot_parameters.resync` unguarded, so a plugin whose
+/// snapshot parameters schema has `resync` gets `{"resync": <resync>}`,
+/// never null; one without it gets null (the SDK's "no parameters").
+pub fn default_snapshot_parameters(plugin_definition: &Value, resync: bool) -> Value {
+    if plugin_definition
+        .pointer("/snapshotParametersDefinition/schema/properties/resync")
+        .is_some()
+    {
+        json!({ "resync": resync })
+    } else {
+        Value::Null
+    }
+}
+
+/// One upgrade migration run over every stored object of one kind: the
+/// objects' JSON texts by reference, the object type the SDK names
+/// (`repository`, `sourceConfig`, ...) and the new build's migration ids
+/// to run, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpgradeRequest<'a> {
+    pub object_type: &'a str,
+    pub pre_upgrade_parameters: &'a std::collections::BTreeMap<String, String>,
+    pub migration_ids: &'a [String],
+}
+
+impl UpgradeRequest<'_> {
+    /// The `UpgradeRequest` message of `platform_pb2`.
+    pub fn message(&self) -> Value {
+        json!({
+            "pre_upgrade_parameters": self.pre_upgrade_parameters,
+            "type": self.object_type,
+            "migration_ids": self.migration_ids,
+        })
+    }
+
+    /// The migrated JSON texts by reference, from an upgrade's result.
+    pub fn post_upgrade_parameters(
+        reply: &Value,
+    ) -> Result<std::collections::BTreeMap<String, String>, serde_json::Error> {
+        serde_json::from_value(reply["post_upgrade_parameters"].clone())
+    }
+}
+
 fn mount_from(m: &Value) -> Mount {
     let s = |v: &Value, p: &str| {
         v.pointer(p)
@@ -610,5 +654,47 @@ mod tests {
         assert_eq!(r.snapshot_metadata().unwrap().unwrap(), json!({"a": 1}));
         assert!(r.source_config().unwrap().is_err());
         assert!(r.status().is_none());
+    }
+
+    #[test]
+    fn a_plain_sync_says_resync_false_where_the_schema_has_it() {
+        let with = json!({"snapshotParametersDefinition": {"schema": {
+            "type": "object", "properties": {"resync": {"type": "boolean"}}}}});
+        assert_eq!(
+            default_snapshot_parameters(&with, false),
+            json!({"resync": false})
+        );
+        assert_eq!(
+            default_snapshot_parameters(&with, true),
+            json!({"resync": true})
+        );
+        assert_eq!(default_snapshot_parameters(&json!({}), false), Value::Null);
+    }
+
+    #[test]
+    fn an_upgrade_message_carries_texts_type_and_ids_and_its_reply_is_read_back() {
+        let before = std::collections::BTreeMap::from([(
+            "REPOSITORY-1".to_owned(),
+            r#"{"a": 1}"#.to_owned(),
+        )]);
+        let ids = vec!["2020.1.1".to_owned()];
+        let m = UpgradeRequest {
+            object_type: "REPOSITORY",
+            pre_upgrade_parameters: &before,
+            migration_ids: &ids,
+        }
+        .message();
+        assert_eq!(m["pre_upgrade_parameters"]["REPOSITORY-1"], r#"{"a": 1}"#);
+        assert_eq!(m["type"], "REPOSITORY");
+        assert_eq!(m["migration_ids"], json!(["2020.1.1"]));
+        let back = UpgradeRequest::post_upgrade_parameters(
+            &json!({"post_upgrade_parameters": {"REPOSITORY-1": "{}"}}),
+        )
+        .unwrap();
+        assert_eq!(back["REPOSITORY-1"], "{}");
+        assert!(
+            UpgradeRequest::post_upgrade_parameters(&json!({"post_upgrade_parameters": [1]}))
+                .is_err()
+        );
     }
 }

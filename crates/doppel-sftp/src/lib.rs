@@ -37,6 +37,12 @@ pub struct ServeOptions {
     pub new_file_owner: Option<Owner>,
     /// Maximum number of open file and directory handles.
     pub max_handles: usize,
+    /// Free bytes the served filesystem must keep (the pool's reserve). A
+    /// WRITE that would eat into them is refused with SSH_FX_FAILURE (SFTP
+    /// v3 has no "no space" code: sshfs hands the writer EPERM), and
+    /// statvfs answers with them counted as used, so `df` on the host shows
+    /// what can really be written. 0 turns the guard off.
+    pub keep_free: u64,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +51,7 @@ impl Default for ServeOptions {
             read_only: false,
             new_file_owner: None,
             max_handles: 4096,
+            keep_free: 0,
         }
     }
 }
@@ -60,6 +67,8 @@ pub struct SessionStats {
     pub bytes_read: u64,
     /// File bytes written for the client (WRITE).
     pub bytes_written: u64,
+    /// WRITEs refused because they would have eaten into `keep_free`.
+    pub writes_refused: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -101,7 +101,45 @@ pub struct Session {
     opts: ServeOptions,
     handles: HashMap<u32, Handle>,
     next_handle: u32,
+    space: FreeSpace,
     pub stats: SessionStats,
+}
+
+/// How often the free figure is read again: every second or every 16 MiB
+/// written, and every MiB within 64 MiB of the reserve.
+const SPACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const SPACE_RECHECK_BYTES: u64 = 16 << 20;
+const SPACE_NEAR: u64 = 64 << 20;
+const SPACE_NEAR_RECHECK_BYTES: u64 = 1 << 20;
+/// Within this much of the reserve the filesystem is flushed before its free
+/// figure is read. Data still in the page cache is not counted as used by
+/// statvfs (with gigabytes of RAM, a whole small pool fits in it), so a
+/// figure read without a flush runs ahead, for this session's writes and
+/// for every other writer's.
+const SPACE_FLUSH_BELOW: u64 = 1 << 30;
+
+/// What the session believes is free on the served filesystem: the last
+/// figure read, less what it has written since and what it wrote before
+/// that reading without a flush in between. Other writers (other mounts of
+/// the same pool) are seen at the next flushed reading, which comes often
+/// enough near the reserve to keep the overshoot to a few MiB each.
+#[derive(Default)]
+struct FreeSpace {
+    free: u64,
+    read_at: Option<std::time::Instant>,
+    written_since: u64,
+    unflushed: u64,
+}
+
+/// Bytes available to writers on the filesystem of `fd`.
+fn available(fd: RawFd) -> FsResult<u64> {
+    // SAFETY: valid out-pointer; fstatvfs works on O_PATH descriptors.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        cvt(libc::fstatvfs(fd, &mut st))?;
+        st
+    };
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 const EXTENSIONS: &[(&str, &str)] = &[
@@ -181,7 +219,7 @@ fn utimes_fd(fd: RawFd, ts: &[libc::timespec; 2]) -> FsResult<()> {
     cvt(unsafe { libc::utimensat(fd, c"".as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH) })
 }
 
-fn statvfs_reply(id: u32, fd: RawFd, read_only: bool) -> Reply {
+fn statvfs_reply(id: u32, fd: RawFd, read_only: bool, keep_free: u64) -> Reply {
     // SAFETY: valid out-pointer; fstatvfs works on O_PATH descriptors.
     let st = unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
@@ -195,12 +233,15 @@ fn statvfs_reply(id: u32, fd: RawFd, read_only: bool) -> Reply {
     if st.f_flag & libc::ST_NOSUID != 0 {
         flag |= 2;
     }
+    // The reserve is not the host's to use: shown as used, like ext4 shows
+    // its root-reserved blocks.
+    let kept_blocks = keep_free.div_ceil((st.f_frsize as u64).max(1));
     let mut o = Out::new(SSH_FXP_EXTENDED_REPLY, Some(id));
     o.u64(st.f_bsize as u64)
         .u64(st.f_frsize as u64)
         .u64(st.f_blocks as u64)
         .u64(st.f_bfree as u64)
-        .u64(st.f_bavail as u64)
+        .u64((st.f_bavail as u64).saturating_sub(kept_blocks))
         .u64(st.f_files as u64)
         .u64(st.f_ffree as u64)
         .u64(st.f_favail as u64)
@@ -217,6 +258,7 @@ impl Session {
             opts,
             handles: HashMap::new(),
             next_handle: 1,
+            space: FreeSpace::default(),
             stats: SessionStats::default(),
         }
     }
@@ -252,6 +294,54 @@ impl Session {
                 Some(status(id, f.code, &f.msg))
             }
         }
+    }
+
+    /// Admits a write of `len` bytes through `fd` unless it would eat into
+    /// `keep_free`.
+    fn admit_write(&mut self, fd: RawFd, len: u64) -> Result<(), Fail> {
+        let keep = self.opts.keep_free;
+        if keep == 0 {
+            return Ok(());
+        }
+        let sp = &mut self.space;
+        let needed = keep.saturating_add(len);
+        let every = if sp.free < needed.saturating_add(SPACE_NEAR) {
+            SPACE_NEAR_RECHECK_BYTES
+        } else {
+            SPACE_RECHECK_BYTES
+        };
+        let stale = sp
+            .read_at
+            .is_none_or(|at| sp.written_since >= every || at.elapsed() >= SPACE_RECHECK);
+        // A refusal is always made on a fresh, flushed figure, never on the
+        // estimate: space freed meanwhile (a deleted file) must count.
+        let refusing = sp.free < needed;
+        if stale || refusing {
+            if refusing || sp.free < needed.saturating_add(SPACE_FLUSH_BELOW) {
+                // SAFETY: plain syscall on a descriptor the session owns
+                // (the served root is an O_PATH descriptor, which syncfs
+                // refuses; the written file is on the same filesystem).
+                cvt(unsafe { libc::syncfs(fd) })?;
+                sp.unflushed = 0;
+            }
+            sp.free = available(fd)?.saturating_sub(sp.unflushed);
+            sp.read_at = Some(std::time::Instant::now());
+            sp.written_since = 0;
+        }
+        if sp.free < needed {
+            self.stats.writes_refused += 1;
+            return Err(fail(
+                SSH_FX_FAILURE,
+                &format!(
+                    "no space: the Doppel pool keeps {keep} bytes free (its reserve) and has {} bytes free",
+                    sp.free
+                ),
+            ));
+        }
+        sp.free -= len;
+        sp.written_since += len;
+        sp.unflushed += len;
+        Ok(())
     }
 
     fn writable(&self) -> Result<(), Fail> {
@@ -360,6 +450,7 @@ impl Session {
                 let mut off = m.u64()?;
                 let mut data = m.string()?;
                 self.writable()?;
+                self.admit_write(fd, data.len() as u64)?;
                 while !data.is_empty() {
                     // SAFETY: `data` is a valid readable slice.
                     let n = unsafe {
@@ -747,11 +838,11 @@ impl Session {
             b"statvfs@openssh.com" => {
                 let path = m.string()?;
                 let fd = self.root.open_path(path, libc::O_PATH, 0)?;
-                statvfs_reply(id, fd.as_raw_fd(), self.opts.read_only)
+                statvfs_reply(id, fd.as_raw_fd(), self.opts.read_only, self.opts.keep_free)
             }
             b"fstatvfs@openssh.com" => {
                 let fd = self.file(m)?;
-                statvfs_reply(id, fd, self.opts.read_only)
+                statvfs_reply(id, fd, self.opts.read_only, self.opts.keep_free)
             }
             b"lsetstat@openssh.com" => {
                 let path = m.string()?;

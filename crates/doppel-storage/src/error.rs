@@ -62,11 +62,7 @@ pub enum StorageError {
         driver: &'static str,
     },
     /// Refused because the operation would eat into the free-space reserve.
-    #[error(
-        "{op} refused: the pool at {path} has {free} bytes free, the operation needs about {needed} bytes \
-         and {reserve} bytes are kept in reserve (free space must stay above needed + reserve); \
-         free space or lower the reserve"
-    )]
+    #[error("{}", insufficient_space(op, path, *free, *needed, *reserve))]
     InsufficientSpace {
         /// The refused operation.
         op: &'static str,
@@ -167,5 +163,31 @@ impl<T> IoContext<T> for std::io::Result<T> {
 impl<T> IoContext<T> for nix::Result<T> {
     fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
         self.map_err(|e| StorageError::io(op, path, std::io::Error::from_raw_os_error(e as i32)))
+    }
+}
+
+/// The words of [`StorageError::InsufficientSpace`]: an operation that
+/// writes next to nothing (a thin snapshot or clone) is refused because the
+/// pool is already at its reserve, and saying it "needs about 0 bytes"
+/// would only confuse.
+fn insufficient_space(
+    op: &str,
+    path: &std::path::Path,
+    free: u64,
+    needed: u64,
+    reserve: u64,
+) -> String {
+    let path = path.display();
+    if needed == 0 {
+        format!(
+            "{op} refused: the pool at {path} has {free} bytes free, which is not above the {reserve} bytes \
+             kept in reserve; free space (delete VDBs, snapshots or dSources) or lower the reserve"
+        )
+    } else {
+        format!(
+            "{op} refused: the pool at {path} has {free} bytes free, the operation needs about {needed} bytes \
+             and {reserve} bytes are kept in reserve (free space must stay above needed + reserve); \
+             free space or lower the reserve"
+        )
     }
 }

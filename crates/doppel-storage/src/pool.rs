@@ -393,6 +393,13 @@ impl Pool {
 
     /// Refuses `op` if it would leave less than the reserve free.
     fn check_space(&self, op: &'static str, needed: u64) -> Result<()> {
+        // Data the hosts wrote may still sit in the page cache, which the
+        // free figure does not count yet: flushed first, the figure (and the
+        // refusal that quotes it) is true. The snapshot or clone that follows
+        // would flush it anyway.
+        let root = self.root();
+        let dir = std::fs::File::open(root).ctx("open", root)?;
+        crate::sys::syncfs(&dir).ctx("syncfs", root)?;
         let free = self.driver.space()?.free;
         let reserve = self.reserve();
         if free < needed.saturating_add(reserve) {

@@ -163,6 +163,11 @@ impl Store {
     pub fn delete_dsource(&self, id: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // Its bookmarks go with it, as in Delphix.
+        tx.execute(
+            "DELETE FROM bookmark WHERE volume = (SELECT volume FROM dsource WHERE id = ?1)",
+            [id],
+        )?;
         let n = tx.execute("DELETE FROM dsource WHERE id = ?1", [id])?;
         crate::users::delete_grants_of(&tx, &format!("DSOURCE-{id}"))?;
         crate::policies::forget_object(&tx, &format!("DSOURCE-{id}"))?;
@@ -279,6 +284,11 @@ impl Store {
             [id],
         )?;
         tx.execute(
+            "DELETE FROM bookmark WHERE volume = (SELECT volume FROM vdb WHERE id = ?1)",
+            [id],
+        )?;
+        tx.execute("DELETE FROM vdb_lifecycle WHERE vdb_id = ?1", [id])?;
+        tx.execute(
             "DELETE FROM snapshot WHERE timeflow_id IN (SELECT id FROM timeflow WHERE vdb_id = ?1)",
             [id],
         )?;
@@ -340,6 +350,19 @@ impl Store {
         Ok(counts)
     }
 
+    /// Per VDB id: the snapshot its current timeflow starts at (none once
+    /// that snapshot is deleted), in one query for all VDBs.
+    pub fn vdb_parent_snapshots(&self) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT t.vdb_id, t.parent_snapshot_id FROM timeflow t
+             WHERE t.id = (SELECT MAX(id) FROM timeflow WHERE vdb_id = t.vdb_id)
+               AND t.parent_snapshot_id IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Names of the VDBs whose current timeflow starts at this snapshot.
     pub fn vdbs_on_snapshot(&self, snapshot_id: i64) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
@@ -361,6 +384,7 @@ impl Store {
             "UPDATE timeflow SET parent_snapshot_id = NULL WHERE parent_snapshot_id = ?1",
             [id],
         )?;
+        tx.execute("DELETE FROM bookmark WHERE snapshot_id = ?1", [id])?;
         let n = tx.execute("DELETE FROM snapshot WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(n > 0)

@@ -15,6 +15,7 @@ mod environments;
 mod jobs;
 mod mounts;
 mod policies;
+mod retain;
 pub use doppel_model::JobFilter;
 pub use environments::{
     DiscoveredRepository, EnvironmentRecord, EnvironmentUserRecord, RepositoryRecord,
@@ -22,12 +23,13 @@ pub use environments::{
 };
 mod upgrades;
 pub use policies::{BindingRecord, PolicyRecord, RunRecord};
+pub use retain::{BookmarkRecord, LifecycleRecord};
 mod users;
 mod webhooks;
 pub use datasets::{DSourceRecord, SnapshotRecord, VdbRecord};
 pub use mounts::MountRecord;
 pub use upgrades::{MigratedKind, MigratedObject};
-pub use users::{GrantRecord, TokenRecord, UserDeletion, UserRecord};
+pub use users::{GrantRecord, RoleChange, TokenRecord, UserDeletion, UserRecord};
 pub use webhooks::{DeliveryRecord, WebhookRecord};
 
 /// Schema versions, applied in order; a released entry is never edited.
@@ -236,7 +238,25 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT,
         at TEXT NOT NULL
     );",
-    // 12: webhooks (the secret sealed like host credentials; events a JSON
+    // 12: bookmarks (a name on a snapshot, unique per dataset, optionally
+    // until a time), and per VDB its deletion protection (optionally until
+    // a time) and expiry.
+    "CREATE TABLE bookmark (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        snapshot_id INTEGER NOT NULL REFERENCES snapshot (id) ON DELETE CASCADE,
+        expires_at TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (volume, name)
+    );
+    CREATE TABLE vdb_lifecycle (
+        vdb_id INTEGER PRIMARY KEY REFERENCES vdb (id) ON DELETE CASCADE,
+        protected INTEGER NOT NULL DEFAULT 0,
+        protected_until TEXT,
+        expires_at TEXT
+    );",
+    // 13: webhooks (the secret sealed like host credentials; events a JSON
     // list, empty for all) and their last deliveries.
     "CREATE TABLE webhook (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

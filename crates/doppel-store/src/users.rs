@@ -41,6 +41,17 @@ pub struct TokenRecord {
     pub used: bool,
 }
 
+/// What [`Store::set_user_role`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoleChange {
+    Changed(UserRecord),
+    NotFound,
+    /// Refused: the user is the only administrator left.
+    LastAdmin,
+    /// Refused: auditors hold no rights, and the user holds this many.
+    HoldsRights(i64),
+}
+
 /// What [`Store::delete_user`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserDeletion {
@@ -137,6 +148,44 @@ impl Store {
         ))?;
         let rows = stmt.query_map([], row_to_user)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Gives a user another role, unless that takes the last administrator
+    /// away or makes an auditor of a user who holds rights.
+    pub fn set_user_role(&self, name: &str, role: &str) -> Result<RoleChange, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let select = format!("SELECT {USER_COLUMNS} FROM api_user u WHERE u.name = ?1");
+        let Some(user) = tx.query_row(&select, [name], row_to_user).optional()? else {
+            return Ok(RoleChange::NotFound);
+        };
+        if user.is_admin && role != "admin" {
+            let admins: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM api_user WHERE is_admin = 1",
+                [],
+                |r| r.get(0),
+            )?;
+            if admins <= 1 {
+                return Ok(RoleChange::LastAdmin);
+            }
+        }
+        if role == "auditor" {
+            let rights: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM object_grant WHERE user_id = ?1",
+                [user.id],
+                |r| r.get(0),
+            )?;
+            if rights > 0 {
+                return Ok(RoleChange::HoldsRights(rights));
+            }
+        }
+        tx.execute(
+            "UPDATE api_user SET role = ?2, is_admin = ?3 WHERE id = ?1",
+            params![user.id, role, (role == "admin") as i64],
+        )?;
+        let changed = tx.query_row(&select, [name], row_to_user)?;
+        tx.commit()?;
+        Ok(RoleChange::Changed(changed))
     }
 
     /// Deletes a user and all their tokens, unless it is the last administrator.

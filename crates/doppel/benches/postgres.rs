@@ -13,6 +13,11 @@
 //!   cargo bench -p doppel --bench postgres`. `DOPPEL_BENCH_PG_SCALES` (default `70,700`:
 //! pgbench scales of about 1 GiB and 10 GiB), `DOPPEL_BENCH_ROUNDS` (default 5),
 //! `DOPPEL_BENCH_PG_PARALLEL` (default 20).
+//!
+//! Last, the engine's own machine: a second engine runs inside a fourth
+//! host's mount namespace (so that host is the engine's machine, its pool a
+//! btrfs loop file there) and provisions VDBs of the first database onto it
+//! as bind mounts (`DOPPEL_BENCH_PG_OWN=0` skips this).
 
 // A test or benchmark stops at its first surprise: there an unwrap is an assert.
 #![allow(clippy::unwrap_used)]
@@ -277,6 +282,111 @@ fn main() {
         "pool usage of those {parallel} VDBs after about 10 MiB written in each: {:.0} MiB",
         (after - before) / (1u64 << 20) as f64
     );
+    drop(engine);
+    drop(world);
+
+    if env_or("DOPPEL_BENCH_PG_OWN", "1") != "0" {
+        own_machine(scales[0], rounds, &disk);
+    }
+}
+
+/// Provision → accepting on the engine's own machine: the VDBs are bind
+/// mounts of the engine's pool, no SSH in the data path.
+fn own_machine(scale: u32, rounds: usize, disk: &tempfile::TempDir) {
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let python_dir = plugins::python().parent().unwrap().to_owned();
+    let world = World::builder()
+        .host("local")
+        .expose(plugins::workspace_root())
+        .expose(binary_dir)
+        .expose(python_dir)
+        .expose(env!("CARGO_TARGET_TMPDIR"))
+        .expose(disk.path())
+        .build();
+    let local = world.host("local");
+    local.mkdir("/srv/vdbs", "delphix");
+    let dir = format!("{}/own", disk.path().display());
+    let gib = make_cluster(local, &dir, 5432, scale);
+    let pool = format!("{}GiB", scale as u64 / 60 * 3 + 8);
+    let engine = Engine::start_in_namespace_of(local, &["--pool-size", &pool]);
+    engine.install(&plugins::build_example("postgres"));
+    let pw = disk.path().join("pw-local");
+    std::fs::write(&pw, local.user("delphix").password.as_deref().unwrap()).unwrap();
+    engine.add_env(
+        "local",
+        local,
+        "delphix",
+        "--password-file",
+        pw.to_str().unwrap(),
+    );
+    let repo = engine
+        .cli(&["repository", "list", "--env", "local", "-o", "json"])
+        .json();
+    let repo = repo
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["parameters"]["binDir"] == BIN)
+        .unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sc = engine
+        .cli(&[
+            "sourceconfig",
+            "add",
+            "--env",
+            "local",
+            "--repository",
+            &repo,
+            "--params",
+            &json!({"name": "own", "host": local.address().to_string(), "port": 5432}).to_string(),
+            "-o",
+            "json",
+        ])
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params =
+        json!({"replicationUser": "repl", "replicationPassword": "bench", "stagingPort": 6543});
+    engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "local",
+            "--params",
+            &params.to_string(),
+        ])
+        .ok();
+    let driver = engine.cli(&["pool", "status", "-o", "json"]).json()["driver"].clone();
+    let mut times = Vec::new();
+    for r in 0..rounds {
+        let vdb = format!("own{r}");
+        let vport = 7100 + r as u16;
+        let t = Instant::now();
+        engine
+            .cli(&[
+                "vdb", "provision", "--name", &vdb, "--from", "own", "--env", "local", "--params",
+                &json!({"mountPath": format!("/srv/vdbs/{vdb}"), "port": vport, "listenAddresses": local.address().to_string()}).to_string(),
+            ])
+            .ok();
+        wait_accepting(local, vport);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        engine.cli(&["vdb", "delete", &vdb]).ok();
+    }
+    println!(
+        "\nengine's own machine ({driver} pool, bind mounts): pgbench scale {scale} ({gib:.2} GiB), \
+         provision → accepting, median of {rounds}: {:.0} ms (target under 2 s)",
+        median(times)
+    );
+    engine.cli(&["dsource", "delete", "own"]).ok();
 }
 
 /// How long the sync kept the standby's replay paused (pause for the

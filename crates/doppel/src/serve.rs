@@ -98,6 +98,10 @@ pub struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    /// Seconds before a VDB's expiry that a warning is recorded (an
+    /// `expiry_warning` run of the scheduler).
+    #[arg(long, env = "DOPPEL_VDB_EXPIRY_WARNING", default_value_t = 86_400.0)]
+    vdb_expiry_warning: f64,
     /// For tests only: the scheduler's clock stands still at this RFC 3339
     /// time until an administrator sets it (`POST /api/v1/test-clock`,
     /// which runs one scheduling pass), and no pass runs by itself. Hidden,
@@ -153,6 +157,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             long: secs("deadline-long", args.deadline_long)?,
         })
     })();
+    let expiry_warning = match secs("vdb-expiry-warning", args.vdb_expiry_warning) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let plugin_worker_idle = match secs("plugin-worker-idle", args.plugin_worker_idle) {
         Ok(d) => d,
         Err(e) => {
@@ -240,7 +251,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
         capacity,
         webhooks,
     };
-    match runtime.block_on(serve(config, args.listen, args.transport, test_clock)) {
+    match runtime.block_on(serve(
+        config,
+        args.listen,
+        args.transport,
+        test_clock,
+        expiry_warning,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -275,9 +292,11 @@ async fn serve(
     listen: SocketAddr,
     transport: crate::transport::TransportArgs,
     test_clock: Option<chrono::DateTime<chrono::Utc>>,
+    expiry_warning: Duration,
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let engine = Engine::open(config).await?;
+    engine.set_expiry_warning(expiry_warning);
     match test_clock {
         Some(t) => {
             tracing::warn!(now = %t, "TEST CLOCK: schedules run only when an administrator sets the time; never use this in production");

@@ -1,23 +1,19 @@
 import { useState } from 'preact/hooks';
 import { get, post, del } from '../api.js';
-import { useLoad, ErrorBox, JobView, ConfirmButton, when } from '../common.jsx';
+import { useLoad, ErrorBox, JobView, ConfirmButton, when, Credentials, credentials, NO_SECRET, TextField, inputError } from '../common.jsx';
 import { SchemaFields, fieldErrors, initialValue } from '../schemaform.jsx';
 
 function AddEnvironment({ onAdded }) {
-  const [f, setF] = useState({ name: '', host: '', port: '22', user: '', auth: 'password', password: '', key: '', passphrase: '' });
+  const [f, setF] = useState({ name: '', host: '', port: '22', user: '', ...NO_SECRET });
   const [error, setError] = useState(null);
   const [job, setJob] = useState(null);
   const set = (k) => (e) => setF({ ...f, [k]: e.currentTarget.value });
   const submit = async (e) => {
     e.preventDefault();
     setError(null);
-    const credentials =
-      f.auth === 'password'
-        ? { password: { password: f.password } }
-        : { key: { private_key: f.key, passphrase: f.passphrase || null } };
     try {
       const port = Number(f.port);
-      setJob(await post('/environments', { name: f.name, host: f.host, port, user: f.user, credentials }));
+      setJob(await post('/environments', { name: f.name, host: f.host, port, user: f.user, credentials: credentials(f) }));
       // Secrets leave the page's state once sent.
       setF({ ...f, password: '', key: '', passphrase: '' });
     } catch (err) {
@@ -37,26 +33,7 @@ function AddEnvironment({ onAdded }) {
       {text('host', 'Host (name or IP address)', { spellcheck: false })}
       {text('port', 'SSH port', { type: 'number', min: 1, max: 65535 })}
       {text('user', 'OS user', { spellcheck: false })}
-      <fieldset>
-        <legend>Log in with</legend>
-        {['password', 'key'].map((a) => (
-          <span key={a} class="radio">
-            <input type="radio" id={`env-auth-${a}`} name="env-auth" value={a} checked={f.auth === a} onChange={set('auth')} />
-            <label for={`env-auth-${a}`}>{a === 'password' ? 'a password' : 'an SSH key'}</label>
-          </span>
-        ))}
-      </fieldset>
-      {f.auth === 'password' ? (
-        text('password', 'Password', { type: 'password', autocomplete: 'new-password' })
-      ) : (
-        <>
-          <div class="field">
-            <label for="env-key">Private key (PEM or OpenSSH)</label>
-            <textarea id="env-key" rows={4} spellcheck={false} value={f.key} onInput={set('key')} />
-          </div>
-          {text('passphrase', 'Key passphrase (if any)', { type: 'password', autocomplete: 'new-password' })}
-        </>
-      )}
+      <Credentials prefix="env" value={f} onChange={setF} />
       <ErrorBox error={error} />
       <button type="submit">Add environment</button>
       {job && (
@@ -69,6 +46,77 @@ function AddEnvironment({ onAdded }) {
         />
       )}
     </form>
+  );
+}
+
+/** The host users the engine logs in as: the primary one and those added (as `doppel env user`). */
+function EnvironmentUsers({ env, onChanged }) {
+  const [f, setF] = useState({ name: '', ...NO_SECRET });
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const base = `/environments/${encodeURIComponent(env.reference)}/users`;
+  const act = async (fn) => {
+    setError(null);
+    setBusy(true);
+    try {
+      await fn();
+      onChanged();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section aria-labelledby="env-users-h">
+      <h3 id="env-users-h">Host users</h3>
+      <table>
+        <caption class="sr-only">Host users of {env.name}</caption>
+        <thead>
+          <tr>
+            <th scope="col">User</th>
+            <th scope="col">Logs in with</th>
+            <th scope="col">Actions</th>
+          </tr>
+        </thead>
+        <tbody>
+          {env.users.map((u) => (
+            <tr key={u.reference} data-user={u.name}>
+              <td>
+                {u.name} <span class="muted">{u.reference}</span>
+              </td>
+              <td>
+                {u.auth === 'key' ? 'an SSH key' : 'a password'}
+                {u.primary ? ' (primary)' : ''}
+              </td>
+              <td>
+                {!u.primary && <ConfirmButton label="Delete" confirm={`Delete host user ${u.name}?`} onConfirm={() => act(() => del(`${base}/${encodeURIComponent(u.reference)}`))} />}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <form
+        class="card"
+        aria-labelledby="env-user-add-h"
+        noValidate
+        onSubmit={(e) => {
+          e.preventDefault();
+          act(async () => {
+            await post(base, { name: f.name, credentials: credentials(f) });
+            setF({ name: '', ...NO_SECRET, auth: f.auth });
+          });
+        }}
+      >
+        <h4 id="env-user-add-h">Add a host user</h4>
+        <TextField id="envuser-name" label="OS user" value={f.name} onInput={(name) => setF({ ...f, name })} spellcheck={false} error={inputError(error, 'name')} />
+        <Credentials prefix="envuser" value={f} onChange={setF} />
+        <ErrorBox error={error} />
+        <button type="submit" disabled={busy}>
+          Add host user
+        </button>
+      </form>
+    </section>
   );
 }
 
@@ -135,8 +183,6 @@ function EnvironmentDetail({ env, environments, onChanged }) {
         </dd>
         <dt>Toolkit</dt>
         <dd>{env.toolkit_path}</dd>
-        <dt>Users</dt>
-        <dd>{env.users.map((u) => `${u.name} (${u.auth}${u.primary ? ', primary' : ''})`).join(', ')}</dd>
         <dt>Added</dt>
         <dd>{when(env.created_at)}</dd>
       </dl>
@@ -170,6 +216,7 @@ function EnvironmentDetail({ env, environments, onChanged }) {
       </div>
       <ErrorBox error={actionError} />
       {job && <JobView job={job} key={job.id} onDone={reload} />}
+      <EnvironmentUsers env={env} onChanged={() => onChanged(env)} />
       <ErrorBox error={error} />
       {data && (
         <>
@@ -246,8 +293,9 @@ export function Environments({ arg }) {
           env={selected}
           environments={envs}
           key={selected.reference}
-          onChanged={() => {
-            location.hash = '#/environments';
+          onChanged={(still) => {
+            // Gone when deleted; else only its users changed.
+            if (!still) location.hash = '#/environments';
             reload();
           }}
         />

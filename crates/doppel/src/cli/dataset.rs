@@ -82,7 +82,7 @@ pub enum DSourceCommand {
     Show {
         dsource: String,
     },
-    /// Unmount and destroy a dSource and its snapshots (refused while VDBs use it).
+    /// Unmount and destroy a dSource, its snapshots and bookmarks (refused while VDBs use it).
     Delete {
         dsource: String,
         #[arg(long)]
@@ -92,7 +92,8 @@ pub enum DSourceCommand {
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
-    /// Snapshots, oldest first, with their timeflow and plugin metadata.
+    /// Snapshots, oldest first, with their timeflow, plugin metadata and
+    /// why retention keeps each (nothing listed: the next pass deletes it).
     List {
         /// A dSource or VDB.
         #[arg(long)]
@@ -111,7 +112,7 @@ pub enum VdbCommand {
     Provision {
         #[arg(long)]
         name: String,
-        /// A dSource or VDB, optionally @SNAPSHOT-<n> (default: its latest snapshot).
+        /// A dSource or VDB, optionally @SNAPSHOT-<n> or @BOOKMARK-NAME (default: its latest snapshot).
         #[arg(long)]
         from: String,
         #[arg(long)]
@@ -135,6 +136,7 @@ pub enum VdbCommand {
     /// Re-point to a snapshot of the parent (default: its latest); starts a new timeflow.
     Refresh {
         vdb: String,
+        /// SNAPSHOT-<n> of the parent or one of its bookmarks.
         #[arg(long)]
         to: Option<String>,
         #[arg(long)]
@@ -143,6 +145,7 @@ pub enum VdbCommand {
     /// Return to one of the VDB's own snapshots; starts a new timeflow.
     Rewind {
         vdb: String,
+        /// SNAPSHOT-<n> or one of the VDB's bookmarks.
         #[arg(long)]
         to: String,
         #[arg(long)]
@@ -210,10 +213,43 @@ pub enum VdbCommand {
         #[arg(long = "set", value_name = "POINT=SCRIPT|@FILE")]
         set: Vec<String>,
     },
+    /// Protect against deletion (by anyone) until a time or until unprotected.
+    #[command(
+        after_help = "Examples:\n  doppel vdb protect dev\n  doppel vdb protect dev --for 7d"
+    )]
+    Protect {
+        vdb: String,
+        /// RFC 3339.
+        #[arg(long, conflicts_with = "for_")]
+        until: Option<String>,
+        /// A duration from now (1d).
+        #[arg(long = "for")]
+        for_: Option<String>,
+    },
+    Unprotect {
+        vdb: String,
+    },
+    /// Have the scheduler delete the VDB at a time (a warning is recorded
+    /// 24 h before); --never removes the expiry.
+    #[command(
+        after_help = "Examples:\n  doppel vdb expire dev --in 8h\n  doppel vdb expire dev --at 2026-03-01T18:00:00Z\n  doppel vdb expire dev --never"
+    )]
+    Expire {
+        vdb: String,
+        /// RFC 3339.
+        #[arg(long, conflicts_with_all = ["in_", "never"])]
+        at: Option<String>,
+        /// A duration from now (2h).
+        #[arg(long = "in", conflicts_with = "never")]
+        in_: Option<String>,
+        #[arg(long)]
+        never: bool,
+    },
     List,
     Show {
         vdb: String,
     },
+    /// Delete a VDB (refused while it is protected or has child VDBs).
     Delete {
         vdb: String,
         #[arg(long)]
@@ -291,7 +327,7 @@ fn show_as<T: serde::de::DeserializeOwned>(rows: impl Fn(&[T])) -> impl FnOnce(&
 /// Where and how a snapshot is exported (V2P).
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// SNAPSHOT-<n> (default: the latest).
+    /// SNAPSHOT-<n> or one of the dataset's bookmarks (default: the latest).
     #[arg(long)]
     snapshot: Option<String>,
     #[arg(long)]
@@ -311,6 +347,8 @@ pub struct ExportArgs {
 /// V2P of a dSource's or VDB's snapshot (default: its latest).
 fn export(ctx: &Ctx, dataset: &str, args: ExportArgs) -> Result<(), CliError> {
     let snapshot = match args.snapshot {
+        // A bare name is one of this dataset's bookmarks.
+        Some(s) if !s.starts_with("SNAPSHOT-") && !s.contains('@') => format!("{dataset}@{s}"),
         Some(s) => s,
         None => ctx
             .client
@@ -484,6 +522,7 @@ pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
                             s.timeflow.clone(),
                             s.created_at.clone(),
                             s.unique_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                            s.kept_because.join("; "),
                             s.metadata.to_string(),
                         ]
                     })
@@ -495,6 +534,7 @@ pub fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), CliError> {
                         "TIMEFLOW",
                         "CREATED",
                         "UNIQUE BYTES",
+                        "KEPT BECAUSE",
                         "METADATA",
                     ],
                     rows,
@@ -602,13 +642,52 @@ pub fn run_vdb(ctx: &Ctx, cmd: VdbCommand) -> Result<(), CliError> {
                     v.dataset,
                     v.source_config.clone().unwrap_or_default()
                 );
+                lifecycle(v);
             });
+        }
+        VdbCommand::Protect { vdb, until, for_ } => {
+            let v = c.protect_vdb(&vdb, &doppel_model::ProtectVdb { until, for_ })?;
+            ctx.print(&v, lifecycle);
+        }
+        VdbCommand::Unprotect { vdb } => {
+            let v = c.unprotect_vdb(&vdb)?;
+            ctx.print(&v, lifecycle);
+        }
+        VdbCommand::Expire {
+            vdb,
+            at,
+            in_,
+            never,
+        } => {
+            if at.is_none() && in_.is_none() && !never {
+                return Err(CliError::Usage(
+                    "vdb expire: give --at TIME, --in DURATION or --never".into(),
+                ));
+            }
+            let v = c.expire_vdb(&vdb, &doppel_model::ExpireVdb { at, after: in_ })?;
+            ctx.print(&v, lifecycle);
         }
         VdbCommand::Delete { vdb, no_wait } => run_job(ctx, c.delete_vdb(&vdb)?, no_wait, |_| {
             println!("deleted {vdb}")
         })?,
     }
     Ok(())
+}
+
+/// A VDB's protection and expiry, as `vdb show` prints them.
+fn lifecycle(v: &Vdb) {
+    println!(
+        "{}: protected {}, expires {}",
+        v.name,
+        match &v.protection {
+            None => "no".to_owned(),
+            Some(p) => match &p.until {
+                Some(t) => format!("until {t}"),
+                None => "until unprotected".to_owned(),
+            },
+        },
+        v.expires_at.as_deref().unwrap_or("never")
+    );
 }
 
 pub fn run_mount(ctx: &Ctx, cmd: MountCommand) -> Result<(), CliError> {

@@ -32,6 +32,13 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+    /// Give a user another role (refused for the last administrator).
+    SetRole {
+        name: String,
+        /// admin, operator or auditor.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
     /// Delete a user and end all their sessions and tokens.
     Delete { name: String },
 }
@@ -207,6 +214,10 @@ pub fn run_user(ctx: &Ctx, cmd: UserCommand) -> Result<(), CliError> {
                         .collect(),
                 )
             });
+        }
+        UserCommand::SetRole { name, role } => {
+            let user = ctx.client.set_user_role(&name, role)?;
+            ctx.print(&user, |u| println!("{} is now {}.", u.name, u.role));
         }
         UserCommand::Delete { name } => {
             let v = ctx.client.delete_user(&name)?;

@@ -2,6 +2,7 @@
 //! only, prints a table (or JSON with `-o json`) and exits non-zero with the
 //! error's code on stderr when something fails.
 
+mod bookmark;
 mod dataset;
 mod env;
 mod job;
@@ -63,6 +64,17 @@ pub enum ClientCommand {
         global: Global,
         #[command(subcommand)]
         command: dataset::SnapshotCommand,
+    },
+    /// Bookmarks: names on snapshots, usable wherever a snapshot is and
+    /// pinning it against retention.
+    #[command(
+        after_help = "Examples:\n  doppel bookmark add before-migration --snapshot tree\n  doppel bookmark list --dataset tree\n  doppel vdb rewind dev --to before-upgrade"
+    )]
+    Bookmark {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: bookmark::BookmarkCommand,
     },
     /// Virtual databases: writable thin copies of snapshots on target hosts.
     #[command(
@@ -213,6 +225,7 @@ fn run_command(cmd: ClientCommand) -> Result<(), CliError> {
             dataset::run_snapshot(&Ctx::new(&global)?, command)
         }
         ClientCommand::Vdb { global, command } => dataset::run_vdb(&Ctx::new(&global)?, command),
+        ClientCommand::Bookmark { global, command } => bookmark::run(&Ctx::new(&global)?, command),
         ClientCommand::Mount { global, command } => {
             dataset::run_mount(&Ctx::new(&global)?, command)
         }

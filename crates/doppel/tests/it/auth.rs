@@ -181,7 +181,26 @@ fn admins_manage_users_and_deleting_a_user_ends_their_tokens() {
         )
         .fails(12);
 
-    // The last administrator stays.
+    // A new role holds from bob's next request, on the token he has.
+    let promoted = engine
+        .cli(&["user", "set-role", "bob", "admin", "-o", "json"])
+        .json();
+    assert_eq!(promoted["role"], "admin");
+    assert_eq!(bob_client.list_users().unwrap().len(), 2);
+    engine.cli(&["user", "set-role", "bob", "operator"]).ok();
+    assert_eq!(code(bob_client.list_users()), ErrorCode::Forbidden);
+    engine
+        .cli(&["user", "set-role", "nobody", "auditor"])
+        .fails(4);
+    engine.cli(&["user", "set-role", "bob", "root"]).fails(2);
+
+    // The last administrator stays one, and stays.
+    let demoted = engine.cli(&["user", "set-role", "admin", "auditor"]);
+    assert!(
+        demoted.fails(5).contains("last administrator"),
+        "{demoted:?}"
+    );
+    engine.client().list_users().unwrap();
     let last = engine.cli(&["user", "delete", "admin"]);
     assert!(last.fails(5).contains("last administrator"), "{last:?}");
     engine.cli(&["user", "delete", "bob"]).ok();

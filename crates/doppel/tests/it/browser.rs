@@ -3,6 +3,7 @@
 //! like the others: no async runtime, no second HTTP or TLS stack).
 //! Debian's `chromium` and `chromium-driver` (`scripts/setup.sh --test`).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,10 @@ const WAIT: Duration = Duration::from_secs(90);
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
 
-/// A browser session; the driver (and with it the browser) ends on drop.
+/// A browser session. On drop (also when a test fails and unwinds) the
+/// session is closed and the driver's whole process group is killed: the
+/// browser is the driver's child, and Chromium's helpers its children, so
+/// killing only the driver would leave them running.
 pub struct Browser {
     driver: Child,
     base: String,
@@ -51,6 +55,8 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own group, which Chromium and its helpers join: one kill ends all.
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -120,6 +126,11 @@ impl Browser {
         ok.then(|| v["value"].clone())
     }
 
+    /// The driver's pid, which is also its process group's id.
+    pub fn process_group(&self) -> u32 {
+        self.driver.id()
+    }
+
     pub fn goto(&self, url: &str) {
         self.call("POST", "/url", Some(json!({"url": url})));
     }
@@ -151,6 +162,13 @@ impl Browser {
     /// Whether no element matches `css` now.
     pub fn find_none(&self, css: &str) -> bool {
         self.find_now(css).is_none()
+    }
+
+    /// Waits until no element matches `css`.
+    pub fn wait_gone(&self, css: &str) {
+        self.wait(&format!("{css} to go"), || {
+            self.find_none(css).then_some(())
+        });
     }
 
     /// The element `css` names, once it is there.
@@ -290,9 +308,36 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if self.base.contains("/session/") {
-            let _ = self.http.delete(&self.base).send();
+            // A hung browser must not hold the test up: the kill below ends it anyway.
+            let _ = self
+                .http
+                .delete(&self.base)
+                .timeout(Duration::from_secs(10))
+                .send();
         }
-        let _ = self.driver.kill();
+        // SAFETY: kill(2) on the group this Browser made (its pgid is the driver's pid).
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
         let _ = self.driver.wait();
     }
+}
+
+/// The processes of group `pgid` still alive (not zombies), from /proc.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // Fields after the command's closing parenthesis: state, ppid, pgrp.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+                    Some(rest.first()? != &"Z" && rest.get(2)?.parse::<u32>().ok()? == pgid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }

@@ -389,7 +389,7 @@ fn mounts_stay_served_while_the_engine_is_killed_and_nothing_lands_on_a_hosts_di
         .build();
     let (local, remote) = (world.host("local"), world.host("remote"));
     let secrets = tempfile::tempdir().unwrap();
-    let mut engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    let mut engine = Engine::start_in_namespace_of(local, POOL_ON_THE_MACHINES_DISK);
     engine.install(&build_plugin("all-ops-staged"));
     for (name, host) in [("local", local), ("remote", remote)] {
         host.mkdir("/srv/stage", "delphix");

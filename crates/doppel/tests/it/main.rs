@@ -20,6 +20,7 @@ mod policies;
 mod pool;
 mod postgres;
 mod python27;
+mod retain;
 mod roles;
 mod sandbox;
 mod support;

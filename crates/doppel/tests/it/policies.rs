@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const T0: &str = "2026-01-01T00:00:30Z";
+pub(crate) const T0: &str = "2026-01-01T00:00:30Z";
 
 /// Sets the engine's clock and returns the runs of the pass it triggers.
-fn tick(engine: &Engine, now: &str) -> Vec<Value> {
+pub(crate) fn tick(engine: &Engine, now: &str) -> Vec<Value> {
     let pass = engine.client().set_test_clock(now).unwrap();
     serde_json::to_value(pass.runs)
         .unwrap()
@@ -20,7 +20,7 @@ fn tick(engine: &Engine, now: &str) -> Vec<Value> {
         .clone()
 }
 
-fn snapshots(engine: &Engine, dataset: &str) -> Vec<String> {
+pub(crate) fn snapshots(engine: &Engine, dataset: &str) -> Vec<String> {
     engine
         .cli(&["snapshot", "list", "--dataset", dataset, "-o", "json"])
         .json()
@@ -31,13 +31,16 @@ fn snapshots(engine: &Engine, dataset: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait(engine: &Engine, job: &str) {
+pub(crate) fn wait(engine: &Engine, job: &str) {
     engine.cli(&["job", "wait", job]).ok();
 }
 
-#[test]
-fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_once() {
-    let world = World::new(&["host"]);
+/// An engine on the test clock at [`T0`] with the `all-ops-staged` plugin,
+/// `world`'s `host` added as the environment `host` (with /srv/stage and
+/// /srv/ctl made there), and the dSource `tree` linked with `hooks`
+/// (`POINT=SCRIPT`), its first snapshot taken; `extra` are more flags of
+/// `doppel serve`.
+pub(crate) fn clocked_tree(world: &World, hooks: &[&str], extra: &[&str]) -> Engine {
     let host = world.host("host");
     host.mkdir("/srv/stage", "delphix");
     host.mkdir("/srv/ctl", "delphix");
@@ -45,7 +48,9 @@ fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_on
     let pw = secrets.path().join("pw");
     std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
 
-    let mut engine = Engine::start_with(&["--test-clock", T0]);
+    let mut args = vec!["--test-clock", T0];
+    args.extend_from_slice(extra);
+    let engine = Engine::start_with(&args);
     engine.install(&build_plugin("all-ops-staged"));
     engine.add_env(
         "host",
@@ -56,27 +61,36 @@ fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_on
     );
     let configs = engine.cli(&["sourceconfig", "list", "-o", "json"]).json();
     let sc = configs[0]["reference"].as_str().unwrap().to_owned();
+    let params = json!({"mountPath": "/srv/stage/tree"}).to_string();
+    let mut args = vec![
+        "dsource",
+        "link",
+        "--name",
+        "tree",
+        "--sourceconfig",
+        &sc,
+        "--staging-env",
+        "host",
+        "--params",
+        &params,
+    ];
+    for h in hooks {
+        args.extend(["--hook", h]);
+    }
+    engine.cli(&args).ok();
+    assert_eq!(snapshots(&engine, "tree").len(), 1);
+    engine
+}
+
+#[test]
+fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_once() {
+    let world = World::new(&["host"]);
+    let host = world.host("host");
     // While /srv/ctl/hold exists a sync waits in its Pre-Sync hook for
     // /srv/ctl/go: that is how a test keeps the dSource busy.
     let hook =
         "pre-sync=if [ -e /srv/ctl/hold ]; then while [ ! -e /srv/ctl/go ]; do sleep 0.1; done; fi";
-    engine
-        .cli(&[
-            "dsource",
-            "link",
-            "--name",
-            "tree",
-            "--sourceconfig",
-            &sc,
-            "--staging-env",
-            "host",
-            "--params",
-            &json!({"mountPath": "/srv/stage/tree"}).to_string(),
-            "--hook",
-            hook,
-        ])
-        .ok();
-    assert_eq!(snapshots(&engine, "tree").len(), 1);
+    let mut engine = clocked_tree(&world, &[hook], &[]);
 
     // Bad input: named, and nothing made.
     let err = engine

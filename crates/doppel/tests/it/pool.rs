@@ -59,21 +59,17 @@ fn a_forced_copy_driver_says_it_is_neither_thin_nor_instant() {
     );
 }
 
-/// The pool's usage as `pool status` reports it.
-fn capacity(engine: &Engine) -> serde_json::Value {
-    engine.cli(&["pool", "status", "-o", "json"]).json()["capacity"].clone()
-}
-
-#[test]
-fn a_pool_past_the_refusal_threshold_refuses_new_provisions_with_the_numbers_until_space_is_freed()
-{
+/// An engine with the all-ops plugin, the host `host` as an environment
+/// and the dSource `tree` linked with its staging mount at
+/// `/srv/stage/tree` there. The engine comes second, so it is dropped first.
+fn staged_tree(extra: &[&str]) -> (doppel_testworld::World, Engine) {
     let world = doppel_testworld::World::new(&["host"]);
     let host = world.host("host");
     host.mkdir("/srv/stage", "delphix");
     let secrets = tempfile::tempdir().unwrap();
     let pw = secrets.path().join("pw");
     std::fs::write(&pw, host.user("delphix").password.as_deref().unwrap()).unwrap();
-    let engine = Engine::start_with(&["--pool-size", "1GiB"]);
+    let engine = Engine::start_with(extra);
     engine.install(&build_plugin("all-ops-staged"));
     engine.add_env(
         "host",
@@ -101,6 +97,18 @@ fn a_pool_past_the_refusal_threshold_refuses_new_provisions_with_the_numbers_unt
             &params,
         ])
         .ok();
+    (world, engine)
+}
+
+/// The pool's usage as `pool status` reports it.
+fn capacity(engine: &Engine) -> serde_json::Value {
+    engine.cli(&["pool", "status", "-o", "json"]).json()["capacity"].clone()
+}
+
+#[test]
+fn a_pool_past_the_refusal_threshold_refuses_new_provisions_with_the_numbers_until_space_is_freed()
+{
+    let (_world, engine) = staged_tree(&["--pool-size", "1GiB"]);
     let provision = |name: &str| {
         let params =
             serde_json::json!({"behavior": "ok", "mountPath": format!("/srv/stage/{name}")})
@@ -201,4 +209,128 @@ fn thresholds_out_of_order_are_refused_at_start_naming_the_flag() {
         err.contains("--pool-warn-percent") && err.contains("90") && err.contains("80"),
         "{err}"
     );
+}
+
+#[test]
+fn a_host_writing_into_a_mount_stops_at_the_reserve_instead_of_filling_the_pool() {
+    // Without the guard the write ran the pool to 0 bytes free and every
+    // writer of every mount got EIO.
+    let reserve: u64 = 200 << 20;
+    let (world, engine) = staged_tree(&["--pool-size", "1GiB", "--pool-reserve", "200MiB"]);
+    let host = world.host("host");
+    // What the host is told it may use leaves the reserve out.
+    let df = host.sh_output("delphix", "df -B1 --output=avail /srv/stage/tree | tail -1");
+    let avail: u64 = String::from_utf8_lossy(&df.stdout).trim().parse().unwrap();
+    let pool_free = engine.cli(&["pool", "status", "-o", "json"]).json()["free"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        avail + reserve <= pool_free + (8 << 20),
+        "df on the host shows {avail} bytes available, the pool has {pool_free} free and keeps {reserve}"
+    );
+    let out = host.sh_output(
+        "delphix",
+        "dd if=/dev/zero of=/srv/stage/tree/fill bs=1M count=2048 conv=fsync 2>&1",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the write must be stopped: {said}");
+    let status = engine.cli(&["pool", "status", "-o", "json"]).json();
+    let free = status["free"].as_u64().unwrap();
+    // The guard reads a flushed figure near the reserve; what may slip past
+    // it is the last few writes in flight (sshfs keeps several outstanding).
+    assert!(
+        free + (16 << 20) >= reserve,
+        "the pool keeps its reserve ({reserve} bytes) but has {free} bytes free; dd said: {said}\n{}",
+        engine.log()
+    );
+    let written = std::fs::metadata(
+        dataset_dir(
+            engine.data_dir.path(),
+            engine
+                .cli(&["dsource", "show", "tree", "-o", "json"])
+                .json()["dataset"]
+                .as_str()
+                .unwrap(),
+        )
+        .join("fill"),
+    )
+    .unwrap()
+    .len();
+    println!("stopped with {free} bytes free (reserve {reserve}), {written} bytes written");
+    assert!(
+        written > 512 * 1024 * 1024,
+        "the host could use the space above the reserve: {written} bytes written"
+    );
+    // Space given back is usable again at once: the refusal is not sticky.
+    host.sh("delphix", "rm /srv/stage/tree/fill && sync");
+    host.sh(
+        "delphix",
+        "dd if=/dev/zero of=/srv/stage/tree/again bs=1M count=64 conv=fsync 2>&1",
+    );
+}
+
+#[test]
+fn a_sync_that_outgrows_the_room_above_the_reserve_fails_saying_why_and_keeps_the_reserve() {
+    let reserve: u64 = 200 << 20;
+    let world = doppel_testworld::World::new(&["source", "staging", "target"]);
+    let (source, staging, target) = (
+        world.host("source"),
+        world.host("staging"),
+        world.host("target"),
+    );
+    source.mkdir("/srv/data/tree", "alice");
+    source.put_file("/srv/data/tree/hello.txt", b"hello\n", "alice");
+    let engine = Engine::start_with(&["--pool-size", "1GiB", "--pool-reserve", "200MiB"]);
+    engine.install(&doppel_testworld::plugins::build_example("directory"));
+    let sc = add_directory_envs(&engine, source, staging, target);
+    let params = serde_json::json!({"sourceHost": source.address().to_string(), "sourceUser": "alice", "sshPort": source.port()})
+        .to_string();
+    engine
+        .cli(&[
+            "dsource",
+            "link",
+            "--name",
+            "tree",
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "staging",
+            "--params",
+            &params,
+        ])
+        .ok();
+    // More than the pool can take above its reserve (random, so that no
+    // layer can make it smaller).
+    source.sh(
+        "alice",
+        "head -c 900M /dev/urandom > /srv/data/tree/big.bin",
+    );
+    let refused = engine.cli(&["dsource", "sync", "tree"]);
+    refused.fails(6);
+    let jobs = engine.cli(&["job", "list", "-o", "json"]).json();
+    let sync = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "DSOURCE_SYNC")
+        .unwrap_or_else(|| panic!("no sync job in {jobs}"));
+    let events = engine
+        .cli(&["job", "logs", sync["id"].as_str().unwrap(), "-o", "json"])
+        .stdout;
+    assert!(
+        events.contains("at its free-space reserve"),
+        "the job must say the pool's reserve stopped the copy: {events}\n{}",
+        refused.stderr
+    );
+    let status = engine.cli(&["pool", "status", "-o", "json"]).json();
+    let free = status["free"].as_u64().unwrap();
+    assert!(
+        free + (16 << 20) >= reserve,
+        "{free} bytes free, reserve {reserve}"
+    );
+    // The failed sync took no snapshot.
+    let snapshots = engine
+        .cli(&["snapshot", "list", "--dataset", "tree", "-o", "json"])
+        .json();
+    assert_eq!(snapshots.as_array().unwrap().len(), 1, "{snapshots}");
 }

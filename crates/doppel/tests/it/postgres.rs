@@ -533,7 +533,7 @@ fn on_the_engines_own_machine_the_readme_walkthrough_works() {
     let secrets = tempfile::tempdir().unwrap();
     let pw = secrets.path().join("pw");
     std::fs::write(&pw, local.user("delphix").password.as_deref().unwrap()).unwrap();
-    let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    let engine = Engine::start_in_namespace_of(local, POOL_ON_THE_MACHINES_DISK);
     engine.install(&plugins::build_example("postgres"));
     engine.add_env(
         "db",

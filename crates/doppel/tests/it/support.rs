@@ -3,9 +3,15 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
 
 use doppel_client::Client;
 use serde_json::{json, Value};
@@ -49,6 +55,20 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Flags for an engine whose pool is a directory on the test machine's own
+/// disk (the copy driver needs no loop device in a host's namespace). That
+/// disk is shared with everything else on the machine, so its usage says
+/// nothing about the test: the capacity thresholds are raised to the top so
+/// that only a truly full disk refuses work.
+pub const POOL_ON_THE_MACHINES_DISK: &[&str] = &[
+    "--pool-driver",
+    "copy",
+    "--pool-warn-percent",
+    "99.9",
+    "--pool-refuse-percent",
+    "100",
+];
 
 impl Engine {
     pub fn start() -> Engine {
@@ -172,9 +192,14 @@ impl Engine {
             // Small pools: tests make many engines at once (a benchmark
             // may ask for a bigger one).
             .args(if self.extra.iter().any(|a| a == "--pool-size") {
-                &["--pool-reserve", "64MiB"][..]
+                &[][..]
             } else {
-                &["--pool-size", "2GiB", "--pool-reserve", "64MiB"][..]
+                &["--pool-size", "2GiB"][..]
+            })
+            .args(if self.extra.iter().any(|a| a == "--pool-reserve") {
+                &[][..]
+            } else {
+                &["--pool-reserve", "64MiB"][..]
             })
             .arg("--admin-password-file")
             .arg(&password_file)
@@ -646,4 +671,144 @@ pub fn add_directory_envs(
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+// ---- webhook receivers ----
+
+/// The secret test webhooks sign with.
+pub const WEBHOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+/// One POST as the receiver read it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn event(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+
+    /// Checks `X-Doppel-Signature` with HMAC-SHA256 computed here.
+    pub fn assert_signed_with(&self, secret: &str) {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&self.body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(self.header("x-doppel-signature"), format!("sha256={hex}"));
+    }
+}
+
+/// How a receiver answers the n-th try (from 1) of one delivery; None:
+/// it reads the request and never answers.
+pub type Script = fn(usize) -> Option<u16>;
+
+/// A small HTTP/1.1 server on 127.0.0.1 recording every request; each
+/// connection on a thread of its own, answered with `Connection: close`.
+pub struct Receiver {
+    pub url: String,
+    seen: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn start(script: Script) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Received>>> = Default::default();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let s = s.clone();
+                std::thread::spawn(move || serve(conn, script, &s));
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (a bounded while) until `done` holds for what was received.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.seen();
+            if done(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < until,
+                "{what}: not received; got {:#?}",
+                seen.iter().map(Received::event).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn serve(conn: TcpStream, script: Script, seen: &Mutex<Vec<Received>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut headers = HashMap::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("POST /hook "), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len: usize = headers["content-length"].parse().unwrap();
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    let delivery = headers.get("x-doppel-delivery").cloned();
+    let try_no = {
+        let mut s = seen.lock().unwrap();
+        s.push(Received { headers, body });
+        s.iter()
+            .filter(|r| r.headers.get("x-doppel-delivery") == delivery.as_ref())
+            .count()
+    };
+    match script(try_no) {
+        Some(status) => {
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+        // Holds the connection open, answering nothing, until the engine
+        // gives up or the test ends.
+        None => std::thread::sleep(Duration::from_secs(120)),
+    }
+}
+
+/// Adds a webhook through the CLI taking `events` (all when empty), the
+/// secret ([`WEBHOOK_SECRET`]) in a file.
+pub fn add_webhook(engine: &Engine, name: &str, url: &str, events: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", WEBHOOK_SECRET);
+    let mut args = vec!["webhook", "add", name, url, "--secret-file", &secret];
+    for e in events {
+        args.extend(["--event", e]);
+    }
+    args.extend(["-o", "json"]);
+    engine.cli(&args).json()
 }

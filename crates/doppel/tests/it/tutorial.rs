@@ -140,7 +140,8 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
     engine.cli(&["dsource", "sync", "tree"]).fails(5);
     engine.cli(&["dsource", "enable", "tree"]).ok();
 
-    // V2P: the VDB's current snapshot as a plain copy on the source host, and a dSource's.
+    // V2P: the VDB's current snapshot as a plain copy on the source host,
+    // and a dSource's, named by a bookmark.
     source.mkdir("/srv/restore", "delphix");
     engine.cli(&["vdb", "snapshot", "dev"]).ok();
     engine
@@ -159,10 +160,15 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
         "version 1\n"
     );
     engine
+        .cli(&["bookmark", "add", "v2", "--snapshot", "tree"])
+        .ok();
+    engine
         .cli(&[
             "dsource",
             "export",
             "tree",
+            "--snapshot",
+            "v2",
             "--env",
             "source",
             "--target",
@@ -173,6 +179,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
         source.sh("delphix", "cat /srv/restore/tree/hello.txt"),
         "version 2\n"
     );
+    engine.cli(&["bookmark", "delete", "tree@v2"]).ok();
     // The plugin refuses a non-empty target (its pre_source_to_physical).
     let refused = engine.cli(&[
         "dsource",
@@ -297,7 +304,7 @@ fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     );
 
     // The copy driver: the pool then needs no loop device in the host's namespace.
-    let engine = Engine::start_in_namespace_of(local, &["--pool-driver", "copy"]);
+    let engine = Engine::start_in_namespace_of(local, POOL_ON_THE_MACHINES_DISK);
     engine.install(&plugins::build_example("directory"));
     let addr = local.address().to_string();
     let port = local.port().to_string();

@@ -3,9 +3,9 @@
 //! since a browser is slow to start; it saves a screenshot of each screen
 //! (in `target/ui-screenshots/`) and runs axe-core on each.
 
-use doppel_testworld::{plugins, World};
+use doppel_testworld::{plugins, World, DELPHIX_PASSWORD};
 
-use crate::browser::{Browser, ENTER, TAB};
+use crate::browser::{group_members, Browser, ENTER, TAB};
 use crate::support::*;
 
 /// Waits for the job view in `scope` to show a job other than `before`
@@ -24,6 +24,12 @@ fn job_done(b: &Browser, scope: &str, before: &Option<String>) -> String {
     let state = b.attr(&sel, "data-state").unwrap();
     assert_eq!(state, "succeeded", "{id}: {}", b.wait_text(&sel, &id));
     id
+}
+
+/// Clicks the destructive button in `scope`, then says yes when asked.
+fn confirm_danger(b: &Browser, scope: &str) {
+    b.click(&format!("{scope} button.danger"));
+    b.click(&format!("{scope} .confirm button.danger"));
 }
 
 fn current_job(b: &Browser, scope: &str) -> Option<String> {
@@ -112,10 +118,20 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
         .clone();
     b.fill(&format!("#sc-{repo}_name"), "tree");
     b.fill(&format!("#sc-{repo}_path"), "/srv/data/tree");
-    b.click(".detail form.card button[type=submit]");
+    b.click(".detail div.card > form.card button[type=submit]");
     b.wait_text(".detail", "Source config tree");
+    // A second host user, by password, then taken away again.
+    b.fill("#envuser-name", "delphix");
+    b.fill("#envuser-password", DELPHIX_PASSWORD);
+    b.click("form[aria-labelledby=env-user-add-h] button[type=submit]");
+    b.find("tr[data-user=delphix]");
+    assert_eq!(b.value("#envuser-password"), "", "the password is not kept");
+    assert_eq!(client.get_environment("box").unwrap().users.len(), 2);
     b.screenshot("04-environments");
     b.assert_accessible("environments");
+    confirm_danger(&b, "tr[data-user=delphix]");
+    b.wait_gone("tr[data-user=delphix]");
+    assert_eq!(client.get_environment("box").unwrap().users.len(), 1);
 
     // Link through the form drawn from the plugin's schema: a wrong value
     // first, which the engine refuses at its field.
@@ -168,8 +184,12 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
 
     // A new snapshot of the source, then refresh the VDB to it.
     host.put_file("/srv/data/tree/hello.txt", b"version 2\n", "alice");
-    b.click(".detail .actions button:first-child");
+    // With the snapshot parameters' form, which the plugin reads.
+    b.click(".detail details.sync summary");
+    b.click("#sync_resync");
+    b.click("form[aria-label='Sync with snapshot parameters'] button[type=submit]");
     let synced = job_done(&b, scope, &Some(provisioned));
+    b.wait_text(&format!("{scope} .job .events"), "resync of /srv/data/tree");
     b.click(".tree a[href='#/datasets/vdb/dev']");
     b.wait_text("#ds-h", "dev");
     let vdb_first = client.list_snapshots(Some("dev")).unwrap()[0]
@@ -181,8 +201,24 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
         host.sh("alice", "cat /srv/vdbs/dev/hello.txt"),
         "version 2\n"
     );
+    // The dSource's timeline: dev now hangs from its latest snapshot.
+    let latest = client.list_snapshots(Some("tree")).unwrap().pop().unwrap();
+    assert_eq!(
+        client.get_vdb("dev").unwrap().parent_snapshot.as_deref(),
+        Some(latest.reference.as_str())
+    );
+    b.click(".tree a[href='#/datasets/dsource/tree']");
+    b.wait_text("#ds-h", "tree");
+    b.wait_text(
+        &format!("li[data-snapshot='{}'] .hangs", latest.reference),
+        "dev",
+    );
+    assert!(b.find_none(&format!("li[data-snapshot='{first}'] .hangs")));
+    b.script("window.scrollTo(0, 0)");
     b.screenshot("06-datasets");
     b.assert_accessible("dSources and VDBs");
+    b.click(".tree a[href='#/datasets/vdb/dev']");
+    b.wait_text("#ds-h", "dev");
 
     // Rewind to the VDB's first snapshot, chosen in the list.
     b.choose("#rewind-to", &vdb_first);
@@ -193,21 +229,63 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
         "version 1\n"
     );
     b.wait_text(".detail", "Timeflows");
-    assert_eq!(client.get_vdb("dev").unwrap().timeflows, 3);
+    let dev = client.get_vdb("dev").unwrap();
+    assert_eq!(dev.timeflows, 3);
+    // The timeline says which VDB hangs from which snapshot: after the
+    // rewind, dev's current timeflow starts at its own first snapshot.
+    assert_eq!(dev.parent_snapshot.as_deref(), Some(vdb_first.as_str()));
+    b.wait_text(&format!("li[data-snapshot='{vdb_first}'] .hangs"), "dev");
+
+    // Hooks, kept by the engine.
+    b.click(".detail details.card summary");
+    b.fill("#hook-post-snapshot", "echo snapped");
+    b.click(".detail form[aria-label='Hooks of dev'] button[type=submit]");
+    b.wait_text(
+        ".detail form[aria-label='Hooks of dev'] [role=status]",
+        "Hooks saved",
+    );
+    assert_eq!(
+        client
+            .hooks("dev")
+            .unwrap()
+            .get("post-snapshot")
+            .map(String::as_str),
+        Some("echo snapped")
+    );
+
+    // V2P of the first snapshot: a relative directory first, refused at its field.
+    host.mkdir("/srv/export", "alice");
+    b.choose("#export-snapshot", &vdb_first);
+    b.choose("#export-env", "box");
+    b.fill("#export-target", "relative");
+    b.click("form[aria-labelledby=export-h] button[type=submit]");
+    b.wait_text("#export-target-err", "absolute");
+    assert_eq!(
+        b.attr("#export-target", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    b.fill("#export-target", "/srv/export/dev");
+    b.click("form[aria-labelledby=export-h] button[type=submit]");
+    let exported = job_done(&b, scope, &Some(rewound));
+    assert_eq!(
+        host.sh("alice", "cat /srv/export/dev/hello.txt"),
+        "version 1\n"
+    );
+    b.screenshot("07-export");
+    b.assert_accessible("VDB with hooks and V2P");
 
     // The jobs screen shows a job's events.
-    b.goto(&format!("{}/#/jobs/{rewound}", engine.url));
-    b.wait_text(&format!(".job[data-job='{rewound}']"), "succeeded");
-    b.find(&format!(".job[data-job='{rewound}'] .events li"));
-    b.screenshot("07-jobs");
+    b.goto(&format!("{}/#/jobs/{exported}", engine.url));
+    b.wait_text(&format!(".job[data-job='{exported}']"), "succeeded");
+    b.find(&format!(".job[data-job='{exported}'] .events li"));
+    b.screenshot("08-jobs");
     b.assert_accessible("jobs");
 
     // Delete the VDB, asked once more.
     b.goto(&format!("{}/#/datasets/vdb/dev", engine.url));
     b.wait_text("#ds-h", "dev");
     let before = current_job(&b, scope);
-    b.click(".detail .actions button.danger");
-    b.click(".detail .confirm button.danger");
+    confirm_danger(&b, ".detail .actions");
     job_done(&b, scope, &before);
     assert!(client.list_vdbs().unwrap().is_empty(), "the VDB is gone");
     assert!(!host.exists("/srv/vdbs/dev/hello.txt"));
@@ -254,7 +332,7 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     b.wait_text("#preview0_recordSizeInKB-err", "");
     assert!(b.find_none("#preview0_secret-err"));
     assert!(!b.text_of("body").unwrap().contains("hunter2"));
-    b.screenshot("08-schema-form");
+    b.screenshot("09-schema-form");
     b.assert_accessible("plugin schema form");
     b.fill("#preview0_layout_subsetMounts", "2");
     b.fill("#preview0_recordSizeInKB", "128");
@@ -262,5 +340,86 @@ fn an_operator_runs_the_tutorial_in_the_web_ui() {
     b.click("details[open] form button[type=submit]");
     b.wait_text("details[open] [role=status]", "Valid");
 
+    // An empty VDB of that plugin, once discovery has found its repository on box.
+    b.goto(&format!("{}/#/environments/box", engine.url));
+    b.wait_text("#env-detail-h", "box");
+    b.click(".detail .actions button:first-child");
+    job_done(&b, ".detail", &None);
+    b.goto(&format!("{}/#/datasets", engine.url));
+    b.choose("#empty-plugin", &plugin.name);
+    b.fill("#empty-name", "blank");
+    b.choose("#empty-env", "box");
+    b.fill("#empty_mountPath", "/srv/vdbs/blank");
+    b.click("form[aria-labelledby=empty-h] button[type=submit]");
+    job_done(&b, scope, &None);
+    b.wait_text(".tree", "blank");
+    assert!(host
+        .sh_output("alice", "mountpoint -q /srv/vdbs/blank")
+        .status
+        .success());
+
+    // Users: added with a password the page never shows, given another
+    // role and a right, then deleted.
+    b.click("a[href='#/users']");
+    b.find("tr[data-user=admin]");
+    b.fill("#user-name", "olga");
+    b.fill("#user-password", "short");
+    b.click("form[aria-labelledby=add-user-h] button[type=submit]");
+    b.wait_text("#user-password-err", "characters");
+    b.fill("#user-password", "olga-password-1");
+    b.click("form[aria-labelledby=add-user-h] button[type=submit]");
+    b.wait_text(
+        "form[aria-labelledby=add-user-h] [role=status]",
+        "Added olga",
+    );
+    assert_eq!(b.value("#user-password"), "");
+    assert!(!b.text_of("body").unwrap().contains("olga-password-1"));
+    b.find("tr[data-user=olga]");
+    let env = client.get_environment("box").unwrap().reference;
+    b.choose("#grant-object", "environment box");
+    b.choose("#grant-user", "olga");
+    b.click("form[aria-labelledby=grant-h] button[type=submit]");
+    let grant = format!("tr[data-grant='{env} olga']");
+    b.wait_text(&grant, "provisioner");
+    // Auditors hold no rights: the engine says so, and changes nothing.
+    b.choose("#role-olga", "auditor");
+    b.wait_text("section[aria-labelledby=users-h] .error", "revoke it first");
+    assert_eq!(b.value("#role-olga"), "operator");
+    b.screenshot("10-users");
+    b.assert_accessible("users");
+    confirm_danger(&b, &grant);
+    b.wait_gone(&grant);
+    assert!(client.list_grants(None, Some("olga")).unwrap().is_empty());
+    b.choose("#role-olga", "auditor");
+    b.wait("olga an auditor", || {
+        let users = client.list_users().unwrap();
+        users
+            .iter()
+            .any(|u| u.name == "olga" && u.role.as_str() == "auditor")
+            .then_some(())
+    });
+    // The engine keeps its last administrator, and says so.
+    b.choose("#role-admin", "auditor");
+    b.wait_text(
+        "section[aria-labelledby=users-h] .error",
+        "last administrator",
+    );
+    assert_eq!(b.value("#role-admin"), "admin");
+    confirm_danger(&b, "tr[data-user=olga]");
+    b.wait_gone("tr[data-user=olga]");
+    assert_eq!(client.list_users().unwrap().len(), 1);
+
     println!("screenshots in {}", b.shots.display());
+    // Closing the browser ends the driver, Chromium and its helpers alike.
+    let group = b.process_group();
+    assert!(
+        group_members(group).len() > 1,
+        "Chromium runs in the driver's process group"
+    );
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !group_members(group).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(group_members(group), Vec::<u32>::new(), "left running");
 }

@@ -5,153 +5,10 @@
 //! reports the receiver's answer, capacity crossings are sent, and bad
 //! webhooks are refused naming the field.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use doppel_testworld::World;
-use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 use crate::support::*;
-
-const SECRET: &str = "a-webhook-secret-of-some-length";
-
-/// One POST as the receiver read it.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn event(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
-    }
-
-    /// Checks `X-Doppel-Signature` with HMAC-SHA256 computed here.
-    fn assert_signed_with(&self, secret: &str) {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(&self.body);
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(self.header("x-doppel-signature"), format!("sha256={hex}"));
-    }
-}
-
-/// How a receiver answers the n-th try (from 1) of one delivery; None:
-/// it reads the request and never answers.
-type Script = fn(usize) -> Option<u16>;
-
-/// A small HTTP/1.1 server on 127.0.0.1 recording every request; each
-/// connection on a thread of its own, answered with `Connection: close`.
-struct Receiver {
-    url: String,
-    seen: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn start(script: Script) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let seen: Arc<Mutex<Vec<Received>>> = Default::default();
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let s = s.clone();
-                std::thread::spawn(move || serve(conn, script, &s));
-            }
-        });
-        Receiver { url, seen }
-    }
-
-    fn seen(&self) -> Vec<Received> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Waits (a bounded while) until `done` holds for what was received.
-    fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen = self.seen();
-            if done(&seen) {
-                return seen;
-            }
-            assert!(
-                Instant::now() < until,
-                "{what}: not received; got {:#?}",
-                seen.iter().map(Received::event).collect::<Vec<_>>()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn serve(conn: TcpStream, script: Script, seen: &Mutex<Vec<Received>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut headers = HashMap::new();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("POST /hook "), "{line}");
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap();
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let len: usize = headers["content-length"].parse().unwrap();
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    let delivery = headers.get("x-doppel-delivery").cloned();
-    let try_no = {
-        let mut s = seen.lock().unwrap();
-        s.push(Received { headers, body });
-        s.iter()
-            .filter(|r| r.headers.get("x-doppel-delivery") == delivery.as_ref())
-            .count()
-    };
-    match script(try_no) {
-        Some(status) => {
-            let mut conn = conn;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-        }
-        // Holds the connection open, answering nothing, until the engine
-        // gives up or the test ends.
-        None => std::thread::sleep(Duration::from_secs(120)),
-    }
-}
-
-/// Adds a webhook through the CLI, the secret in a file.
-fn add_webhook(engine: &Engine, name: &str, url: &str, events: &[&str]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "secret", SECRET);
-    let mut args = vec!["webhook", "add", name, url, "--secret-file", &secret];
-    for e in events {
-        args.extend(["--event", e]);
-    }
-    args.extend(["-o", "json"]);
-    engine.cli(&args).json()
-}
 
 fn events_of<'a>(seen: &'a [Received], kind: &str, job: &str) -> Vec<&'a Received> {
     seen.iter()
@@ -247,7 +104,7 @@ fn signed_job_events_arrive_on_the_third_try_and_a_dead_receiver_holds_up_no_job
     for (kind, job) in [("job.succeeded", &ok_job), ("job.failed", &failed_job)] {
         let tries = events_of(&seen, kind, job);
         for t in &tries {
-            t.assert_signed_with(SECRET);
+            t.assert_signed_with(WEBHOOK_SECRET);
             assert_eq!(t.header("x-doppel-event"), kind);
             assert_eq!(t.body, tries[0].body);
             assert_eq!(
@@ -269,7 +126,7 @@ fn signed_job_events_arrive_on_the_third_try_and_a_dead_receiver_holds_up_no_job
 
     // `webhook show` lists the deliveries with how they went; never the secret.
     let shown = engine.cli(&["webhook", "show", "ops", "-o", "json"]).json();
-    assert!(!shown.to_string().contains(SECRET));
+    assert!(!shown.to_string().contains(WEBHOOK_SECRET));
     let deliveries = shown["deliveries"].as_array().unwrap();
     assert!(deliveries.len() >= 4, "{shown}");
     assert!(deliveries
@@ -291,7 +148,7 @@ fn signed_job_events_arrive_on_the_third_try_and_a_dead_receiver_holds_up_no_job
         s.iter().any(|r| r.event()["kind"] == "ping")
     });
     let ping = ping.iter().find(|r| r.event()["kind"] == "ping").unwrap();
-    ping.assert_signed_with(SECRET);
+    ping.assert_signed_with(WEBHOOK_SECRET);
     let refused = engine.cli(&["webhook", "test", "ops"]);
     let err = refused.fails(1);
     assert!(
@@ -307,7 +164,7 @@ fn capacity_crossings_are_sent_and_bad_webhooks_are_refused_naming_the_field() {
     let engine = Engine::start_with(&["--pool-warn-percent", "0.001"]);
     let receiver = Receiver::start(|_| Some(200));
     let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "secret", SECRET);
+    let secret = secret_file(dir.path(), "secret", WEBHOOK_SECRET);
     let add = |name: &str, url: &str, extra: &[&str]| {
         let mut args = vec!["webhook", "add", name, url, "--secret-file", &secret];
         args.extend_from_slice(extra);
@@ -348,7 +205,7 @@ fn capacity_crossings_are_sent_and_bad_webhooks_are_refused_naming_the_field() {
             &["webhook", "add", "a", &receiver.url],
             Some(&operator),
             None,
-            Some(&format!("{SECRET}\n")),
+            Some(&format!("{WEBHOOK_SECRET}\n")),
         )
         .fails(12);
     assert_eq!(
@@ -369,7 +226,7 @@ fn capacity_crossings_are_sent_and_bad_webhooks_are_refused_naming_the_field() {
             ],
             Some(&engine.token),
             None,
-            Some(&format!("{SECRET}\n")),
+            Some(&format!("{WEBHOOK_SECRET}\n")),
         )
         .ok();
     let err = add("cap", &receiver.url, &[]).fails(5).to_owned();
@@ -382,7 +239,7 @@ fn capacity_crossings_are_sent_and_bad_webhooks_are_refused_naming_the_field() {
     // Measuring the pool finds it past the warning threshold: one event.
     engine.cli(&["pool", "status"]).ok();
     let seen = receiver.wait_for("the capacity warning", |s| !s.is_empty());
-    seen[0].assert_signed_with(SECRET);
+    seen[0].assert_signed_with(WEBHOOK_SECRET);
     let e = seen[0].event();
     assert_eq!(e["kind"], "capacity.warning");
     assert_eq!(e["data"]["state"], "warning");
