@@ -213,6 +213,11 @@ impl Metrics {
         self.webhook_dropped.with_label_values(&[kind]).inc();
     }
 
+    #[cfg(test)]
+    pub(crate) fn webhook_dropped_count(&self, kind: &str) -> u64 {
+        self.webhook_dropped.with_label_values(&[kind]).get()
+    }
+
     /// Records one plugin operation's duration.
     pub(crate) fn plugin_operation(&self, operation: &str, ok: bool, took: Duration) {
         let outcome = if ok { "succeeded" } else { "failed" };

@@ -639,6 +639,23 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_the_event_without_waiting_and_counts_it() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        // Nobody takes events off this queue of one.
+        let (queue, _events) = tokio::sync::mpsc::channel(1);
+        let p = Publisher {
+            queue,
+            metrics: metrics.clone(),
+        };
+        let e = Event::vdb_expiring("VDB-1", "dev", "2026-01-01T00:00:00Z", false);
+        p.publish(e.clone());
+        assert_eq!(metrics.webhook_dropped_count("vdb.expiring"), 0);
+        p.publish(e.clone());
+        p.publish(e);
+        assert_eq!(metrics.webhook_dropped_count("vdb.expiring"), 2);
+    }
+
+    #[test]
     fn the_signature_is_hmac_sha256_of_the_body() {
         // RFC 4231, test case 2.
         assert_eq!(

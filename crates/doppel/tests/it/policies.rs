@@ -117,9 +117,22 @@ fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_on
             "* * * * *",
         ])
         .ok();
-    engine
-        .cli(&["policy", "apply", "every-minute", "--to", "dsource:tree"])
-        .ok();
+    let policy = engine
+        .cli(&[
+            "policy",
+            "apply",
+            "every-minute",
+            "--to",
+            "dsource:tree",
+            "-o",
+            "json",
+        ])
+        .json()["policy"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let receiver = Receiver::start(|_| Some(200));
+    add_webhook(&engine, "jobs", &receiver.url, &["job.succeeded"]);
     // The slot at 00:00 came before the policy was applied: nothing runs.
     assert!(tick(&engine, "2026-01-01T00:00:50Z").is_empty());
 
@@ -145,6 +158,18 @@ fn a_snapsync_every_minute_runs_once_per_slot_skips_busy_slots_and_catches_up_on
             .contains("started by policy every-minute")),
         "{events}"
     );
+    // Webhooks are told which policy started it.
+    let sent = receiver.wait_for("the sync's end", |s| {
+        s.iter().any(|r| r.event()["data"]["job"] == job.as_str())
+    });
+    let e = sent
+        .iter()
+        .map(Received::event)
+        .find(|e| e["data"]["job"] == job.as_str())
+        .unwrap();
+    assert_eq!(e["kind"], "job.succeeded", "{e}");
+    assert_eq!(e["data"]["type"], "DSOURCE_SYNC");
+    assert_eq!(e["data"]["policy"], policy.as_str(), "{e}");
     assert_eq!(snapshots(&engine, "tree").len(), 2);
     // The same slot never runs twice.
     assert!(tick(&engine, "2026-01-01T00:01:40Z").is_empty());
