@@ -11,6 +11,9 @@
 //! the event, and hands each to a task of its own that tries it with
 //! exponential back-off; at most [`MAX_IN_FLIGHT`] deliveries are under
 //! way at once, beyond that the dispatcher waits (and the queue fills).
+//! One webhook holds at most [`MAX_IN_FLIGHT_PER_WEBHOOK`] of them: past
+//! that its new deliveries are recorded failed at once, so a dead receiver
+//! retrying its backlog cannot starve the others.
 //!
 //! What a receiver sees, per POST:
 //! - the body: a [`WebhookEvent`] (`id`, `kind`, `at`, `data`) as JSON;
@@ -41,6 +44,9 @@ const WEBHOOK_PREFIX: &str = "WEBHOOK-";
 
 /// Deliveries under way at once, over all webhooks.
 pub const MAX_IN_FLIGHT: usize = 32;
+
+/// Deliveries under way at once to one webhook.
+pub const MAX_IN_FLIGHT_PER_WEBHOOK: usize = 8;
 
 /// Shortest secret taken: an HMAC key guessable by brute force protects nothing.
 const MIN_SECRET: usize = 16;
@@ -199,6 +205,43 @@ struct Shared {
     metrics: Arc<Metrics>,
     config: DeliveryConfig,
     in_flight: Arc<tokio::sync::Semaphore>,
+    per_webhook: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+/// One of a webhook's [`MAX_IN_FLIGHT_PER_WEBHOOK`] places; given back on drop.
+struct Place {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+    webhook: i64,
+}
+
+impl Place {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+        webhook: i64,
+    ) -> Option<Place> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(webhook).or_default();
+        if *n >= MAX_IN_FLIGHT_PER_WEBHOOK {
+            return None;
+        }
+        *n += 1;
+        Some(Place {
+            counts: counts.clone(),
+            webhook,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.webhook) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.webhook);
+            }
+        }
+    }
 }
 
 impl Webhooks {
@@ -222,6 +265,7 @@ impl Webhooks {
             metrics,
             config,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            per_webhook: Default::default(),
         });
         let s = shared.clone();
         // Ends when the engine and its job observer (the senders) are gone.
@@ -251,17 +295,27 @@ impl Shared {
             if !hook.events.is_empty() && !hook.events.contains(&event.kind) {
                 continue;
             }
-            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-                return;
-            };
             let Some(delivery) = self.record_new(&hook, &event) else {
                 continue;
+            };
+            let Some(place) = Place::take(&self.per_webhook, hook.id) else {
+                self.give_up(
+                    delivery,
+                    format!(
+                        "{MAX_IN_FLIGHT_PER_WEBHOOK} deliveries to this webhook were already under way \
+                         (its receiver is slow or down): not sent"
+                    ),
+                );
+                continue;
+            };
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                return;
             };
             let s = self.clone();
             let event = event.clone();
             tokio::spawn(async move {
                 s.deliver(&hook, &event, delivery, s.config.tries).await;
-                drop(permit);
+                drop((permit, place));
             });
         }
     }
@@ -636,6 +690,21 @@ mod tests {
             field(with(&|r| r.ca_cert = Some("not pem".into()))),
             "ca_cert"
         );
+    }
+
+    #[test]
+    fn one_webhook_holds_a_bounded_number_of_places() {
+        let counts = Default::default();
+        let held: Vec<Place> = (0..MAX_IN_FLIGHT_PER_WEBHOOK)
+            .map(|_| Place::take(&counts, 1).unwrap())
+            .collect();
+        assert!(Place::take(&counts, 1).is_none());
+        // Another webhook is not held up by the first.
+        let other = Place::take(&counts, 2).unwrap();
+        drop(held);
+        assert!(Place::take(&counts, 1).is_some());
+        drop(other);
+        assert!(counts.lock().unwrap().is_empty());
     }
 
     #[test]
