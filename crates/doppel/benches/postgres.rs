@@ -365,7 +365,10 @@ fn own_machine(scale: u32, rounds: usize, disk: &tempfile::TempDir) {
             &params.to_string(),
         ])
         .ok();
-    let driver = engine.cli(&["pool", "status", "-o", "json"]).json()["driver"].clone();
+    let driver = engine.cli(&["pool", "status", "-o", "json"]).json()["driver"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned();
     let mut times = Vec::new();
     for r in 0..rounds {
         let vdb = format!("own{r}");
