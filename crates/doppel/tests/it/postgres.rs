@@ -232,6 +232,35 @@ fn a_postgres_vdb_is_a_running_copy_through_link_refresh_rewind_and_v2p() {
     );
     assert!(servers_below(staging, "/home/delphix/.doppel/").is_empty());
 
+    // The right password, but no `replication` entry in the source's
+    // pg_hba.conf: refused the same way, the action naming pg_hba.conf.
+    let hba = |edit: &str| {
+        source.sh(
+            "delphix",
+            &format!("sed -i '{edit}' /srv/data/pg/pg_hba.conf && {BIN}/pg_ctl -D /srv/data/pg reload >/dev/null"),
+        )
+    };
+    hba("s/^host replication/#host replication/");
+    let good = json!({"replicationUser": "repl", "replicationPassword": REPLICATION_PASSWORD, "stagingPort": 6543});
+    let refused = engine.cli(&[
+        "dsource",
+        "link",
+        "--sourceconfig",
+        sc,
+        "--staging-env",
+        "staging",
+        "--params",
+        &good.to_string(),
+    ]);
+    let err = refused.fails(6);
+    assert!(err.contains("pg_hba.conf"), "says what to do: {err}");
+    assert_eq!(
+        engine.cli(&["dsource", "list", "-o", "json"]).json(),
+        json!([])
+    );
+    assert!(servers_below(staging, "/home/delphix/.doppel/").is_empty());
+    hba("s/^#host replication/host replication/");
+
     let linked = setup.link();
     assert_eq!(linked["snapshots"], 1, "{linked}");
     assert_eq!(
