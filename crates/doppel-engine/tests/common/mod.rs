@@ -63,10 +63,15 @@ pub async fn timed(engine: &Arc<Engine>, start: std::time::Instant, job: Job) ->
         if j.state.is_finished() {
             assert_eq!(j.state, JobState::Succeeded, "{j:?}");
             let wall = start.elapsed().as_secs_f64() * 1000.0;
-            let plugin: f64 = engine
-                .jobs()
-                .events(&job.id, 0)
-                .unwrap()
+            let events = engine.jobs().events(&job.id, 0).unwrap();
+            // Where a job's time goes, for whoever hunts a regression.
+            if std::env::var_os("DOPPEL_BENCH_EVENTS").is_some() {
+                eprintln!("{} {} {wall:.1} ms", j.kind, job.id);
+                for e in &events {
+                    eprintln!("  {} {}", e.at, e.message);
+                }
+            }
+            let plugin: f64 = events
                 .iter()
                 .filter_map(|e| {
                     e.message
