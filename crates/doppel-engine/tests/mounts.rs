@@ -100,6 +100,15 @@ async fn a_dataset_mounted_on_a_remote_host_is_served_there_confined_and_restore
         engine.mount_volume(mount("/srv/../etc")).await,
         Err(EngineError::InvalidInput { .. })
     ));
+    // A directory the host cannot make (under a file) is bad input that
+    // names the field, not an engine fault.
+    match engine.mount_volume(mount("/etc/hostname/v")).await {
+        Err(EngineError::InvalidInput { field, reason }) => {
+            assert_eq!(field, "mount_path");
+            assert!(reason.contains("cannot mount on"), "{reason}");
+        }
+        other => panic!("a mount under a file must be refused: {other:?}"),
+    }
     // An environment with mounts cannot be deleted.
     assert!(matches!(
         engine.delete_environment(&env).await,
