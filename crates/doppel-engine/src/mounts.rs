@@ -413,8 +413,14 @@ impl Engine {
         };
         let key = (env.id, m.mount_path.clone());
         let deadline = tokio::time::Instant::now() + MOUNT_READY;
+        // One exec waits on the host for up to a second, so the mount is seen
+        // as soon as it is there rather than one SSH round trip per poll;
+        // in between, whether sshfs gave up is checked.
+        let wait = format!(
+            "i=0; until mountpoint -q -- {path}; do i=$((i+1)); [ $i -ge 100 ] && exit 1; sleep 0.01; done"
+        );
         loop {
-            let check = run(conn, &format!("mountpoint -q -- {path}")).await?;
+            let check = run(conn, &wait).await?;
             if check.exit_code == 0 {
                 self.mount_sessions.insert(key, task);
                 return Ok(());
@@ -453,7 +459,6 @@ impl Engine {
                     MOUNT_READY.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
