@@ -126,18 +126,7 @@ fn main() {
         let h = world.host(name);
         engine.add_env(name, h, "delphix", "--password-file", pw.to_str().unwrap());
     }
-    let repo = engine
-        .cli(&["repository", "list", "--env", "source", "-o", "json"])
-        .json();
-    let repo = repo
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["parameters"]["binDir"] == BIN)
-        .unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let repo = postgres_repository(&engine, "source");
 
     println!("| database | GiB | pg_basebackup s | provision → accepting, median ms | ratio to pg_basebackup | sync snapshot step ms |");
     println!("|---|---|---|---|---|---|");
@@ -293,19 +282,7 @@ fn main() {
 /// Provision → accepting on the engine's own machine: the VDBs are bind
 /// mounts of the engine's pool, no SSH in the data path.
 fn own_machine(scale: u32, rounds: usize, disk: &tempfile::TempDir) {
-    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let python_dir = plugins::python().parent().unwrap().to_owned();
-    let world = World::builder()
-        .host("local")
-        .expose(plugins::workspace_root())
-        .expose(binary_dir)
-        .expose(python_dir)
-        .expose(env!("CARGO_TARGET_TMPDIR"))
-        .expose(disk.path())
-        .build();
+    let world = support::own_machine_world(&[disk.path()]);
     let local = world.host("local");
     local.mkdir("/srv/vdbs", "delphix");
     let dir = format!("{}/own", disk.path().display());
@@ -322,18 +299,7 @@ fn own_machine(scale: u32, rounds: usize, disk: &tempfile::TempDir) {
         "--password-file",
         pw.to_str().unwrap(),
     );
-    let repo = engine
-        .cli(&["repository", "list", "--env", "local", "-o", "json"])
-        .json();
-    let repo = repo
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["parameters"]["binDir"] == BIN)
-        .unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let repo = postgres_repository(&engine, "local");
     let sc = engine
         .cli(&[
             "sourceconfig",
@@ -390,6 +356,22 @@ fn own_machine(scale: u32, rounds: usize, disk: &tempfile::TempDir) {
         median(times)
     );
     engine.cli(&["dsource", "delete", "own"]).ok();
+}
+
+/// The reference of the PostgreSQL 15 installation discovered on `env`.
+fn postgres_repository(engine: &Engine, env: &str) -> String {
+    let repos = engine
+        .cli(&["repository", "list", "--env", env, "-o", "json"])
+        .json();
+    repos
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["parameters"]["binDir"] == BIN)
+        .unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// How long the sync kept the standby's replay paused (pause for the

@@ -544,18 +544,7 @@ fn on_the_engines_own_machine_the_readme_walkthrough_works() {
     // The engine runs inside this host (see the tutorial's own-machine
     // test): datasets are bind mounts, and one environment plays source,
     // staging and target.
-    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let python_dir = python().parent().unwrap().to_owned();
-    let world = World::builder()
-        .host("local")
-        .expose(plugins::workspace_root())
-        .expose(binary_dir)
-        .expose(python_dir)
-        .expose(env!("CARGO_TARGET_TMPDIR"))
-        .build();
+    let world = own_machine_world(&[]);
     let local = world.host("local");
     make_source_cluster(local, 5432);
     local.mkdir("/srv/vdbs", "delphix");

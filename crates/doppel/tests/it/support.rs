@@ -56,6 +56,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A world of one host, `local`, that can be the engine's own machine (see
+/// [`Engine::start_in_namespace_of`]): the engine's binary, the worker
+/// Python, the checkout and the data directories (under the target's
+/// temporary directory) are visible in it, and so is each of `extra`.
+pub fn own_machine_world(extra: &[&std::path::Path]) -> doppel_testworld::World {
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let python_dir = doppel_testworld::plugins::python()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mut builder = doppel_testworld::World::builder()
+        .host("local")
+        .expose(doppel_testworld::plugins::workspace_root())
+        .expose(binary_dir)
+        .expose(python_dir)
+        .expose(env!("CARGO_TARGET_TMPDIR"));
+    for path in extra {
+        builder = builder.expose(*path);
+    }
+    builder.build()
+}
+
 /// Flags for an engine whose pool is a directory on the test machine's own
 /// disk (the copy driver needs no loop device in a host's namespace). That
 /// disk is shared with everything else on the machine, so its usage says

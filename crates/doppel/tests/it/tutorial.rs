@@ -279,18 +279,7 @@ fn the_tutorial_from_link_to_rewind_through_the_cli() {
 fn on_the_engines_own_machine_datasets_are_bind_mounted() {
     // The engine runs inside this host: its binary, worker Python and data
     // directory (in the checkout, wherever it is) must be visible there.
-    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_doppel"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let python_dir = python().parent().unwrap().to_owned();
-    let world = World::builder()
-        .host("local")
-        .expose(plugins::workspace_root())
-        .expose(binary_dir)
-        .expose(python_dir)
-        .expose(env!("CARGO_TARGET_TMPDIR"))
-        .build();
+    let world = own_machine_world(&[]);
     let local = world.host("local");
     local.mkdir("/srv/data/tree", "alice");
     local.put_file("/srv/data/tree/hello.txt", b"here\n", "alice");
