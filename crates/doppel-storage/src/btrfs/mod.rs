@@ -361,6 +361,9 @@ impl StorageDriver for BtrfsDriver {
         for _ in 0..3000 {
             ioctl::sync(&f).ctx("sync", root)?;
             if self.pending_deletions(&f)?.is_empty() {
+                // The cleaner may have finished after that commit: the
+                // extents it freed stay pinned, not free, until the next.
+                ioctl::sync(&f).ctx("sync", root)?;
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
