@@ -6,31 +6,6 @@ use crate::support::*;
 
 const ALL_OPS: &str = "doppel-all-ops-staged";
 
-fn repo() -> Value {
-    json!({"parameters": pdo(json!({"name": "repo1"}))})
-}
-
-fn source_config(running: bool) -> Value {
-    json!({"parameters": pdo(json!({"name": "sc1", "path": "/data/sc1", "running": running}))})
-}
-
-fn snapshot() -> Value {
-    json!({"parameters": pdo(json!({"operation": "linked.post_snapshot", "sourceConfigName": "sc1"}))})
-}
-
-fn physical() -> Value {
-    json!({"guid": "ps-1", "connection": conn("UNIX_HOST_ENVIRONMENT-4", "restore"), "target_directory": "/restore/here",
-           "parameters": pdo(json!({"targetName": "copy"}))})
-}
-
-fn linked_ok() -> Value {
-    json!({"behavior": "ok"})
-}
-
-fn virtual_ok() -> Value {
-    json!({"behavior": "ok", "mountPath": "/mnt/vdb1"})
-}
-
 #[test]
 fn template_plugin_installs_lists_runs_and_deletes_through_the_cli() {
     let engine = Engine::start();
@@ -114,19 +89,13 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         json!(["1.2", "1.3", "1.4", "1.5", "1.6", "1.10", "1.11", "1.12", "1.13", "2021.1.2"])
     );
     let c = engine.client();
-    let call = |op: &str, req: Value| -> Value {
-        c.invoke(ALL_OPS, op, req, None)
-            .unwrap_or_else(|e| panic!("{op}: {e}"))
-    };
+    let call = |op: &str, req: Value| invoke_ok(&c, ALL_OPS, op, req);
     let ss = staged_source(linked_ok());
     let vs = virtual_source(virtual_ok());
-    let policy = json!({"parameters": {"json": "null"}});
-    let resync = json!({"parameters": pdo(json!({"resync": true}))});
+    let policy = policy_sync();
+    let resync = resync_params();
 
-    let out = call(
-        "discovery.repository",
-        json!({"source_connection": conn("UNIX_HOST_ENVIRONMENT-1", "source")}),
-    );
+    let out = call("discovery.repository", discovery_request());
     assert_eq!(
         params_of(&out["repositories"][0])["name"],
         "repo-UNIX_HOST_ENVIRONMENT-1"
@@ -135,10 +104,7 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         params_of(&out["repositories"][0])["toolkitPath"],
         "/opt/toolkit"
     );
-    let out = call(
-        "discovery.source_config",
-        json!({"source_connection": conn("UNIX_HOST_ENVIRONMENT-1", "source"), "repository": repo()}),
-    );
+    let out = call("discovery.source_config", source_config_discovery_request());
     let names: Vec<Value> = out["source_configs"]
         .as_array()
         .unwrap()
@@ -150,7 +116,7 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         vec![json!("repo1-config-1"), json!("repo1-config-2")]
     );
 
-    let sn_req = |sp: &Value| json!({"repository": repo(), "source_config": source_config(true), "staged_source": ss, "snapshot_parameters": sp});
+    let sn_req = |sp: &Value| sync_request(&ss, sp);
     assert_eq!(
         call("linked.staged_pre_snapshot", sn_req(&policy)),
         json!({})
@@ -169,7 +135,7 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         true
     );
 
-    let rsc = |running: bool| json!({"repository": repo(), "source_config": source_config(running), "staged_source": ss});
+    let rsc = |running: bool| staged_request(&ss, running);
     for op in [
         "linked.start_staging",
         "linked.stop_staging",
@@ -205,7 +171,7 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         "8192"
     );
 
-    let v = |sc: bool| json!({"repository": repo(), "source_config": source_config(sc), "virtual_source": vs});
+    let v = |sc: bool| virtual_request(&vs, sc);
     let configured = params_of(
         &call(
             "virtual.configure",

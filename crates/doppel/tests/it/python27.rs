@@ -105,6 +105,232 @@ fn a_python27_plugin_installs_shows_its_language_and_runs_its_operations() {
     engine.cli(&["plugin", "delete", PY27]).ok();
 }
 
+/// A mount as py27-staged's `recv` lines show it. The 2.7 SDK turns an
+/// unset proto string into "", never None.
+fn mount_seen(env_ref: &str, path: &str) -> Value {
+    json!({"environment": env_ref, "mount_path": path, "shared_path": ""})
+}
+
+/// Operations of the contract that dvp 3.1.0 does not have: its manifest
+/// cannot declare them, so they are refused before any worker is asked.
+const NOT_IN_DVP3: [&str; 7] = [
+    "linked.staged_source_size",
+    "linked.staged_pre_source_to_physical",
+    "linked.staged_source_to_physical",
+    "virtual.virtual_source_size",
+    "virtual.virtual_pre_source_to_physical",
+    "virtual.virtual_source_to_physical",
+    "virtual.cleanup",
+];
+
+#[test]
+fn every_operation_of_the_python27_plugin_gets_the_request_in_the_shape_its_sdk_parses() {
+    let engine = Engine::start();
+    engine.install(&build_plugin27("py27-staged"));
+    let c = engine.client();
+    let call = |op: &str, req: Value| invoke_ok(&c, PY27, op, req);
+    let seen = |op: &str| last_received(&engine, PY27, op);
+    let ss = staged_source(linked_ok());
+    let vs = virtual_source(virtual_ok());
+    let source = conn_seen("UNIX_HOST_ENVIRONMENT-1", "source");
+    let repo_seen = json!({"name": "repo1"});
+    let sc_seen = json!({"name": "sc1", "path": "/data/sc1", "running": true});
+    let snap_seen = json!({"operation": "linked.post_snapshot", "sourceConfigName": "sc1"});
+    // The behavior's default is filled in by the generated class.
+    let staged_seen = json!({
+        "guid": "ls-guid-1",
+        "parameters": {"behavior": "ok"},
+        "source_connection": source,
+        "staged_connection": conn_seen("UNIX_HOST_ENVIRONMENT-2", "staging"),
+        "mount": mount_seen("UNIX_HOST_ENVIRONMENT-2", "/mnt/staging/ls1"),
+    });
+    let virtual_seen = json!({
+        "guid": "vs-guid-1",
+        "parameters": {"behavior": "ok", "mountPath": "/mnt/vdb1"},
+        "connection": conn_seen("UNIX_HOST_ENVIRONMENT-3", "target"),
+        "mounts": [mount_seen("UNIX_HOST_ENVIRONMENT-3", "/mnt/vdb1")],
+    });
+
+    let out = call("discovery.repository", discovery_request());
+    assert_eq!(
+        params_of(&out["repositories"][0])["name"],
+        "py27-repo-UNIX_HOST_ENVIRONMENT-1"
+    );
+    assert_eq!(
+        seen("discovery.repository"),
+        json!({"source_connection": source})
+    );
+    let out = call("discovery.source_config", source_config_discovery_request());
+    assert_eq!(params_of(&out["source_configs"][0])["name"], "repo1-config");
+    assert_eq!(
+        seen("discovery.source_config"),
+        json!({"source_connection": source, "repository": repo_seen})
+    );
+
+    // Snapshot parameters: null (a policy sync) stays None, a resync's and
+    // a plain sync's reach the plugin as sent, `{}` gets the schema default.
+    let plain = json!({"parameters": pdo(json!({"resync": false}))});
+    let empty = json!({"parameters": pdo(json!({}))});
+    for (params, expected) in [
+        (policy_sync(), Value::Null),
+        (resync_params(), json!({"resync": true})),
+        (plain, json!({"resync": false})),
+        (empty, json!({"resync": false})),
+    ] {
+        assert_eq!(
+            call("linked.staged_pre_snapshot", sync_request(&ss, &params)),
+            json!({})
+        );
+        let snap = call("linked.staged_post_snapshot", sync_request(&ss, &params));
+        assert_eq!(params_of(&snap["snapshot"])["resync"], expected["resync"]);
+        for op in ["linked.pre_snapshot", "linked.post_snapshot"] {
+            assert_eq!(
+                seen(op),
+                json!({"staged_source": staged_seen, "repository": repo_seen,
+                       "source_config": sc_seen, "snapshot_parameters": expected}),
+                "{op} with {params}"
+            );
+        }
+    }
+
+    for (op, logged) in [
+        ("linked.start_staging", "linked.start_staging"),
+        ("linked.stop_staging", "linked.stop_staging"),
+        ("linked.worker", "linked.worker"),
+    ] {
+        assert_eq!(call(op, staged_request(&ss, true)), json!({}), "{op}");
+        assert_eq!(
+            seen(logged),
+            json!({"staged_source": staged_seen, "repository": repo_seen, "source_config": sc_seen}),
+            "{op}"
+        );
+    }
+    assert_eq!(
+        call("linked.status", staged_request(&ss, true))["status"],
+        "ACTIVE"
+    );
+    assert_eq!(
+        call("linked.status", staged_request(&ss, false))["status"],
+        "INACTIVE"
+    );
+    assert_eq!(seen("linked.status")["source_config"]["running"], false);
+
+    // Before the first mount there is no staged mount: the 2.7 SDK still
+    // makes one, all empty.
+    let mut unmounted = ss.clone();
+    unmounted.as_object_mut().unwrap().remove("staged_mount");
+    let spec = call(
+        "linked.mount_specification",
+        json!({"repository": repo(), "staged_source": unmounted}),
+    );
+    assert_eq!(spec["staged_mount"]["mount_path"], "/mnt/staging/ls-guid-1");
+    assert!(spec.get("mounts").is_none(), "{spec}");
+    let mut staged_unmounted = staged_seen.clone();
+    staged_unmounted["mount"] = json!({"environment": "", "mount_path": "", "shared_path": ""});
+    assert_eq!(
+        seen("linked.mount_specification"),
+        json!({"staged_source": staged_unmounted, "repository": repo_seen})
+    );
+
+    let configured = call(
+        "virtual.configure",
+        json!({"repository": repo(), "snapshot": snapshot(), "virtual_source": vs}),
+    );
+    assert_eq!(
+        params_of(&configured["source_config"]),
+        json!({"name": "vdb-vs-guid-1", "path": "/mnt/vdb1", "origin": "configure"})
+    );
+    assert_eq!(
+        seen("virtual.configure"),
+        json!({"virtual_source": virtual_seen, "repository": repo_seen, "snapshot": snap_seen})
+    );
+    let mut unconf = virtual_request(&vs, true);
+    unconf["deleteFlag"] = json!(true);
+    assert_eq!(call("virtual.unconfigure", unconf), json!({}));
+    let around_vdb =
+        json!({"virtual_source": virtual_seen, "repository": repo_seen, "source_config": sc_seen});
+    assert_eq!(seen("virtual.unconfigure"), around_vdb);
+    let mut reconf = virtual_request(&vs, true);
+    reconf["snapshot"] = snapshot();
+    let reconfigured = call("virtual.reconfigure", reconf);
+    assert_eq!(params_of(&reconfigured["source_config"]), sc_seen);
+    assert_eq!(
+        seen("virtual.reconfigure"),
+        json!({"virtual_source": virtual_seen, "repository": repo_seen,
+               "source_config": sc_seen, "snapshot": snap_seen})
+    );
+    for op in ["virtual.start", "virtual.stop", "virtual.pre_snapshot"] {
+        assert_eq!(call(op, virtual_request(&vs, true)), json!({}), "{op}");
+        assert_eq!(seen(op), around_vdb, "{op}");
+    }
+    let snap = call("virtual.post_snapshot", virtual_request(&vs, true));
+    assert_eq!(
+        params_of(&snap["snapshot"]),
+        json!({"operation": "virtual.post_snapshot", "guid": "vs-guid-1"})
+    );
+    assert_eq!(
+        call("virtual.status", virtual_request(&vs, false))["status"],
+        "INACTIVE"
+    );
+    assert_eq!(seen("virtual.status")["source_config"]["running"], false);
+    let vspec = call(
+        "virtual.mount_specification",
+        json!({"repository": repo(), "virtual_source": vs}),
+    );
+    assert_eq!(vspec["mounts"][0]["mount_path"], "/mnt/vdb1", "{vspec}");
+    assert_eq!(
+        seen("virtual.mount_specification"),
+        json!({"virtual_source": virtual_seen, "repository": repo_seen})
+    );
+    // dvp 3.1.0 has initialize (empty VDBs), unlike source size, V2P and cleanup.
+    let init = call(
+        "virtual.initialize",
+        json!({"repository": repo(), "virtual_source": vs}),
+    );
+    assert_eq!(params_of(&init["source_config"])["origin"], "initialize");
+    assert_eq!(
+        seen("virtual.initialize"),
+        json!({"virtual_source": virtual_seen, "repository": repo_seen})
+    );
+
+    // Every operation above ran, each logged once per call.
+    let called = operations_called(&engine, PY27);
+    for op in [
+        "discovery.repository",
+        "discovery.source_config",
+        "linked.pre_snapshot",
+        "linked.post_snapshot",
+        "linked.start_staging",
+        "linked.stop_staging",
+        "linked.status",
+        "linked.worker",
+        "linked.mount_specification",
+        "virtual.configure",
+        "virtual.unconfigure",
+        "virtual.reconfigure",
+        "virtual.start",
+        "virtual.stop",
+        "virtual.pre_snapshot",
+        "virtual.post_snapshot",
+        "virtual.status",
+        "virtual.mount_specification",
+        "virtual.initialize",
+    ] {
+        assert!(called.iter().any(|c| c == op), "{op} not in {called:?}");
+    }
+    assert_eq!(called.len(), 26, "{called:?}");
+
+    for op in NOT_IN_DVP3 {
+        let refused = engine.cli(&["plugin", "invoke", PY27, op]);
+        let stderr = refused.fails(3);
+        assert!(
+            stderr.contains(&format!("{PY27} does not implement {op}")),
+            "{op}: {stderr}"
+        );
+    }
+    assert_eq!(operations_called(&engine, PY27), called);
+}
+
 #[test]
 fn python27_errors_map_like_python311_ones_non_ascii_text_included() {
     let engine = Engine::start();

@@ -581,6 +581,126 @@ pub fn params_of(v: &Value) -> Value {
     serde_json::from_str(v["parameters"]["json"].as_str().unwrap_or("null")).unwrap()
 }
 
+/// The repository `repo1` (valid for both staged test plugins).
+pub fn repo() -> Value {
+    json!({"parameters": pdo(json!({"name": "repo1"}))})
+}
+
+/// The source config `sc1`; `running: false` makes a status INACTIVE.
+pub fn source_config(running: bool) -> Value {
+    json!({"parameters": pdo(json!({"name": "sc1", "path": "/data/sc1", "running": running}))})
+}
+
+/// A dSource snapshot's metadata as the staged test plugins make it.
+pub fn snapshot() -> Value {
+    json!({"parameters": pdo(json!({"operation": "linked.post_snapshot", "sourceConfigName": "sc1"}))})
+}
+
+/// A V2P target on `UNIX_HOST_ENVIRONMENT-4`.
+pub fn physical() -> Value {
+    json!({"guid": "ps-1", "connection": conn("UNIX_HOST_ENVIRONMENT-4", "restore"), "target_directory": "/restore/here",
+           "parameters": pdo(json!({"targetName": "copy"}))})
+}
+
+pub fn linked_ok() -> Value {
+    json!({"behavior": "ok"})
+}
+
+pub fn virtual_ok() -> Value {
+    json!({"behavior": "ok", "mountPath": "/mnt/vdb1"})
+}
+
+/// Discovery's request, on `UNIX_HOST_ENVIRONMENT-1` (`source`).
+pub fn discovery_request() -> Value {
+    json!({"source_connection": conn("UNIX_HOST_ENVIRONMENT-1", "source")})
+}
+
+/// Source config discovery's request: [`discovery_request`] and `repo1`.
+pub fn source_config_discovery_request() -> Value {
+    let mut req = discovery_request();
+    req["repository"] = repo();
+    req
+}
+
+/// The request of a staged operation about `sc1` (start/stop staging,
+/// status, worker...).
+pub fn staged_request(staged: &Value, running: bool) -> Value {
+    json!({"repository": repo(), "source_config": source_config(running), "staged_source": staged})
+}
+
+/// A staged pre or post snapshot's request with these snapshot parameters.
+pub fn sync_request(staged: &Value, snapshot_parameters: &Value) -> Value {
+    let mut req = staged_request(staged, true);
+    req["snapshot_parameters"] = snapshot_parameters.clone();
+    req
+}
+
+/// The request of a virtual operation about `sc1` (start, stop, status...).
+pub fn virtual_request(virtual_source: &Value, running: bool) -> Value {
+    json!({"repository": repo(), "source_config": source_config(running), "virtual_source": virtual_source})
+}
+
+/// Invokes `op` of `plugin` and returns its result; a failure fails the test.
+pub fn invoke_ok(client: &Client, plugin: &str, op: &str, request: Value) -> Value {
+    client
+        .invoke(plugin, op, request, None)
+        .unwrap_or_else(|e| panic!("{op}: {e}"))
+}
+
+/// The snapshot parameters of a policy sync (JSON `null`) and of a resync.
+pub fn policy_sync() -> Value {
+    json!({"parameters": {"json": "null"}})
+}
+
+pub fn resync_params() -> Value {
+    json!({"parameters": pdo(json!({"resync": true}))})
+}
+
+/// [`conn`] as the staged test plugins' `recv` lines show a connection.
+pub fn conn_seen(env_ref: &str, env_name: &str) -> Value {
+    json!({"environment": env_ref, "environment_name": env_name, "host": "UNIX_HOST-1",
+           "binary_path": "/opt/toolkit", "scratch_path": "/var/scratch",
+           "user": "HOST_USER-1", "user_name": "delphix"})
+}
+
+/// The lines of one of a plugin's log streams (`info`, `debug`...), as
+/// many as the engine keeps on one page.
+pub fn plugin_log(engine: &Engine, plugin: &str, level: &str) -> String {
+    engine
+        .cli(&[
+            "plugin", "logs", plugin, "--level", level, "--tail", "10000",
+        ])
+        .ok()
+        .to_owned()
+}
+
+/// The operations a staged test plugin logged (`op <group>.<operation>`),
+/// in the order they were called.
+pub fn operations_called(engine: &Engine, plugin: &str) -> Vec<String> {
+    plugin_log(engine, plugin, "info")
+        .lines()
+        .filter_map(|l| l.split_once("] op ").map(|(_, op)| op.to_owned()))
+        .collect()
+}
+
+/// What a staged test plugin received in each call of `op`, oldest first
+/// (its `recv <op> <json>` debug lines).
+pub fn received(engine: &Engine, plugin: &str, op: &str) -> Vec<Value> {
+    let marker = format!("] recv {op} ");
+    plugin_log(engine, plugin, "debug")
+        .lines()
+        .filter_map(|l| l.split_once(marker.as_str()))
+        .map(|(_, json)| serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}")))
+        .collect()
+}
+
+/// What the last call of `op` received.
+pub fn last_received(engine: &Engine, plugin: &str, op: &str) -> Value {
+    received(engine, plugin, op)
+        .pop()
+        .unwrap_or_else(|| panic!("{plugin} logged no recv {op}"))
+}
+
 /// The directory of a dataset in the engine's pool.
 pub fn dataset_dir(data: &std::path::Path, volume: &str) -> std::path::PathBuf {
     let mut todo = vec![data.join("pool")];
