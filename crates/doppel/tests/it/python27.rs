@@ -665,3 +665,199 @@ fn the_directory_plugin_built_for_python27_runs_its_lifecycle_and_upgrades_to_it
         json!([])
     );
 }
+
+const ALL_OPS: &str = "doppel-all-ops-staged";
+
+/// The operations (as the test plugins log them) that only the 3.11 SDK
+/// has: dropped from all-ops-staged's sequence before comparing.
+const ONLY_IN_PYTHON311: [&str; 7] = [
+    "linked.source_size",
+    "linked.pre_source_to_physical",
+    "linked.source_to_physical",
+    "virtual.source_size",
+    "virtual.pre_source_to_physical",
+    "virtual.source_to_physical",
+    "virtual.cleanup",
+];
+
+/// One engine workflow over a dSource `name` of the plugin `plugin_id`
+/// (its first discovered source config) and its VDB `<name>-vdb`, all on
+/// the environment `host`: link, sync, resync, disable and enable the
+/// dSource, provision and snapshot the VDB, sync again so that a refresh
+/// has a newer snapshot, refresh, snapshot, rewind to that snapshot, stop,
+/// start, disable and enable the VDB, then delete both.
+fn lifecycle(engine: &Engine, plugin_id: &str, name: &str) {
+    let configs = engine.cli(&["sourceconfig", "list", "-o", "json"]).json();
+    let sc = configs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["plugin"] == plugin_id)
+        .unwrap_or_else(|| panic!("no source config of {plugin_id}: {configs}"))["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let linked_params =
+        json!({"behavior": "ok", "mountPath": format!("/srv/stage/{name}")}).to_string();
+    let vdb = format!("{name}-vdb");
+    let vdb_params =
+        json!({"behavior": "ok", "mountPath": format!("/srv/vdbs/{name}")}).to_string();
+    let steps: [&[&str]; 9] = [
+        &[
+            "dsource",
+            "link",
+            "--name",
+            name,
+            "--sourceconfig",
+            &sc,
+            "--staging-env",
+            "host",
+            "--params",
+            &linked_params,
+        ],
+        &["dsource", "sync", name],
+        &["dsource", "resync", name],
+        &["dsource", "disable", name],
+        &["dsource", "enable", name],
+        &[
+            "vdb",
+            "provision",
+            "--name",
+            &vdb,
+            "--from",
+            name,
+            "--env",
+            "host",
+            "--params",
+            &vdb_params,
+        ],
+        &["vdb", "snapshot", &vdb],
+        &["dsource", "sync", name],
+        &["vdb", "refresh", &vdb],
+    ];
+    for step in steps {
+        engine.cli(step).ok();
+    }
+    engine.cli(&["vdb", "snapshot", &vdb]).ok();
+    let snapshots = engine
+        .cli(&["snapshot", "list", "--dataset", &vdb, "-o", "json"])
+        .json();
+    let latest = snapshots.as_array().unwrap().last().unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for step in [
+        ["vdb", "rewind", &vdb, "--to", &latest].as_slice(),
+        &["vdb", "stop", &vdb],
+        &["vdb", "start", &vdb],
+        &["vdb", "disable", &vdb],
+        &["vdb", "enable", &vdb],
+        &["vdb", "delete", &vdb],
+        &["dsource", "delete", name],
+    ] {
+        engine.cli(step).ok();
+    }
+}
+
+/// What a workflow's call handed a staged test plugin, without what the
+/// two plugins differ in by design (names, references, the fields of their
+/// own objects): which arguments it got, whether the staging mount was
+/// set, how many mounts the VDB had, the snapshot parameters, and whose
+/// snapshot it was about.
+fn outline(received: &Value) -> Value {
+    json!({
+        "arguments": received.as_object().unwrap().keys().collect::<Vec<_>>(),
+        "staged_mount": received
+            .pointer("/staged_source/mount/mount_path")
+            .map(|p| p != ""),
+        "virtual_mounts": received
+            .pointer("/virtual_source/mounts")
+            .map(|m| m.as_array().unwrap().len()),
+        "snapshot_parameters": received.get("snapshot_parameters"),
+        "snapshot": received.pointer("/snapshot/operation"),
+    })
+}
+
+#[test]
+fn one_workflow_calls_the_same_operations_of_a_python27_and_a_python311_plugin() {
+    let world = World::new(&["host"]);
+    let host = world.host("host");
+    host.mkdir("/srv/stage", "delphix");
+    host.mkdir("/srv/vdbs", "delphix");
+    let engine = Engine::start();
+    let new = engine.install(&build_plugin("all-ops-staged"));
+    let old = engine.install(&build_plugin27("py27-staged"));
+    // Discovery runs through both plugins.
+    engine.add_env_with_password("host", host);
+    lifecycle(&engine, new["id"].as_str().unwrap(), "tree311");
+    lifecycle(&engine, old["id"].as_str().unwrap(), "tree27");
+    assert_eq!(
+        engine.cli(&["mount", "list", "-o", "json"]).json(),
+        json!([])
+    );
+
+    let called_new = operations_called(&engine, ALL_OPS);
+    assert!(
+        called_new.iter().any(|o| o == "virtual.cleanup"),
+        "deleting the 3.11 VDB calls cleanup: {called_new:?}"
+    );
+    let common = |called: Vec<String>| -> Vec<String> {
+        called
+            .into_iter()
+            .filter(|o| !ONLY_IN_PYTHON311.contains(&o.as_str()))
+            .collect()
+    };
+    let (new_ops, old_ops) = (common(called_new), common(operations_called(&engine, PY27)));
+    assert_eq!(new_ops, old_ops, "PYTHON311 (left) and PYTHON27 (right)");
+    for op in [
+        "discovery.repository",
+        "discovery.source_config",
+        "linked.mount_specification",
+        "linked.start_staging",
+        "linked.pre_snapshot",
+        "linked.post_snapshot",
+        "linked.stop_staging",
+        "virtual.mount_specification",
+        "virtual.configure",
+        "virtual.pre_snapshot",
+        "virtual.post_snapshot",
+        "virtual.unconfigure",
+        "virtual.reconfigure",
+        "virtual.stop",
+        "virtual.start",
+        "virtual.status",
+    ] {
+        assert!(new_ops.iter().any(|o| o == op), "{op} in {new_ops:?}");
+    }
+
+    // Each call got the same arguments in both languages, mounted alike.
+    let outlines = |plugin: &str| -> Vec<(String, Value)> {
+        received_all(&engine, plugin)
+            .into_iter()
+            .filter(|(op, _)| !ONLY_IN_PYTHON311.contains(&op.as_str()))
+            .map(|(op, r)| (op, outline(&r)))
+            .collect()
+    };
+    let new_outlines = outlines(ALL_OPS);
+    assert_eq!(new_outlines.len(), new_ops.len());
+    assert_eq!(
+        new_outlines,
+        outlines(PY27),
+        "PYTHON311 (left) and PYTHON27 (right)"
+    );
+
+    // Each sync got snapshot parameters, never null: the link's first sync
+    // and the resync {"resync": true}, the plain syncs {"resync": false}.
+    let resyncs = |plugin: &str| -> Vec<Value> {
+        received(&engine, plugin, "linked.pre_snapshot")
+            .into_iter()
+            .map(|r| r["snapshot_parameters"].clone())
+            .collect()
+    };
+    let (t, f) = (json!({"resync": true}), json!({"resync": false}));
+    assert_eq!(
+        resyncs(ALL_OPS),
+        vec![t.clone(), f.clone(), t.clone(), f.clone()]
+    );
+    assert_eq!(resyncs(PY27), resyncs(ALL_OPS));
+}

@@ -467,6 +467,18 @@ impl Engine {
         .ok();
     }
 
+    /// Adds `host` as the environment `name`, logging in as `delphix` with
+    /// the password (in a file that goes when the call returns).
+    pub fn add_env_with_password(&self, name: &str, host: &doppel_testworld::Host) {
+        let dir = tempfile::tempdir().unwrap();
+        let password = secret_file(
+            dir.path(),
+            "password",
+            host.user("delphix").password.as_deref().unwrap(),
+        );
+        self.add_env(name, host, "delphix", "--password-file", &password);
+    }
+
     /// Installs an artifact through the CLI and returns the plugin's summary.
     pub fn install(&self, artifact: &Path) -> Value {
         self.cli(&[
@@ -683,14 +695,26 @@ pub fn operations_called(engine: &Engine, plugin: &str) -> Vec<String> {
         .collect()
 }
 
-/// What a staged test plugin received in each call of `op`, oldest first
-/// (its `recv <op> <json>` debug lines).
-pub fn received(engine: &Engine, plugin: &str, op: &str) -> Vec<Value> {
-    let marker = format!("] recv {op} ");
+/// Every call a staged test plugin logged with what it received (its
+/// `recv <op> <json>` debug lines), oldest first.
+pub fn received_all(engine: &Engine, plugin: &str) -> Vec<(String, Value)> {
     plugin_log(engine, plugin, "debug")
         .lines()
-        .filter_map(|l| l.split_once(marker.as_str()))
-        .map(|(_, json)| serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}")))
+        .filter_map(|l| l.split_once("] recv "))
+        .map(|(_, rest)| {
+            let (op, json) = rest.split_once(' ').unwrap();
+            let value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+            (op.to_owned(), value)
+        })
+        .collect()
+}
+
+/// What a staged test plugin received in each call of `op`, oldest first.
+pub fn received(engine: &Engine, plugin: &str, op: &str) -> Vec<Value> {
+    received_all(engine, plugin)
+        .into_iter()
+        .filter(|(o, _)| o == op)
+        .map(|(_, v)| v)
         .collect()
 }
 
