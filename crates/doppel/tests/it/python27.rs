@@ -682,10 +682,11 @@ const ONLY_IN_PYTHON311: [&str; 7] = [
 
 /// One engine workflow over a dSource `name` of the plugin `plugin_id`
 /// (its first discovered source config) and its VDB `<name>-vdb`, all on
-/// the environment `host`: link, sync, resync, disable and enable the
+/// the environment `host`: link, show, sync, resync, disable and enable the
 /// dSource, provision and snapshot the VDB, sync again so that a refresh
 /// has a newer snapshot, refresh, snapshot, rewind to that snapshot, stop,
-/// start, disable and enable the VDB, then delete both.
+/// start, disable and enable the VDB, delete both; then create an empty
+/// VDB and delete it.
 fn lifecycle(engine: &Engine, plugin_id: &str, name: &str) {
     let configs = engine.cli(&["sourceconfig", "list", "-o", "json"]).json();
     let sc = configs
@@ -702,7 +703,10 @@ fn lifecycle(engine: &Engine, plugin_id: &str, name: &str) {
     let vdb = format!("{name}-vdb");
     let vdb_params =
         json!({"behavior": "ok", "mountPath": format!("/srv/vdbs/{name}")}).to_string();
-    let steps: [&[&str]; 9] = [
+    let empty = format!("{name}-empty");
+    let empty_params =
+        json!({"behavior": "ok", "mountPath": format!("/srv/vdbs/{empty}")}).to_string();
+    let steps: [&[&str]; 10] = [
         &[
             "dsource",
             "link",
@@ -715,6 +719,8 @@ fn lifecycle(engine: &Engine, plugin_id: &str, name: &str) {
             "--params",
             &linked_params,
         ],
+        // Shows the plugin's status (and, where there is one, its size).
+        &["dsource", "show", name],
         &["dsource", "sync", name],
         &["dsource", "resync", name],
         &["dsource", "disable", name],
@@ -754,6 +760,19 @@ fn lifecycle(engine: &Engine, plugin_id: &str, name: &str) {
         &["vdb", "enable", &vdb],
         &["vdb", "delete", &vdb],
         &["dsource", "delete", name],
+        &[
+            "vdb",
+            "create-empty",
+            "--name",
+            &empty,
+            "--plugin",
+            plugin_id,
+            "--env",
+            "host",
+            "--params",
+            &empty_params,
+        ],
+        &["vdb", "delete", &empty],
     ] {
         engine.cli(step).ok();
     }
@@ -817,6 +836,7 @@ fn one_workflow_calls_the_same_operations_of_a_python27_and_a_python311_plugin()
         "linked.pre_snapshot",
         "linked.post_snapshot",
         "linked.stop_staging",
+        "linked.status",
         "virtual.mount_specification",
         "virtual.configure",
         "virtual.pre_snapshot",
@@ -826,6 +846,7 @@ fn one_workflow_calls_the_same_operations_of_a_python27_and_a_python311_plugin()
         "virtual.stop",
         "virtual.start",
         "virtual.status",
+        "virtual.initialize",
     ] {
         assert!(new_ops.iter().any(|o| o == op), "{op} in {new_ops:?}");
     }
