@@ -23,7 +23,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     // Both test plugins answer virtual.status to this request with ACTIVE
-    // after logging a line: the same work in either language.
+    // after logging two lines (the operation and what it received): the
+    // same work in either language.
     let request = json!({
         "repository": {"parameters": pdo(json!({"name": "r"}))},
         "source_config": {"parameters": pdo(json!({"name": "sc"}))},
