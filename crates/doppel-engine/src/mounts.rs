@@ -201,23 +201,8 @@ impl Engine {
         std::fs::create_dir_all(&root)
             .map_err(EngineError::io(format!("creating {}", root.display())))?;
         let conn = self.hosts.connect(&env, &user).await?;
-        let (uid, gid) = match req.owner {
-            Some(o) => o,
-            None => {
-                let out = run(&conn, "printf '%s %s' \"$(id -u)\" \"$(id -g)\"").await?;
-                let s = out.stdout_str();
-                let mut it = s.split_whitespace().map(|x| x.parse::<u32>());
-                match (it.next(), it.next()) {
-                    (Some(Ok(u)), Some(Ok(g))) => (u, g),
-                    _ => {
-                        return Err(EngineError::Internal(format!(
-                            "cannot read the uid and gid of {} on {}: {s:?}",
-                            user.name, env.name
-                        )))
-                    }
-                }
-            }
-        };
+        let login = conn.login().await?;
+        let (uid, gid) = req.owner.unwrap_or((login.uid, login.gid));
         if !req.read_only {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid)).map_err(|e| {
                 EngineError::Internal(format!(
@@ -233,7 +218,7 @@ impl Engine {
             volume: req.volume.clone(),
             subdirectory: req.subdirectory.clone(),
             mount_path: req.mount_path.clone(),
-            kind: if shares_mount_namespace(&conn).await? {
+            kind: if shares_mount_namespace(login)? {
                 "bind"
             } else {
                 "sshfs"
@@ -417,7 +402,7 @@ impl Engine {
         // as soon as it is there rather than one SSH round trip per poll;
         // in between, whether sshfs gave up is checked.
         let wait = format!(
-            "i=0; until mountpoint -q -- {path}; do i=$((i+1)); [ $i -ge 100 ] && exit 1; sleep 0.01; done"
+            "{AWAIT_MOUNT_SH}; i=0; until mountpoint -q -- {path}; do i=$((i+1)); [ $i -ge 40 ] && exit 1; $await_mount >/dev/null 2>&1; done"
         );
         loop {
             let check = run(conn, &wait).await?;
@@ -470,9 +455,14 @@ impl Engine {
         m: &MountRecord,
     ) -> Result<(), EngineError> {
         let path = sh_quote(&m.mount_path);
+        // The mount point is given back in the same exec: one round trip
+        // less per unmount.
         let out = run(
             conn,
-            &format!("mountpoint -q -- {path} || exit 0; fusermount3 -u -- {path} 2>&1 || fusermount -u -- {path} 2>&1"),
+            &format!(
+                "if mountpoint -q -- {path}; then fusermount3 -u -- {path} 2>&1 || fusermount -u -- {path} 2>&1 || exit; fi; {}",
+                release_mount_point(&m.mount_path)
+            ),
         )
         .await?;
         if out.exit_code != 0 {
@@ -503,7 +493,6 @@ impl Engine {
                 tracing::warn!(path = %m.mount_path, "sftp session did not end after unmount");
             }
         }
-        let _ = run(conn, &release_mount_point(&m.mount_path)).await;
         Ok(())
     }
 
@@ -770,8 +759,8 @@ fn cannot_unmount(env: &EnvironmentRecord, m: &MountRecord, why: &str) -> Engine
 
 /// Whether the host's SSH session runs in the engine's own mount namespace
 /// (the engine's machine, not merely the same machine id).
-async fn shares_mount_namespace(conn: &Connection) -> Result<bool, EngineError> {
-    let remote = run(conn, "readlink /proc/self/ns/mnt").await?.stdout_str();
+fn shares_mount_namespace(login: &doppel_remote::Login) -> Result<bool, EngineError> {
+    let remote = &login.mount_namespace;
     let local = std::fs::read_link("/proc/self/ns/mnt")
         .map_err(EngineError::io("reading the engine's mount namespace"))?;
     Ok(remote.trim() == local.to_string_lossy())
@@ -824,10 +813,22 @@ fn holders_here(path: &str) -> Vec<String> {
     out
 }
 
-/// Shell that sets `$priv` to how this user changes file attributes: as
-/// root itself, through passwordless sudo, or not at all (empty).
-const PRIVILEGE_SH: &str = "if [ \"$(id -u)\" = 0 ]; then priv=' '; \
-     elif sudo -n true 2>/dev/null; then priv='sudo -n'; else priv=; fi";
+/// Shell that defines `chattr_priv`: chattr as root itself or through
+/// passwordless sudo, silent when neither works. It is called only when a
+/// plain chmod was refused (the directory is immutable) or to set the flag
+/// once the mount is up, so a host with sudo pays for no sudo on the way
+/// to a fresh mount or after an unmount.
+const CHATTR_PRIV_SH: &str = "chattr_priv() { if [ \"$(id -u)\" = 0 ]; then chattr \"$@\"; \
+     else sudo -n chattr \"$@\"; fi; } 2>/dev/null";
+
+/// Shell that sets `$await_mount` to a command returning when the host's
+/// mount table changes or after 25 ms, whichever is first: findmnt's poll
+/// wakes on the mount itself instead of forking a probe every few
+/// milliseconds, which on a busy host slowed the very sshfs being waited
+/// for. The timeout covers a mount that lands between a caller's check and
+/// findmnt's first read of the table; a host without findmnt sleeps.
+const AWAIT_MOUNT_SH: &str = "if command -v findmnt >/dev/null; then \
+     await_mount='findmnt --poll=mount --first-only --timeout=25'; else await_mount='sleep 0.025'; fi";
 
 /// Exit codes of [`sshfs_command`] that mean the host cannot take the
 /// mount (bad input, not an engine fault).
@@ -854,16 +855,16 @@ pub(crate) fn sshfs_command(mount_path: &str, options: &str) -> String {
     let p = sh_quote(mount_path);
     format!(
         "p={p}; command -v sshfs >/dev/null || {{ echo 'sshfs is not installed' >&2; exit {SSHFS_MISSING}; }}\n\
-         mkdir -p -- \"$p\" && cd -- \"$p\" || exit {NO_MOUNT_POINT}; {PRIVILEGE_SH}\n\
-         if [ \"$priv\" = ' ' ]; then chmod a-w . && {{ chattr +i . 2>/dev/null; true; }}; cd /; exec sshfs -f -o {options} :/ \"$p\"; fi\n\
-         [ -n \"$priv\" ] && $priv chattr -i . 2>/dev/null\n\
+         mkdir -p -- \"$p\" && cd -- \"$p\" || exit {NO_MOUNT_POINT}; {CHATTR_PRIV_SH}; {AWAIT_MOUNT_SH}\n\
+         if [ \"$(id -u)\" = 0 ]; then chmod a-w . 2>/dev/null; chattr +i . 2>/dev/null; cd /; exec sshfs -f -o {options} :/ \"$p\"; fi\n\
          was=$(ls -A . | head -c1)\n\
-         chmod u+w . || exit {NO_MOUNT_POINT}\n\
+         chmod u+w . 2>/dev/null || {{ chattr_priv -i .; chmod u+w .; }} || exit {NO_MOUNT_POINT}\n\
          ( exec </dev/null >&2; i=0\n\
-           until mountpoint -q -- \"$p\" || [ $i -ge 2000 ]; do i=$((i+1)); sleep 0.01; done\n\
-           if mountpoint -q -- \"$p\" && [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
+           until mountpoint -q -- \"$p\" || ! kill -0 $$ 2>/dev/null || [ $i -ge 800 ]; do i=$((i+1)); $await_mount >/dev/null 2>&1; done\n\
+           mountpoint -q -- \"$p\" || exit 0\n\
+           if [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
              find . -mindepth 1 -maxdepth 1 -exec mv -n -t \"$p\" -- {{}} + && echo \"doppel: moved what was written under $p while it was not mounted into the mount\"; fi\n\
-           chmod a-w .; [ -n \"$priv\" ] && $priv chattr +i . 2>/dev/null; true ) &\n\
+           chmod a-w .; chattr_priv +i .; true ) &\n\
          cd /; exec sshfs -f -o {options} :/ \"$p\""
     )
 }
@@ -873,9 +874,9 @@ pub(crate) fn sshfs_command(mount_path: &str, options: &str) -> String {
 pub(crate) fn release_mount_point(mount_path: &str) -> String {
     let p = sh_quote(mount_path);
     format!(
-        "p={p}; mountpoint -q -- \"$p\" && exit 0; {PRIVILEGE_SH}; \
-         [ -n \"$priv\" ] && $priv chattr -i -- \"$p\" 2>/dev/null; \
-         chmod u+w -- \"$p\" 2>/dev/null; rmdir -- \"$p\" 2>/dev/null; true"
+        "p={p}; mountpoint -q -- \"$p\" && exit 0; {CHATTR_PRIV_SH}; \
+         chmod u+w -- \"$p\" 2>/dev/null || {{ chattr_priv -i -- \"$p\"; chmod u+w -- \"$p\" 2>/dev/null; }}; \
+         rmdir -- \"$p\" 2>/dev/null; true"
     )
 }
 

@@ -160,6 +160,20 @@ pub struct Connection {
     pub(crate) target: Arc<Target>,
     pub(crate) handle: Arc<Handle>,
     host_key: HostKey,
+    login: Arc<tokio::sync::OnceCell<Login>>,
+}
+
+/// What a login session is on its host, read once per connection: it cannot
+/// change while the session lasts, and asking costs a round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// `id -u` of the login.
+    pub uid: u32,
+    /// `id -g` of the login.
+    pub gid: u32,
+    /// `readlink /proc/self/ns/mnt` on the host (`mnt:[4026531841]`), or
+    /// empty where the host has no such thing.
+    pub mount_namespace: String,
 }
 
 impl fmt::Debug for Connection {
@@ -294,7 +308,34 @@ impl Connection {
             target: Arc::new(target),
             handle: Arc::new(handle),
             host_key,
+            login: Arc::default(),
         })
+    }
+
+    /// The uid, gid and mount namespace of this login on the host, asked on
+    /// first use and remembered for the connection's life.
+    pub async fn login(&self) -> Result<&Login> {
+        self.login
+            .get_or_try_init(|| async {
+                let script = "printf '%s %s %s' \"$(id -u)\" \"$(id -g)\" \"$(readlink /proc/self/ns/mnt 2>/dev/null)\"";
+                let out = self.run_bash(script, &Default::default(), false).await?;
+                let text = out.stdout_str();
+                let mut it = text.split_whitespace();
+                let mut id = || it.next().and_then(|x| x.parse::<u32>().ok());
+                match (id(), id()) {
+                    (Some(uid), Some(gid)) => Ok(Login {
+                        uid,
+                        gid,
+                        mount_namespace: it.next().unwrap_or_default().to_owned(),
+                    }),
+                    _ => Err(crate::Error::Exec {
+                        target: (*self.target).clone(),
+                        command: script.to_owned(),
+                        reason: format!("cannot read the uid and gid of this login: {text:?}"),
+                    }),
+                }
+            })
+            .await
     }
 
     /// The key the host presented (equal to the pinned one if there was one).

@@ -38,7 +38,7 @@ mod exec;
 mod pool;
 mod sync;
 
-pub use connection::{ConnectOptions, Connection, Credentials, HostKey, HostKeyPolicy};
+pub use connection::{ConnectOptions, Connection, Credentials, HostKey, HostKeyPolicy, Login};
 pub use duplex::{DuplexExec, DuplexExit, DuplexWait};
 pub use error::{AuthMethod, Error, Result, Target};
 pub use exec::{ExecOutput, ExecRequest, DEFAULT_OUTPUT_CAP_BYTES};
