@@ -265,34 +265,16 @@ fn every_operation_of_the_all_ops_plugin_gets_the_request_the_engine_built() {
         .cli(&["plugin", "logs", ALL_OPS, "--level", "info"])
         .ok()
         .to_owned();
-    for op in [
-        "discovery.repository",
-        "discovery.source_config",
-        "linked.pre_snapshot",
-        "linked.post_snapshot",
-        "linked.start_staging",
-        "linked.stop_staging",
-        "linked.status",
-        "linked.worker",
-        "linked.mount_specification",
+    let not_in_dvp3 = [
         "linked.source_size",
         "linked.pre_source_to_physical",
         "linked.source_to_physical",
-        "virtual.configure",
-        "virtual.unconfigure",
-        "virtual.reconfigure",
         "virtual.cleanup",
-        "virtual.start",
-        "virtual.stop",
-        "virtual.pre_snapshot",
-        "virtual.post_snapshot",
-        "virtual.status",
-        "virtual.initialize",
-        "virtual.mount_specification",
         "virtual.source_size",
         "virtual.pre_source_to_physical",
         "virtual.source_to_physical",
-    ] {
+    ];
+    for op in DVP3_STAGED_OPERATIONS.into_iter().chain(not_in_dvp3) {
         assert!(
             info.contains(&format!("op {op}\n")),
             "no 'op {op}' in the info log:\n{info}"

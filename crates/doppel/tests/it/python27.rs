@@ -295,27 +295,7 @@ fn every_operation_of_the_python27_plugin_gets_the_request_in_the_shape_its_sdk_
 
     // Every operation above ran, each logged once per call.
     let called = operations_called(&engine, PY27);
-    for op in [
-        "discovery.repository",
-        "discovery.source_config",
-        "linked.pre_snapshot",
-        "linked.post_snapshot",
-        "linked.start_staging",
-        "linked.stop_staging",
-        "linked.status",
-        "linked.worker",
-        "linked.mount_specification",
-        "virtual.configure",
-        "virtual.unconfigure",
-        "virtual.reconfigure",
-        "virtual.start",
-        "virtual.stop",
-        "virtual.pre_snapshot",
-        "virtual.post_snapshot",
-        "virtual.status",
-        "virtual.mount_specification",
-        "virtual.initialize",
-    ] {
+    for op in DVP3_STAGED_OPERATIONS {
         assert!(called.iter().any(|c| c == op), "{op} not in {called:?}");
     }
     assert_eq!(called.len(), 26, "{called:?}");

@@ -593,6 +593,31 @@ pub fn params_of(v: &Value) -> Value {
     serde_json::from_str(v["parameters"]["json"].as_str().unwrap_or("null")).unwrap()
 }
 
+/// The operations (as the staged test plugins log them) that every staged
+/// plugin can have in dvp 3.x; later SDKs add source size, V2P and
+/// cleanup.
+pub const DVP3_STAGED_OPERATIONS: [&str; 19] = [
+    "discovery.repository",
+    "discovery.source_config",
+    "linked.pre_snapshot",
+    "linked.post_snapshot",
+    "linked.start_staging",
+    "linked.stop_staging",
+    "linked.status",
+    "linked.worker",
+    "linked.mount_specification",
+    "virtual.configure",
+    "virtual.unconfigure",
+    "virtual.reconfigure",
+    "virtual.start",
+    "virtual.stop",
+    "virtual.pre_snapshot",
+    "virtual.post_snapshot",
+    "virtual.status",
+    "virtual.mount_specification",
+    "virtual.initialize",
+];
+
 /// The repository `repo1` (valid for both staged test plugins).
 pub fn repo() -> Value {
     json!({"parameters": pdo(json!({"name": "repo1"}))})
@@ -800,23 +825,14 @@ pub fn add_directory_envs(
 ) -> String {
     trust_ssh(staging, source);
     let secrets = tempfile::tempdir().unwrap();
-    let password = |h: &doppel_testworld::Host, file: &str| {
-        secret_file(
-            secrets.path(),
-            file,
-            h.user("delphix").password.as_deref().unwrap(),
-        )
-    };
     let key = secret_file(
         secrets.path(),
         "alice-key",
         staging.user("alice").private_key_pem.as_deref().unwrap(),
     );
-    let source_pw = password(source, "pw-source");
-    let target_pw = password(target, "pw-target");
-    engine.add_env("source", source, "delphix", "--password-file", &source_pw);
+    engine.add_env_with_password("source", source);
     engine.add_env("staging", staging, "alice", "--key-file", &key);
-    engine.add_env("target", target, "delphix", "--password-file", &target_pw);
+    engine.add_env_with_password("target", target);
     let repo = engine
         .cli(&["repository", "list", "--env", "source", "-o", "json"])
         .json()[0]["reference"]
