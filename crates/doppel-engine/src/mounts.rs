@@ -846,7 +846,9 @@ const NO_MOUNT_POINT: i32 = 4;
 /// checks it), so it is opened for the moment sshfs takes to mount, and
 /// closed again from underneath through a helper whose working directory
 /// is the covered directory; anything written in that moment is moved into
-/// the mount.
+/// the mount. The helper also closes it when sshfs ends without mounting,
+/// and ends with sshfs (so that it never holds the session open after an
+/// unmount it did not see coming).
 ///
 /// The same command first checks that sshfs is there and makes the
 /// directory (exiting [`SSHFS_MISSING`] or [`NO_MOUNT_POINT`]): one round
@@ -861,8 +863,7 @@ pub(crate) fn sshfs_command(mount_path: &str, options: &str) -> String {
          chmod u+w . 2>/dev/null || {{ chattr_priv -i .; chmod u+w .; }} || exit {NO_MOUNT_POINT}\n\
          ( exec </dev/null >&2; i=0\n\
            until mountpoint -q -- \"$p\" || ! kill -0 $$ 2>/dev/null || [ $i -ge 800 ]; do i=$((i+1)); $await_mount >/dev/null 2>&1; done\n\
-           mountpoint -q -- \"$p\" || exit 0\n\
-           if [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
+           if mountpoint -q -- \"$p\" && [ -z \"$was\" ] && [ -n \"$(ls -A . | head -c1)\" ]; then\n\
              find . -mindepth 1 -maxdepth 1 -exec mv -n -t \"$p\" -- {{}} + && echo \"doppel: moved what was written under $p while it was not mounted into the mount\"; fi\n\
            chmod a-w .; chattr_priv +i .; true ) &\n\
          cd /; exec sshfs -f -o {options} :/ \"$p\""
